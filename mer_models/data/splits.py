@@ -1,0 +1,171 @@
+"""MTG-Jamendo metadata: tag lists, split TSVs and label matrices.
+
+The formats are those of the MTG-Jamendo repository: a tag list of one tag a
+line (its order sets the columns of every label and prediction matrix) and
+split files with the columns ``TRACK_ID ARTIST_ID ALBUM_ID PATH DURATION
+TAGS...``, one tag per trailing column. A real download is read in place:
+``metadata`` is a checkout of the repository, ``melspecs`` the folder of
+pre-computed mel-spectrograms (``NN/ID.npy``, from the ``PATH`` column).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PARTS = ("train", "validation", "test")
+HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
+# Subsets of the MTG-Jamendo repository, by the name in their split files.
+SUBSETS = ("moodtheme", "genre", "instrument", "top50tags", "all")
+
+
+class DataError(ValueError):
+    """A dataset file is missing or malformed; the message names file and row."""
+
+
+@dataclass(frozen=True)
+class DatasetPaths:
+    """Where a dataset lives: metadata checkout, melspec folder, split and subset."""
+
+    metadata: Path
+    melspecs: Path
+    split: int = 0
+    subset: str = "moodtheme"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metadata", Path(self.metadata).expanduser().resolve())
+        object.__setattr__(self, "melspecs", Path(self.melspecs).expanduser().resolve())
+        if self.subset not in SUBSETS:
+            raise DataError(f"unknown subset {self.subset!r}; expected one of {', '.join(SUBSETS)}")
+        if self.split < 0:
+            raise DataError(f"split must be >= 0, got {self.split}")
+
+    def split_file(self, part: str) -> Path:
+        if part not in PARTS:
+            raise DataError(f"unknown split part {part!r}; expected one of {', '.join(PARTS)}")
+        return (
+            self.metadata / "data" / "splits" / f"split-{self.split}"
+            / f"autotagging_{self.subset}-{part}.tsv"
+        )
+
+    def tag_file(self) -> Path:
+        return self.metadata / "data" / "tags" / f"{self.subset}_split.txt"
+
+    def to_dict(self) -> dict:
+        return {
+            "metadata": str(self.metadata),
+            "melspecs": str(self.melspecs),
+            "split": self.split,
+            "subset": self.subset,
+        }
+
+
+@dataclass(frozen=True)
+class SplitTable:
+    """One split file, parsed: rows in file order, label columns in tag order."""
+
+    file: Path
+    track_ids: tuple[str, ...]
+    melspec_paths: tuple[str, ...]  # relative to the melspec root: NN/ID.npy
+    durations: np.ndarray  # float64 seconds, as the file states
+    labels: np.ndarray  # bool (n_tracks, n_tags)
+    tags: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.track_ids)
+
+
+def read_tags(path: str | Path) -> tuple[str, ...]:
+    """The tag list: one tag a line, order preserved, no blanks or duplicates."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: tag list not found (expected one tag a line)")
+    tags: list[str] = []
+    lines = path.read_text().rstrip("\n").splitlines()
+    for number, line in enumerate(lines, start=1):
+        tag = line.strip()
+        if not tag:
+            raise DataError(f"{path}, line {number}: empty line in the tag list")
+        if tag in tags:
+            raise DataError(f"{path}, line {number}: tag {tag!r} is listed twice")
+        tags.append(tag)
+    if not tags:
+        raise DataError(f"{path}: the tag list is empty")
+    return tuple(tags)
+
+
+def read_split(path: str | Path, tags: tuple[str, ...]) -> SplitTable:
+    """Parse one MTG-Jamendo split TSV into ids, melspec paths and a label matrix."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: split file not found")
+    lines = path.read_text().splitlines()
+    if not lines:
+        raise DataError(f"{path}: the split file is empty (expected the header {' '.join(HEADER)})")
+    header = tuple(lines[0].split("\t"))
+    if header != HEADER:
+        raise DataError(
+            f"{path}, line 1: header is {' '.join(header)!r}; expected the tab-separated "
+            f"columns {' '.join(HEADER)}"
+        )
+    column = {tag: i for i, tag in enumerate(tags)}
+    track_ids, melspec_paths, durations, label_rows = [], [], [], []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 5:
+            raise DataError(
+                f"{path}, line {number}: {len(fields)} columns; expected TRACK_ID ARTIST_ID "
+                f"ALBUM_ID PATH DURATION and at least one tag"
+            )
+        track_id, _, _, audio_path, duration = fields[:5]
+        row_tags = [tag for tag in fields[5:] if tag]
+        if not row_tags:
+            raise DataError(f"{path}, line {number}: track {track_id} has no tags")
+        if track_id in seen:
+            raise DataError(
+                f"{path}, line {number}: track {track_id} is listed twice (first on line {seen[track_id]})"
+            )
+        seen[track_id] = number
+        try:
+            seconds = float(duration)
+        except ValueError:
+            raise DataError(
+                f"{path}, line {number}: DURATION of track {track_id} is {duration!r}; expected seconds"
+            ) from None
+        row = np.zeros(len(tags), dtype=bool)
+        for tag in row_tags:
+            if tag not in column:
+                raise DataError(
+                    f"{path}, line {number}: track {track_id} has tag {tag!r}, which is not in the "
+                    f"tag list ({len(tags)} tags, e.g. {tags[0]!r})"
+                )
+            row[column[tag]] = True
+        track_ids.append(track_id)
+        melspec_paths.append(str(Path(audio_path).with_suffix(".npy")))
+        durations.append(seconds)
+        label_rows.append(row)
+    if not track_ids:
+        raise DataError(f"{path}: the split file has a header but no tracks")
+    return SplitTable(
+        file=path,
+        track_ids=tuple(track_ids),
+        melspec_paths=tuple(melspec_paths),
+        durations=np.asarray(durations, dtype=np.float64),
+        labels=np.stack(label_rows),
+        tags=tags,
+    )
+
+
+def label_matrix(split_file: str | Path, tag_file: str | Path) -> np.ndarray:
+    """Bool (tracks, tags) ground truth, rows in split order, columns in tag order."""
+    return read_split(split_file, read_tags(tag_file)).labels
+
+
+def load_split(paths: DatasetPaths, part: str) -> SplitTable:
+    """One part (train, validation or test) of a dataset, with its tag list."""
+    return read_split(paths.split_file(part), read_tags(paths.tag_file()))
