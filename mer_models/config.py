@@ -59,7 +59,15 @@ class TrainConfig:
                 )
         _check_choice("model", self.model, MODELS)
         _check_choice("cell", self.cell, CELLS)
-        for name in ("units", "layers", "width", "batch_size", "window", "max_epochs", "eval_crops"):
+        for name in (
+            "units",
+            "layers",
+            "width",
+            "batch_size",
+            "window",
+            "max_epochs",
+            "eval_crops",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"config field '{name}' must be >= 1, got {getattr(self, name)}")
         for name in ("patience", "time_mask", "freq_mask", "workers", "threads", "seed"):
@@ -76,7 +84,9 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
         """Build from a flat mapping; unknown keys are an error naming the valid ones."""
         if not isinstance(values, dict):
-            raise ValueError(f"{source}: expected a mapping of config fields, got {type(values).__name__}")
+            raise ValueError(
+                f"{source}: expected a mapping of config fields, got {type(values).__name__}"
+            )
         unknown = sorted(set(values) - set(FIELD_NAMES))
         if unknown:
             raise ValueError(
@@ -101,7 +111,9 @@ _FIELD_TYPES = {f.name: type(f.default) for f in fields(TrainConfig)}
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"config field '{name}' must be one of {', '.join(allowed)}, got {value!r}")
+        raise ValueError(
+            f"config field '{name}' must be one of {', '.join(allowed)}, got {value!r}"
+        )
 
 
 def load_config(path: str | Path) -> TrainConfig:

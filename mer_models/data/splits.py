@@ -46,7 +46,10 @@ class DatasetPaths:
         if part not in PARTS:
             raise DataError(f"unknown split part {part!r}; expected one of {', '.join(PARTS)}")
         return (
-            self.metadata / "data" / "splits" / f"split-{self.split}"
+            self.metadata
+            / "data"
+            / "splits"
+            / f"split-{self.split}"
             / f"autotagging_{self.subset}-{part}.tsv"
         )
 
@@ -96,8 +99,14 @@ def read_tags(path: str | Path) -> tuple[str, ...]:
     return tuple(tags)
 
 
-def read_split(path: str | Path, tags: tuple[str, ...]) -> SplitTable:
-    """Parse one MTG-Jamendo split TSV into ids, melspec paths and a label matrix."""
+def read_split(
+    path: str | Path, tags: tuple[str, ...], problems: list[str] | None = None
+) -> SplitTable:
+    """Parse one MTG-Jamendo split TSV into ids, melspec paths and a label matrix.
+
+    A bad row raises `DataError`; given a `problems` list, bad rows are instead
+    described there and skipped, so that a check can report all of them.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
@@ -116,41 +125,19 @@ def read_split(path: str | Path, tags: tuple[str, ...]) -> SplitTable:
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
-        fields = line.split("\t")
-        if len(fields) < 5:
-            raise DataError(
-                f"{path}, line {number}: {len(fields)} columns; expected TRACK_ID ARTIST_ID "
-                f"ALBUM_ID PATH DURATION and at least one tag"
-            )
-        track_id, _, _, audio_path, duration = fields[:5]
-        row_tags = [tag for tag in fields[5:] if tag]
-        if not row_tags:
-            raise DataError(f"{path}, line {number}: track {track_id} has no tags")
-        if track_id in seen:
-            raise DataError(
-                f"{path}, line {number}: track {track_id} is listed twice (first on line {seen[track_id]})"
-            )
-        seen[track_id] = number
         try:
-            seconds = float(duration)
-        except ValueError:
-            raise DataError(
-                f"{path}, line {number}: DURATION of track {track_id} is {duration!r}; expected seconds"
-            ) from None
-        row = np.zeros(len(tags), dtype=bool)
-        for tag in row_tags:
-            if tag not in column:
-                raise DataError(
-                    f"{path}, line {number}: track {track_id} has tag {tag!r}, which is not in the "
-                    f"tag list ({len(tags)} tags, e.g. {tags[0]!r})"
-                )
-            row[column[tag]] = True
+            track_id, melspec_path, seconds, row = _parse_row(path, number, line, column, seen)
+        except DataError as error:
+            if problems is None:
+                raise
+            problems.append(str(error))
+            continue
         track_ids.append(track_id)
-        melspec_paths.append(str(Path(audio_path).with_suffix(".npy")))
+        melspec_paths.append(melspec_path)
         durations.append(seconds)
         label_rows.append(row)
     if not track_ids:
-        raise DataError(f"{path}: the split file has a header but no tracks")
+        raise DataError(f"{path}: the split file has no valid tracks")
     return SplitTable(
         file=path,
         track_ids=tuple(track_ids),
@@ -159,6 +146,41 @@ def read_split(path: str | Path, tags: tuple[str, ...]) -> SplitTable:
         labels=np.stack(label_rows),
         tags=tags,
     )
+
+
+def _parse_row(
+    path: Path, number: int, line: str, column: dict[str, int], seen: dict[str, int]
+) -> tuple[str, str, float, np.ndarray]:
+    fields = line.split("\t")
+    if len(fields) < 5:
+        raise DataError(
+            f"{path}, line {number}: {len(fields)} columns; expected TRACK_ID ARTIST_ID "
+            f"ALBUM_ID PATH DURATION and at least one tag"
+        )
+    track_id, _, _, audio_path, duration = fields[:5]
+    row_tags = [tag for tag in fields[5:] if tag]
+    if not row_tags:
+        raise DataError(f"{path}, line {number}: track {track_id} has no tags")
+    if track_id in seen:
+        raise DataError(
+            f"{path}, line {number}: track {track_id} is listed twice (first on line {seen[track_id]})"
+        )
+    seen[track_id] = number
+    try:
+        seconds = float(duration)
+    except ValueError:
+        raise DataError(
+            f"{path}, line {number}: DURATION of track {track_id} is {duration!r}; expected seconds"
+        ) from None
+    row = np.zeros(len(column), dtype=bool)
+    for tag in row_tags:
+        if tag not in column:
+            raise DataError(
+                f"{path}, line {number}: track {track_id} has tag {tag!r}, which is not in the "
+                f"tag list ({len(column)} tags, e.g. {next(iter(column))!r})"
+            )
+        row[column[tag]] = True
+    return track_id, str(Path(audio_path).with_suffix(".npy")), seconds, row
 
 
 def label_matrix(split_file: str | Path, tag_file: str | Path) -> np.ndarray:
