@@ -81,10 +81,8 @@ class EvalWindows(Dataset):
         array = open_melspec(self.melspecs / self.table.melspec_paths[index])
         starts = centred_starts(array.shape[1], self.window, self.crops)
         windows = np.stack([read_window(array, int(s), self.window) for s in starts])
-        windows = _finite(self.stats.apply(windows.reshape(-1, self.window)), self.table, index)
-        return torch.from_numpy(windows.reshape(len(starts), 1, -1, self.window)), self.labels[
-            index
-        ]
+        windows = _finite(self.stats.apply(windows), self.table, index)  # (K, bands, window)
+        return torch.from_numpy(windows[:, None]), self.labels[index]
 
 
 def _finite(window: np.ndarray, table: SplitTable, index: int) -> np.ndarray:

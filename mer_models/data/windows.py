@@ -9,6 +9,10 @@ are 10.7 s).
 
 from __future__ import annotations
 
+import functools
+import io
+import mmap
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +25,69 @@ N_BANDS = 96
 # floor of a power-to-dB conversion clipped at 1e-10 (10 * log10(1e-10)),
 # i.e. silence, rather than 0 dB, which would be a loud event.
 PAD_DB = -100.0
+_HEADER_PREFIX = 128  # bytes: the whole header of a typical .npy file
 
 
 def open_melspec(path: str | Path, n_bands: int = N_BANDS) -> np.ndarray:
-    """Memory-map a (n_bands, n_frames) float32 mel-spectrogram, checking its header."""
+    """Memory-map a (n_bands, n_frames) float32 mel-spectrogram, checking its header.
+
+    The map is advised as randomly accessed, so the kernel reads only the
+    pages a window touches instead of reading ahead through the whole track.
+    """
     path = Path(path)
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        with path.open("rb") as stream:
+            shape, fortran_order, dtype, offset = _read_header(stream)
+            size = os.fstat(stream.fileno()).st_size
+            if dtype != np.float32 or len(shape) != 2 or shape[0] != n_bands or fortran_order:
+                raise DataError(
+                    f"{path}: array is {dtype} {tuple(shape)}"
+                    f"{' (Fortran order)' if fortran_order else ''}; expected float32 "
+                    f"({n_bands}, n_frames) in C order"
+                )
+            if shape[1] == 0:
+                raise DataError(f"{path}: the mel-spectrogram has no frames")
+            expected = offset + shape[0] * shape[1] * 4
+            if size < expected:
+                raise DataError(
+                    f"{path}: truncated .npy file ({size} bytes; its header promises {expected})"
+                )
+            memory = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
     except FileNotFoundError:
         raise DataError(f"{path}: mel-spectrogram file not found") from None
     except (ValueError, OSError, EOFError) as error:
-        raise DataError(f"{path}: unreadable or truncated .npy file ({error})") from None
-    if array.dtype != np.float32 or array.ndim != 2 or array.shape[0] != n_bands:
-        raise DataError(
-            f"{path}: array is {array.dtype} {tuple(array.shape)}; expected float32 "
-            f"({n_bands}, n_frames)"
-        )
-    if array.shape[1] == 0:
-        raise DataError(f"{path}: the mel-spectrogram has no frames")
-    return array
+        raise DataError(f"{path}: unreadable .npy file ({error})") from None
+    if hasattr(memory, "madvise"):
+        memory.madvise(mmap.MADV_RANDOM)
+    return np.frombuffer(
+        memory, dtype=np.float32, count=shape[0] * shape[1], offset=offset
+    ).reshape(shape)
+
+
+def _read_header(stream) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Shape, order, dtype and data offset of an open .npy file.
+
+    Parsed headers are cached by their bytes: numpy's parser costs more than
+    reading a window, and every epoch reopens the same files.
+    """
+    prefix = stream.read(_HEADER_PREFIX)
+    if len(prefix) < 10 or prefix[:6] != b"\x93NUMPY":
+        raise ValueError("not a .npy file (bad magic string)")
+    length_bytes = 2 if prefix[6] == 1 else 4
+    offset = 8 + length_bytes + int.from_bytes(prefix[8 : 8 + length_bytes], "little")
+    if offset > len(prefix):
+        prefix += stream.read(offset - len(prefix))
+    shape, fortran_order, dtype = _parse_header(prefix[:offset])
+    return shape, fortran_order, dtype, offset
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    stream = io.BytesIO(header)
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream)
+    return np.lib.format.read_array_header_2_0(stream)
 
 
 def centred_starts(n_frames: int, window: int, count: int = 1) -> np.ndarray:

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+
+from mer_models.data import load_split
+from mer_models.data.check import check_dataset
+
+
+def _check(paths, tmp_path, monkeypatch):
+    monkeypatch.setenv("MER_MODELS_CACHE", str(tmp_path / "cache"))
+    return check_dataset(paths)
+
+
+def test_a_good_dataset_passes_with_a_summary(tiny_dataset, tmp_path, monkeypatch):
+    report = _check(tiny_dataset, tmp_path, monkeypatch)
+    assert report.ok, report.describe_problems()
+    assert report.tracks == {"train": 6, "validation": 3, "test": 3}
+    assert report.tags == 4
+    assert "12 tracks" in report.summary()
+
+
+def test_every_problem_is_found_and_counted(tiny_dataset, tmp_path, monkeypatch):
+    train = load_split(tiny_dataset, "train")
+    melspecs = tiny_dataset.melspecs
+    (melspecs / train.melspec_paths[0]).unlink()
+    np.save(melspecs / train.melspec_paths[1], np.zeros((64, 500), np.float32))
+    bad = np.zeros((96, 500), np.float32)
+    bad[3, 7] = np.inf
+    np.save(melspecs / train.melspec_paths[2], bad)
+    path = melspecs / train.melspec_paths[3]
+    path.write_bytes(path.read_bytes()[:1000])
+    split_file = tiny_dataset.split_file("test")
+    split_file.write_text(
+        split_file.read_text() + "track_9\ta\tb\t09/9.mp3\t30.0\tmood/theme---nope\n"
+    )
+    report = _check(tiny_dataset, tmp_path, monkeypatch)
+    assert not report.ok
+    counts = {kind: len(found) for kind, found in report.problems.items() if found}
+    assert counts == {
+        "split row": 1,
+        "missing mel-spectrogram": 1,
+        "wrong shape or dtype": 1,
+        "NaN or infinite values": 1,
+        "unreadable file": 1,
+    }
+    text = report.describe_problems()
+    for track_id in train.track_ids[:4]:
+        assert track_id in text
+    assert "mood/theme---nope" in text
+
+
+def test_values_are_scanned_once_then_remembered(tiny_dataset, tmp_path, monkeypatch):
+    assert _check(tiny_dataset, tmp_path, monkeypatch).ok
+    train = load_split(tiny_dataset, "train")
+    path = tiny_dataset.melspecs / train.melspec_paths[0]
+    array = np.load(path)
+    array[0, 0] = np.nan
+    np.save(path, array)  # a change: new mtime, so it is scanned again
+    report = _check(tiny_dataset, tmp_path, monkeypatch)
+    assert len(report.problems["NaN or infinite values"]) == 1
+
+
+def test_check_command_exit_codes(tiny_dataset, tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "mer_models.data",
+        "check",
+        "--metadata",
+        str(tiny_dataset.metadata),
+        "--melspecs",
+        str(tiny_dataset.melspecs),
+    ]
+    env = {"MER_MODELS_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and "dataset OK: 12 tracks" in done.stdout
+    tiny_dataset.split_file("validation").unlink()
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert done.returncode == 1
+    assert (
+        "split file not found" in done.stderr
+        and "autotagging_moodtheme-validation.tsv" in done.stderr
+    )
+    done = subprocess.run(command[:6], capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and "--metadata and --melspecs go together" in done.stderr
