@@ -1,0 +1,128 @@
+"""Command line of the analysis package: ``python -m analysis SUBCOMMAND ...``.
+
+Each subcommand is a function that adds its parser and sets ``handler``;
+``@subcommand`` registers it, so a new one is one decorated function here
+and its work lives in its own module. Handlers only parse and call; bad
+input (a ValueError or an unreadable file) becomes a one-paragraph message
+on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+from analysis.evaluate import evaluate_files, format_results
+from analysis.fusion import fuse_files
+
+SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
+USAGE_ERROR = 2
+
+
+def subcommand(name: str):
+    """Register a function that adds the ``name`` subparser (and its ``handler``)."""
+
+    def register(add: Callable[[argparse._SubParsersAction], None]):
+        if name in SUBCOMMANDS:
+            raise RuntimeError(f"subcommand {name!r} is registered twice")
+        SUBCOMMANDS[name] = add
+        return add
+
+    return register
+
+
+@subcommand("evaluate")
+def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="official MediaEval metrics of a prediction matrix",
+        description="ROC-AUC and PR-AUC (macro and micro) of PREDICTIONS against GROUNDTRUTH, "
+        "and with -d the precision, recall and F-score of binary decisions: the numbers of the "
+        "official MediaEval evaluation script.",
+    )
+    parser.add_argument("groundtruth", help="bool or 0/1 .npy matrix (tracks x tags)")
+    parser.add_argument("predictions", help=".npy matrix of scores (tracks x tags)")
+    parser.add_argument("-d", "--decisions", help="bool or 0/1 .npy matrix of decisions")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    results = evaluate_files(args.groundtruth, args.predictions, args.decisions)
+    print(json.dumps(results, indent=2) if args.json else format_results(results))
+    return 0
+
+
+@subcommand("fuse-files")
+def _add_fuse_files(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fuse-files",
+        help="late fusion (mean) of prediction files, selected on validation",
+        description="Average members' test scores (the paper's late fusion) and evaluate the "
+        "fused scores. A MEMBER is TEST.npy or TEST.npy:VALIDATION.npy; with validation files "
+        "and --validation-groundtruth, 'topk' and 'greedy' rank and select members on "
+        "validation only, and decision thresholds are tuned on validation (otherwise on test, "
+        "like the official script).",
+    )
+    parser.add_argument("members", nargs="+", metavar="MEMBER", help="TEST.npy[:VALIDATION.npy]")
+    parser.add_argument("--groundtruth", required=True, help="test labels .npy (bool or 0/1)")
+    parser.add_argument("--select", choices=("all", "topk", "greedy"), default="all")
+    parser.add_argument("--top-k", type=int, help="members kept by --select topk")
+    parser.add_argument("--weights", type=float, nargs="+", help="one weight > 0 per member")
+    parser.add_argument("--validation-groundtruth", help="validation labels .npy (bool or 0/1)")
+    parser.add_argument("--tags", help="tag list, one a line (names in thresholds.txt)")
+    parser.add_argument("--out", help="new folder for predictions, decisions, thresholds, metrics")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_run_fuse_files)
+
+
+def _run_fuse_files(args: argparse.Namespace) -> int:
+    if args.top_k is not None and args.select != "topk":
+        raise ValueError("--top-k is only used with --select topk")
+    result = fuse_files(
+        args.members,
+        args.groundtruth,
+        validation_groundtruth=args.validation_groundtruth,
+        select=args.select,
+        top_k=args.top_k,
+        weights=args.weights,
+        tags=args.tags,
+        out=args.out,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
+    if args.json:
+        print(json.dumps({**result.metrics, "members": list(result.members)}, indent=2))
+    else:
+        print(format_results(result.metrics))
+        print("members\t" + " ".join(result.members))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis", description="Evaluation, fusion and reports of MER studies."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS.values():
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except (ValueError, OSError) as error:
+        print(f"python -m analysis {args.command}: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

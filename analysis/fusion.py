@@ -1,0 +1,383 @@
+"""Late fusion of systems' score matrices, with member selection on validation only.
+
+Gerczuk et al. (MediaEval 2020) fuse their best models by averaging their
+sigmoid outputs; `fuse` is that mean (or a weighted mean). Which members
+to fuse is chosen by `select_members`, whose only labels are the
+VALIDATION labels: the test labels are not an argument, so no choice can
+depend on them. `run_fusion` then scores the fused test matrix with the
+official metrics, validation-tuned thresholds and bootstrap intervals, and
+`write_fusion` saves it all at once (into a temporary folder, then renamed)
+so that a failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from analysis.bootstrap import Interval, bootstrap_intervals
+from analysis.evaluate import (
+    check_groundtruth,
+    check_scores,
+    evaluate,
+    load_groundtruth,
+    load_matrix,
+)
+from analysis.thresholds import decide, tune_thresholds, write_thresholds
+from mer_models.data.splits import read_tags
+
+log = logging.getLogger(__name__)
+
+SELECTIONS = ("all", "topk", "greedy")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One system to fuse: its test scores and, optionally, its validation scores.
+
+    ``name`` identifies it in messages and reports (e.g. ``TEST.npy:VALIDATION.npy``).
+    """
+
+    name: str
+    test: np.ndarray
+    validation: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Chosen members (indices into the given list) and the validation score that chose them."""
+
+    method: str
+    indices: tuple[int, ...]
+    validation_roc_auc: float | None  # macro, of the fused chosen members; None without labels
+
+
+@dataclass(frozen=True)
+class FusionResult:
+    """Everything `write_fusion` saves: fused scores, decisions, metrics and provenance."""
+
+    members: tuple[str, ...]  # names of the chosen members, in selection order
+    weights: tuple[float, ...]  # normalised, aligned with members
+    selection: Selection
+    predictions: np.ndarray  # float32 fused test scores
+    thresholds: np.ndarray  # float64, tag order
+    thresholds_tuned_on: str  # "validation" or "test"
+    decisions: np.ndarray  # bool
+    metrics: dict[str, float]  # official names, on the fused test scores and decisions
+    intervals: dict[str, Interval] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """The metrics.json object: official metrics, bootstrap intervals, members."""
+        return {
+            **self.metrics,
+            "bootstrap": {name: interval.to_dict() for name, interval in self.intervals.items()},
+            "members": list(self.members),
+            "weights": list(self.weights),
+            "select": self.selection.method,
+            "validation_roc_auc_macro": self.selection.validation_roc_auc,
+            "thresholds_tuned_on": self.thresholds_tuned_on,
+        }
+
+
+def parse_member(spec: str) -> tuple[Path, Path | None]:
+    """``TEST.npy`` or ``TEST.npy:VALIDATION.npy`` -> (test path, validation path or None)."""
+    test, sep, validation = spec.partition(":")
+    if not test or (sep and not validation) or ":" in validation:
+        raise ValueError(f"member {spec!r}: expected TEST.npy or TEST.npy:VALIDATION.npy")
+    return Path(test), Path(validation) if sep else None
+
+
+def load_members(specs: Sequence[str]) -> list[Member]:
+    """Load members from ``TEST.npy[:VALIDATION.npy]`` specs; errors name the file."""
+    members = []
+    for spec in specs:
+        test_path, validation_path = parse_member(spec)
+        test = check_scores(
+            load_matrix(test_path, "member test scores"), f"member file {test_path}"
+        )
+        validation = None
+        if validation_path is not None:
+            validation = check_scores(
+                load_matrix(validation_path, "member validation scores"),
+                f"member file {validation_path}",
+            )
+        members.append(Member(spec, test, validation))
+    return members
+
+
+def check_members(members: Sequence[Member]) -> bool:
+    """Members agree in shape and finiteness; returns whether all have validation scores."""
+    if not members:
+        raise ValueError("no members to fuse")
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        raise ValueError(f"member {next(n for n in names if names.count(n) > 1)!r} is given twice")
+    first = members[0]
+    for member in members:
+        check_scores(member.test, f"test scores of member {member.name}", first.test.shape)
+    with_validation = [m.validation is not None for m in members]
+    if any(with_validation) and not all(with_validation):
+        missing = members[with_validation.index(False)].name
+        raise ValueError(
+            f"member {missing} has no validation scores while others do; give TEST:VALIDATION "
+            f"for every member or for none"
+        )
+    if all(with_validation):
+        shape = first.validation.shape
+        for member in members:
+            check_scores(member.validation, f"validation scores of member {member.name}", shape)
+            if member.validation.shape[1] != first.test.shape[1]:
+                raise ValueError(
+                    f"member {member.name}: validation scores have {shape[1]} tag columns, "
+                    f"test scores {first.test.shape[1]}"
+                )
+    return all(with_validation)
+
+
+def _normalised_weights(weights: Sequence[float] | None, count: int) -> np.ndarray:
+    if weights is None:
+        return np.full(count, 1.0 / count)
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (count,):
+        raise ValueError(f"{weights.size} weights for {count} members")
+    if not np.isfinite(weights).all() or (weights <= 0).any():
+        raise ValueError(f"weights must be finite and > 0, got {weights.tolist()}")
+    return weights / weights.sum()
+
+
+def fuse(scores: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
+    """Late fusion: the (weighted) mean of same-shaped score matrices, float64."""
+    if len(scores) == 0:
+        raise ValueError("no score matrices to fuse")
+    first = np.asarray(scores[0])
+    for i, matrix in enumerate(scores):
+        check_scores(matrix, f"score matrix {i}", first.shape)
+    w = _normalised_weights(weights, len(scores))
+    stacked = np.stack([np.asarray(m, dtype=np.float64) for m in scores])  # (members, tracks, tags)
+    return np.tensordot(w, stacked, axes=1)
+
+
+def _macro_roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    return float(roc_auc_score(labels, scores, average="macro"))
+
+
+def select_members(
+    validation_scores: Sequence[np.ndarray] | None,
+    validation_groundtruth: np.ndarray | None,
+    method: str = "all",
+    top_k: int | None = None,
+    weights: Sequence[float] | None = None,
+    count: int | None = None,
+) -> Selection:
+    """Choose which members to fuse, looking at validation data only.
+
+    ``all`` keeps every member (``count`` of them when no validation scores
+    are given). ``topk`` ranks members by their own validation macro
+    ROC-AUC and keeps the ``top_k`` best. ``greedy`` starts from the best
+    single member and keeps adding the member whose addition most raises
+    the validation macro ROC-AUC of the (weighted) mean, until no addition
+    raises it. Ties go to the member listed first.
+    """
+    if method not in SELECTIONS:
+        raise ValueError(f"unknown selection {method!r}; expected one of {', '.join(SELECTIONS)}")
+    n = len(validation_scores) if validation_scores is not None else count
+    if n is None or n < 1:
+        raise ValueError("no members to select from")
+    if top_k is not None and method != "topk":
+        raise ValueError(f"top_k is only used by the 'topk' selection, not {method!r}")
+    if method == "topk":
+        if top_k is None:
+            raise ValueError("the 'topk' selection needs top_k")
+        if not 1 <= top_k <= n:
+            raise ValueError(f"top_k={top_k} is not between 1 and the number of members ({n})")
+    w = _normalised_weights(weights, n)
+    if validation_scores is None or validation_groundtruth is None:
+        if method != "all":
+            raise ValueError(
+                f"the {method!r} selection ranks members on validation data: give every member's "
+                f"validation scores and the validation groundtruth (test labels are never used)"
+            )
+        return Selection("all", tuple(range(n)), None)
+    labels = check_groundtruth(validation_groundtruth, "validation groundtruth")
+    for i, matrix in enumerate(validation_scores):
+        check_scores(matrix, f"validation scores of member {i}", labels.shape)
+
+    def score(indices: Sequence[int]) -> float:
+        chosen = [validation_scores[i] for i in indices]
+        return _macro_roc_auc(labels, fuse(chosen, w[list(indices)]))
+
+    if method == "all":
+        return Selection("all", tuple(range(n)), score(range(n)))
+    single = [score([i]) for i in range(n)]
+    ranking = sorted(range(n), key=lambda i: (-single[i], i))
+    if method == "topk":
+        chosen = tuple(ranking[:top_k])
+        return Selection("topk", chosen, score(chosen))
+    chosen, best = [ranking[0]], single[ranking[0]]
+    while len(chosen) < n:
+        candidates = [(score([*chosen, i]), i) for i in range(n) if i not in chosen]
+        value, pick = max(candidates, key=lambda c: (c[0], -c[1]))
+        if not value > best:
+            break
+        chosen.append(pick)
+        best = value
+    return Selection("greedy", tuple(chosen), best)
+
+
+def run_fusion(
+    members: Sequence[Member],
+    test_groundtruth: np.ndarray,
+    validation_groundtruth: np.ndarray | None = None,
+    select: str = "all",
+    top_k: int | None = None,
+    weights: Sequence[float] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> FusionResult:
+    """Select on validation, fuse, decide and evaluate on test: the whole fuse-files job.
+
+    Thresholds are tuned on the fused validation scores when every member
+    has them and validation labels are given; otherwise on test, like the
+    official MediaEval script (optimistic; recorded as ``thresholds_tuned_on``).
+    """
+    has_validation = check_members(members)
+    test_labels = check_groundtruth(test_groundtruth, "test groundtruth")
+    check_scores(members[0].test, f"test scores of member {members[0].name}", test_labels.shape)
+    if validation_groundtruth is not None and not has_validation:
+        raise ValueError(
+            "validation groundtruth given but the members have no validation scores; "
+            "give members as TEST.npy:VALIDATION.npy"
+        )
+    validation_labels = None
+    if validation_groundtruth is not None:
+        validation_labels = check_groundtruth(validation_groundtruth, "validation groundtruth")
+        if validation_labels.shape != members[0].validation.shape:
+            raise ValueError(
+                f"validation groundtruth has shape {validation_labels.shape}; the members' "
+                f"validation scores have {members[0].validation.shape}"
+            )
+    selection = select_members(
+        [m.validation for m in members] if validation_labels is not None else None,
+        validation_labels,
+        select,
+        top_k,
+        weights,
+        count=len(members),
+    )
+    all_weights = _normalised_weights(weights, len(members))
+    chosen_weights = all_weights[list(selection.indices)]
+    chosen_weights = chosen_weights / chosen_weights.sum()
+    chosen = [members[i] for i in selection.indices]
+    # Everything downstream sees the float32 matrix that is saved, so re-evaluating the files agrees.
+    predictions = fuse([m.test for m in chosen], chosen_weights).astype(np.float32)
+    if validation_labels is not None:
+        validation = fuse([m.validation for m in chosen], chosen_weights).astype(np.float32)
+        thresholds, tuned_on = tune_thresholds(validation_labels, validation), "validation"
+    else:
+        log.warning(
+            "no validation scores and labels: decision thresholds are tuned on the test set "
+            "(the official MediaEval practice; the F-scores are optimistic)"
+        )
+        thresholds, tuned_on = tune_thresholds(test_labels, predictions), "test"
+    decisions = decide(predictions, thresholds)
+    return FusionResult(
+        members=tuple(m.name for m in chosen),
+        weights=tuple(float(w) for w in chosen_weights),
+        selection=selection,
+        predictions=predictions,
+        thresholds=thresholds,
+        thresholds_tuned_on=tuned_on,
+        decisions=decisions,
+        metrics=evaluate(test_labels, predictions, decisions),
+        intervals=bootstrap_intervals(test_labels, predictions, resamples=resamples, seed=seed),
+    )
+
+
+def check_output_dir(out: str | Path) -> Path:
+    """An output folder we may create: absent, or an empty folder."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"output folder {out} already exists and is not empty; choose another")
+    return out
+
+
+def write_fusion(result: FusionResult, out: str | Path, tags: Sequence[str]) -> None:
+    """Write predictions.npy, decisions.npy, thresholds.txt and metrics.json, all or nothing."""
+    out = check_output_dir(out)
+    if len(tags) != result.predictions.shape[1]:
+        raise ValueError(f"{len(tags)} tags for {result.predictions.shape[1]} score columns")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        np.save(staging / "predictions.npy", result.predictions.astype(np.float32))
+        np.save(staging / "decisions.npy", result.decisions.astype(bool))
+        write_thresholds(staging / "thresholds.txt", tags, result.thresholds)
+        (staging / "metrics.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def fuse_files(
+    member_specs: Sequence[str],
+    groundtruth: str | Path,
+    validation_groundtruth: str | Path | None = None,
+    select: str = "all",
+    top_k: int | None = None,
+    weights: Sequence[float] | None = None,
+    tags: str | Path | None = None,
+    out: str | Path | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> FusionResult:
+    """`run_fusion` on .npy files, then `write_fusion` into ``out`` if given.
+
+    Every input is read and checked before anything is written. Without a
+    tag file the thresholds file names the columns ``column-0``, ``column-1``...
+    """
+    if out is not None:
+        check_output_dir(out)
+    members = load_members(member_specs)
+    test_labels = load_groundtruth(groundtruth, "test groundtruth")
+    validation_labels = None
+    if validation_groundtruth is not None:
+        validation_labels = load_groundtruth(validation_groundtruth, "validation groundtruth")
+    n_tags = test_labels.shape[1]
+    tag_names = tuple(f"column-{j}" for j in range(n_tags))
+    if tags is not None:
+        tag_names = read_tags(tags)
+        if len(tag_names) != n_tags:
+            raise ValueError(
+                f"tag file {tags} lists {len(tag_names)} tags; the matrices have {n_tags}"
+            )
+    for member in members:
+        if member.test.shape != test_labels.shape:
+            raise ValueError(
+                f"member {member.name}: test scores have shape {member.test.shape}; "
+                f"test groundtruth {groundtruth} has {test_labels.shape}"
+            )
+        if validation_labels is not None and member.validation is not None:
+            if member.validation.shape != validation_labels.shape:
+                raise ValueError(
+                    f"member {member.name}: validation scores have shape "
+                    f"{member.validation.shape}; validation groundtruth {validation_groundtruth} "
+                    f"has {validation_labels.shape}"
+                )
+    result = run_fusion(
+        members, test_labels, validation_labels, select, top_k, weights, resamples, seed
+    )
+    if out is not None:
+        write_fusion(result, out, tag_names)
+    return result

@@ -1,0 +1,159 @@
+"""The evaluation reproduces the official MediaEval numbers and refuses bad labels."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.evaluate import evaluate, metric_names
+
+REPO = Path(__file__).resolve().parents[2]
+MEDIAEVAL = REPO.parent / "shared" / "mtg-jamendo" / "results" / "mediaeval"
+needs_mediaeval = pytest.mark.skipif(
+    not (MEDIAEVAL / "baseline_vggish_results.tsv").is_file(),
+    reason=f"the official MediaEval artefacts are not at {MEDIAEVAL} (shared reference data)",
+)
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def official_results() -> dict[str, str]:
+    lines = (MEDIAEVAL / "baseline_vggish_results.tsv").read_text().splitlines()
+    return dict(line.split("\t") for line in lines if line.strip())
+
+
+@needs_mediaeval
+def test_cli_json_reproduces_the_official_baseline_results_to_6_decimals():
+    done = run_cli(
+        "evaluate",
+        MEDIAEVAL / "groundtruth.npy",
+        MEDIAEVAL / "baseline_vggish_predictions.npy",
+        "-d",
+        MEDIAEVAL / "baseline_vggish_decisions.npy",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    official = official_results()
+    assert set(results) == set(official) == set(metric_names())
+    for name, text in official.items():
+        assert f"{results[name]:.6f}" == text, name
+
+
+@needs_mediaeval
+def test_cli_text_output_is_the_official_results_file():
+    done = run_cli(
+        "evaluate",
+        MEDIAEVAL / "groundtruth.npy",
+        MEDIAEVAL / "baseline_vggish_predictions.npy",
+        "-d",
+        MEDIAEVAL / "baseline_vggish_decisions.npy",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == (MEDIAEVAL / "baseline_vggish_results.tsv").read_text().split()
+
+
+@needs_mediaeval
+def test_cli_without_decisions_prints_only_score_metrics():
+    done = run_cli(
+        "evaluate",
+        MEDIAEVAL / "groundtruth.npy",
+        MEDIAEVAL / "baseline_vggish_predictions.npy",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    assert list(json.loads(done.stdout)) == list(metric_names(with_decisions=False))
+
+
+def synthetic(seed: int = 0, tracks: int = 200, tags: int = 6):
+    rng = np.random.default_rng(seed)
+    labels = rng.random((tracks, tags)) < 0.2
+    labels[0], labels[1] = True, False  # every tag has both classes
+    scores = rng.random((tracks, tags)) + labels
+    return labels, scores.astype(np.float32), scores > 1.2
+
+
+def test_integer_0_1_groundtruth_gives_the_same_numbers_as_bool():
+    labels, scores, decisions = synthetic()
+    as_bool = evaluate(labels, scores, decisions)
+    for dtype in (np.int8, np.int64, np.uint8):
+        assert evaluate(labels.astype(dtype), scores, decisions.astype(dtype)) == as_bool
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda y: y.astype(np.int64) * 2, "not binary"),
+        (lambda y: y.astype(np.int64) - 1, "not binary"),
+        (lambda y: y.astype(np.float32), "dtype float32"),
+        (lambda y: y[:, 0], "2-D"),
+    ],
+)
+def test_other_groundtruth_values_are_refused(bad, message):
+    labels, scores, _ = synthetic()
+    with pytest.raises(ValueError, match=message):
+        evaluate(bad(labels), scores)
+
+
+def test_a_tag_with_one_class_is_named():
+    labels, scores, _ = synthetic()
+    labels[:, 3] = False
+    with pytest.raises(ValueError, match=r"column\(s\) 3 "):
+        evaluate(labels, scores)
+
+
+def test_shape_mismatch_and_nan_scores_are_refused():
+    labels, scores, decisions = synthetic()
+    with pytest.raises(ValueError, match="predictions has shape"):
+        evaluate(labels, scores[:, :-1])
+    with pytest.raises(ValueError, match="decisions has shape"):
+        evaluate(labels, scores, decisions[:-1])
+    scores[4, 2] = np.nan
+    with pytest.raises(ValueError, match="non-finite.*row 4, column 2"):
+        evaluate(labels, scores)
+
+
+def test_cli_refuses_non_binary_groundtruth_with_exit_2_naming_the_file(tmp_path):
+    labels, scores, _ = synthetic()
+    truth, predictions = tmp_path / "truth.npy", tmp_path / "scores.npy"
+    np.save(truth, labels.astype(np.int64) * 2)
+    np.save(predictions, scores)
+    done = run_cli("evaluate", truth, predictions, "--json")
+    assert done.returncode == 2
+    assert str(truth) in done.stderr and "not binary" in done.stderr
+    assert done.stdout == ""
+
+
+def test_cli_accepts_integer_groundtruth(tmp_path):
+    labels, scores, _ = synthetic()
+    truth, predictions = tmp_path / "truth.npy", tmp_path / "scores.npy"
+    np.save(truth, labels.astype(np.int32))
+    np.save(predictions, scores)
+    done = run_cli("evaluate", truth, predictions, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == evaluate(labels, scores)
+
+
+def test_cli_missing_file_is_a_usage_error(tmp_path):
+    done = run_cli("evaluate", tmp_path / "absent.npy", tmp_path / "also-absent.npy")
+    assert done.returncode == 2
+    assert "absent.npy not found" in done.stderr
