@@ -1,0 +1,188 @@
+"""Read a study's results folder, as the study driver writes it.
+
+Layout (the contract with the driver)::
+
+    STUDY_DIR/study.json                      name, space, data, tracking_uri, experiment_id,
+                                              parent_run_id
+    STUDY_DIR/trials/<id>/config.json         flat TrainConfig fields
+    STUDY_DIR/trials/<id>/history.json        per-epoch dicts (epoch, train_loss, val_roc_auc, ...)
+    STUDY_DIR/trials/<id>/metrics.json        validation_/test_ roc_auc, pr_auc (macro), ...,
+                                              best_epoch, epochs_run, end_state
+    STUDY_DIR/trials/<id>/{validation,test}_predictions.npy   float32, split and tag order
+
+A trial that is still running has no metrics.json (or history.json) yet,
+and one that errored before its first validation has no predictions; both
+are read, with empty metrics or history, so a report can count them. Only
+trials with predictions and a validation ROC-AUC are ranked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mer_models.config import TrainConfig
+from mer_models.data.splits import DatasetPaths
+
+STUDY_KEYS = ("name", "space", "data", "tracking_uri", "experiment_id", "parent_run_id")
+DATA_KEYS = ("metadata", "melspecs", "split", "subset")
+RANK_METRIC = "validation_roc_auc"  # macro ROC-AUC on the validation split
+PARTS = ("validation", "test")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial's folder, read."""
+
+    id: str
+    dir: Path
+    config: dict[str, Any]
+    history: tuple[dict[str, Any], ...]
+    metrics: dict[str, Any]
+    validation_predictions: Path | None  # None when the file is absent
+    test_predictions: Path | None
+
+    @property
+    def has_predictions(self) -> bool:
+        return self.validation_predictions is not None and self.test_predictions is not None
+
+    @property
+    def end_state(self) -> str | None:
+        """finished, early_stopped, asha_stopped or error; None while running."""
+        return self.metrics.get("end_state")
+
+    def train_config(self) -> TrainConfig:
+        """The config as the typed TrainConfig (errors name the config file)."""
+        return TrainConfig.from_dict(self.config, source=str(self.dir / "config.json"))
+
+    def load_predictions(self, part: str) -> np.ndarray:
+        """float32 (tracks, tags) scores of ``part``: validation or test."""
+        if part not in PARTS:
+            raise ValueError(f"unknown part {part!r}; expected one of {', '.join(PARTS)}")
+        path = self.validation_predictions if part == "validation" else self.test_predictions
+        if path is None:
+            raise ValueError(f"trial {self.id} has no {part} predictions in {self.dir}")
+        return np.load(path, allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study folder: its description and its trials (sorted by id)."""
+
+    name: str
+    dir: Path
+    space: str
+    data: DatasetPaths
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    trials: tuple[Trial, ...]
+
+
+def _read_json(path: Path, expected: type) -> Any:
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(value, expected):
+        raise ValueError(f"{path}: expected a JSON {expected.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _read_trial(folder: Path) -> Trial:
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"trial folder {folder} has no config.json")
+    history_file, metrics_file = folder / "history.json", folder / "metrics.json"
+    history = _read_json(history_file, list) if history_file.is_file() else []
+    for number, entry in enumerate(history, start=1):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{history_file}: entry {number} is not an object")
+    predictions = {
+        part: (folder / f"{part}_predictions.npy")
+        if (folder / f"{part}_predictions.npy").is_file()
+        else None
+        for part in PARTS
+    }
+    return Trial(
+        id=folder.name,
+        dir=folder,
+        config=_read_json(config_file, dict),
+        history=tuple(history),
+        metrics=_read_json(metrics_file, dict) if metrics_file.is_file() else {},
+        validation_predictions=predictions["validation"],
+        test_predictions=predictions["test"],
+    )
+
+
+def _read_description(study_file: Path) -> dict[str, Any]:
+    description = _read_json(study_file, dict)
+    missing = [key for key in STUDY_KEYS if key not in description]
+    if missing:
+        raise ValueError(f"{study_file}: missing key(s) {', '.join(missing)}")
+    data = description["data"]
+    if not isinstance(data, dict) or any(key not in data for key in DATA_KEYS):
+        raise ValueError(f"{study_file}: 'data' must be an object with keys {', '.join(DATA_KEYS)}")
+    return description
+
+
+def load_study(study_dir: str | Path) -> Study:
+    """Read a study folder; refuses a folder that is not a study or has no usable trial yet."""
+    folder = Path(study_dir)
+    study_file = folder / "study.json"
+    if not folder.is_dir() or not study_file.is_file():
+        raise ValueError(f"{folder} is not a study folder (no study.json in it)")
+    description = _read_description(study_file)
+    data = description["data"]
+    try:
+        paths = DatasetPaths(data["metadata"], data["melspecs"], int(data["split"]), data["subset"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{study_file}: bad 'data': {error}") from None
+    trials_dir = folder / "trials"
+    trial_dirs = (
+        sorted(p for p in trials_dir.iterdir() if p.is_dir()) if trials_dir.is_dir() else []
+    )
+    if not trial_dirs:
+        raise ValueError(f"study {folder} has no trials yet ({trials_dir} is empty or absent)")
+    trials = tuple(_read_trial(p) for p in trial_dirs)
+    if not any(trial.has_predictions for trial in trials):
+        raise ValueError(
+            f"study {folder} is unfinished: none of its {len(trials)} trial(s) has validation "
+            f"and test predictions yet"
+        )
+    return Study(
+        name=str(description["name"]),
+        dir=folder,
+        space=str(description["space"]),
+        data=paths,
+        tracking_uri=str(description["tracking_uri"]),
+        experiment_id=str(description["experiment_id"]),
+        parent_run_id=str(description["parent_run_id"]),
+        trials=trials,
+    )
+
+
+def ranked_trials(study: Study) -> list[Trial]:
+    """Trials with predictions and a validation macro ROC-AUC, best first (ties: by id)."""
+
+    def score(trial: Trial) -> float | None:
+        value = trial.metrics.get(RANK_METRIC)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            return None
+        return float(value)
+
+    ranked = [t for t in study.trials if t.has_predictions and score(t) is not None]
+    if not ranked:
+        raise ValueError(
+            f"study {study.dir}: no trial has predictions and a finite {RANK_METRIC} to rank by"
+        )
+    return sorted(ranked, key=lambda t: (-score(t), t.id))

@@ -1,0 +1,112 @@
+"""The study reader follows the driver's folder contract and refuses what is not a study."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.study_results import load_study, ranked_trials
+
+
+def write_trial(
+    study: Path, trial_id: str, roc: float | None, predictions: bool = True, running: bool = False
+) -> None:
+    folder = study / "trials" / trial_id
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model": "crnn", "lr": 0.001, "seed": 1}))
+    if running:
+        return
+    history = [
+        {
+            "epoch": 1,
+            "train_loss": 0.3,
+            "val_roc_auc": roc,
+            "val_pr_auc": 0.1,
+            "lr": 0.001,
+            "seconds": 2.0,
+            "samples_per_second": 100.0,
+        }
+    ]
+    (folder / "history.json").write_text(json.dumps(history))
+    metrics = {
+        "validation_pr_auc": 0.1,
+        "test_roc_auc": 0.7,
+        "test_pr_auc": 0.1,
+        "best_epoch": 1,
+        "epochs_run": 1,
+        "end_state": "finished" if predictions else "error",
+    }
+    if roc is not None:
+        metrics["validation_roc_auc"] = roc
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    if predictions:
+        for part in ("validation", "test"):
+            np.save(folder / f"{part}_predictions.npy", np.full((4, 3), roc or 0.0, np.float32))
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> Path:
+    folder = tmp_path / "study"
+    folder.mkdir()
+    description = {
+        "name": "table1",
+        "space": "search_spaces/table1.yaml",
+        "data": {
+            "metadata": str(tmp_path / "meta"),
+            "melspecs": str(tmp_path / "mel"),
+            "split": 0,
+            "subset": "moodtheme",
+        },
+        "tracking_uri": "file:///tmp/mlruns",
+        "experiment_id": "1",
+        "parent_run_id": "abc",
+    }
+    (folder / "study.json").write_text(json.dumps(description))
+    return folder
+
+
+def test_a_study_is_read_and_ranked_by_validation_roc_auc(study):
+    write_trial(study, "t0", 0.70)
+    write_trial(study, "t1", 0.80)
+    write_trial(study, "t2", 0.75)
+    write_trial(study, "t3", None, predictions=False)  # errored before its first validation
+    write_trial(study, "t4", None, running=True)
+    result = load_study(study)
+    assert result.name == "table1" and result.data.split == 0 and result.data.subset == "moodtheme"
+    assert [t.id for t in result.trials] == ["t0", "t1", "t2", "t3", "t4"]
+    t1 = result.trials[1]
+    assert t1.has_predictions and t1.end_state == "finished"
+    assert t1.config["lr"] == 0.001 and t1.train_config().lr == 0.001
+    assert t1.history[0]["val_roc_auc"] == 0.80
+    assert t1.load_predictions("test").dtype == np.float32
+    assert not result.trials[3].has_predictions and result.trials[4].metrics == {}
+    assert [t.id for t in ranked_trials(result)] == ["t1", "t2", "t0"]
+
+
+def test_not_a_study_folder(tmp_path):
+    with pytest.raises(ValueError, match="not a study folder"):
+        load_study(tmp_path)
+
+
+def test_an_empty_study_is_refused(study):
+    with pytest.raises(ValueError, match="no trials yet"):
+        load_study(study)
+
+
+def test_an_unfinished_study_is_refused(study):
+    write_trial(study, "t0", None, running=True)
+    write_trial(study, "t1", None, predictions=False)
+    with pytest.raises(ValueError, match="unfinished"):
+        load_study(study)
+
+
+def test_a_malformed_study_file_is_named(study):
+    (study / "study.json").write_text(json.dumps({"name": "x"}))
+    with pytest.raises(ValueError, match="study.json: missing key"):
+        load_study(study)
+    (study / "study.json").write_text("{not json")
+    with pytest.raises(ValueError, match="study.json: not valid JSON"):
+        load_study(study)
