@@ -1,0 +1,115 @@
+"""Checkpoints that let a run continue exactly where it stopped.
+
+A checkpoint is a folder: `checkpoint.pt` (model, optimizer, early-stopping
+state, the best epoch's weights, the input statistics and the config) and
+the best epoch's `validation_predictions.npy` and `test_predictions.npy`,
+so a trial stopped from outside (ASHA, a crash) still has its best scores.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "checkpoint.pt"
+VALIDATION_PREDICTIONS = "validation_predictions.npy"
+TEST_PREDICTIONS = "test_predictions.npy"
+
+
+@dataclass
+class EarlyStopping:
+    """Best validation score so far and the epochs since it improved."""
+
+    patience: int
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    stale_epochs: int = 0
+
+    def update(self, epoch: int, score: float) -> bool:
+        """Record an epoch's score; True when it is a new best."""
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.stale_epochs = score, epoch, 0
+            return True
+        self.stale_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.stale_epochs >= self.patience
+
+
+@dataclass
+class TrainingState:
+    """Everything besides tensors that a restored run needs."""
+
+    early_stopping: EarlyStopping
+    epoch: int = 0  # epochs completed
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainingState:
+        return cls(
+            early_stopping=EarlyStopping(**values["early_stopping"]),
+            epoch=values["epoch"],
+            history=list(values["history"]),
+        )
+
+
+def save_checkpoint(
+    directory: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainingState,
+    best_model: dict[str, torch.Tensor],
+    extra: dict[str, Any],
+    best_predictions: dict[str, np.ndarray],
+) -> Path:
+    """Write a checkpoint folder, replacing any previous one only once complete."""
+    directory = Path(directory)
+    staging = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "state": state.to_dict(),
+            "best_model": best_model,
+            **extra,
+        },
+        staging / STATE_FILE,
+    )
+    for name, scores in best_predictions.items():
+        np.save(staging / name, scores)
+    previous = directory.with_name(directory.name + ".old")
+    if directory.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        directory.rename(previous)
+    staging.rename(directory)
+    shutil.rmtree(previous, ignore_errors=True)
+    return directory
+
+
+def load_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The saved tensors and state, and the best epoch's predictions."""
+    directory = Path(directory)
+    path = directory / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: not a checkpoint folder (no {STATE_FILE})")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    predictions = {
+        name: np.load(directory / name)
+        for name in (VALIDATION_PREDICTIONS, TEST_PREDICTIONS)
+        if (directory / name).is_file()
+    }
+    return saved, predictions

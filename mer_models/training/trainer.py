@@ -1,0 +1,302 @@
+"""The training loop of one configuration.
+
+Adam on binary cross-entropy over logits, early stopping on the validation
+macro ROC-AUC, and the best epoch's weights for the test set (Gerczuk et al.,
+MediaEval 2020). One function serves a Ray Tune trial (through `on_epoch`)
+and the command line alike; this module never imports Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mer_models.config import TrainConfig
+from mer_models.data.augment import SpecAugment
+from mer_models.data.check import require_valid_dataset
+from mer_models.data.dataset import EpochSampler, EvalWindows, TrainWindows, make_loader
+from mer_models.data.scaling import BandStats, band_stats
+from mer_models.data.splits import DatasetPaths, SplitTable, load_split
+from mer_models.models import build_model
+from mer_models.training.checkpoint import (
+    TEST_PREDICTIONS,
+    VALIDATION_PREDICTIONS,
+    EarlyStopping,
+    TrainingState,
+    load_checkpoint,
+    save_checkpoint,
+)
+from mer_models.training.metrics import tagging_metrics
+
+log = logging.getLogger(__name__)
+
+# Called after every epoch with the epoch's metrics and the checkpoint folder
+# just written; a Ray trainable reports both from here.
+EpochCallback = Callable[[dict[str, float], Path], None]
+
+_FINITE_CHECK_STEPS = 50  # steps between checks of the running loss (one sync each)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def train(
+    config: TrainConfig,
+    paths: DatasetPaths,
+    out_dir: Path,
+    *,
+    on_epoch: EpochCallback | None = None,
+    restore: Path | None = None,
+    device: str | None = None,
+    check_data: bool = True,
+) -> dict[str, Any]:
+    """Train one configuration; returns the final metrics (also in `out_dir/metrics.json`).
+
+    `out_dir` receives `checkpoint/` after every epoch, and at the end the best
+    epoch's `validation_predictions.npy`, `test_predictions.npy`,
+    `best_model.pt`, `history.json` and `metrics.json`. `restore` names a
+    checkpoint folder to continue from; the result equals an uninterrupted run.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    if check_data:
+        require_valid_dataset(paths)
+    tables = split_tables(paths)
+    tags = tables["train"].tags
+    stats = band_stats(tables["train"], paths.melspecs, config.window)
+
+    torch.manual_seed(config.seed)
+    channels_last = config.channels_last and device.type == "cuda"
+    model = build_model(config, n_tags=len(tags)).to(
+        device, memory_format=torch.channels_last if channels_last else torch.preserve_format
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = TrainingState(EarlyStopping(config.patience))
+    best_model = _cpu_copy(model.state_dict())
+    best_predictions: dict[str, np.ndarray] = {}
+    best_metrics: dict[str, Any] = {}
+    if restore is not None:
+        saved, best_predictions = load_checkpoint(restore)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])  # moves its state to the model's device
+        state = TrainingState.from_dict(saved["state"])
+        best_model = saved["best_model"]
+        best_metrics = saved["best_metrics"]
+        stats = BandStats.from_dict(saved["band_stats"])
+        log.info("restored %s at epoch %d", restore, state.epoch)
+    loop = _Loop(model, optimizer, device, config, channels_last)
+
+    sampler = EpochSampler(len(tables["train"]), seed=config.seed)
+    augment = SpecAugment(config.time_mask, config.freq_mask)
+    train_loader = make_loader(
+        TrainWindows(tables["train"], paths.melspecs, config.window, stats, augment),
+        config.batch_size,
+        config.workers,
+        sampler=sampler,
+        seed=config.seed,
+        drop_last=len(tables["train"]) > config.batch_size,
+    )
+    eval_loaders = {
+        part: make_loader(
+            EvalWindows(tables[part], paths.melspecs, config.window, stats, config.eval_crops),
+            config.batch_size,
+            config.workers,
+        )
+        for part in ("validation", "test")
+    }
+    checkpoint_dir = out_dir / "checkpoint"
+    end_state = "finished"
+    for epoch in range(state.epoch + 1, config.max_epochs + 1):
+        if state.early_stopping.should_stop:
+            break
+        started = time.perf_counter()
+        sampler.set_epoch(epoch)
+        torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout, identical after a restore
+        train_loss, samples, train_seconds = loop.train_epoch(train_loader, epoch)
+        validation_scores = loop.predict(eval_loaders["validation"])
+        validation = tagging_metrics(tables["validation"].labels, validation_scores)
+        if state.early_stopping.update(epoch, validation["roc_auc"]):
+            best_model = _cpu_copy(model.state_dict())
+            test_scores = loop.predict(eval_loaders["test"])
+            best_predictions = {
+                VALIDATION_PREDICTIONS: validation_scores,
+                TEST_PREDICTIONS: test_scores,
+            }
+            best_metrics = _summary(
+                epoch, validation, tagging_metrics(tables["test"].labels, test_scores)
+            )
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_roc_auc": validation["roc_auc"],
+            "val_pr_auc": validation["pr_auc"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+            "samples_per_second": samples / train_seconds,
+        }
+        state.epoch = epoch
+        state.history.append(record)
+        save_checkpoint(
+            checkpoint_dir,
+            model=model,
+            optimizer=optimizer,
+            state=state,
+            best_model=best_model,
+            extra={
+                "best_metrics": best_metrics,
+                "band_stats": stats.to_dict(),
+                "config": config.to_dict(),
+                "tags": list(tags),
+            },
+            best_predictions=best_predictions,
+        )
+        log.info(
+            "epoch %d/%d  loss %.4f  val ROC-AUC %.4f  PR-AUC %.4f  %.1fs  %.0f samples/s",
+            epoch,
+            config.max_epochs,
+            train_loss,
+            validation["roc_auc"],
+            validation["pr_auc"],
+            record["seconds"],
+            record["samples_per_second"],
+        )
+        if on_epoch is not None:
+            on_epoch(record, checkpoint_dir)
+    if state.early_stopping.should_stop:
+        end_state = "early_stopped"
+    metrics = {**best_metrics, "epochs_run": state.epoch, "end_state": end_state}
+    _write_outputs(out_dir, config, tags, stats, best_model, best_predictions, state, metrics)
+    return metrics
+
+
+class _Loop:
+    """One epoch of training, and prediction over an evaluation loader."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        config: TrainConfig,
+        channels_last: bool,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.device = device
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.autocast = (
+            (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+            if config.bf16 and device.type == "cuda"
+            else contextlib.nullcontext
+        )
+
+    def _to_device(self, windows: torch.Tensor) -> torch.Tensor:
+        return windows.to(self.device, non_blocking=True, memory_format=self.memory_format)
+
+    def train_epoch(self, loader, epoch: int) -> tuple[float, int, float]:
+        """Mean loss, samples seen and seconds of one pass over the training loader."""
+        self.model.train()
+        running = torch.zeros((), device=self.device)
+        steps = samples = 0
+        started = time.perf_counter()
+        for windows, labels in loader:
+            windows = self._to_device(windows)
+            labels = labels.to(self.device, non_blocking=True)
+            with self.autocast():
+                logits = self.model(windows)
+            loss = self.loss_fn(logits.float(), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            running += loss.detach()
+            steps += 1
+            samples += labels.shape[0]
+            if steps % _FINITE_CHECK_STEPS == 0:
+                _require_finite(running, epoch, steps)
+        _require_finite(running, epoch, steps)
+        return float(running) / max(steps, 1), samples, time.perf_counter() - started
+
+    @torch.no_grad()
+    def predict(self, loader) -> np.ndarray:
+        """Sigmoid scores, float32 (tracks, tags), averaged over each track's windows."""
+        self.model.eval()
+        scores = []
+        for windows, _ in loader:
+            batch, crops = windows.shape[:2]
+            with self.autocast():
+                logits = self.model(self._to_device(windows.flatten(0, 1)))  # (B * K, tags)
+            scores.append(torch.sigmoid(logits.float()).view(batch, crops, -1).mean(dim=1).cpu())
+        return torch.cat(scores).numpy().astype(np.float32)
+
+
+def _require_finite(running: torch.Tensor, epoch: int, steps: int) -> None:
+    if not math.isfinite(float(running)):
+        raise TrainingDiverged(
+            f"the training loss became {float(running)} in epoch {epoch} (by step {steps}); "
+            "stopping instead of training on. Lower the learning rate, or check the input data "
+            "(python -m mer_models.data check)."
+        )
+
+
+def _summary(epoch: int, validation: dict[str, float], test: dict[str, float]) -> dict[str, Any]:
+    return {
+        "validation_roc_auc": validation["roc_auc"],
+        "validation_pr_auc": validation["pr_auc"],
+        "validation_roc_auc_micro": validation["roc_auc_micro"],
+        "validation_pr_auc_micro": validation["pr_auc_micro"],
+        "test_roc_auc": test["roc_auc"],
+        "test_pr_auc": test["pr_auc"],
+        "test_roc_auc_micro": test["roc_auc_micro"],
+        "test_pr_auc_micro": test["pr_auc_micro"],
+        "best_epoch": epoch,
+    }
+
+
+def _cpu_copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state_dict.items()}
+
+
+def _write_outputs(
+    out_dir: Path,
+    config: TrainConfig,
+    tags: tuple[str, ...],
+    stats: BandStats,
+    best_model: dict[str, torch.Tensor],
+    best_predictions: dict[str, np.ndarray],
+    state: TrainingState,
+    metrics: dict[str, Any],
+) -> None:
+    for name, scores in best_predictions.items():
+        np.save(out_dir / name, scores)
+    torch.save(
+        {
+            "model": best_model,
+            "config": config.to_dict(),
+            "tags": list(tags),
+            "band_stats": stats.to_dict(),
+        },
+        out_dir / "best_model.pt",
+    )
+    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    (out_dir / "history.json").write_text(json.dumps(state.history, indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def split_tables(paths: DatasetPaths) -> dict[str, SplitTable]:
+    """The three parts of a dataset, keyed by part name."""
+    return {part: load_split(paths, part) for part in ("train", "validation", "test")}

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mer_models.config import TrainConfig
+from mer_models.data import load_split
+from mer_models.training.trainer import TrainingDiverged, train
+from tests.conftest import write_dataset
+
+SMALL = TrainConfig(
+    width=8,
+    units=16,
+    window=96,
+    batch_size=8,
+    max_epochs=4,
+    patience=10,
+    workers=0,
+    dropout=0.2,
+    seed=3,
+)
+
+
+@pytest.fixture
+def dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("MER_MODELS_CACHE", str(tmp_path / "cache"))
+    return write_dataset(
+        tmp_path / "data",
+        {"train": [200] * 24 + [60] * 2, "validation": [200] * 10, "test": [150] * 10},
+    )
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_outputs_have_the_documented_shapes_and_keys(dataset, tmp_path):
+    metrics = train(SMALL.replace(max_epochs=2), dataset, tmp_path / "run")
+    run = tmp_path / "run"
+    for part, rows in (("validation", 10), ("test", 10)):
+        scores = np.load(run / f"{part}_predictions.npy")
+        assert scores.dtype == np.float32 and scores.shape == (rows, 4)
+        assert ((scores > 0) & (scores < 1)).all()
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved == metrics
+    for key in (
+        "validation_roc_auc",
+        "validation_pr_auc",
+        "test_roc_auc",
+        "test_pr_auc",
+        "validation_roc_auc_micro",
+        "test_pr_auc_micro",
+        "best_epoch",
+    ):
+        assert 0 <= saved[key] <= 2
+    assert saved["epochs_run"] == 2 and saved["end_state"] == "finished"
+    history = json.loads((run / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert set(history[0]) == {
+        "epoch",
+        "train_loss",
+        "val_roc_auc",
+        "val_pr_auc",
+        "lr",
+        "seconds",
+        "samples_per_second",
+    }
+    best = max(history, key=lambda row: row["val_roc_auc"])
+    assert saved["best_epoch"] == best["epoch"]
+    assert saved["validation_roc_auc"] == pytest.approx(best["val_roc_auc"])
+
+
+def test_restored_run_equals_an_uninterrupted_run(dataset, tmp_path):
+    uninterrupted = train(SMALL, dataset, tmp_path / "a")
+
+    def crash_after_two(record, checkpoint):
+        if record["epoch"] == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(SMALL, dataset, tmp_path / "b", on_epoch=crash_after_two)
+    resumed = train(SMALL, dataset, tmp_path / "b", restore=tmp_path / "b" / "checkpoint")
+    assert resumed == uninterrupted
+    a = json.loads((tmp_path / "a" / "history.json").read_text())
+    b = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    assert [r["val_roc_auc"] for r in a] == [r["val_roc_auc"] for r in b]
+    for name in ("validation_predictions.npy", "test_predictions.npy"):
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "a" / name), np.load(tmp_path / "b" / name)
+        )
+    weights_a = torch.load(tmp_path / "a" / "best_model.pt")["model"]
+    weights_b = torch.load(tmp_path / "b" / "best_model.pt")["model"]
+    for name, tensor in weights_a.items():
+        torch.testing.assert_close(tensor, weights_b[name], rtol=0, atol=0)
+
+
+def test_early_stopping_keeps_the_best_epoch(dataset, tmp_path):
+    metrics = train(SMALL.replace(max_epochs=30, patience=2, lr=3e-2), dataset, tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    scores = [row["val_roc_auc"] for row in history]
+    best_epoch = int(np.argmax(scores)) + 1
+    assert metrics["end_state"] == "early_stopped"
+    assert metrics["epochs_run"] == best_epoch + 2 == len(history)
+    assert metrics["best_epoch"] == best_epoch
+
+
+def test_a_nan_loss_stops_training_with_an_error(dataset, tmp_path, monkeypatch):
+    """Weights poisoned with NaN: the first epoch must fail loudly, report nothing, write nothing."""
+    import mer_models.training.trainer as trainer_module
+
+    build = trainer_module.build_model
+
+    def build_poisoned(config, n_tags, n_bands=96):
+        model = build(config, n_tags, n_bands)
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        return model
+
+    monkeypatch.setattr(trainer_module, "build_model", build_poisoned)
+    reported = []
+    with pytest.raises(TrainingDiverged, match="loss became nan in epoch 1"):
+        train(SMALL, dataset, tmp_path / "run", on_epoch=lambda record, _: reported.append(record))
+    assert reported == []
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_eval_crops_average_several_windows(dataset, tmp_path):
+    one = train(SMALL.replace(max_epochs=1), dataset, tmp_path / "one")
+    three = train(SMALL.replace(max_epochs=1, eval_crops=3), dataset, tmp_path / "three")
+    assert one["validation_roc_auc"] != three["validation_roc_auc"]
+    labels = load_split(dataset, "test").labels
+    assert np.load(tmp_path / "three" / "test_predictions.npy").shape == labels.shape
