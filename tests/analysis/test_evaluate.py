@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from analysis.__main__ import main
 from analysis.evaluate import evaluate, metric_names
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +35,16 @@ def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
     )
+
+
+def run_main(capsys, *args: str | Path) -> tuple[int, str, str]:
+    """The command line in this process (fast); the conformance tests use a real subprocess."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as stop:  # argparse usage errors
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def official_results() -> dict[str, str]:
@@ -132,28 +143,30 @@ def test_shape_mismatch_and_nan_scores_are_refused():
         evaluate(labels, scores)
 
 
-def test_cli_refuses_non_binary_groundtruth_with_exit_2_naming_the_file(tmp_path):
+def test_cli_refuses_non_binary_groundtruth_with_exit_2_naming_the_file(tmp_path, capsys):
     labels, scores, _ = synthetic()
     truth, predictions = tmp_path / "truth.npy", tmp_path / "scores.npy"
     np.save(truth, labels.astype(np.int64) * 2)
     np.save(predictions, scores)
-    done = run_cli("evaluate", truth, predictions, "--json")
-    assert done.returncode == 2
-    assert str(truth) in done.stderr and "not binary" in done.stderr
-    assert done.stdout == ""
+    code, out, err = run_main(capsys, "evaluate", truth, predictions, "--json")
+    assert code == 2
+    assert str(truth) in err and "not binary" in err
+    assert out == ""
 
 
-def test_cli_accepts_integer_groundtruth(tmp_path):
+def test_cli_accepts_integer_groundtruth(tmp_path, capsys):
     labels, scores, _ = synthetic()
     truth, predictions = tmp_path / "truth.npy", tmp_path / "scores.npy"
     np.save(truth, labels.astype(np.int32))
     np.save(predictions, scores)
-    done = run_cli("evaluate", truth, predictions, "--json")
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == evaluate(labels, scores)
+    code, out, err = run_main(capsys, "evaluate", truth, predictions, "--json")
+    assert code == 0, err
+    assert json.loads(out) == evaluate(labels, scores)
 
 
-def test_cli_missing_file_is_a_usage_error(tmp_path):
-    done = run_cli("evaluate", tmp_path / "absent.npy", tmp_path / "also-absent.npy")
-    assert done.returncode == 2
-    assert "absent.npy not found" in done.stderr
+def test_cli_missing_file_is_a_usage_error(tmp_path, capsys):
+    code, _, err = run_main(capsys, "evaluate", tmp_path / "absent.npy", tmp_path / "no.npy")
+    assert code == 2
+    assert "absent.npy not found" in err
+    code, _, err = run_main(capsys, "evaluate", tmp_path / "only-one.npy")
+    assert code == 2 and "usage" in err

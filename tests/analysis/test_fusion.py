@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from analysis.__main__ import main
 from analysis.evaluate import evaluate_files
 from analysis.fusion import Member, fuse, run_fusion, select_members
 from analysis.thresholds import read_thresholds, tune_thresholds
@@ -137,6 +138,16 @@ def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
     )
 
 
+def run_main(capsys, *args: str | Path) -> tuple[int, str, str]:
+    """The command line in this process (fast); one test runs it as a real subprocess."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as stop:  # argparse usage errors
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 @pytest.fixture
 def study_files(tmp_path: Path) -> dict:
     """Three members' test and validation scores, labels and a tag list, as files."""
@@ -206,10 +217,10 @@ def test_cli_writes_the_four_files(study_files, tmp_path):
     assert np.array_equal(thresholds, expected)
 
 
-def test_cli_fuses_all_members_by_default(study_files):
-    done = run_cli(*fuse_args(study_files, "--json"))
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+def test_cli_fuses_all_members_by_default(study_files, capsys):
+    code, out, err = run_main(capsys, *fuse_args(study_files, "--json"))
+    assert code == 0, err
+    result = json.loads(out)
     assert result["members"] == study_files["specs"]
     mean = np.mean([np.load(s.split(":")[0]) for s in study_files["specs"]], axis=0)
     assert result["ROC-AUC-macro"] == pytest.approx(
@@ -236,22 +247,22 @@ def corrupt(files: dict, what: str) -> tuple[list, str]:
 
 
 @pytest.mark.parametrize("what", ["shape", "nan", "labels", "topk"])
-def test_cli_bad_input_exits_2_and_writes_nothing(study_files, tmp_path, what):
+def test_cli_bad_input_exits_2_and_writes_nothing(study_files, tmp_path, what, capsys):
     args, culprit = corrupt(study_files, what)
     out = tmp_path / "fused"
     before = sorted(tmp_path.rglob("*"))
-    done = run_cli(*args, "--out", out)
-    assert done.returncode == 2, done.stderr
-    assert culprit in done.stderr and "Traceback" not in done.stderr
-    assert done.stdout == ""
+    code, stdout, err = run_main(capsys, *args, "--out", out)
+    assert code == 2, err
+    assert culprit in err and "Traceback" not in err
+    assert stdout == ""
     assert sorted(tmp_path.rglob("*")) == before  # no output folder, no temporary leftovers
 
 
-def test_cli_refuses_a_non_empty_output_folder(study_files, tmp_path):
+def test_cli_refuses_a_non_empty_output_folder(study_files, tmp_path, capsys):
     out = tmp_path / "fused"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    done = run_cli(*fuse_args(study_files, "--out", out))
-    assert done.returncode == 2
-    assert "not empty" in done.stderr
+    code, _, err = run_main(capsys, *fuse_args(study_files, "--out", out))
+    assert code == 2
+    assert "not empty" in err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
