@@ -1,13 +1,16 @@
 """Checkpoints that let a run continue exactly where it stopped.
 
 A checkpoint is a folder: `checkpoint.pt` (model, optimizer, early-stopping
-state, the best epoch's weights, the input statistics and the config) and
-the best epoch's `validation_predictions.npy` and `test_predictions.npy`,
-so a trial stopped from outside (ASHA, a crash) still has its best scores.
+state, the best epoch's weights, the input statistics and the config), the
+best epoch's `validation_predictions.npy` and `test_predictions.npy`, so a
+trial stopped from outside (ASHA, a crash) still has its best scores, and
+`summary.json` (history, best metrics, early-stopping state) for readers
+that should not need torch, such as the study driver.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 
 STATE_FILE = "checkpoint.pt"
+SUMMARY_FILE = "summary.json"  # the state and best metrics, readable without torch
 VALIDATION_PREDICTIONS = "validation_predictions.npy"
 TEST_PREDICTIONS = "test_predictions.npy"
 
@@ -73,6 +77,7 @@ def save_checkpoint(
     best_model: dict[str, torch.Tensor],
     extra: dict[str, Any],
     best_predictions: dict[str, np.ndarray],
+    summary: dict[str, Any],
 ) -> Path:
     """Write a checkpoint folder, replacing any previous one only once complete."""
     directory = Path(directory)
@@ -91,6 +96,7 @@ def save_checkpoint(
     )
     for name, scores in best_predictions.items():
         np.save(staging / name, scores)
+    (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     previous = directory.with_name(directory.name + ".old")
     if directory.exists():
         shutil.rmtree(previous, ignore_errors=True)

@@ -119,7 +119,6 @@ def train(
         for part in ("validation", "test")
     }
     checkpoint_dir = out_dir / "checkpoint"
-    end_state = "finished"
     for epoch in range(state.epoch + 1, config.max_epochs + 1):
         if state.early_stopping.should_stop:
             break
@@ -163,6 +162,11 @@ def train(
                 "tags": list(tags),
             },
             best_predictions=best_predictions,
+            summary={
+                **state.to_dict(),
+                "best_metrics": best_metrics,
+                "end_state": _end_state(state, config),
+            },
         )
         log.info(
             "epoch %d/%d  loss %.4f  val ROC-AUC %.4f  PR-AUC %.4f  %.1fs  %.0f samples/s",
@@ -176,9 +180,7 @@ def train(
         )
         if on_epoch is not None:
             on_epoch(record, checkpoint_dir)
-    if state.early_stopping.should_stop:
-        end_state = "early_stopped"
-    metrics = {**best_metrics, "epochs_run": state.epoch, "end_state": end_state}
+    metrics = {**best_metrics, "epochs_run": state.epoch, "end_state": _end_state(state, config)}
     _write_outputs(out_dir, config, tags, stats, best_model, best_predictions, state, metrics)
     return metrics
 
@@ -251,6 +253,13 @@ def _require_finite(running: torch.Tensor, epoch: int, steps: int) -> None:
             "stopping instead of training on. Lower the learning rate, or check the input data "
             "(python -m mer_models.data check)."
         )
+
+
+def _end_state(state: TrainingState, config: TrainConfig) -> str:
+    """How training stands after the last completed epoch ("running" while it goes on)."""
+    if state.early_stopping.should_stop:
+        return "early_stopped"
+    return "finished" if state.epoch >= config.max_epochs else "running"
 
 
 def _summary(epoch: int, validation: dict[str, float], test: dict[str, float]) -> dict[str, Any]:
