@@ -1,0 +1,195 @@
+"""The study driver: a validated search space to a Ray Tune run, and its results.
+
+Results live in `STORAGE/NAME/` (Ray Tune's experiment folder, so any node
+of a cluster with shared storage can restore any trial); the driver adds
+`study.json` and `trials/` there, which the analysis package reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from mer_models.config import TrainConfig
+from mer_models.data.splits import DatasetPaths
+from study.budgets import BUDGETS
+from study.recorder import StudyRecorder
+from study.search_space import MODE, SearchSpace
+from study.tracking import StudyTracker
+from study.trainable import ROW_KEY, run_trial
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    space: SearchSpace
+    name: str
+    storage: Path
+    data: DatasetPaths
+    tracking_uri: str
+    budget: str
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    address: str | None = None
+    resume: bool = False
+    progress_seconds: float = 20.0
+
+    @property
+    def study_dir(self) -> Path:
+        return self.storage / self.name
+
+
+def fixed_values(options: StudyOptions) -> dict[str, Any]:
+    """Budget and resource-derived values, under the space's own parameters."""
+    values: dict[str, Any] = dict(BUDGETS[options.budget])
+    values["threads"] = max(int(options.cpus_per_trial), 1)
+    # On CPU the trial's cores train; loading in the main process costs ~5%
+    # there. With a GPU, spare cores feed it.
+    values["workers"] = max(int(options.cpus_per_trial) - 1, 1) if options.gpus_per_trial else 0
+    return values
+
+
+def param_space(options: StudyOptions) -> dict[str, Any]:
+    """Ray Tune's param space: fixed values, distributions and the `configs` rows."""
+    space = fixed_values(options)
+    for key, spec in options.space.parameters.items():
+        space[key] = _tune_value(spec)
+    if options.space.configs:
+        space[ROW_KEY] = tune.grid_search(options.space.configs)
+    return space
+
+
+def _tune_value(spec: Any) -> Any:
+    if not isinstance(spec, dict):
+        return spec
+    ((kind, values),) = spec.items()
+    if kind == "grid":
+        return tune.grid_search(values)
+    if kind == "choice":
+        return tune.choice(values)
+    if kind == "uniform":
+        return tune.uniform(*values)
+    if kind == "loguniform":
+        return tune.loguniform(*values)
+    return tune.randint(values[0], values[1] + 1)  # both bounds included
+
+
+def max_epochs(options: StudyOptions) -> int:
+    space = options.space
+    fixed = space.parameters.get("max_epochs")
+    if isinstance(fixed, int):
+        return fixed
+    return space.scheduler.max_epochs or int(BUDGETS[options.budget]["max_epochs"])
+
+
+def make_scheduler(options: StudyOptions):
+    spec = options.space.scheduler
+    if spec.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=spec.max_epochs or max_epochs(options),
+        grace_period=spec.grace_period,
+        reduction_factor=spec.reduction_factor,
+    )
+
+
+def make_searcher(options: StudyOptions):
+    if options.space.searcher != "optuna":
+        return None  # grid and random: Ray Tune's variant generator
+    searcher = OptunaSearch(seed=int(options.space.parameters.get("seed", 0) or 0))
+    return ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent or 2)
+
+
+def run_study(options: StudyOptions, tracker: StudyTracker):
+    """Run (or resume) the study; returns Ray Tune's ResultGrid."""
+    options.study_dir.mkdir(parents=True, exist_ok=True)
+    study_file = options.study_dir / "study.json"
+    study_file.write_text(
+        json.dumps(
+            {
+                "name": options.name,
+                "space": str(options.space.file),
+                "budget": options.budget,
+                "data": options.data.to_dict(),
+                "tracking_uri": tracker.tracking_uri,
+                "experiment_id": tracker.experiment_id,
+                "parent_run_id": tracker.parent_run_id,
+            },
+            indent=2,
+        )
+    )
+    if not ray.is_initialized():
+        if options.address:
+            ray.init(address=options.address, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, data=options.data.to_dict()),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
+    )
+    recorder = StudyRecorder(options.study_dir, tracker, options.progress_seconds)
+    if options.resume:
+        tuner = tune.Tuner.restore(str(options.study_dir), trainable, resume_errored=True)
+        return tuner.fit()
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space(options),
+        tune_config=tune.TuneConfig(
+            metric=options.space.metric,
+            mode=MODE,
+            scheduler=make_scheduler(options),
+            search_alg=make_searcher(options),
+            num_samples=options.space.num_samples,
+            max_concurrent_trials=options.max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=options.name,
+            storage_path=str(options.storage),
+            callbacks=[recorder],
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=0,
+        ),
+    )
+    return tuner.fit()
+
+
+def study_params(options: StudyOptions) -> dict[str, Any]:
+    """What the study's parent MLflow run records."""
+    return {
+        "space": options.space.name,
+        "searcher": options.space.searcher,
+        "scheduler": options.space.scheduler.type,
+        "num_samples": options.space.num_samples,
+        "budget": options.budget,
+        "metric": options.space.metric,
+        **{f"data.{k}": v for k, v in options.data.to_dict().items()},
+        **{f"budget.{k}": v for k, v in BUDGETS[options.budget].items()},
+    }
+
+
+def check_trial_configs(options: StudyOptions) -> None:
+    """Every fixed combination must make a valid TrainConfig before Ray starts."""
+    fixed = fixed_values(options)
+    fixed.update({k: v for k, v in options.space.parameters.items() if not isinstance(v, dict)})
+    for row in options.space.configs or [{}]:
+        TrainConfig.from_dict({**fixed, **row}, source=str(options.space.file))

@@ -1,0 +1,190 @@
+"""Driver-side Ray Tune callback: trial results to disk and MLflow, and progress.
+
+When a trial ends (finished, early-stopped, stopped by ASHA, or failed for
+good), its last checkpoint is turned into the study's results folder,
+`STUDY_DIR/trials/<trial_id>/`: config, history, metrics with the end state,
+the best epoch's weights and prediction matrices. Each trial is written as
+it ends, so an interrupted study keeps everything finished so far.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from mer_models.training.checkpoint import (
+    STATE_FILE,
+    SUMMARY_FILE,
+    TEST_PREDICTIONS,
+    VALIDATION_PREDICTIONS,
+)
+from study.tracking import StudyTracker
+from study.trainable import trial_config
+
+log = logging.getLogger(__name__)
+
+END_STATES = ("finished", "early_stopped", "asha_stopped", "error")
+
+
+class StudyRecorder(tune.Callback):
+    def __init__(
+        self, study_dir: Path, tracker: StudyTracker, progress_seconds: float = 20.0
+    ) -> None:
+        self.study_dir = Path(study_dir)
+        self.tracker = tracker
+        self.progress_seconds = progress_seconds
+        self._last_table = 0.0
+
+    # Ray Tune hooks -------------------------------------------------------
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        if "epoch" in result:
+            self.tracker.log_epoch(self._run_id(trial), result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finish(trial, error=None)
+        self._print_table(trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finish(trial, error=_error_text(trial))
+        self._print_table(trials)
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if time.monotonic() - self._last_table >= self.progress_seconds:
+            self._print_table(trials)
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self._print_table(trials)
+
+    # ----------------------------------------------------------------------
+
+    def _run_id(self, trial) -> str:
+        return self.tracker.trial_run(
+            trial.trial_id, str(trial), trial_config(trial.config).to_dict()
+        )
+
+    def _finish(self, trial, error: str | None) -> None:
+        target = self.study_dir / "trials" / trial.trial_id
+        if (target / "metrics.json").is_file():
+            return  # written before an interruption; Ray does not rerun it
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        config = trial_config(trial.config)
+        (staging / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        summary: dict[str, Any] = {
+            "epoch": 0,
+            "history": [],
+            "best_metrics": {},
+            "end_state": "error",
+        }
+        checkpoint = trial.checkpoint
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                folder = Path(folder)
+                summary = json.loads((folder / SUMMARY_FILE).read_text())
+                for name in (VALIDATION_PREDICTIONS, TEST_PREDICTIONS):
+                    if (folder / name).is_file():
+                        shutil.copyfile(folder / name, staging / name)
+                saved = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+                torch.save(
+                    {key: saved[key] for key in ("config", "tags", "band_stats")}
+                    | {"model": saved["best_model"]},
+                    staging / "best_model.pt",
+                )
+        if error is not None:
+            end_state = "error"
+        elif summary["end_state"] in ("finished", "early_stopped"):
+            end_state = summary["end_state"]
+        else:
+            end_state = "asha_stopped"  # ended by the scheduler before its own stop
+        run_id = self._run_id(trial)
+        metrics = {
+            **summary["best_metrics"],
+            "epochs_run": summary["epoch"],
+            "end_state": end_state,
+            "trial_name": str(trial),
+            "mlflow_run_id": run_id,
+        }
+        if error is not None:
+            metrics["error"] = error
+        (staging / "history.json").write_text(json.dumps(summary["history"], indent=2))
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        self.tracker.finish_trial(
+            run_id,
+            metrics,
+            end_state,
+            [
+                target / name
+                for name in (
+                    "config.json",
+                    "best_model.pt",
+                    VALIDATION_PREDICTIONS,
+                    TEST_PREDICTIONS,
+                )
+            ],
+        )
+        log.info("trial %s: %s after %d epochs", trial, end_state, summary["epoch"])
+
+    def _print_table(self, trials: list) -> None:
+        self._last_table = time.monotonic()
+        rows = [("trial", "model", "cbam", "cell", "units", "status", "epoch", "val AUC", "best")]
+        for trial in trials:
+            config = trial_config(trial.config)
+            last = trial.last_result or {}
+            best = _best(trial)
+            rows.append(
+                (
+                    trial.trial_id,
+                    config.model,
+                    "yes" if config.cbam and config.model == "crnn" else "no",
+                    config.cell if config.model == "crnn" else "-",
+                    _units(config.units, config.layers) if config.model == "crnn" else "-",
+                    _status(self.study_dir, trial),
+                    str(last.get("epoch", "-")),
+                    f"{last['val_roc_auc']:.4f}" if "val_roc_auc" in last else "-",
+                    f"{best:.4f}" if best is not None else "-",
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            for row in rows
+        ]
+        print("\n".join(lines), flush=True)
+
+
+def _units(units: int, layers: int) -> str:
+    return str(units) if layers == 1 else f"{layers} x {units}"
+
+
+def _best(trial) -> float | None:
+    metric = trial.metric_analysis.get("val_roc_auc", {}) if trial.metric_analysis else {}
+    return metric.get("max")
+
+
+def _status(study_dir: Path, trial) -> str:
+    metrics = study_dir / "trials" / trial.trial_id / "metrics.json"
+    if metrics.is_file():
+        return json.loads(metrics.read_text())["end_state"]
+    return trial.status.lower()
+
+
+def _error_text(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        lines = Path(path).read_text().strip().splitlines()
+        return lines[-1] if lines else "unknown error"
+    return "unknown error"

@@ -1,0 +1,265 @@
+"""Search spaces: YAML files that declare a study, validated before anything starts.
+
+    parameters:            # TrainConfig fields
+      lr: 3.0e-4                       # a fixed value
+      cell: {grid: [gru, lstm]}        # every value (crossed with other grids)
+      units: {choice: [128, 256]}      # sampled
+      dropout: {uniform: [0.0, 0.5]}
+      lr: {loguniform: [1.0e-5, 1.0e-2]}
+      batch_size: {randint: [16, 64]}  # integers, both bounds included
+    configs:               # an explicit list of (partial) configurations, one trial each
+      - {cbam: false, cell: gru, units: 256}
+    searcher: grid         # grid | random | optuna
+    num_samples: 1         # grid: repeats of the grid; random and optuna: trials
+    scheduler: {type: asha, grace_period: 2, reduction_factor: 2}   # or {type: fifo}
+    metric: {name: val_roc_auc, mode: max}
+    budget: quick          # quick | paper (see study.budgets)
+
+Every error names the file, the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mer_models.config import FIELD_NAMES, TrainConfig
+from study.budgets import BUDGETS
+
+SEARCH_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+METRIC = "val_roc_auc"  # validation macro ROC-AUC, the paper's model selection
+MODE = "max"
+METRICS = ("val_roc_auc", "val_pr_auc")
+SEARCHERS = ("grid", "random", "optuna")
+SCHEDULERS = ("asha", "fifo")
+DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
+TOP_KEYS = (
+    "description",
+    "parameters",
+    "configs",
+    "searcher",
+    "num_samples",
+    "scheduler",
+    "metric",
+    "budget",
+)
+
+
+class SpaceError(ValueError):
+    """A search space file is malformed; the message names file and key path."""
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    type: str = "asha"
+    grace_period: int = 1
+    reduction_factor: int = 2
+    max_epochs: int | None = None  # None: the budget's max_epochs
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    file: Path
+    parameters: dict[str, Any]  # field -> fixed value, or {distribution: values}
+    configs: list[dict[str, Any]] = field(default_factory=list)
+    searcher: str = "grid"
+    num_samples: int = 1
+    scheduler: Scheduler = field(default_factory=Scheduler)
+    metric: str = METRIC
+    mode: str = MODE
+    budget: str = "quick"
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.file.stem
+
+
+def find_space(name: str) -> Path:
+    """A path as given, else `search_spaces/NAME` (with or without `.yaml`)."""
+    given = Path(name).expanduser()
+    if given.is_file():
+        return given.resolve()
+    for candidate in (SEARCH_SPACES / name, SEARCH_SPACES / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(sorted(p.name for p in SEARCH_SPACES.glob("*.yaml")))
+    raise SpaceError(f"{name}: no such search space file (nor in {SEARCH_SPACES}: {known})")
+
+
+def load_space(name: str) -> SearchSpace:
+    path = find_space(name)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpaceError(f"{path}: not valid YAML ({error})") from None
+    return parse_space(raw, path)
+
+
+def parse_space(raw: Any, path: Path) -> SearchSpace:
+    where = _Where(path)
+    if not isinstance(raw, dict):
+        raise where.error("", f"expected a mapping with keys {', '.join(TOP_KEYS)}")
+    where.unknown_keys("", raw, TOP_KEYS)
+    searcher = raw.get("searcher", "grid")
+    where.choice("searcher", searcher, SEARCHERS)
+    num_samples = raw.get("num_samples", 1)
+    where.integer("num_samples", num_samples, minimum=1)
+    budget = raw.get("budget", "quick")
+    where.choice("budget", budget, tuple(BUDGETS))
+    parameters = raw.get("parameters", {}) or {}
+    if not isinstance(parameters, dict):
+        raise where.error("parameters", "expected a mapping of config fields")
+    for key, spec in parameters.items():
+        _check_parameter(where, key, spec)
+    configs = raw.get("configs", []) or []
+    if not isinstance(configs, list):
+        raise where.error("configs", "expected a list of mappings of config fields")
+    if "configs" in raw and not configs:
+        raise where.error("configs", "the list is empty; give at least one configuration")
+    for index, entry in enumerate(configs):
+        key = f"configs[{index}]"
+        if not isinstance(entry, dict) or not entry:
+            raise where.error(key, "expected a non-empty mapping of config fields")
+        where.unknown_keys(key, entry, FIELD_NAMES)
+        for name, value in entry.items():
+            where.field_value(f"{key}.{name}", name, value)
+    has_grid = bool(configs) or any(_distribution(s) == "grid" for s in parameters.values())
+    if searcher == "optuna" and has_grid:
+        raise where.error(
+            "searcher",
+            "optuna samples its own points: use choice instead of grid "
+            "and configs, or searcher: grid",
+        )
+    scheduler = _parse_scheduler(where, raw.get("scheduler", {"type": "fifo"}))
+    metric = raw.get("metric", {"name": METRIC, "mode": MODE}) or {}
+    if not isinstance(metric, dict):
+        raise where.error("metric", "expected {name: val_roc_auc, mode: max}")
+    where.unknown_keys("metric", metric, ("name", "mode"))
+    where.choice("metric.name", metric.get("name", METRIC), METRICS)
+    where.choice("metric.mode", metric.get("mode", MODE), ("max",))
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise where.error("description", "expected a string")
+    return SearchSpace(
+        file=path,
+        parameters=dict(parameters),
+        configs=[dict(entry) for entry in configs],
+        searcher=searcher,
+        num_samples=num_samples,
+        scheduler=scheduler,
+        metric=metric.get("name", METRIC),
+        mode=MODE,
+        budget=budget,
+        description=description,
+    )
+
+
+def _distribution(spec: Any) -> str | None:
+    return next(iter(spec)) if isinstance(spec, dict) and len(spec) == 1 else None
+
+
+def _check_parameter(where: _Where, key: str, spec: Any) -> None:
+    path = f"parameters.{key}"
+    if key not in FIELD_NAMES:
+        raise where.error(path, f"unknown config field; valid fields are: {', '.join(FIELD_NAMES)}")
+    if not isinstance(spec, dict):
+        where.field_value(path, key, spec)
+        return
+    kind = _distribution(spec)
+    if kind not in DISTRIBUTIONS:
+        raise where.error(
+            path,
+            f"expected a fixed value or one of {{{' | '.join(DISTRIBUTIONS)}: ...}}, got {spec!r}",
+        )
+    values = spec[kind]
+    path = f"{path}.{kind}"
+    if kind in ("grid", "choice"):
+        if not isinstance(values, list) or not values:
+            raise where.error(path, "expected a non-empty list of values")
+        for index, value in enumerate(values):
+            where.field_value(f"{path}[{index}]", key, value)
+        return
+    if not isinstance(values, list) or len(values) != 2:
+        raise where.error(path, "expected [low, high]")
+    low, high = values
+    for bound, value in (("low", low), ("high", high)):
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise where.error(path, f"{bound} bound must be a finite number, got {value!r}")
+        if kind == "randint" and not isinstance(value, int):
+            raise where.error(path, f"randint bounds must be integers, got {value!r}")
+    if not low < high:
+        raise where.error(
+            path, f"bounds the wrong way round or empty: low {low} must be < high {high}"
+        )
+    if kind == "loguniform" and low <= 0:
+        raise where.error(path, f"loguniform bounds must be > 0, got low {low}")
+    for value in (low, high):
+        where.field_value(path, key, int(value) if kind == "randint" else value)
+
+
+def _parse_scheduler(where: _Where, raw: Any) -> Scheduler:
+    if not isinstance(raw, dict):
+        raise where.error(
+            "scheduler",
+            "expected {type: asha, grace_period: N, reduction_factor: N} or {type: fifo}",
+        )
+    kind = raw.get("type")
+    where.choice("scheduler.type", kind, SCHEDULERS)
+    if kind == "fifo":
+        where.unknown_keys("scheduler", raw, ("type",))
+        return Scheduler(type="fifo")
+    where.unknown_keys("scheduler", raw, ("type", "grace_period", "reduction_factor", "max_epochs"))
+    grace = raw.get("grace_period", 1)
+    where.integer("scheduler.grace_period", grace, minimum=1)
+    factor = raw.get("reduction_factor", 2)
+    where.integer("scheduler.reduction_factor", factor, minimum=2)
+    max_epochs = raw.get("max_epochs")
+    if max_epochs is not None:
+        where.integer("scheduler.max_epochs", max_epochs, minimum=1)
+        if max_epochs < grace:
+            raise where.error(
+                "scheduler.max_epochs", f"{max_epochs} is below the grace period {grace}"
+            )
+    return Scheduler("asha", grace, factor, max_epochs)
+
+
+class _Where:
+    """Builds errors that name the file and the key path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(self, key: str, message: str) -> SpaceError:
+        return SpaceError(f"{self.path}: {key + ': ' if key else ''}{message}")
+
+    def unknown_keys(self, key: str, mapping: dict, allowed: tuple[str, ...]) -> None:
+        unknown = [k for k in mapping if k not in allowed]
+        if unknown:
+            place = f"{key}." if key else ""
+            raise self.error(
+                f"{place}{unknown[0]}", f"unknown key; allowed here: {', '.join(allowed)}"
+            )
+
+    def choice(self, key: str, value: Any, allowed: tuple[str, ...]) -> None:
+        if value not in allowed:
+            raise self.error(key, f"{value!r} is not allowed; expected one of {', '.join(allowed)}")
+
+    def integer(self, key: str, value: Any, minimum: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise self.error(key, f"expected an integer >= {minimum}, got {value!r}")
+
+    def field_value(self, key: str, name: str, value: Any) -> None:
+        """A value must be valid for its TrainConfig field on its own."""
+        try:
+            TrainConfig.from_dict({name: value})
+        except ValueError as error:
+            raise self.error(key, str(error).removeprefix("config: ")) from None

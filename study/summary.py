@@ -1,0 +1,56 @@
+"""The end-of-study summary: the paper's Table 1 layout, one row per trial."""
+
+from __future__ import annotations
+
+from analysis.study_results import Study, ranked_trials
+
+COLUMNS = (
+    "conv. attention",
+    "model",
+    "RNN cell",
+    "RNN units",
+    "val ROC-AUC",
+    "test ROC-AUC",
+    "test PR-AUC",
+    "epochs",
+    "ended",
+)
+
+
+def table_rows(study: Study) -> list[tuple[str, ...]]:
+    ranked = ranked_trials(study)
+    others = [trial for trial in study.trials if trial not in ranked]
+    rows = []
+    for trial in ranked + others:
+        config, metrics = trial.config, trial.metrics
+        crnn = config.get("model", "crnn") == "crnn"
+        layers, units = config.get("layers", 1), config.get("units", 0)
+        rows.append(
+            (
+                ("block" if config.get("cbam") else "none") if crnn else "self-attention",
+                "CRNN" if crnn else "attention CNN",
+                str(config.get("cell", "-")).upper() if crnn else "-",
+                (str(units) if layers == 1 else f"{layers} x {units}") if crnn else "-",
+                _percent(metrics.get("validation_roc_auc")),
+                _percent(metrics.get("test_roc_auc")),
+                _percent(metrics.get("test_pr_auc")),
+                str(metrics.get("epochs_run", "-")),
+                str(metrics.get("end_state", "running")),
+            )
+        )
+    return rows
+
+
+def format_table(study: Study) -> str:
+    rows = [COLUMNS, *table_rows(study)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _percent(value) -> str:
+    return f"{100 * value:.1f}" if isinstance(value, int | float) else "-"
