@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Imported here so that a bad space fails fast, without loading Ray.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Checkpoints every epoch are the point here, not a bottleneck to warn about.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from mer_models.data.splits import DataError
     from study.driver import StudyOptions, check_trial_configs, run_study, study_params
     from study.tracking import StudyTracker, default_tracking_uri

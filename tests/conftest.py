@@ -56,3 +56,13 @@ def tiny_dataset(tmp_path: Path) -> DatasetPaths:
             "test": [700, 480, 1000],
         },
     )
+
+
+@pytest.fixture(scope="session")
+def small_synthetic(tmp_path_factory) -> DatasetPaths:
+    """A 150-track synthetic dataset, generated once per test session."""
+    from mer_models.synthetic import dataset_paths, write_synthetic
+
+    root = tmp_path_factory.mktemp("synthetic") / "small"
+    write_synthetic(root, tracks=150, seed=0)
+    return dataset_paths(root)

@@ -1,0 +1,192 @@
+"""End-to-end studies on `smoke.yaml`: a real local Ray cluster and real MLflow stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mer_models.config import FIELD_NAMES
+
+pytestmark = pytest.mark.slow
+RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
+EPOCH_METRICS = {"train_loss", "val_roc_auc", "val_pr_auc", "lr", "seconds", "samples_per_second"}
+
+
+def study_command(data, *extra):
+    return [
+        sys.executable,
+        str(RUN),
+        "--space",
+        "smoke",
+        "--metadata",
+        str(data.metadata),
+        "--melspecs",
+        str(data.melspecs),
+        *extra,
+    ]
+
+
+def environment(tmp_path):
+    return {
+        **os.environ,
+        "MER_MODELS_CACHE": str(tmp_path / "cache"),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+
+
+def trial_runs(client, study):
+    experiment = client.get_experiment_by_name(study)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("mer.role") == "study"]
+    trials = [r for r in runs if r.data.tags.get("mer.role") == "trial"]
+    return parents, trials
+
+
+def check_study(client, study_dir, expected_trials):
+    trials = sorted((study_dir / "trials").iterdir())
+    assert len(trials) == expected_trials
+    parents, runs = trial_runs(client, study_dir.name)
+    assert len(parents) == 1
+    by_trial = {run.data.tags["mer.trial_id"]: run for run in runs}
+    assert len(runs) == len(by_trial) == expected_trials  # one run per trial, none duplicated
+    for folder in trials:
+        metrics = json.loads((folder / "metrics.json").read_text())
+        run = by_trial[folder.name]
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.data.tags["mer.end_state"] == metrics["end_state"]
+        assert set(run.data.params) == set(FIELD_NAMES)
+        config = json.loads((folder / "config.json").read_text())
+        assert run.data.params["units"] == str(config["units"])
+        history = client.get_metric_history(run.info.run_id, "val_roc_auc")
+        assert sorted(m.step for m in history) == list(range(1, metrics["epochs_run"] + 1))
+        logged = json.loads((folder / "history.json").read_text())
+        assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+            [row["val_roc_auc"] for row in logged]
+        )
+        assert EPOCH_METRICS <= set(run.data.metrics)
+        assert run.data.metrics["test_roc_auc"] == pytest.approx(metrics["test_roc_auc"])
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert artifacts == {
+            "config.json",
+            "best_model.pt",
+            "validation_predictions.npy",
+            "test_predictions.npy",
+        }
+    return [json.loads((f / "metrics.json").read_text()) for f in trials]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_smoke_study_against_a_real_mlflow_server(small_synthetic, tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                MlflowClient(uri).search_experiments()
+                break
+            except Exception:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(1)
+        done = subprocess.run(
+            study_command(
+                small_synthetic, "--tracking-uri", uri, "--storage", str(tmp_path / "ray")
+            ),
+            cwd=tmp_path,
+            env=environment(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        study_dir = tmp_path / "ray" / "smoke"
+        metrics = check_study(MlflowClient(uri), study_dir, expected_trials=4)
+        states = [m["end_state"] for m in metrics]
+        assert "asha_stopped" in states
+        assert all(s in ("finished", "early_stopped", "asha_stopped") for s in states)
+        for m in metrics:
+            if m["end_state"] == "asha_stopped":
+                assert m["epochs_run"] < 4
+        assert "conv. attention" in done.stdout and "asha_stopped" in done.stdout
+        assert f"mlflow ui --backend-store-uri {uri}" in done.stdout
+        assert json.loads((study_dir / "study.json").read_text())["tracking_uri"] == uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_killed_study_resumes_without_rerunning_or_duplicating(small_synthetic, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = study_command(small_synthetic, "--tracking-uri", uri, "--max-concurrent", "1")
+    driver = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    trials = tmp_path / "ray_results" / "smoke" / "trials"
+    deadline = time.monotonic() + 300
+    while not (trials.is_dir() and any((p / "metrics.json").is_file() for p in trials.iterdir())):
+        assert driver.poll() is None, "the study ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray cluster
+    driver.wait()
+    finished_before = {
+        p.name: (p / "metrics.json").stat().st_mtime_ns
+        for p in trials.iterdir()
+        if (p / "metrics.json").is_file()
+    }
+    assert 1 <= len(finished_before) < 4
+
+    done = subprocess.run(
+        command + ["--resume"],
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name, mtime in finished_before.items():
+        assert (trials / name / "metrics.json").stat().st_mtime_ns == mtime  # not rerun
+    check_study(MlflowClient(uri), tmp_path / "ray_results" / "smoke", expected_trials=4)
