@@ -30,6 +30,7 @@ class TrainConfig:
     cbam: bool = True  # CBAM attention in every residual block
     width: int = 64  # channels of the first ResNet stage (64 = ResNet-18)
     dropout: float = 0.0  # on the attended vector, before the output layer
+    prior_bias: bool = True  # output biases start at the training tags' log-odds
     lr: float = 3e-4
     weight_decay: float = 0.0
     batch_size: int = 32

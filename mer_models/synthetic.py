@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the generated content changes: it names the cache folder, so a
 # new generator never reads a dataset written by an older one.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_TRACKS = 1000
 MIN_TRACKS = 50
 MARKER = "synthetic-complete.json"  # written last: a folder without it is not a dataset
@@ -87,10 +87,10 @@ _MIN_FRAMES, _MAX_FRAMES = 150, 3000
 _SHORT_SHARE, _SHORT_FRAMES = 0.02, 256
 
 # Difficulty: signature level (dB relative to the music bed) and label noise.
-_CLARITY_DB, _CLARITY_TRACK_SD, _CLARITY_TAG_SD = -5.0, 5.0, 4.0
+_CLARITY_DB, _CLARITY_TRACK_SD, _CLARITY_TAG_SD = 5.0, 3.0, 4.0
 _MISSING_EVIDENCE = 0.05  # a label whose signature is not rendered
 _STRAY_EVIDENCE = 0.05  # a track that also carries an unlabelled tag's signature
-_DISTRACTORS_PER_TRACK = 1.5  # mean number of signature-like events tied to no tag
+_DISTRACTORS_PER_TRACK = 1.0  # mean number of signature-like events tied to no tag
 _SIGNATURE_SEED = 20200914  # the tag signatures are fixed: seeds vary tracks, not tags
 
 _BANDS = np.arange(N_BANDS, dtype=np.float64)[:, None]  # (96, 1), broadcasts over frames

@@ -20,8 +20,8 @@ BUDGETS: dict[str, dict[str, object]] = {
     # A few CPU minutes for a whole study on the synthetic dataset: narrow
     # trunk, short windows, a handful of epochs.
     "quick": {
-        "max_epochs": 8,
-        "patience": 3,
+        "max_epochs": 12,
+        "patience": 4,
         "window": 128,
         "width": 8,
         "batch_size": 16,

@@ -132,6 +132,11 @@ class AttentionCNN(nn.Module):
             raise ValueError(f"AttentionCNN: input needs T >= {MIN_SIZE} frames, got {x.shape[3]}")
         return self.blocks(x)  # (B, w, n_bands/32, T/32)
 
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The layer that emits one logit per tag."""
+        return self.fc
+
     @staticmethod
     def sequence(features: torch.Tensor) -> torch.Tensor:
         return features.mean(dim=2).transpose(1, 2)  # (B, C, T) -> (B, T, C)

@@ -49,6 +49,11 @@ class AttentionCRNN(nn.Module):
             )
         return self.trunk(x)  # (B, 8w, n_bands/32, T/32)
 
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The layer that emits one logit per tag."""
+        return self.head.fc
+
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
 
