@@ -101,7 +101,7 @@ def train(
         best_metrics = saved["best_metrics"]
         stats = BandStats.from_dict(saved["band_stats"])
         log.info("restored %s at epoch %d", restore, state.epoch)
-    loop = _Loop(model, optimizer, device, config, channels_last)
+    loop = TrainingLoop(model, optimizer, device, config, channels_last)
 
     sampler = EpochSampler(len(tables["train"]), seed=config.seed)
     augment = SpecAugment(config.time_mask, config.freq_mask)
@@ -202,7 +202,7 @@ def initialise_output_bias(layer: nn.Linear, labels: np.ndarray) -> None:
         layer.bias.copy_(torch.from_numpy(np.log(positives / negatives)).to(layer.bias.dtype))
 
 
-class _Loop:
+class TrainingLoop:
     """One epoch of training, and prediction over an evaluation loader."""
 
     def __init__(

@@ -1,0 +1,144 @@
+"""Trainer benchmark: training samples per second, our loop against a bare PyTorch loop.
+
+For the paper-size model (ResNet-18 width 64, 500-frame windows, batch 32)
+and the small default of the quick budget, both loops run the same model
+and the same pre-made batches, alternating, so that the ratio measures the
+trainer's own overhead (finite-loss checks, metric bookkeeping, device
+handling) and not data loading. FLOPs per sample come from torch's flop
+counter; on CUDA the bf16 / channels_last variants are measured too, with
+the fraction of the GPU's peak bf16 FLOP/s they reach (--peak-tflops).
+
+    python benchmarks/trainer.py [--steps 6] [--repeats 3] [--peak-tflops 989]
+
+The last line printed is a JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from mer_models.config import TrainConfig
+from mer_models.models import build_model
+from mer_models.training.trainer import TrainingLoop
+
+SIZES = {
+    "paper": TrainConfig(width=64, window=500, batch_size=32, cell="gru", units=256, cbam=True),
+    "small": TrainConfig(width=8, window=128, batch_size=16, cell="gru", units=256, cbam=True),
+}
+
+
+def make_batches(config: TrainConfig, steps: int, device: torch.device) -> list:
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(steps):
+        windows = torch.randn(config.batch_size, 1, 96, config.window, generator=generator)
+        labels = (torch.rand(config.batch_size, 56, generator=generator) < 0.04).float()
+        batches.append((windows.to(device), labels.to(device)))
+    return batches
+
+
+def bare_loop(model, optimizer, batches, autocast, memory_format) -> None:
+    loss_fn = nn.BCEWithLogitsLoss()
+    model.train()
+    for windows, labels in batches:
+        with autocast():
+            logits = model(windows.to(memory_format=memory_format))
+        loss = loss_fn(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def flops_per_sample(config: TrainConfig) -> float:
+    """Forward and backward FLOPs of one training sample."""
+    model = build_model(config, n_tags=56)
+    windows = torch.randn(2, 1, 96, config.window)
+    with FlopCounterMode(display=False) as counter:
+        model(windows).sum().backward()
+    return counter.get_total_flops() / 2
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(config: TrainConfig, device: torch.device, steps: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    channels_last = config.channels_last and device.type == "cuda"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(config, n_tags=56).to(device, memory_format=memory_format)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    loop = TrainingLoop(model, optimizer, device, config, channels_last)
+    batches = make_batches(config, steps, device)
+    samples = steps * config.batch_size
+    loop.train_epoch(batches[:2], epoch=0)  # warm-up: kernels, allocator, autotuning
+    ours, bare = [], []
+    for _ in range(repeats):
+        synchronize(device)
+        started = time.perf_counter()
+        bare_loop(model, optimizer, batches, loop.autocast, memory_format)
+        synchronize(device)
+        bare.append(samples / (time.perf_counter() - started))
+        started = time.perf_counter()
+        loop.train_epoch(batches, epoch=0)
+        synchronize(device)
+        ours.append(samples / (time.perf_counter() - started))
+    return {
+        "samples_per_second": max(ours),
+        "bare_samples_per_second": max(bare),
+        "ratio_vs_bare": max(ours) / max(bare),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6, help="batches per timed pass")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100 SXM: 989)"
+    )
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    figures: dict = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+    }
+    for size, config in SIZES.items():
+        flops = flops_per_sample(config)
+        figures[f"{size}_gflops_per_sample"] = round(flops / 1e9, 3)
+        variants = {"": config}
+        if device.type == "cuda":
+            variants = {
+                "": config,
+                "_fp32": config.replace(bf16=False, channels_last=False),
+                "_bf16_only": config.replace(channels_last=False),
+            }
+        for suffix, variant in variants.items():
+            result = measure(variant, device, args.steps, args.repeats)
+            for key, value in result.items():
+                figures[f"{size}{suffix}_{key}"] = round(value, 3)
+            achieved = result["samples_per_second"] * flops
+            figures[f"{size}{suffix}_tflops"] = round(achieved / 1e12, 4)
+            if device.type == "cuda":
+                figures[f"{size}{suffix}_peak_fraction"] = round(
+                    achieved / (args.peak_tflops * 1e12), 4
+                )
+            print(
+                f"{size}{suffix or ''}: ours {result['samples_per_second']:.1f} samples/s, bare "
+                f"{result['bare_samples_per_second']:.1f}, ratio {result['ratio_vs_bare']:.3f}, "
+                f"{achieved / 1e12:.3f} TFLOP/s ({flops / 1e9:.2f} GFLOP per sample)",
+                flush=True,
+            )
+    figures["ratio_vs_bare"] = min(v for k, v in figures.items() if k.endswith("ratio_vs_bare"))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
