@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +29,7 @@ from analysis.evaluate import (
     load_groundtruth,
     load_matrix,
 )
+from analysis.staging import check_output_dir, staged_folder
 from analysis.thresholds import decide, tune_thresholds, write_thresholds
 from mer_models.data.splits import read_tags
 
@@ -302,32 +300,29 @@ def run_fusion(
     )
 
 
-def check_output_dir(out: str | Path) -> Path:
-    """An output folder we may create: absent, or an empty folder."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"output folder {out} already exists and is not empty; choose another")
-    return out
+FUSION_FILES = ("predictions.npy", "decisions.npy", "thresholds.txt", "metrics.json")
 
 
-def write_fusion(result: FusionResult, out: str | Path, tags: Sequence[str]) -> None:
-    """Write predictions.npy, decisions.npy, thresholds.txt and metrics.json, all or nothing."""
-    out = check_output_dir(out)
+def is_fusion_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds the files of a fusion and nothing else (so it may be replaced)."""
+    return {p.name for p in folder.iterdir()} == set(FUSION_FILES)
+
+
+def write_fusion(
+    result: FusionResult, out: str | Path, tags: Sequence[str], replace: bool = False
+) -> None:
+    """Write predictions.npy, decisions.npy, thresholds.txt and metrics.json, all or nothing.
+
+    ``out`` must be absent or empty; with ``replace``, an earlier fusion folder
+    there is swapped for the new one once it is complete.
+    """
     if len(tags) != result.predictions.shape[1]:
         raise ValueError(f"{len(tags)} tags for {result.predictions.shape[1]} score columns")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out, is_fusion_folder if replace else None) as staging:
         np.save(staging / "predictions.npy", result.predictions.astype(np.float32))
         np.save(staging / "decisions.npy", result.decisions.astype(bool))
         write_thresholds(staging / "thresholds.txt", tags, result.thresholds)
         (staging / "metrics.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.rename(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def fuse_files(
