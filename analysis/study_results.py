@@ -2,18 +2,19 @@
 
 Layout (the contract with the driver)::
 
-    STUDY_DIR/study.json                      name, space, data, tracking_uri, experiment_id,
-                                              parent_run_id
+    STUDY_DIR/study.json                      name, space, data, and (absent or null without
+                                              MLflow) tracking_uri, experiment_id, parent_run_id
     STUDY_DIR/trials/<id>/config.json         flat TrainConfig fields
     STUDY_DIR/trials/<id>/history.json        per-epoch dicts (epoch, train_loss, val_roc_auc, ...)
     STUDY_DIR/trials/<id>/metrics.json        validation_/test_ roc_auc, pr_auc (macro), ...,
                                               best_epoch, epochs_run, end_state
     STUDY_DIR/trials/<id>/{validation,test}_predictions.npy   float32, split and tag order
 
-A trial that is still running has no metrics.json (or history.json) yet,
-and one that errored before its first validation has no predictions; both
-are read, with empty metrics or history, so a report can count them. Only
-trials with predictions and a validation ROC-AUC are ranked.
+A trial folder without metrics.json (or history.json) is read with empty
+metrics or history, and one that errored before its first validation has
+no predictions; both are read so a report can name them. A
+``trials/<id>.partial`` folder is the driver's write in progress and is
+skipped. Only trials with predictions and a validation ROC-AUC are ranked.
 """
 
 from __future__ import annotations
@@ -29,10 +30,16 @@ import numpy as np
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
 
-STUDY_KEYS = ("name", "space", "data", "tracking_uri", "experiment_id", "parent_run_id")
+STUDY_KEYS = ("name", "space", "data")
+# MLflow coordinates: absent or null in a study run without tracking; read as "".
+TRACKING_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")
 DATA_KEYS = ("metadata", "melspecs", "split", "subset")
 RANK_METRIC = "validation_roc_auc"  # macro ROC-AUC on the validation split
 PARTS = ("validation", "test")
+# End states of a trial that trained to a best epoch (ASHA-stopped ones included): fusable models.
+FINISHED_STATES = ("finished", "early_stopped", "asha_stopped")
+# The driver writes a trial into trials/<id>.partial, then renames it: not a trial (yet).
+STAGING_SUFFIX = ".partial"
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,28 @@ def _read_description(study_file: Path) -> dict[str, Any]:
     return description
 
 
+def _optional_text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def resolve_study(study: str | Path, results_root: str | Path) -> Path:
+    """The folder of ``study``: a study folder as given, else ``results_root/study`` by name.
+
+    A name is looked up under the results root (the study driver's storage);
+    neither existing is a ValueError naming both places.
+    """
+    given = Path(study)
+    if (given / "study.json").is_file():
+        return given
+    by_name = Path(results_root) / str(study)
+    if (by_name / "study.json").is_file():
+        return by_name
+    raise ValueError(
+        f"study {str(study)!r} not found: neither {given} nor {by_name} is a study folder "
+        f"(a folder with a study.json); give a study folder or a study name under --results"
+    )
+
+
 def load_study(study_dir: str | Path) -> Study:
     """Read a study folder; refuses a folder that is not a study or has no usable trial yet."""
     folder = Path(study_dir)
@@ -145,7 +174,9 @@ def load_study(study_dir: str | Path) -> Study:
         raise ValueError(f"{study_file}: bad 'data': {error}") from None
     trials_dir = folder / "trials"
     trial_dirs = (
-        sorted(p for p in trials_dir.iterdir() if p.is_dir()) if trials_dir.is_dir() else []
+        sorted(p for p in trials_dir.iterdir() if p.is_dir() and p.suffix != STAGING_SUFFIX)
+        if trials_dir.is_dir()
+        else []
     )
     if not trial_dirs:
         raise ValueError(f"study {folder} has no trials yet ({trials_dir} is empty or absent)")
@@ -160,9 +191,7 @@ def load_study(study_dir: str | Path) -> Study:
         dir=folder,
         space=str(description["space"]),
         data=paths,
-        tracking_uri=str(description["tracking_uri"]),
-        experiment_id=str(description["experiment_id"]),
-        parent_run_id=str(description["parent_run_id"]),
+        **{key: _optional_text(description.get(key)) for key in TRACKING_KEYS},
         trials=trials,
     )
 
@@ -186,3 +215,24 @@ def ranked_trials(study: Study) -> list[Trial]:
             f"study {study.dir}: no trial has predictions and a finite {RANK_METRIC} to rank by"
         )
     return sorted(ranked, key=lambda t: (-score(t), t.id))
+
+
+def finished_trials(study: Study) -> list[Trial]:
+    """Ranked trials (best first) that ended in one of FINISHED_STATES.
+
+    These are the models a fusion may use and the pool the best single model
+    comes from: a trial still running or ended in error is left out even if
+    it saved predictions.
+    """
+    return [trial for trial in ranked_trials(study) if trial.end_state in FINISHED_STATES]
+
+
+def check_finished(study: Study) -> None:
+    """Refuse a study some of whose trials have not ended (no end state in metrics.json)."""
+    running = [trial.id for trial in study.trials if trial.end_state is None]
+    if running:
+        raise ValueError(
+            f"study {study.dir} is unfinished: trial(s) {', '.join(running)} have no end state "
+            f"(no metrics.json with an end_state in {study.dir / 'trials'}/<id>); let the study "
+            f"finish, or resume it with study/run.py --resume"
+        )

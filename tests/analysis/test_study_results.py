@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.study_results import load_study, ranked_trials
+from analysis.study_results import (
+    check_finished,
+    finished_trials,
+    load_study,
+    ranked_trials,
+    resolve_study,
+)
 
 
 def write_trial(
@@ -110,3 +116,38 @@ def test_a_malformed_study_file_is_named(study):
     (study / "study.json").write_text("{not json")
     with pytest.raises(ValueError, match="study.json: not valid JSON"):
         load_study(study)
+
+
+def test_a_trial_being_written_is_not_a_trial(study):
+    write_trial(study, "t0", 0.70)
+    write_trial(study, "t1.partial", None, running=True)  # the driver's staging folder
+    assert [t.id for t in load_study(study).trials] == ["t0"]
+
+
+def test_finished_trials_and_the_unfinished_check(study):
+    write_trial(study, "t0", 0.70)
+    write_trial(study, "t1", 0.90, predictions=False)  # errored: not a model to fuse
+    write_trial(study, "t2", 0.80)
+    result = load_study(study)
+    assert [t.id for t in finished_trials(result)] == ["t2", "t0"]
+    check_finished(result)
+    write_trial(study, "t3", None, running=True)
+    with pytest.raises(ValueError, match=r"unfinished: trial\(s\) t3 have no end state"):
+        check_finished(load_study(study))
+
+
+def test_a_study_is_found_by_folder_or_by_name(study, tmp_path):
+    assert resolve_study(study, tmp_path / "elsewhere") == study
+    assert resolve_study("study", tmp_path) == tmp_path / "study"
+    with pytest.raises(ValueError, match="study 'other' not found"):
+        resolve_study("other", tmp_path)
+
+
+def test_tracking_coordinates_are_optional(study):
+    description = json.loads((study / "study.json").read_text())
+    for key in ("tracking_uri", "experiment_id", "parent_run_id"):
+        del description[key]
+    (study / "study.json").write_text(json.dumps(description))
+    write_trial(study, "t0", 0.70)
+    result = load_study(study)
+    assert (result.tracking_uri, result.experiment_id, result.parent_run_id) == ("", "", "")
