@@ -14,12 +14,16 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from analysis.evaluate import evaluate_files, format_results
+from analysis.fuse_study import SELECTS, fuse_study
 from analysis.fusion import fuse_files
+from analysis.study_results import resolve_study
 
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 USAGE_ERROR = 2
+DEFAULT_RESULTS = "ray_results"  # the study driver's default storage, under the working folder
 
 
 def subcommand(name: str):
@@ -101,6 +105,78 @@ def _run_fuse_files(args: argparse.Namespace) -> int:
     else:
         print(format_results(result.metrics))
         print("members\t" + " ".join(result.members))
+    return 0
+
+
+def _add_study_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "study", metavar="STUDY", help="study folder, or a study name under --results"
+    )
+    parser.add_argument(
+        "--results",
+        default=f"./{DEFAULT_RESULTS}",
+        help="results root where study names are looked up (default: %(default)s)",
+    )
+
+
+def _study_dir(args: argparse.Namespace) -> Path:
+    # The CLI edge: the only place a relative path is resolved against the working folder.
+    return resolve_study(args.study, Path.cwd() / args.results)
+
+
+@subcommand("fuse")
+def _add_fuse(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fuse",
+        help="late fusion of a study's best trials (and external systems)",
+        description="Average the test scores of the study's top K finished trials, ranked by "
+        "validation macro ROC-AUC (the paper's fusion); with --select greedy, forward selection "
+        "on validation picks the subset (among the top K if given). External systems' score "
+        "matrices (same rows and tag order as the study's splits) join the fusion. Writes "
+        "predictions.npy, decisions.npy (validation-tuned thresholds), thresholds.txt and "
+        "metrics.json (with bootstrap intervals and a paired test against the best single "
+        "trial), and records a fusion run nested in the study's MLflow run.",
+    )
+    _add_study_argument(parser)
+    parser.add_argument("--top-k", type=int, help="trials fused (topk) or considered (greedy)")
+    parser.add_argument("--select", choices=SELECTS, default="topk")
+    parser.add_argument(
+        "--external",
+        action="append",
+        default=[],
+        metavar="NAME=TEST.npy[:VALIDATION.npy]",
+        help="another system's scores to fuse with (repeatable)",
+    )
+    parser.add_argument("--out", help="new folder (default: STUDY_DIR/fusions/<name>, e.g. top2)")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_run_fuse)
+
+
+def _run_fuse(args: argparse.Namespace) -> int:
+    fusion = fuse_study(
+        _study_dir(args),
+        top_k=args.top_k,
+        select=args.select,
+        externals=args.external,
+        out=Path(args.out) if args.out else None,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
+    summary = {
+        "fusion": fusion.name,
+        "out": str(fusion.out),
+        "members": list(fusion.result.members),
+        "best_single_trial": fusion.best_single,
+        "mlflow_run_id": fusion.mlflow_run_id,
+    }
+    if args.json:
+        print(json.dumps({**fusion.result.metrics, **summary}, indent=2))
+    else:
+        print(format_results(fusion.result.metrics))
+        for key, value in summary.items():
+            print(f"{key}\t{' '.join(value) if isinstance(value, list) else value}")
     return 0
 
 

@@ -1,0 +1,380 @@
+"""Late fusion of a study's best trials, with external systems, recorded in MLflow.
+
+Gerczuk et al. (MediaEval 2020) average the sigmoid outputs of their best
+models (their Table 1 fusion) and also fuse with another challenge system's
+scores. `fuse_study` does both for a study folder: it ranks the trials that
+finished by their validation macro ROC-AUC (metrics.json), fuses the top K
+(``topk``) or the subset a forward selection picks on validation
+(``greedy``, among the top K when K is given), adds external systems, and
+scores the result on the study's own test labels. The fusion is compared
+with the best single trial by a paired bootstrap, written with
+`write_fusion` (all or nothing; every input is checked first), and logged as
+an MLflow run nested in the study's parent run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.bootstrap import PairedResult, paired_bootstrap
+from analysis.evaluate import check_groundtruth, check_scores, evaluate, load_matrix
+from analysis.fusion import (
+    FusionResult,
+    Member,
+    Selection,
+    is_fusion_folder,
+    parse_member,
+    run_fusion,
+    write_fusion,
+)
+from analysis.staging import check_output_dir
+from analysis.study_results import (
+    FINISHED_STATES,
+    Study,
+    Trial,
+    check_finished,
+    finished_trials,
+    load_study,
+)
+from analysis.tracking import find_study_run
+from mer_models.data.splits import load_split
+
+log = logging.getLogger(__name__)
+
+SELECTS = ("topk", "greedy")
+FUSION_TAG = "mer.fusion"  # the fusion's name on its MLflow run (mer.role = fusion)
+# External names become folder and MLflow names: keep them plain.
+_EXTERNAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class External:
+    """Another system's scores (e.g. a challenge submission) to fuse with the trials."""
+
+    name: str
+    test: Path
+    validation: Path | None
+
+
+@dataclass(frozen=True)
+class StudyFusionResult(FusionResult):
+    """A `FusionResult` whose metrics.json also records the study context.
+
+    ``context`` holds the study name, the members' provenance, the best single
+    trial and the paired bootstrap against it; `write_fusion` saves it with
+    the rest because `summary` merges it in.
+    """
+
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {**super().summary(), **self.context}
+
+
+@dataclass(frozen=True)
+class StudyFusion:
+    """What `fuse_study` did: the fusion's name, folder, result and MLflow run (None if none)."""
+
+    name: str
+    out: Path
+    result: StudyFusionResult
+    best_single: str  # trial id
+    paired: dict[str, PairedResult]  # fusion minus best single trial, by official metric name
+    mlflow_run_id: str | None
+
+
+def parse_external(spec: str) -> External:
+    """``NAME=TEST.npy`` or ``NAME=TEST.npy:VALIDATION.npy`` -> External."""
+    name, sep, files = spec.partition("=")
+    if not sep or not files:
+        raise ValueError(f"external {spec!r}: expected NAME=TEST.npy[:VALIDATION.npy]")
+    if not _EXTERNAL_NAME.fullmatch(name):
+        raise ValueError(
+            f"external {spec!r}: name {name!r} must be letters, digits, '_', '.' or '-' "
+            f"(it names the fusion folder and MLflow params)"
+        )
+    test, validation = parse_member(files)
+    return External(name, test, validation)
+
+
+def fusion_name(select: str, top_k: int | None, externals: Sequence[External] = ()) -> str:
+    """The default folder name (and MLflow run suffix): ``top2``, ``greedy-top4``, ``top2+vgg``."""
+    if select == "topk":
+        base = f"top{top_k}"
+    else:
+        base = "greedy" if top_k is None else f"greedy-top{top_k}"
+    return base + "".join(f"+{external.name}" for external in externals)
+
+
+def _check_request(select: str, top_k: int | None, externals: Sequence[External]) -> None:
+    if select not in SELECTS:
+        raise ValueError(f"unknown selection {select!r}; expected one of {', '.join(SELECTS)}")
+    if select == "topk" and top_k is None:
+        raise ValueError("the 'topk' selection needs --top-k K (how many trials to average)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {top_k}")
+    names = [external.name for external in externals]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"external name {name!r} is given twice")
+    if select == "greedy":
+        for external in externals:
+            if external.validation is None:
+                raise ValueError(
+                    f"external {external.name}: the greedy selection chooses members on "
+                    f"validation scores; give it as {external.name}=TEST.npy:VALIDATION.npy"
+                )
+
+
+def _candidates(study: Study, top_k: int | None) -> list[Trial]:
+    """The finished trials a fusion may use, best first, cut to K; K too large is an error."""
+    trials = finished_trials(study)
+    if not trials:
+        states = sorted({str(t.end_state or "running") for t in study.trials})
+        raise ValueError(
+            f"study {study.dir} has no finished trial to fuse: none of its {len(study.trials)} "
+            f"trial(s) ended in {', '.join(FINISHED_STATES)} with predictions and a validation "
+            f"ROC-AUC (states seen: {', '.join(states)})"
+        )
+    if top_k is not None and top_k > len(trials):
+        raise ValueError(
+            f"--top-k {top_k} is larger than the number of finished trials in study "
+            f"{study.dir}: {len(trials)} of its {len(study.trials)} trial(s) finished with "
+            f"predictions ({', '.join(t.id for t in trials)}); choose K <= {len(trials)}"
+        )
+    return trials if top_k is None else trials[:top_k]
+
+
+def _read_scores(path: Path, name: str, part: str, shape: tuple) -> np.ndarray:
+    """A finite score matrix with the rows and tag columns of the study's ``part`` split."""
+    scores = load_matrix(path, name)
+    if scores.shape != shape:
+        raise ValueError(
+            f"{name} {path} has shape {scores.shape}; the study's {part} split has (tracks, "
+            f"tags) = {shape}, and fused scores must cover the same tracks and tags in order"
+        )
+    return check_scores(scores, f"{name} {path}")
+
+
+def _trial_member(trial: Trial, validation_shape: tuple, test_shape: tuple) -> Member:
+    validation, test = (
+        _read_scores(path, f"{part} predictions of trial {trial.id}", part, shape)
+        for part, path, shape in (
+            ("validation", trial.validation_predictions, validation_shape),
+            ("test", trial.test_predictions, test_shape),
+        )
+    )
+    return Member(trial.id, test, validation)
+
+
+def _external_member(external: External, validation_shape: tuple, test_shape: tuple) -> Member:
+    name = f"external {external.name}"
+    validation = None
+    if external.validation is not None:
+        validation = _read_scores(
+            external.validation, f"{name} validation scores", "validation", validation_shape
+        )
+    test = _read_scores(external.test, f"{name} test scores", "test", test_shape)
+    return Member(external.name, test, validation)
+
+
+def _metric_key(name: str) -> str:
+    """An official metric name as an MLflow-friendly key: ``ROC-AUC-macro`` -> ``roc_auc_macro``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def fuse_study(
+    study_dir: str | Path,
+    top_k: int | None = None,
+    select: str = "topk",
+    externals: Sequence[str] = (),
+    out: str | Path | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    track: bool = True,
+    replace: bool = False,
+) -> StudyFusion:
+    """Fuse a study's trials (and externals), write the outputs and record an MLflow run.
+
+    ``topk`` averages the K best finished trials by validation ROC-AUC;
+    ``greedy`` runs forward selection on validation over the top K (all
+    finished trials without K) and the externals. Externals always join a
+    ``topk`` fusion. ``out`` defaults to ``STUDY_DIR/fusions/<fusion_name>``.
+    Thresholds are tuned on the fused validation scores, or on test (with
+    a warning) when an external has no validation file. ``out`` must be new
+    or empty; with ``replace`` an earlier fusion there is swapped for this
+    one. With ``track``, a run named ``fusion-<name>`` nested in the study's
+    MLflow parent run records members, metrics and the output files.
+    """
+    parsed = [parse_external(spec) for spec in externals]
+    _check_request(select, top_k, parsed)
+    study = load_study(study_dir)
+    check_finished(study)
+    pool = _candidates(study, top_k)
+    clash = {t.id for t in study.trials} & {e.name for e in parsed}
+    if clash:
+        raise ValueError(f"external name(s) {', '.join(sorted(clash))} are also trial ids")
+    name = fusion_name(select, top_k, parsed)
+    out = Path(out) if out is not None else study.dir / "fusions" / name
+    check_output_dir(out, is_fusion_folder if replace else None)
+
+    validation_split = load_split(study.data, "validation")
+    test_split = load_split(study.data, "test")
+    validation_labels = check_groundtruth(
+        validation_split.labels, f"validation labels of {validation_split.file}"
+    )
+    test_labels = check_groundtruth(test_split.labels, f"test labels of {test_split.file}")
+    members = [_trial_member(t, validation_labels.shape, test_labels.shape) for t in pool]
+    members += [_external_member(e, validation_labels.shape, test_labels.shape) for e in parsed]
+    with_validation = all(m.validation is not None for m in members)
+    if not with_validation:
+        members = [Member(m.name, m.test) for m in members]
+
+    result = run_fusion(
+        members,
+        test_labels,
+        validation_labels if with_validation else None,
+        select="greedy" if select == "greedy" else "all",
+        resamples=resamples,
+        seed=seed,
+    )
+    if select == "topk":
+        # run_fusion averaged all given members; they are the top K by validation.
+        result = dataclasses.replace(
+            result,
+            selection=Selection(
+                "topk", result.selection.indices, result.selection.validation_roc_auc
+            ),
+        )
+
+    best = finished_trials(study)[0]
+    best_test = _read_scores(
+        best.test_predictions, f"test predictions of trial {best.id}", "test", test_labels.shape
+    )
+    paired = paired_bootstrap(
+        test_labels, result.predictions, best_test, resamples=resamples, seed=seed
+    )
+    chosen = set(result.members)
+    context = {
+        "study": study.name,
+        "fusion": name,
+        "top_k": top_k,
+        "externals": [e.name for e in parsed],
+        "candidates": [m.name for m in members],
+        "member_details": [_member_detail(m, pool, parsed) for m in members if m.name in chosen],
+        "best_single_trial": {
+            "id": best.id,
+            "validation_roc_auc": best.metrics.get("validation_roc_auc"),
+            **evaluate(test_labels, best_test),
+        },
+        "paired_bootstrap_vs_best_single": {k: v.to_dict() for k, v in paired.items()},
+    }
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(FusionResult)}
+    result = StudyFusionResult(**fields, context=context)
+    write_fusion(result, out, test_split.tags, replace=replace)
+    log.debug("fusion %s of %s written to %s", name, ", ".join(result.members), out)
+    run_id = log_fusion_run(study, name, result, paired, out) if track else None
+    return StudyFusion(name, out, result, best.id, paired, run_id)
+
+
+def _member_detail(member: Member, pool: Sequence[Trial], externals: Sequence[External]) -> dict:
+    trial = next((t for t in pool if t.id == member.name), None)
+    if trial is not None:
+        return {
+            "name": trial.id,
+            "kind": "trial",
+            "validation_roc_auc": trial.metrics.get("validation_roc_auc"),
+            "test_predictions": str(trial.test_predictions.resolve()),
+        }
+    external = next(e for e in externals if e.name == member.name)
+    return {
+        "name": external.name,
+        "kind": "external",
+        "test_predictions": str(external.test.resolve()),
+        "validation_predictions": None
+        if external.validation is None
+        else str(external.validation.resolve()),
+    }
+
+
+def fusion_metrics(result: FusionResult, paired: dict[str, PairedResult]) -> dict[str, float]:
+    """The MLflow metrics of a fusion: official test metrics, intervals, the paired test."""
+    metrics = {f"fusion_test_{_metric_key(k)}": v for k, v in result.metrics.items()}
+    for name, interval in result.intervals.items():
+        metrics[f"fusion_test_{_metric_key(name)}_ci_low"] = interval.low
+        metrics[f"fusion_test_{_metric_key(name)}_ci_high"] = interval.high
+    if result.selection.validation_roc_auc is not None:
+        metrics["fusion_validation_roc_auc_macro"] = result.selection.validation_roc_auc
+    for name, test in paired.items():
+        metrics[f"fusion_minus_best_single_{_metric_key(name)}"] = test.observed_difference
+        metrics[f"fusion_vs_best_single_p_value_{_metric_key(name)}"] = test.p_value
+    return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+
+
+def log_fusion_run(
+    study: Study,
+    name: str,
+    result: StudyFusionResult,
+    paired: dict[str, PairedResult],
+    out: Path,
+) -> str | None:
+    """Record the fusion as a run nested in the study's parent run; returns its id.
+
+    The output files are already complete when this runs, so an MLflow
+    failure is a warning (the run, if created, is marked FAILED), not an error.
+    """
+    study_run = find_study_run(study)
+    if study_run is None:
+        return None
+    from mlflow.entities import Metric, Param
+    from mlflow.exceptions import MlflowException
+
+    from study.tracking import ROLE_TAG, STUDY_TAG
+
+    context = result.context
+    params = {
+        "members": ",".join(result.members),
+        "member_count": str(len(result.members)),
+        "select": result.selection.method,
+        "top_k": "all" if context["top_k"] is None else str(context["top_k"]),
+        "externals": ",".join(context["externals"]) or "none",
+        "best_single_trial": context["best_single_trial"]["id"],
+        "thresholds_tuned_on": result.thresholds_tuned_on,
+        "bootstrap_resamples": str(next(iter(result.intervals.values())).resamples),
+    }
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, 0) for k, v in fusion_metrics(result, paired).items()]
+    client, run_id = study_run.client, None
+    try:
+        run = client.create_run(
+            study_run.experiment_id,
+            run_name=f"fusion-{name}",
+            tags={
+                "mlflow.parentRunId": study_run.parent_run_id,
+                ROLE_TAG: "fusion",
+                STUDY_TAG: study.name,
+                FUSION_TAG: name,
+            },
+        )
+        run_id = run.info.run_id
+        client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
+        client.log_artifacts(run_id, str(out))
+        client.set_terminated(run_id, "FINISHED")
+    except (MlflowException, OSError) as error:
+        log.warning("fusion written to %s but not recorded in MLflow: %s", out, error)
+        if run_id is not None:
+            try:
+                client.set_terminated(run_id, "FAILED")
+            except (MlflowException, OSError):
+                pass
+        return None
+    return run_id

@@ -1,0 +1,97 @@
+"""Find a study's MLflow parent run, where the study driver made it.
+
+study.json records the tracking URI the driver used; the parent run is
+found the way the driver finds it on resume (`study.tracking`): in the
+experiment named after the study, the run tagged ``mer.role = study`` and
+``mer.study = <name>``. Analysis results (reports, fusions) are logged
+there after the fact, so a store that cannot be reached, or a study run
+without tracking, is a warning and not an error: the files on disk are
+the results, MLflow is their index.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from analysis.study_results import Study
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """The MLflow client of a study's store, its experiment and its parent run."""
+
+    client: Any  # mlflow.MlflowClient; imported lazily (about a second of start-up)
+    experiment_id: str
+    parent_run_id: str
+
+
+def _local_store_missing(uri: str) -> Path | None:
+    """The file of a SQLite or file store that does not exist (MLflow would create it empty)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        name = uri.removeprefix("sqlite:///")  # sqlite:////abs.db -> /abs.db
+    elif parsed.scheme == "file":
+        name = parsed.path
+    elif parsed.scheme == "":
+        name = uri
+    else:
+        return None  # a tracking server
+    return Path(name) if name and not Path(name).exists() else None
+
+
+def find_study_run(study: Study) -> StudyRun | None:
+    """The study's parent run in the store named by study.json; None (logged why) if not found."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from study.tracking import ROLE_TAG, STUDY_TAG
+
+    uri = study.tracking_uri
+    if not uri:
+        log.warning("%s records no MLflow tracking_uri: nothing is logged to MLflow", study.dir)
+        return None
+    missing = _local_store_missing(uri)
+    if missing is not None:
+        log.warning(
+            "the study's MLflow store %s (from %s) does not exist: nothing is logged to MLflow",
+            missing,
+            study.dir / "study.json",
+        )
+        return None
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        experiment = client.get_experiment_by_name(study.name)
+        experiment_id = experiment.experiment_id if experiment is not None else study.experiment_id
+        found = []
+        if experiment_id:
+            found = client.search_runs(
+                [experiment_id],
+                f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study.name}'",
+            )
+    except (MlflowException, OSError) as error:
+        log.warning("MLflow store %s cannot be read (%s): nothing is logged to MLflow", uri, error)
+        return None
+    if not found:
+        log.warning(
+            "no MLflow run tagged %s=study, %s=%s in store %s: nothing is logged to MLflow",
+            ROLE_TAG,
+            STUDY_TAG,
+            study.name,
+            uri,
+        )
+        return None
+    run_id = found[0].info.run_id
+    if study.parent_run_id and run_id != study.parent_run_id:
+        log.warning(
+            "study.json of %s names parent run %s, the store's tags name %s; using the latter",
+            study.dir,
+            study.parent_run_id,
+            run_id,
+        )
+    return StudyRun(client, experiment_id, run_id)
