@@ -19,6 +19,7 @@ from pathlib import Path
 from analysis.evaluate import evaluate_files, format_results
 from analysis.fuse_study import SELECTS, fuse_study
 from analysis.fusion import fuse_files
+from analysis.report import write_report
 from analysis.study_results import resolve_study
 
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
@@ -177,6 +178,38 @@ def _run_fuse(args: argparse.Namespace) -> int:
         print(format_results(fusion.result.metrics))
         for key, value in summary.items():
             print(f"{key}\t{' '.join(value) if isinstance(value, list) else value}")
+    return 0
+
+
+@subcommand("report")
+def _add_report(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="Markdown report of a study in the paper's Table 1 layout, with plots",
+        description="Write report.md (every trial in the layout of Table 1 of Gerczuk et al., "
+        "with test bootstrap intervals and paired p-values against the best single model, the "
+        "fusions under STUDY_DIR/fusions, and the paper's published figures) and PNG plots, "
+        "and log them to the study's MLflow parent run.",
+    )
+    _add_study_argument(parser)
+    parser.add_argument(
+        "--out", help="report folder (default: STUDY_DIR/report; an earlier report is replaced)"
+    )
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    report = write_report(
+        _study_dir(args),
+        out=Path(args.out) if args.out else None,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
+    for path in report.files:
+        print(path)
+    print(f"mlflow_logged\t{report.mlflow_logged}")
     return 0
 
 

@@ -1,0 +1,520 @@
+"""A study's results as a Markdown report in the layout of the paper's Table 1.
+
+Gerczuk et al. (MediaEval 2020) report one row per model (conv. attention,
+RNN cell, RNN units, validation and test macro ROC-AUC) and their fusions
+under it. `write_report` renders every trial of a study that way, with
+test bootstrap intervals, a paired bootstrap p-value against the best
+single model (chosen by validation ROC-AUC), the fusions found under
+``STUDY_DIR/fusions/``, and the paper's published figures beside ours. The
+published figures are on the real MTG-Jamendo data; the report states
+which data the study used, so a run on the synthetic stand-in is not read
+as a reproduction. Plots and the report are also logged to the study's
+MLflow parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from analysis.bootstrap import bootstrap_intervals, paired_bootstrap
+from analysis.evaluate import check_groundtruth, check_scores, load_matrix
+from analysis.plots import curve_from_history, plot_per_tag_roc_auc, plot_validation_curves
+from analysis.staging import check_output_dir, staged_folder
+from analysis.study_results import (
+    FINISHED_STATES,
+    Study,
+    Trial,
+    check_finished,
+    load_study,
+    ranked_trials,
+)
+from analysis.tracking import find_study_run
+from mer_models.config import TrainConfig
+from mer_models.data.splits import load_split
+from mer_models.synthetic import MARKER as SYNTHETIC_MARKER
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.md"
+CURVES_FILE = "validation_curves.png"
+PER_TAG_FILE = "per_tag_test_roc_auc.png"
+REPORT_FILES = (REPORT_FILE, CURVES_FILE, PER_TAG_FILE)
+MLFLOW_ARTIFACT_PATH = "report"
+DASH = "–"
+
+
+@dataclass(frozen=True)
+class Published:
+    """A published figure on the real MTG-Jamendo mood/theme test set (split 0), in %."""
+
+    system: str
+    test_roc_auc: float | None
+    test_pr_auc: float | None
+    ours: str | None  # which of our rows stands beside it: "best_single", "fusion" or none
+
+
+# Macro averages in %. The first two: Gerczuk et al., "Emotion and Themes Recognition in Music
+# with Convolutional and Recurrent Attention-Blocks", MediaEval 2020. The baseline: the
+# challenge's official results file of the VGG-ish baseline (ROC-AUC-macro 0.725821,
+# PR-AUC-macro 0.107734), which `python -m analysis evaluate` reproduces.
+PUBLISHED = (
+    Published("best single model (Gerczuk et al.)", 73.9, None, "best_single"),
+    Published("fusion (Gerczuk et al.)", 75.3, 13.1, "fusion"),
+    Published("challenge baseline, VGG-ish (official results)", 72.58, 10.77, None),
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table; scores are fractions, None where unknown."""
+
+    system: str
+    conv_attention: str
+    cell: str
+    units: str
+    validation_roc_auc: float | None
+    test_roc_auc: float | None
+    test_roc_auc_ci: tuple[float, float] | None
+    test_pr_auc: float | None
+    test_pr_auc_ci: tuple[float, float] | None
+    epochs: str
+    end_state: str
+    p_roc_auc: float | None  # paired bootstrap against the best single model
+    p_pr_auc: float | None
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """A fusion folder's metrics.json and its test predictions."""
+
+    name: str
+    dir: Path
+    metrics: dict[str, Any]
+    predictions: np.ndarray
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `write_report` wrote, and whether it reached MLflow."""
+
+    out: Path
+    files: tuple[Path, ...]
+    mlflow_logged: bool
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def percent(value: float | None) -> str:
+    """A fraction as a percentage with two decimals (``0.73912`` -> ``73.91``)."""
+    return DASH if value is None else f"{100.0 * value:.2f}"
+
+
+def _with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
+    if interval is None or value is None:
+        return percent(value)
+    return f"{percent(value)} [{percent(interval[0])}, {percent(interval[1])}]"
+
+
+def _p_value(p_roc: float | None, p_pr: float | None) -> str:
+    if p_roc is None and p_pr is None:
+        return DASH
+    return " / ".join(DASH if p is None else f"{p:.3f}" for p in (p_roc, p_pr))
+
+
+def architecture(config: dict[str, Any]) -> tuple[str, str, str]:
+    """(conv. attention, RNN cell, RNN units) as in Table 1; missing fields take TrainConfig defaults."""
+    defaults = TrainConfig()
+
+    def get(name: str) -> Any:
+        return config.get(name, getattr(defaults, name))
+
+    if get("model") == "attention_cnn":
+        return "attention CNN", DASH, DASH
+    units, layers = get("units"), get("layers")
+    return (
+        "yes" if get("cbam") else "no",
+        str(get("cell")).upper(),
+        str(units) if layers == 1 else f"{layers} x {units}",
+    )
+
+
+def data_description(study: Study) -> str:
+    """Which data the study ran on, from study.json, and whether it is the synthetic stand-in."""
+    data = study.data
+    where = (
+        f"metadata `{data.metadata}`, mel-spectrograms `{data.melspecs}`, split {data.split}, "
+        f"subset {data.subset}"
+    )
+    marker = data.metadata.parent / SYNTHETIC_MARKER
+    if marker.is_file():
+        return (
+            f"**Synthetic data** (the generated stand-in of `mer_models.synthetic`, marker "
+            f"`{marker}`): {where}. Our numbers measure the pipeline on a toy task and are not "
+            f"comparable with the published figures."
+        )
+    return (
+        f"{where}. This folder is not marked as the synthetic stand-in; the published figures "
+        f"are comparable only if it is the real MTG-Jamendo download."
+    )
+
+
+def _check_predictions(path: Path, role: str, shape: tuple[int, ...]) -> np.ndarray:
+    return check_scores(load_matrix(path, role), f"{role} {path}", shape)
+
+
+def _trial_row(
+    trial: Trial, labels: np.ndarray, best: np.ndarray, is_best: bool, resamples: int, seed: int
+) -> Row:
+    """A trial's row: the scores its metrics.json logged, intervals from its test predictions."""
+    metrics = trial.metrics
+    cells = architecture(trial.config)
+    intervals = paired = None
+    if trial.test_predictions is not None:
+        scores = _check_predictions(
+            trial.test_predictions, f"test predictions of trial {trial.id}", labels.shape
+        )
+        intervals = bootstrap_intervals(labels, scores, resamples=resamples, seed=seed)
+        logged = _number(metrics.get("test_roc_auc"))
+        if logged is not None and not math.isclose(
+            logged, intervals["ROC-AUC-macro"].point, abs_tol=1e-6
+        ):
+            log.warning(
+                "trial %s: metrics.json logs test ROC-AUC %.6f, its test predictions score "
+                "%.6f; the interval is that of the predictions file",
+                trial.id,
+                logged,
+                intervals["ROC-AUC-macro"].point,
+            )
+        if not is_best:
+            paired = paired_bootstrap(labels, scores, best, resamples=resamples, seed=seed)
+    epochs = metrics.get("epochs_run")
+    best_epoch = metrics.get("best_epoch")
+    epochs_text = DASH if epochs is None else str(epochs)
+    if epochs is not None and best_epoch is not None:
+        epochs_text += f" (best {best_epoch})"
+    return Row(
+        system=f"{trial.id} (best single)" if is_best else trial.id,
+        conv_attention=cells[0],
+        cell=cells[1],
+        units=cells[2],
+        validation_roc_auc=_number(metrics.get("validation_roc_auc")),
+        test_roc_auc=_number(metrics.get("test_roc_auc")),
+        test_roc_auc_ci=None if intervals is None else _bounds(intervals["ROC-AUC-macro"]),
+        test_pr_auc=_number(metrics.get("test_pr_auc")),
+        test_pr_auc_ci=None if intervals is None else _bounds(intervals["PR-AUC-macro"]),
+        epochs=epochs_text,
+        end_state=str(trial.end_state),
+        p_roc_auc=None if paired is None else paired["ROC-AUC-macro"].p_value,
+        p_pr_auc=None if paired is None else paired["PR-AUC-macro"].p_value,
+    )
+
+
+def _bounds(interval) -> tuple[float, float] | None:
+    if not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        return None
+    return interval.low, interval.high
+
+
+def read_fusions(study: Study, shape: tuple[int, ...]) -> list[Fusion]:
+    """The fusions under ``STUDY_DIR/fusions/<name>/``, by name; a bad one is a ValueError.
+
+    Hidden folders (a fusion being written) are not fusions yet.
+    """
+    fusions = []
+    for folder in sorted((study.dir / "fusions").glob("*/")):
+        if folder.name.startswith("."):
+            continue
+        metrics_file = folder / "metrics.json"
+        if not metrics_file.is_file():
+            raise ValueError(f"fusion folder {folder} has no metrics.json; remove or redo it")
+        try:
+            metrics = json.loads(metrics_file.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{metrics_file}: not valid JSON ({error})") from None
+        if not isinstance(metrics, dict) or _number(metrics.get("ROC-AUC-macro")) is None:
+            raise ValueError(f"{metrics_file}: no finite ROC-AUC-macro in it")
+        predictions = _check_predictions(
+            folder / "predictions.npy", f"predictions of fusion {folder.name}", shape
+        )
+        fusions.append(Fusion(folder.name, folder, metrics, predictions))
+    return fusions
+
+
+def _fusion_row(
+    fusion: Fusion, labels: np.ndarray, best: np.ndarray, resamples: int, seed: int
+) -> Row:
+    metrics = fusion.metrics
+    intervals = bootstrap_intervals(labels, fusion.predictions, resamples=resamples, seed=seed)
+    paired = paired_bootstrap(labels, fusion.predictions, best, resamples=resamples, seed=seed)
+    members = metrics.get("members") or []
+    return Row(
+        system=f"fusion {fusion.name} ({' + '.join(map(str, members))})",
+        conv_attention=DASH,
+        cell=DASH,
+        units=DASH,
+        validation_roc_auc=_number(metrics.get("validation_roc_auc_macro")),
+        test_roc_auc=_number(metrics.get("ROC-AUC-macro")),
+        test_roc_auc_ci=_bounds(intervals["ROC-AUC-macro"]),
+        test_pr_auc=_number(metrics.get("PR-AUC-macro")),
+        test_pr_auc_ci=_bounds(intervals["PR-AUC-macro"]),
+        epochs=DASH,
+        end_state=f"select {metrics.get('select', DASH)}",
+        p_roc_auc=paired["ROC-AUC-macro"].p_value,
+        p_pr_auc=paired["PR-AUC-macro"].p_value,
+    )
+
+
+TABLE_HEADER = (
+    "system",
+    "conv. attention",
+    "RNN cell",
+    "RNN units",
+    "validation ROC-AUC",
+    "test ROC-AUC [95% CI]",
+    "test PR-AUC [95% CI]",
+    "epochs run",
+    "end state",
+    "p vs best (ROC / PR)",
+)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return lines
+
+
+def _row_cells(row: Row) -> tuple[str, ...]:
+    return (
+        row.system,
+        row.conv_attention,
+        row.cell,
+        row.units,
+        percent(row.validation_roc_auc),
+        _with_interval(row.test_roc_auc, row.test_roc_auc_ci),
+        _with_interval(row.test_pr_auc, row.test_pr_auc_ci),
+        row.epochs,
+        row.end_state,
+        _p_value(row.p_roc_auc, row.p_pr_auc),
+    )
+
+
+def _published_cell(value: float | None) -> str:
+    return DASH if value is None else f"{value:g}"  # as published: 73.9, 72.58
+
+
+def render_markdown(
+    study: Study,
+    trial_rows: list[Row],
+    fusion_rows: list[Row],
+    best_id: str,
+    best: Row,
+    best_fusion: Row | None,
+    plots: list[tuple[str, str]],
+    resamples: int,
+    seed: int,
+) -> str:
+    """The report's Markdown text."""
+    states: dict[str, int] = {}
+    for trial in study.trials:
+        states[str(trial.end_state)] = states.get(str(trial.end_state), 0) + 1
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    lines = [
+        f"# Study {study.name}: results in the layout of Table 1 of Gerczuk et al. (MediaEval 2020)",
+        "",
+        f"Study folder `{study.dir.resolve()}`, search space `{study.space}`; "
+        f"{len(study.trials)} trial(s): {counts}.",
+        "",
+        "## Data",
+        "",
+        data_description(study),
+        "",
+        "## Results",
+        "",
+        "Macro ROC-AUC and PR-AUC in %. Trial values are those of each trial's metrics.json "
+        "(test scores at the epoch of best validation ROC-AUC); intervals are 95% percentile "
+        f"bootstrap intervals over the test tracks ({resamples} resamples, seed {seed}). "
+        "p: two-sided paired bootstrap test of the row against the best single model, the "
+        f"finished trial ({', '.join(FINISHED_STATES)}) with the best validation ROC-AUC "
+        f"({best_id}). Fusion rows come from `fusions/*/metrics.json`; their validation "
+        "ROC-AUC is that of the fused validation scores.",
+        "",
+    ]
+    rows = trial_rows + fusion_rows
+    lines += _table(TABLE_HEADER, [_row_cells(row) for row in rows])
+    if any(_outside(row) for row in rows):
+        lines += [
+            "",
+            "Some intervals do not contain their point estimate: with few positive test tracks "
+            "per tag, a resample leaves out the tags that lost all their positives and counts "
+            "duplicated positives twice, which skews the AUCs (PR-AUC upwards most of all); "
+            "read such intervals as rough.",
+        ]
+    lines += [
+        "",
+        "## Ours beside the published figures",
+        "",
+        "Published: Gerczuk et al., MediaEval 2020, and the challenge's official baseline "
+        "results, on the real MTG-Jamendo mood/theme test set (split 0, 56 tags), in %. "
+        "Ours: this study, on the data described above.",
+        "",
+    ]
+    ours = {"best_single": best, "fusion": best_fusion}
+    ours_names = {
+        "best_single": f"trial {best_id}",
+        "fusion": None if best_fusion is None else best_fusion.system,
+    }
+    published_rows = []
+    for entry in PUBLISHED:
+        mine = ours.get(entry.ours) if entry.ours is not None else None
+        published_rows.append(
+            (
+                entry.system + (f"; ours: {ours_names[entry.ours]}" if mine is not None else ""),
+                percent(mine.test_roc_auc) if mine is not None else DASH,
+                _published_cell(entry.test_roc_auc),
+                percent(mine.test_pr_auc) if mine is not None else DASH,
+                _published_cell(entry.test_pr_auc),
+            )
+        )
+    lines += _table(
+        (
+            "system",
+            "ours test ROC-AUC",
+            "published test ROC-AUC",
+            "ours test PR-AUC",
+            "published test PR-AUC",
+        ),
+        published_rows,
+    )
+    if plots:
+        lines += ["", "## Plots", ""]
+        for title, file in plots:
+            lines += [f"![{title}]({file})", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _outside(row: Row) -> bool:
+    """Whether a row's point estimate lies outside its own bootstrap interval."""
+    pairs = ((row.test_roc_auc, row.test_roc_auc_ci), (row.test_pr_auc, row.test_pr_auc_ci))
+    return any(
+        value is not None and ci is not None and not ci[0] <= value <= ci[1] for value, ci in pairs
+    )
+
+
+def _best_fusion(fusions: list[Fusion], rows: list[Row]) -> tuple[Fusion, Row] | None:
+    """The fusion with the best validation ROC-AUC (the only fair pick), else the first one."""
+    if not fusions:
+        return None
+    pairs = list(zip(fusions, rows, strict=True))
+    scored = [pair for pair in pairs if pair[1].validation_roc_auc is not None]
+    return max(scored, key=lambda pair: pair[1].validation_roc_auc) if scored else pairs[0]
+
+
+def is_report_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds only files an earlier report wrote (so it may be replaced)."""
+    return all(path.name in REPORT_FILES for path in folder.iterdir())
+
+
+def write_report(
+    study_dir: str | Path,
+    out: str | Path | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    track: bool = True,
+) -> Report:
+    """Write report.md and its PNG plots into ``out`` (default ``STUDY_DIR/report``).
+
+    Every input is read and checked, and every file rendered in a staging
+    folder, before ``out`` appears; an earlier report there is replaced as a
+    whole, a folder holding anything else is refused. With ``track`` the
+    files are logged as artifacts (under ``report/``) of the study's MLflow
+    parent run.
+    """
+    study = load_study(study_dir)
+    check_finished(study)
+    out = check_output_dir(Path(out) if out is not None else study.dir / "report", is_report_folder)
+    test_split = load_split(study.data, "test")
+    labels = check_groundtruth(test_split.labels, f"test labels of {test_split.file}")
+    ranked = ranked_trials(study)
+    finished = [t for t in ranked if t.end_state in FINISHED_STATES]
+    if not finished:
+        raise ValueError(
+            f"study {study.dir} has no finished trial to report: none ended in "
+            f"{', '.join(FINISHED_STATES)} with predictions and a validation ROC-AUC"
+        )
+    best_trial = finished[0]
+    order = ranked + [t for t in study.trials if t not in ranked]
+    best_scores = _check_predictions(
+        best_trial.test_predictions, f"test predictions of trial {best_trial.id}", labels.shape
+    )
+    trial_rows = [
+        _trial_row(t, labels, best_scores, t is best_trial, resamples, seed) for t in order
+    ]
+    best_row = trial_rows[order.index(best_trial)]
+    fusions = read_fusions(study, labels.shape)
+    fusion_rows = [_fusion_row(f, labels, best_scores, resamples, seed) for f in fusions]
+    chosen_fusion = _best_fusion(fusions, fusion_rows)
+
+    series = {f"best single ({best_trial.id})": best_scores}
+    if chosen_fusion is not None:
+        series[f"fusion {chosen_fusion[0].name}"] = chosen_fusion[0].predictions
+    per_tag = {name: roc_auc_score(labels, scores, average=None) for name, scores in series.items()}
+    plots = [
+        ("validation ROC-AUC per epoch of every trial (x: stopped by ASHA)", CURVES_FILE),
+        ("per-tag test ROC-AUC of the best single model and the best fusion", PER_TAG_FILE),
+    ]
+    text = render_markdown(
+        study,
+        trial_rows,
+        fusion_rows,
+        best_trial.id,
+        best_row,
+        None if chosen_fusion is None else chosen_fusion[1],
+        plots,
+        resamples,
+        seed,
+    )
+    with staged_folder(out, is_report_folder) as staging:
+        curves = [
+            curve_from_history(f"{t.id} ({t.end_state})", t.history, t.end_state) for t in order
+        ]
+        plot_validation_curves(
+            curves, staging / CURVES_FILE, f"Study {study.name}: validation ROC-AUC per epoch"
+        )
+        plot_per_tag_roc_auc(
+            test_split.tags, per_tag, staging / PER_TAG_FILE, "Per-tag test ROC-AUC"
+        )
+        (staging / REPORT_FILE).write_text(text)
+    files = tuple(out / name for name in REPORT_FILES)
+    logged = _log_to_parent_run(study, files) if track else False
+    return Report(out, files, logged)
+
+
+def _log_to_parent_run(study: Study, files: tuple[Path, ...]) -> bool:
+    """Log the report files to the study's parent run; a warning (False) if that cannot be done."""
+    study_run = find_study_run(study)
+    if study_run is None:
+        return False
+    from mlflow.exceptions import MlflowException
+
+    try:
+        for path in files:
+            study_run.client.log_artifact(study_run.parent_run_id, str(path), MLFLOW_ARTIFACT_PATH)
+    except (MlflowException, OSError) as error:
+        log.warning(
+            "report written but not logged to MLflow run %s: %s", study_run.parent_run_id, error
+        )
+        return False
+    return True
