@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: import the project, not this folder
@@ -185,8 +186,25 @@ def finish(options, tracker, trials_started: int) -> int:
         )
         tracker.finish_study("KILLED")
         return 1
+    from analysis.conclude import conclude_study
+
+    status = 0
+    try:
+        for line in conclude_study(options.study_dir).lines:
+            print(line)
+    except Exception as error:  # the trials are on disk already: say what failed, keep them
+        if not isinstance(error, ValueError | OSError):
+            traceback.print_exc()
+        print(
+            f"error: the study finished but its report or fusion failed: {error}\n"
+            f"The trials' results are intact in {options.study_dir}; once the cause is fixed: "
+            f"python -m analysis fuse {options.study_dir} --top-k 2, then "
+            f"python -m analysis report {options.study_dir}",
+            file=sys.stderr,
+        )
+        status = 1
     tracker.finish_study()
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""The end of a study: fuse its best trials, then write its report.
+
+The study driver calls `conclude_study` once every trial has ended, so a
+finished study comes with the paper's fusion of its two best models and
+the Table 1 report (which shows that fusion). Fusing needs that many
+finished trials; with fewer the fusion is skipped and the report says
+what there is. A study resumed after it concluded keeps a fusion whose
+members are still the best trials, and replaces one whose members are not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from analysis.fuse_study import StudyFusion, fuse_study, fusion_name
+from analysis.report import REPORT_FILE, Report, write_report
+from analysis.study_results import finished_trials, load_study
+
+log = logging.getLogger(__name__)
+
+FUSE_TOP = 2  # the paper fuses its best models; the default study fuses its top two
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    """What `conclude_study` did, and a line or two for each part."""
+
+    report: Report
+    fusion: StudyFusion | None  # None when skipped or already up to date
+    lines: tuple[str, ...]
+
+
+def _fusion_members(folder: Path) -> list[str] | None:
+    """The members recorded in a fusion folder's metrics.json, None if there is none."""
+    try:
+        members = json.loads((folder / "metrics.json").read_text()).get("members")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return members if isinstance(members, list) else None
+
+
+def conclude_study(
+    study_dir: str | Path, fuse_top: int = FUSE_TOP, resamples: int = 1000, seed: int = 0
+) -> Conclusion:
+    """Fuse the top ``fuse_top`` finished trials (when that many finished), then the report."""
+    study = load_study(study_dir)
+    finished = finished_trials(study)
+    lines, fusion = [], None
+    if len(finished) < fuse_top:
+        lines.append(
+            f"fusion skipped: {len(finished)} trial(s) finished with predictions; fusing the "
+            f"top {fuse_top} needs {fuse_top}"
+        )
+    else:
+        members = [trial.id for trial in finished[:fuse_top]]
+        out = study.dir / "fusions" / fusion_name("topk", fuse_top)
+        if _fusion_members(out) == members:
+            lines.append(f"fusion of {' + '.join(members)}: {out} (already there)")
+        else:
+            fusion = fuse_study(
+                study.dir, fuse_top, out=out, resamples=resamples, seed=seed, replace=True
+            )
+            metrics = fusion.result.metrics
+            lines.append(
+                f"fusion of {' + '.join(members)}: {fusion.out} (test ROC-AUC "
+                f"{100 * metrics['ROC-AUC-macro']:.1f}, PR-AUC {100 * metrics['PR-AUC-macro']:.1f}"
+                + (f"; MLflow run {fusion.mlflow_run_id})" if fusion.mlflow_run_id else ")")
+            )
+    report = write_report(study.dir, resamples=resamples, seed=seed)
+    lines.append(
+        f"report: {report.out / REPORT_FILE}"
+        + (" (also in the study's MLflow run, under report/)" if report.mlflow_logged else "")
+    )
+    return Conclusion(report, fusion, tuple(lines))
