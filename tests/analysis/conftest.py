@@ -1,0 +1,149 @@
+"""Study folders for the fuse and report tests: one real smoke study, and small hand-built ones.
+
+The real study runs `study/run.py --space smoke` once per session (a local
+Ray cluster, MLflow in SQLite); its driver ends by fusing the top two
+trials and writing the report. Tests that write into a study work on a
+copy (`copy_study`). Hand-built studies are for unit checks of fusion
+arithmetic and bad input only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from mer_models.data import DatasetPaths
+from mer_models.data.splits import load_split
+from tests.conftest import write_dataset
+
+RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
+TRACKING_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")
+
+
+@dataclass(frozen=True)
+class SmokeStudy:
+    """A study run by the real driver: its folder, MLflow store and console output."""
+
+    dir: Path
+    tracking_uri: str
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def smoke_study(small_synthetic, tmp_path_factory) -> SmokeStudy:
+    root = tmp_path_factory.mktemp("smoke-study")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            "--space",
+            "smoke",
+            "--metadata",
+            str(small_synthetic.metadata),
+            "--melspecs",
+            str(small_synthetic.melspecs),
+            "--tracking-uri",
+            uri,
+            "--storage",
+            str(root / "ray"),
+        ],
+        cwd=root,
+        env={
+            **os.environ,
+            "MER_MODELS_CACHE": str(root / "cache"),
+            "RAY_USAGE_STATS_ENABLED": "0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return SmokeStudy(root / "ray" / "smoke", uri, done.stdout, done.stderr)
+
+
+def copy_study(source: Path, target: Path, tracking: bool = False) -> Path:
+    """Copy a study's own files (not Ray's); without ``tracking``, study.json loses its MLflow
+    coordinates so that nothing the copy does reaches the original study's MLflow runs."""
+    target.mkdir(parents=True)
+    shutil.copy2(source / "study.json", target / "study.json")
+    for name in ("trials", "fusions", "report"):
+        if (source / name).is_dir():
+            shutil.copytree(source / name, target / name)
+    if not tracking:
+        description = json.loads((target / "study.json").read_text())
+        for key in TRACKING_KEYS:
+            description.pop(key, None)
+        (target / "study.json").write_text(json.dumps(description))
+    return target
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+# Hand-built studies -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def labelled_dataset(tmp_path_factory) -> DatasetPaths:
+    """40 validation and 40 test tracks over 4 tags, every tag with both classes in both."""
+    root = tmp_path_factory.mktemp("labelled")
+    paths = write_dataset(root, {"train": [20] * 4, "validation": [20] * 40, "test": [20] * 40})
+    for part in ("validation", "test"):
+        positives = load_split(paths, part).labels.sum(axis=0)
+        assert (positives > 0).all() and (positives < 40).all()
+    return paths
+
+
+def member_scores(labels: np.ndarray, seed: int, signal: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random(labels.shape) + signal * labels).astype(np.float32)
+
+
+def write_hand_trial(
+    study: Path,
+    trial_id: str,
+    data: DatasetPaths,
+    signal: float,
+    seed: int,
+    end_state: str = "finished",
+) -> None:
+    """A trial folder as the driver writes it, with scores that separate the labels by ``signal``."""
+    folder = study / "trials" / trial_id
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(
+        json.dumps({"model": "crnn", "cbam": seed % 2 == 0, "cell": "gru", "units": 16})
+    )
+    metrics = {"end_state": end_state, "epochs_run": 2, "best_epoch": 2}
+    for part in ("validation", "test"):
+        labels = load_split(data, part).labels
+        scores = member_scores(labels, seed * 7 + len(part), signal)
+        np.save(folder / f"{part}_predictions.npy", scores)
+        metrics[f"{part}_roc_auc"] = float(roc_auc_score(labels, scores, average="macro"))
+    (folder / "history.json").write_text(
+        json.dumps([{"epoch": 1, "val_roc_auc": 0.5}, {"epoch": 2, "val_roc_auc": 0.6}])
+    )
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture
+def hand_study(tmp_path, labelled_dataset) -> Path:
+    """A finished study of four hand-built trials (signals 0.1 to 0.7), without MLflow."""
+    folder = tmp_path / "hand"
+    folder.mkdir()
+    description = {"name": "hand", "space": "hand.yaml", "data": labelled_dataset.to_dict()}
+    (folder / "study.json").write_text(json.dumps(description))
+    for i, signal in enumerate([0.3, 0.7, 0.1, 0.5]):
+        write_hand_trial(folder, f"t{i}", labelled_dataset, signal, seed=i)
+    return folder
