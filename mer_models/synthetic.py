@@ -189,6 +189,16 @@ def _assign_parts(artist_of: np.ndarray, rng: np.random.Generator) -> np.ndarray
         part = int(np.argmax(np.asarray(PART_SHARES) * total - filled))
         part_of_artist[artist] = part
         filled[part] += sizes[artist]
+    # Near MIN_TRACKS a part can come out too small to hold every tag (7 tracks of
+    # 8 tags for 56 tags): it takes the smallest artists of the largest part.
+    smallest_part = -(-len(TAGS) // MAX_TAGS_PER_TRACK)
+    while filled.min() < smallest_part:
+        short, donor = int(np.argmin(filled)), int(np.argmax(filled))
+        members = np.flatnonzero(part_of_artist == donor)
+        artist = members[np.argmin(sizes[members])]
+        part_of_artist[artist] = short
+        filled[donor] -= sizes[artist]
+        filled[short] += sizes[artist]
     return part_of_artist[artist_of]
 
 
