@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class StudyOptions:
     space: SearchSpace
     name: str
-    storage: Path
+    storage: Path  # the study's results folder lives in storage / name
     data: DatasetPaths
     tracking_uri: str
     budget: str
@@ -46,6 +46,14 @@ class StudyOptions:
     address: str | None = None
     resume: bool = False
     progress_seconds: float = 20.0
+    # Where Ray Tune keeps trial checkpoints and its experiment state: the
+    # storage folder, or a cloud URI (s3://, gs://) when the results folder
+    # stays on the driver. None: `storage`.
+    ray_storage: str | None = None
+
+    @property
+    def ray_experiment(self) -> str:
+        return f"{(self.ray_storage or str(self.storage)).rstrip('/')}/{self.name}"
 
     @property
     def study_dir(self) -> Path:
@@ -148,7 +156,7 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
     )
     recorder = StudyRecorder(options.study_dir, tracker, options.progress_seconds)
     if options.resume:
-        tuner = tune.Tuner.restore(str(options.study_dir), trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(options.ray_experiment, trainable, resume_errored=True)
         return tuner.fit()
     tuner = tune.Tuner(
         trainable,
@@ -163,7 +171,7 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
         ),
         run_config=tune.RunConfig(
             name=options.name,
-            storage_path=str(options.storage),
+            storage_path=options.ray_storage or str(options.storage),
             callbacks=[recorder],
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),

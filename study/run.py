@@ -43,8 +43,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
     parser.add_argument("--name", help="study name (default: the space's name, numbered if taken)")
     parser.add_argument(
         "--storage",
-        help="results and checkpoints: a folder shared by all nodes, "
-        "or a cloud URI (default ./ray_results)",
+        help="results and checkpoints: a folder shared by all nodes (default ./ray_results); "
+        "or a cloud URI (s3://, gs://) for Ray's checkpoints, the results then in ./ray_results",
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted study")
     parser.add_argument(
@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     working = Path.cwd()
     storage = args.storage or str(working / "ray_results")
     local_storage = "://" not in storage or storage.startswith("file://")
+    # A cloud URI holds Ray's checkpoints and experiment state; the results
+    # folder (summary, predictions, report) then stays on the driver.
     storage_dir = (
         Path(storage.removeprefix("file://")).expanduser().resolve()
         if local_storage
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         space=space,
         name=name,
         storage=storage_dir,
+        ray_storage=None if local_storage else storage,
         data=None,  # type: ignore[arg-type]
         tracking_uri=args.tracking_uri or default_tracking_uri(working),
         budget=args.budget or space.budget,
