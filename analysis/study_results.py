@@ -160,8 +160,12 @@ def resolve_study(study: str | Path, results_root: str | Path) -> Path:
     )
 
 
-def load_study(study_dir: str | Path) -> Study:
-    """Read a study folder; refuses a folder that is not a study or has no usable trial yet."""
+def load_study(study_dir: str | Path, require_results: bool = True) -> Study:
+    """Read a study folder; refuses a folder that is not a study or has no usable trial yet.
+
+    `require_results=False` accepts a study none of whose trials left predictions
+    (all failed, say), for a driver that lists what happened.
+    """
     folder = Path(study_dir)
     study_file = folder / "study.json"
     if not folder.is_dir() or not study_file.is_file():
@@ -181,10 +185,15 @@ def load_study(study_dir: str | Path) -> Study:
     if not trial_dirs:
         raise ValueError(f"study {folder} has no trials yet ({trials_dir} is empty or absent)")
     trials = tuple(_read_trial(p) for p in trial_dirs)
-    if not any(trial.has_predictions for trial in trials):
+    if require_results and not any(trial.has_predictions for trial in trials):
+        ended = all(trial.end_state is not None for trial in trials)
         raise ValueError(
-            f"study {folder} is unfinished: none of its {len(trials)} trial(s) has validation "
-            f"and test predictions yet"
+            f"study {folder}: none of its {len(trials)} trial(s) has validation and test "
+            + (
+                "predictions: every one ended without results (see each trial's end state)"
+                if ended
+                else "predictions yet (unfinished)"
+            )
         )
     return Study(
         name=str(description["name"]),

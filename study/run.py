@@ -174,7 +174,7 @@ def finish(options, tracker, trials_started: int) -> int:
     from analysis.study_results import load_study
     from study.summary import format_table
 
-    study = load_study(options.study_dir)
+    study = load_study(options.study_dir, require_results=False)
     unfinished = trials_started - sum(trial.end_state is not None for trial in study.trials)
     print()
     print(format_table(study))
@@ -188,6 +188,13 @@ def finish(options, tracker, trials_started: int) -> int:
             f"{options.space.file} --name {options.name} --resume"
         )
         tracker.finish_study("KILLED")
+        return 1
+    if not any(trial.has_predictions for trial in study.trials):
+        print(
+            "error: no trial finished with results, so there is no report or fusion",
+            file=sys.stderr,
+        )
+        tracker.finish_study("FAILED")
         return 1
     from analysis.conclude import conclude_study
 

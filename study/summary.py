@@ -18,7 +18,11 @@ COLUMNS = (
 
 
 def table_rows(study: Study) -> list[tuple[str, ...]]:
-    ranked = ranked_trials(study)
+    """Ranked trials first (best validation ROC-AUC), then those without results."""
+    try:
+        ranked = ranked_trials(study)
+    except ValueError:  # no trial has results to rank (all failed): list them as they are
+        ranked = []
     others = [trial for trial in study.trials if trial not in ranked]
     rows = []
     for trial in ranked + others:
