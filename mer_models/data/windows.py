@@ -113,6 +113,7 @@ def read_window(array: np.ndarray, start: int, window: int) -> np.ndarray:
     Tracks shorter than the window are padded at the end with `PAD_DB`.
     """
     n_bands, n_frames = array.shape
+    start = int(start)  # a numpy integer would reach ctypes in _prefetch
     stop = min(start + window, n_frames)
     _prefetch(array, start, stop)
     out = np.empty((n_bands, window), dtype=np.float32)

@@ -24,6 +24,17 @@ def test_centred_window_is_the_middle(tmp_path):
     np.testing.assert_array_equal(read_window(mapped, start, 500), array[:, 250:750])
 
 
+def test_a_numpy_integer_start_reads_the_same_window(tmp_path):
+    array = np.arange(96 * 700, dtype=np.float32).reshape(96, 700)
+    np.save(tmp_path / "a.npy", array)
+    mapped = open_melspec(tmp_path / "a.npy")
+    for start in (np.int64(123), np.int32(650)):
+        window = read_window(mapped, start, 100)
+        stop = min(int(start) + 100, 700)
+        np.testing.assert_array_equal(window[:, : stop - start], array[:, start:stop])
+        assert (window[:, stop - start :] == PAD_DB).all()
+
+
 def test_spread_crops_cover_the_track_and_stay_inside():
     starts = centred_starts(10_000, 500, count=4)
     np.testing.assert_array_equal(starts, [1000, 3500, 6000, 8500])
