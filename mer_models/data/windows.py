@@ -37,9 +37,11 @@ def open_melspec(path: str | Path, n_bands: int = N_BANDS) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with path.open("rb") as stream:
-            shape, fortran_order, dtype, offset = _read_header(stream)
-            size = os.fstat(stream.fileno()).st_size
+        # os-level calls: a Python file object costs more system calls than the reads.
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            shape, fortran_order, dtype, offset = _read_header(descriptor)
+            size = os.fstat(descriptor).st_size
             if dtype != np.float32 or len(shape) != 2 or shape[0] != n_bands or fortran_order:
                 raise DataError(
                     f"{path}: array is {dtype} {tuple(shape)}"
@@ -53,7 +55,11 @@ def open_melspec(path: str | Path, n_bands: int = N_BANDS) -> np.ndarray:
                 raise DataError(
                     f"{path}: truncated .npy file ({size} bytes; its header promises {expected})"
                 )
-            memory = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+            memory = mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ)
+        finally:
+            os.close(descriptor)
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(f"{path}: mel-spectrogram file not found") from None
     except (ValueError, OSError, EOFError) as error:
@@ -65,19 +71,19 @@ def open_melspec(path: str | Path, n_bands: int = N_BANDS) -> np.ndarray:
     ).reshape(shape)
 
 
-def _read_header(stream) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+def _read_header(descriptor: int) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """Shape, order, dtype and data offset of an open .npy file.
 
     Parsed headers are cached by their bytes: numpy's parser costs more than
     reading a window, and every epoch reopens the same files.
     """
-    prefix = stream.read(_HEADER_PREFIX)
+    prefix = os.pread(descriptor, _HEADER_PREFIX, 0)
     if len(prefix) < 10 or prefix[:6] != b"\x93NUMPY":
         raise ValueError("not a .npy file (bad magic string)")
     length_bytes = 2 if prefix[6] == 1 else 4
     offset = 8 + length_bytes + int.from_bytes(prefix[8 : 8 + length_bytes], "little")
     if offset > len(prefix):
-        prefix += stream.read(offset - len(prefix))
+        prefix += os.pread(descriptor, offset - len(prefix), len(prefix))
     shape, fortran_order, dtype = _parse_header(prefix[:offset])
     return shape, fortran_order, dtype, offset
 
