@@ -61,6 +61,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bootstrap_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+
 @subcommand("fuse-files")
 def _add_fuse_files(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -80,8 +85,7 @@ def _add_fuse_files(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--validation-groundtruth", help="validation labels .npy (bool or 0/1)")
     parser.add_argument("--tags", help="tag list, one a line (names in thresholds.txt)")
     parser.add_argument("--out", help="new folder for predictions, decisions, thresholds, metrics")
-    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    _add_bootstrap_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_run_fuse_files)
 
@@ -149,8 +153,7 @@ def _add_fuse(subparsers: argparse._SubParsersAction) -> None:
         help="another system's scores to fuse with (repeatable)",
     )
     parser.add_argument("--out", help="new folder (default: STUDY_DIR/fusions/<name>, e.g. top2)")
-    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    _add_bootstrap_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_run_fuse)
 
@@ -195,8 +198,7 @@ def _add_report(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", help="report folder (default: STUDY_DIR/report; an earlier report is replaced)"
     )
-    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    _add_bootstrap_arguments(parser)
     parser.set_defaults(handler=_run_report)
 
 

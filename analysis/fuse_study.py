@@ -256,10 +256,8 @@ def fuse_study(
             ),
         )
 
-    best = finished_trials(study)[0]
-    best_test = _read_scores(
-        best.test_predictions, f"test predictions of trial {best.id}", "test", test_labels.shape
-    )
+    # The candidates are the finished trials best first: the first is the best single trial.
+    best, best_test = pool[0], members[0].test
     paired = paired_bootstrap(
         test_labels, result.predictions, best_test, resamples=resamples, seed=seed
     )
@@ -338,7 +336,7 @@ def log_fusion_run(
     from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
-    from study.tracking import ROLE_TAG, STUDY_TAG
+    from study.tracking import create_nested_run
 
     context = result.context
     params = {
@@ -355,17 +353,15 @@ def log_fusion_run(
     metrics = [Metric(k, v, now, 0) for k, v in fusion_metrics(result, paired).items()]
     client, run_id = study_run.client, None
     try:
-        run = client.create_run(
+        run_id = create_nested_run(
+            client,
             study_run.experiment_id,
-            run_name=f"fusion-{name}",
-            tags={
-                "mlflow.parentRunId": study_run.parent_run_id,
-                ROLE_TAG: "fusion",
-                STUDY_TAG: study.name,
-                FUSION_TAG: name,
-            },
+            study_run.parent_run_id,
+            study.name,
+            "fusion",
+            f"fusion-{name}",
+            {FUSION_TAG: name},
         )
-        run_id = run.info.run_id
         client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
         client.log_artifacts(run_id, str(out))
         client.set_terminated(run_id, "FINISHED")

@@ -8,7 +8,6 @@ test, a Ray worker).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+
+from analysis.study_results import finite_number
 
 TAG_PREFIX = "mood/theme---"  # MTG-Jamendo mood/theme tag names; dropped on axis labels
 
@@ -36,15 +37,10 @@ def curve_from_history(label: str, history: Sequence[Mapping], end_state: str | 
     """The (epoch, val_roc_auc) points of a history.json, skipping epochs without a finite value."""
     points = []
     for number, entry in enumerate(history, start=1):
-        value = entry.get("val_roc_auc")
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
+        value = finite_number(entry.get("val_roc_auc"))
+        if value is None:
             continue
-        epoch = entry.get("epoch", number)
-        points.append((int(epoch), float(value)))
+        points.append((int(entry.get("epoch", number)), value))
     return Curve(label, tuple(p[0] for p in points), tuple(p[1] for p in points), end_state)
 
 

@@ -32,12 +32,14 @@ from analysis.study_results import (
     FINISHED_STATES,
     Study,
     Trial,
+    architecture,
     check_finished,
+    finished_trials,
+    finite_number,
     load_study,
     ranked_trials,
 )
 from analysis.tracking import find_study_run
-from mer_models.config import TrainConfig
 from mer_models.data.splits import load_split
 from mer_models.synthetic import MARKER as SYNTHETIC_MARKER
 
@@ -110,12 +112,6 @@ class Report:
     mlflow_logged: bool
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def percent(value: float | None) -> str:
     """A fraction as a percentage with two decimals (``0.73912`` -> ``73.91``)."""
     return DASH if value is None else f"{100.0 * value:.2f}"
@@ -133,21 +129,12 @@ def _p_value(p_roc: float | None, p_pr: float | None) -> str:
     return " / ".join(DASH if p is None else f"{p:.3f}" for p in (p_roc, p_pr))
 
 
-def architecture(config: dict[str, Any]) -> tuple[str, str, str]:
-    """(conv. attention, RNN cell, RNN units) as in Table 1; missing fields take TrainConfig defaults."""
-    defaults = TrainConfig()
-
-    def get(name: str) -> Any:
-        return config.get(name, getattr(defaults, name))
-
-    if get("model") == "attention_cnn":
+def table1_cells(config: dict[str, Any]) -> tuple[str, str, str]:
+    """(conv. attention, RNN cell, RNN units) cells of the report's table."""
+    cbam, cell, units = architecture(config)
+    if cbam is None:
         return "attention CNN", DASH, DASH
-    units, layers = get("units"), get("layers")
-    return (
-        "yes" if get("cbam") else "no",
-        str(get("cell")).upper(),
-        str(units) if layers == 1 else f"{layers} x {units}",
-    )
+    return "yes" if cbam else "no", cell, units
 
 
 def data_description(study: Study) -> str:
@@ -179,14 +166,14 @@ def _trial_row(
 ) -> Row:
     """A trial's row: the scores its metrics.json logged, intervals from its test predictions."""
     metrics = trial.metrics
-    cells = architecture(trial.config)
+    cells = table1_cells(trial.config)
     intervals = paired = None
     if trial.test_predictions is not None:
         scores = _check_predictions(
             trial.test_predictions, f"test predictions of trial {trial.id}", labels.shape
         )
         intervals = bootstrap_intervals(labels, scores, resamples=resamples, seed=seed)
-        logged = _number(metrics.get("test_roc_auc"))
+        logged = finite_number(metrics.get("test_roc_auc"))
         if logged is not None and not math.isclose(
             logged, intervals["ROC-AUC-macro"].point, abs_tol=1e-6
         ):
@@ -209,10 +196,10 @@ def _trial_row(
         conv_attention=cells[0],
         cell=cells[1],
         units=cells[2],
-        validation_roc_auc=_number(metrics.get("validation_roc_auc")),
-        test_roc_auc=_number(metrics.get("test_roc_auc")),
+        validation_roc_auc=finite_number(metrics.get("validation_roc_auc")),
+        test_roc_auc=finite_number(metrics.get("test_roc_auc")),
         test_roc_auc_ci=None if intervals is None else _bounds(intervals["ROC-AUC-macro"]),
-        test_pr_auc=_number(metrics.get("test_pr_auc")),
+        test_pr_auc=finite_number(metrics.get("test_pr_auc")),
         test_pr_auc_ci=None if intervals is None else _bounds(intervals["PR-AUC-macro"]),
         epochs=epochs_text,
         end_state=str(trial.end_state),
@@ -243,7 +230,7 @@ def read_fusions(study: Study, shape: tuple[int, ...]) -> list[Fusion]:
             metrics = json.loads(metrics_file.read_text())
         except json.JSONDecodeError as error:
             raise ValueError(f"{metrics_file}: not valid JSON ({error})") from None
-        if not isinstance(metrics, dict) or _number(metrics.get("ROC-AUC-macro")) is None:
+        if not isinstance(metrics, dict) or finite_number(metrics.get("ROC-AUC-macro")) is None:
             raise ValueError(f"{metrics_file}: no finite ROC-AUC-macro in it")
         predictions = _check_predictions(
             folder / "predictions.npy", f"predictions of fusion {folder.name}", shape
@@ -264,10 +251,10 @@ def _fusion_row(
         conv_attention=DASH,
         cell=DASH,
         units=DASH,
-        validation_roc_auc=_number(metrics.get("validation_roc_auc_macro")),
-        test_roc_auc=_number(metrics.get("ROC-AUC-macro")),
+        validation_roc_auc=finite_number(metrics.get("validation_roc_auc_macro")),
+        test_roc_auc=finite_number(metrics.get("ROC-AUC-macro")),
         test_roc_auc_ci=_bounds(intervals["ROC-AUC-macro"]),
-        test_pr_auc=_number(metrics.get("PR-AUC-macro")),
+        test_pr_auc=finite_number(metrics.get("PR-AUC-macro")),
         test_pr_auc_ci=_bounds(intervals["PR-AUC-macro"]),
         epochs=DASH,
         end_state=f"select {metrics.get('select', DASH)}",
@@ -448,7 +435,7 @@ def write_report(
     test_split = load_split(study.data, "test")
     labels = check_groundtruth(test_split.labels, f"test labels of {test_split.file}")
     ranked = ranked_trials(study)
-    finished = [t for t in ranked if t.end_state in FINISHED_STATES]
+    finished = finished_trials(study)
     if not finished:
         raise ValueError(
             f"study {study.dir} has no finished trial to report: none ended in "

@@ -42,6 +42,35 @@ FINISHED_STATES = ("finished", "early_stopped", "asha_stopped")
 STAGING_SUFFIX = ".partial"
 
 
+def finite_number(value: Any) -> float | None:
+    """A JSON value as a finite float; None for anything else (missing, bool, NaN, text)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def architecture(config: dict[str, Any]) -> tuple[bool | None, str | None, str | None]:
+    """Table 1's columns of a trial: (CBAM on, RNN cell, RNN units); None where the model has none.
+
+    Fields missing from the config take the TrainConfig defaults. The attention
+    CNN has no CBAM blocks and no recurrent head; units read "256" for one
+    layer and "2 x 128" for a stack, as in the paper.
+    """
+    defaults = TrainConfig()
+
+    def get(name: str) -> Any:
+        return config.get(name, getattr(defaults, name))
+
+    if get("model") == "attention_cnn":
+        return None, None, None
+    units, layers = get("units"), get("layers")
+    return (
+        bool(get("cbam")),
+        str(get("cell")).upper(),
+        (str(units) if layers == 1 else f"{layers} x {units}"),
+    )
+
+
 @dataclass(frozen=True)
 class Trial:
     """One trial's folder, read."""
@@ -209,14 +238,7 @@ def ranked_trials(study: Study) -> list[Trial]:
     """Trials with predictions and a validation macro ROC-AUC, best first (ties: by id)."""
 
     def score(trial: Trial) -> float | None:
-        value = trial.metrics.get(RANK_METRIC)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            return None
-        return float(value)
+        return finite_number(trial.metrics.get(RANK_METRIC))
 
     ranked = [t for t in study.trials if t.has_predictions and score(t) is not None]
     if not ranked:

@@ -50,7 +50,7 @@ def find_study_run(study: Study) -> StudyRun | None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from study.tracking import ROLE_TAG, STUDY_TAG
+    from study.tracking import ROLE_TAG, STUDY_TAG, study_run_filter
 
     uri = study.tracking_uri
     if not uri:
@@ -70,10 +70,7 @@ def find_study_run(study: Study) -> StudyRun | None:
         experiment_id = experiment.experiment_id if experiment is not None else study.experiment_id
         found = []
         if experiment_id:
-            found = client.search_runs(
-                [experiment_id],
-                f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study.name}'",
-            )
+            found = client.search_runs([experiment_id], study_run_filter(study.name))
     except (MlflowException, OSError) as error:
         log.warning("MLflow store %s cannot be read (%s): nothing is logged to MLflow", uri, error)
         return None

@@ -32,6 +32,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this file's folder comes first on sys.path and its name
+# would hide the `study` package: the project root goes before it.
 sys.path.insert(0, str(ROOT))
 
 from analysis.study_results import load_study, ranked_trials  # noqa: E402

@@ -52,8 +52,12 @@ class StudyOptions:
     ray_storage: str | None = None
 
     @property
+    def ray_storage_path(self) -> str:
+        return self.ray_storage or str(self.storage)
+
+    @property
     def ray_experiment(self) -> str:
-        return f"{(self.ray_storage or str(self.storage)).rstrip('/')}/{self.name}"
+        return f"{self.ray_storage_path.rstrip('/')}/{self.name}"
 
     @property
     def study_dir(self) -> Path:
@@ -171,7 +175,7 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
         ),
         run_config=tune.RunConfig(
             name=options.name,
-            storage_path=options.ray_storage or str(options.storage),
+            storage_path=options.ray_storage_path,
             callbacks=[recorder],
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),

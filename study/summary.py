@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analysis.study_results import Study, ranked_trials
+from analysis.study_results import Study, architecture, ranked_trials
 
 COLUMNS = (
     "conv. attention",
@@ -26,15 +26,15 @@ def table_rows(study: Study) -> list[tuple[str, ...]]:
     others = [trial for trial in study.trials if trial not in ranked]
     rows = []
     for trial in ranked + others:
-        config, metrics = trial.config, trial.metrics
-        crnn = config.get("model", "crnn") == "crnn"
-        layers, units = config.get("layers", 1), config.get("units", 0)
+        metrics = trial.metrics
+        cbam, cell, units = architecture(trial.config)
+        crnn = cbam is not None
         rows.append(
             (
-                ("block" if config.get("cbam") else "none") if crnn else "self-attention",
+                ("block" if cbam else "none") if crnn else "self-attention",
                 "CRNN" if crnn else "attention CNN",
-                str(config.get("cell", "-")).upper() if crnn else "-",
-                (str(units) if layers == 1 else f"{layers} x {units}") if crnn else "-",
+                cell or "-",
+                units or "-",
                 _percent(metrics.get("validation_roc_auc")),
                 _percent(metrics.get("test_roc_auc")),
                 _percent(metrics.get("test_pr_auc")),

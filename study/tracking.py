@@ -50,6 +50,29 @@ def is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
+def study_run_filter(study: str) -> str:
+    """The MLflow search filter that finds a study's parent run."""
+    return f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study}'"
+
+
+def create_nested_run(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    study: str,
+    role: str,
+    name: str,
+    tags: dict[str, str],
+) -> str:
+    """A run under the study's parent run, tagged with its role (trial, fusion); its id."""
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={"mlflow.parentRunId": parent_run_id, ROLE_TAG: role, STUDY_TAG: study, **tags},
+    )
+    return run.info.run_id
+
+
 class StudyTracker:
     """The MLflow side of one study. Picklable: the client is made on first use."""
 
@@ -86,10 +109,7 @@ class StudyTracker:
             )
         else:
             self.experiment_id = experiment.experiment_id
-        found = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{self.study}'",
-        )
+        found = self.client.search_runs([self.experiment_id], study_run_filter(self.study))
         if found:
             self.parent_run_id = found[0].info.run_id
             return
@@ -114,17 +134,15 @@ class StudyTracker:
             history = self.client.get_metric_history(run_id, "val_roc_auc")
             self._last_step[run_id] = max((m.step for m in history), default=0)
         else:
-            run = self.client.create_run(
+            run_id = create_nested_run(
+                self.client,
                 self.experiment_id,
-                run_name=name,
-                tags={
-                    "mlflow.parentRunId": self.parent_run_id,
-                    ROLE_TAG: "trial",
-                    STUDY_TAG: self.study,
-                    TRIAL_TAG: trial_id,
-                },
+                self.parent_run_id,
+                self.study,
+                "trial",
+                name,
+                {TRIAL_TAG: trial_id},
             )
-            run_id = run.info.run_id
             self.client.log_batch(
                 run_id, params=[Param(k, _param(v)) for k, v in sorted(params.items())]
             )

@@ -392,15 +392,21 @@ def test_a_formant_tag_raises_the_energy_of_its_bands():
 # --- the cache -----------------------------------------------------------------------------------
 
 
-def test_the_cache_generates_once_then_reuses(tmp_path, monkeypatch):
-    calls = []
+@pytest.fixture
+def calls(monkeypatch) -> list:
+    """The arguments of every dataset generation from here on (generation still runs)."""
+    recorded = []
     real_write = synthetic.write_synthetic
 
     def counting_write(*args, **kwargs):
-        calls.append(args)
+        recorded.append(args)
         return real_write(*args, **kwargs)
 
     monkeypatch.setattr(synthetic, "write_synthetic", counting_write)
+    return recorded
+
+
+def test_the_cache_generates_once_then_reuses(tmp_path, calls):
     paths = synthetic_dataset(tracks=MIN_TRACKS, seed=1, cache_dir=tmp_path)
     folder = paths.metadata.parent
     assert folder.parent == tmp_path.resolve()
@@ -420,15 +426,7 @@ def test_the_cache_generates_once_then_reuses(tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
-def test_concurrent_callers_generate_once(tmp_path, monkeypatch):
-    calls = []
-    real_write = synthetic.write_synthetic
-
-    def counting_write(*args, **kwargs):
-        calls.append(args)
-        return real_write(*args, **kwargs)
-
-    monkeypatch.setattr(synthetic, "write_synthetic", counting_write)
+def test_concurrent_callers_generate_once(tmp_path, calls):
     with ThreadPoolExecutor(2) as pool:
         futures = [
             pool.submit(synthetic_dataset, tracks=MIN_TRACKS, seed=3, cache_dir=tmp_path)
