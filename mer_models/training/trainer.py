@@ -8,7 +8,6 @@ and the command line alike; this module never imports Ray or MLflow.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -37,6 +36,7 @@ from mer_models.training.checkpoint import (
     save_checkpoint,
 )
 from mer_models.training.metrics import tagging_metrics
+from mer_models.training.step import autocast_for, load_optimizer_state, make_optimizer, make_step
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def train(
     model = model.to(
         device, memory_format=torch.channels_last if channels_last else torch.preserve_format
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config, device)
     state = TrainingState(EarlyStopping(config.patience))
     best_model = _cpu_copy(model.state_dict())
     best_predictions: dict[str, np.ndarray] = {}
@@ -95,7 +95,7 @@ def train(
     if restore is not None:
         saved, best_predictions = load_checkpoint(restore)
         model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])  # moves its state to the model's device
+        load_optimizer_state(optimizer, saved["optimizer"])  # onto the model's device
         state = TrainingState.from_dict(saved["state"])
         best_model = saved["best_model"]
         best_metrics = saved["best_metrics"]
@@ -116,7 +116,7 @@ def train(
     eval_loaders = {
         part: make_loader(
             EvalWindows(tables[part], paths.melspecs, config.window, stats, config.eval_crops),
-            config.batch_size,
+            config.eval_batch_size,
             config.workers,
         )
         for part in ("validation", "test")
@@ -203,7 +203,12 @@ def initialise_output_bias(layer: nn.Linear, labels: np.ndarray) -> None:
 
 
 class TrainingLoop:
-    """One epoch of training, and prediction over an evaluation loader."""
+    """One epoch of training, and prediction over an evaluation loader.
+
+    The training step itself (eager, or one CUDA graph) comes from
+    `step.make_step`; the loop moves batches to the device, keeps the
+    running loss on the device and checks it is finite now and then.
+    """
 
     def __init__(
         self,
@@ -216,13 +221,9 @@ class TrainingLoop:
         self.model = model
         self.optimizer = optimizer
         self.device = device
-        self.loss_fn = nn.BCEWithLogitsLoss()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.autocast = (
-            (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
-            if config.bf16 and device.type == "cuda"
-            else contextlib.nullcontext
-        )
+        self.step = make_step(model, optimizer, config, device, self.memory_format)
+        self.autocast = autocast_for(config, device)
 
     def _to_device(self, windows: torch.Tensor) -> torch.Tensor:
         return windows.to(self.device, non_blocking=True, memory_format=self.memory_format)
@@ -236,13 +237,7 @@ class TrainingLoop:
         for windows, labels in loader:
             windows = self._to_device(windows)
             labels = labels.to(self.device, non_blocking=True)
-            with self.autocast():
-                logits = self.model(windows)
-            loss = self.loss_fn(logits.float(), labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            running += loss.detach()
+            running += self.step(windows, labels)
             steps += 1
             samples += labels.shape[0]
             if steps % _FINITE_CHECK_STEPS == 0:
@@ -250,7 +245,7 @@ class TrainingLoop:
         _require_finite(running, epoch, steps)
         return float(running) / max(steps, 1), samples, time.perf_counter() - started
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, loader) -> np.ndarray:
         """Sigmoid scores, float32 (tracks, tags), averaged over each track's windows."""
         self.model.eval()
@@ -259,8 +254,8 @@ class TrainingLoop:
             batch, crops = windows.shape[:2]
             with self.autocast():
                 logits = self.model(self._to_device(windows.flatten(0, 1)))  # (B * K, tags)
-            scores.append(torch.sigmoid(logits.float()).view(batch, crops, -1).mean(dim=1).cpu())
-        return torch.cat(scores).numpy().astype(np.float32)
+            scores.append(torch.sigmoid(logits.float()).view(batch, crops, -1).mean(dim=1))
+        return torch.cat(scores).cpu().numpy().astype(np.float32)
 
 
 def _require_finite(running: torch.Tensor, epoch: int, steps: int) -> None:
