@@ -1,0 +1,99 @@
+"""The command line: one file, a whole folder (mirrored, resumable, failures listed)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mer_models.audio.__main__ import main
+from mer_models.audio.frontend import melspec_file
+from mer_models.data.windows import open_melspec
+from tests.audio.conftest import chirp_and_tones, write_audio
+
+
+def test_melspec_writes_the_dataset_layout(recordings, tmp_path, capsys):
+    out = tmp_path / "x.npy"
+    assert main(["melspec", str(recordings["wav"]), "--out", str(out)]) == 0
+    array = np.load(out)
+    assert array.dtype == np.float32 and array.shape[0] == 96
+    np.testing.assert_array_equal(array, melspec_file(recordings["wav"]))
+    np.testing.assert_array_equal(open_melspec(out), array)  # the training reader takes it
+    assert "96 bands x" in capsys.readouterr().out
+
+
+def test_melspec_of_a_broken_file_fails_and_writes_nothing(tmp_path, capsys):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF????WAVEjunk")
+    out = tmp_path / "x.npy"
+    assert main(["melspec", str(broken), "--out", str(out)]) == 1
+    assert "broken.wav: cannot decode" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [broken]
+
+
+def _dataset_folder(root):
+    """NN/ID.mp3 and NN/ID.wav recordings of different lengths, and one broken file."""
+    signal = chirp_and_tones(seconds=1.0)
+    files = {
+        "00/100.mp3": signal,
+        "00/200.wav": signal[:3000],
+        "14/1114.wav": signal[::-1].copy(),
+        "14/14.wav": 0.5 * signal,
+    }
+    for relative, samples in files.items():
+        write_audio(root / relative, samples)
+    (root / "14" / "999.mp3").write_bytes(b"ID3 but no audio frames")
+    (root / "14" / "notes.txt").write_text("not audio")
+    return sorted(files)
+
+
+def test_melspecs_mirrors_the_folder_lists_failures_and_resumes(tmp_path, capsys):
+    audio, out = tmp_path / "audio", tmp_path / "melspecs"
+    good = _dataset_folder(audio)
+    assert main(["melspecs", str(audio), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "4 written, 0 already done, 1 failed (of 5 recordings)" in captured.out
+    assert "999.mp3: cannot decode" in captured.err
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == sorted(r.rsplit(".", 1)[0] + ".npy" for r in good)
+    for relative in good:
+        target = out / (relative.rsplit(".", 1)[0] + ".npy")
+        np.testing.assert_array_equal(np.load(target), melspec_file(audio / relative))
+
+    # A killed run: one output missing, a temporary file left behind. Rerun continues.
+    finished = out / "00" / "100.npy"
+    stamp = finished.stat().st_mtime_ns
+    (out / "14" / "1114.npy").unlink()
+    (out / "14" / "1114.npy.partial-abc123").write_bytes(b"half")
+    (audio / "14" / "999.mp3").unlink()
+    assert main(["melspecs", str(audio), "--out", str(out), "--workers", "2"]) == 0
+    assert "1 written, 3 already done, 0 failed (of 4 recordings)" in capsys.readouterr().out
+    assert finished.stat().st_mtime_ns == stamp  # not recomputed
+    assert not list(out.rglob("*.partial-*"))
+    np.testing.assert_array_equal(
+        np.load(out / "14" / "1114.npy"), melspec_file(audio / "14" / "1114.wav")
+    )
+
+
+def test_melspecs_in_parallel_equals_serial(tmp_path):
+    audio = tmp_path / "audio"
+    good = _dataset_folder(audio)
+    (audio / "14" / "999.mp3").unlink()
+    assert main(["melspecs", str(audio), "--out", str(tmp_path / "one")]) == 0
+    assert main(["melspecs", str(audio), "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    for relative in good:
+        name = relative.rsplit(".", 1)[0] + ".npy"
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_melspecs_refuses_two_recordings_with_one_output(tmp_path, capsys):
+    audio = tmp_path / "audio"
+    write_audio(audio / "a.wav", chirp_and_tones(seconds=0.2))
+    write_audio(audio / "a.flac", chirp_and_tones(seconds=0.2))
+    assert main(["melspecs", str(audio), "--out", str(tmp_path / "out")]) == 1
+    assert "would both be written to" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_melspecs_of_a_folder_without_audio_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["melspecs", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
+    assert "no audio files found" in capsys.readouterr().err
