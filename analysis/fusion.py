@@ -30,8 +30,8 @@ from analysis.evaluate import (
     load_matrix,
 )
 from analysis.staging import check_output_dir, staged_folder
-from analysis.thresholds import decide, tune_thresholds, write_thresholds
 from mer_models.data.splits import read_tags
+from mer_models.thresholds import decide, tune_thresholds, write_thresholds
 
 log = logging.getLogger(__name__)
 

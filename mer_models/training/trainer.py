@@ -27,6 +27,7 @@ from mer_models.data.dataset import EpochSampler, EvalWindows, TrainWindows, mak
 from mer_models.data.scaling import BandStats, band_stats
 from mer_models.data.splits import DatasetPaths, SplitTable, load_split
 from mer_models.models import build_model
+from mer_models.thresholds import THRESHOLDS_FILE, tune_thresholds, write_thresholds
 from mer_models.training.checkpoint import (
     TEST_PREDICTIONS,
     VALIDATION_PREDICTIONS,
@@ -65,8 +66,8 @@ def train(
 
     `out_dir` receives `checkpoint/` after every epoch, and at the end the best
     epoch's `validation_predictions.npy`, `test_predictions.npy`,
-    `best_model.pt`, `history.json` and `metrics.json`. `restore` names a
-    checkpoint folder to continue from; the result equals an uninterrupted run.
+    `best_model.pt`, `history.json`, `metrics.json` and `thresholds.txt` (per-tag
+    decision thresholds tuned on validation). `restore` names a checkpoint folder to continue from; the result equals an uninterrupted run.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,6 +186,10 @@ def train(
             on_epoch(record, checkpoint_dir)
     metrics = {**best_metrics, "epochs_run": state.epoch, "end_state": _end_state(state, config)}
     _write_outputs(out_dir, config, tags, stats, best_model, best_predictions, state, metrics)
+    if VALIDATION_PREDICTIONS in best_predictions:  # decisions when tagging new music
+        scores = best_predictions[VALIDATION_PREDICTIONS]
+        thresholds = tune_thresholds(tables["validation"].labels, scores)
+        write_thresholds(out_dir / THRESHOLDS_FILE, tags, thresholds)
     return metrics
 
 

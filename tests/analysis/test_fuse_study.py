@@ -17,8 +17,8 @@ import analysis.fuse_study
 from analysis.__main__ import main
 from analysis.evaluate import evaluate
 from analysis.fuse_study import fuse_study
-from analysis.thresholds import read_thresholds, tune_thresholds
 from mer_models.data.splits import DatasetPaths, load_split
+from mer_models.thresholds import read_thresholds, tune_thresholds
 from tests.analysis.conftest import copy_study, member_scores, read_json
 
 RESAMPLES = "200"  # enough for the checks, quick on two cores

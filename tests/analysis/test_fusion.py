@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from analysis.__main__ import main
 from analysis.evaluate import evaluate_files
 from analysis.fusion import Member, fuse, run_fusion, select_members
-from analysis.thresholds import read_thresholds, tune_thresholds
+from mer_models.thresholds import read_thresholds, tune_thresholds
 
 REPO = Path(__file__).resolve().parents[2]
 TRACKS, TAGS = 150, 5

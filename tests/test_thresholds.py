@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from analysis.thresholds import decide, read_thresholds, tune_thresholds, write_thresholds
+from mer_models.thresholds import decide, read_thresholds, tune_thresholds, write_thresholds
 
 MEDIAEVAL = Path(__file__).resolve().parents[3] / "shared" / "mtg-jamendo" / "results" / "mediaeval"
 

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.evaluate import check_binary, check_scores
+from mer_models.matrices import check_binary, check_scores
 
 log = logging.getLogger(__name__)
+
+THRESHOLDS_FILE = "thresholds.txt"  # beside a run's predictions, and in a fusion's folder
 
 
 def _tag_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
