@@ -20,7 +20,7 @@ from analysis.evaluate import evaluate_files, format_results
 from analysis.fuse_study import SELECTS, fuse_study
 from analysis.fusion import fuse_files
 from analysis.report import write_report
-from analysis.study_results import resolve_study
+from mer_models.study_results import resolve_study
 
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 USAGE_ERROR = 2

@@ -37,7 +37,9 @@ from analysis.fusion import (
     write_fusion,
 )
 from analysis.staging import check_output_dir
-from analysis.study_results import (
+from analysis.tracking import find_study_run
+from mer_models.data.splits import load_split
+from mer_models.study_results import (
     FINISHED_STATES,
     Study,
     Trial,
@@ -45,8 +47,6 @@ from analysis.study_results import (
     finished_trials,
     load_study,
 )
-from analysis.tracking import find_study_run
-from mer_models.data.splits import load_split
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,9 @@ from analysis.bootstrap import bootstrap_intervals, paired_bootstrap
 from analysis.evaluate import check_groundtruth, check_scores, load_matrix
 from analysis.plots import curve_from_history, plot_per_tag_roc_auc, plot_validation_curves
 from analysis.staging import check_output_dir, staged_folder
-from analysis.study_results import (
+from analysis.tracking import find_study_run
+from mer_models.data.splits import load_split
+from mer_models.study_results import (
     FINISHED_STATES,
     Study,
     Trial,
@@ -39,8 +41,6 @@ from analysis.study_results import (
     load_study,
     ranked_trials,
 )
-from analysis.tracking import find_study_run
-from mer_models.data.splits import load_split
 from mer_models.synthetic import MARKER as SYNTHETIC_MARKER
 
 log = logging.getLogger(__name__)

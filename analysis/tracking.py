@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from analysis.study_results import Study
+from mer_models.study_results import Study
 
 log = logging.getLogger(__name__)
 

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def finish(options, tracker, trials_started: int) -> int:
     """Summary, report and fusion; then where everything is."""
-    from analysis.study_results import load_study
+    from mer_models.study_results import load_study
     from study.summary import format_table
 
     study = load_study(options.study_dir, require_results=False)

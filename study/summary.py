@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analysis.study_results import Study, architecture, ranked_trials
+from mer_models.study_results import Study, architecture, ranked_trials
 
 COLUMNS = (
     "conv. attention",

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from analysis.__main__ import main
 from analysis.plots import ASHA_LABEL, curve_from_history, validation_curves_figure
 from analysis.report import CURVES_FILE, PER_TAG_FILE, REPORT_FILE
-from analysis.study_results import load_study
+from mer_models.study_results import load_study
 from tests.analysis.conftest import copy_study, read_json
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from analysis.study_results import load_study
+from mer_models.study_results import load_study
 from study.summary import COLUMNS, format_table, table_rows
 
 

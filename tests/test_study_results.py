@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.study_results import (
+from mer_models.study_results import (
     check_finished,
     finished_trials,
     load_study,

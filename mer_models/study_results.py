@@ -1,4 +1,4 @@
-"""Read a study's results folder, as the study driver writes it.
+"""Read a study's results folder, as the study driver writes it (for analysis and tagging).
 
 Layout (the contract with the driver)::
 
@@ -9,6 +9,8 @@ Layout (the contract with the driver)::
     STUDY_DIR/trials/<id>/metrics.json        validation_/test_ roc_auc, pr_auc (macro), ...,
                                               best_epoch, epochs_run, end_state
     STUDY_DIR/trials/<id>/{validation,test}_predictions.npy   float32, split and tag order
+    STUDY_DIR/trials/<id>/best_model.pt       the best epoch's weights, config, tags, band_stats
+    STUDY_DIR/fusions/<name>/                 a fusion (analysis.fusion.FUSION_FILES)
 
 A trial folder without metrics.json (or history.json) is read with empty
 metrics or history, and one that errored before its first validation has
