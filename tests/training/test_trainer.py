@@ -135,3 +135,34 @@ def test_eval_crops_average_several_windows(dataset, tmp_path):
     assert one["validation_roc_auc"] != three["validation_roc_auc"]
     labels = load_split(dataset, "test").labels
     assert np.load(tmp_path / "three" / "test_predictions.npy").shape == labels.shape
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+def test_a_graphed_run_restores_exactly_and_agrees_with_an_eager_run(dataset, tmp_path):
+    """On CUDA: every step is a replay, so a restored run repeats the uninterrupted one."""
+    config = SMALL.replace(cuda_graphs=True, bf16=False, dropout=0.0)
+    uninterrupted = train(config, dataset, tmp_path / "a", device="cuda")
+
+    def crash_after_two(record, checkpoint):
+        if record["epoch"] == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(config, dataset, tmp_path / "b", on_epoch=crash_after_two, device="cuda")
+    resumed = train(config, dataset, tmp_path / "b", restore=tmp_path / "b" / "checkpoint")
+    assert resumed == uninterrupted
+    eager = train(config.replace(cuda_graphs=False), dataset, tmp_path / "c", device="cuda")
+    a = json.loads((tmp_path / "a" / "history.json").read_text())
+    c = json.loads((tmp_path / "c" / "history.json").read_text())
+    np.testing.assert_allclose(
+        [r["train_loss"] for r in a], [r["train_loss"] for r in c], rtol=1e-3
+    )
+    assert eager["best_epoch"] == uninterrupted["best_epoch"]
+    # The graph run's checkpoint (capturable Adam, step counts on the GPU) continues on a CPU.
+    on_cpu = train(
+        config, dataset, tmp_path / "d", restore=tmp_path / "b" / "checkpoint", device="cpu"
+    )
+    assert on_cpu["epochs_run"] == config.max_epochs

@@ -1,0 +1,227 @@
+"""The training step: eager on CPU, one CUDA graph on CUDA, the same losses either way.
+
+The CUDA tests are skipped without a GPU. Tolerances there: the graph
+replays the very kernels the eager step launches, so fp32 losses agree to
+1e-4 relative over 12 steps (cuDNN may still pick another algorithm for a
+replay); under bf16 autocast 2e-2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from mer_models.config import TrainConfig
+from mer_models.data.dataset import EvalWindows, make_loader
+from mer_models.data.scaling import band_stats
+from mer_models.models import build_model
+from mer_models.training.step import (
+    EagerStep,
+    GraphedStep,
+    load_optimizer_state,
+    make_optimizer,
+    make_step,
+    uses_cuda_graphs,
+)
+from mer_models.training.trainer import TrainingLoop, split_tables
+from tests.conftest import write_dataset
+
+CPU = torch.device("cpu")
+CUDA = torch.device("cuda")
+SMALL = TrainConfig(width=4, units=8, window=64, batch_size=4, cbam=True, workers=0, seed=0)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is faster than two on a shared machine, and as exact."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def batches(config: TrainConfig, steps: int, device: torch.device, n_tags: int = 6) -> list:
+    generator = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(steps):
+        windows = torch.randn(config.batch_size, 1, 96, config.window, generator=generator)
+        labels = (torch.rand(config.batch_size, n_tags, generator=generator) < 0.3).float()
+        out.append((windows.to(device), labels.to(device)))
+    return out
+
+
+def model_and_optimizer(config: TrainConfig, device: torch.device, **adam):
+    torch.manual_seed(config.seed)
+    model = build_model(config, n_tags=6).to(device)
+    if adam:
+        return model, torch.optim.Adam(model.parameters(), lr=config.lr, **adam)
+    return model, make_optimizer(model, config, device)
+
+
+def test_cpu_never_uses_the_graph():
+    config = SMALL.replace(cuda_graphs=True)
+    assert not uses_cuda_graphs(config, CPU)
+    assert uses_cuda_graphs(config, CUDA)
+    assert not uses_cuda_graphs(config.replace(cuda_graphs=False), CUDA)
+    model, optimizer = model_and_optimizer(config, CPU)
+    assert optimizer.param_groups[0]["capturable"] is False
+    assert optimizer.param_groups[0]["fused"] is None
+    step = make_step(model, optimizer, config, CPU)
+    assert type(step) is EagerStep
+    assert type(TrainingLoop(model, optimizer, CPU, config, False).step) is EagerStep
+
+
+def test_the_graphed_step_refuses_an_optimizer_it_cannot_capture():
+    model, optimizer = model_and_optimizer(SMALL, CPU)
+    with pytest.raises(ValueError, match="capturable"):
+        GraphedStep(model, optimizer, torch.nn.BCEWithLogitsLoss(), lambda: None, batch_size=4)
+
+
+def test_the_eager_step_is_the_plain_pytorch_step():
+    data = batches(SMALL, 4, CPU)
+    model, optimizer = model_and_optimizer(SMALL, CPU)
+    step = make_step(model, optimizer, SMALL, CPU)
+    ours = [float(step(w, y)) for w, y in data]
+    model, optimizer = model_and_optimizer(SMALL, CPU, weight_decay=0.0)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    bare = []
+    for windows, labels in data:
+        loss = loss_fn(model(windows), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        bare.append(float(loss.detach()))
+    assert ours == bare
+    assert ours[-1] != ours[0]  # it trains
+
+
+def _round_trip(state: dict) -> dict:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, map_location="cpu", weights_only=False)
+
+
+def test_a_graph_runs_optimizer_state_continues_exactly_in_an_eager_run():
+    """A capturable, fused Adam's saved state (flags and all) resumes a plain Adam exactly."""
+    data = batches(SMALL, 6, CPU)
+
+    def run(model, optimizer, part):
+        step = make_step(model, optimizer, SMALL, CPU)
+        return [float(step(w, y)) for w, y in part]
+
+    model, optimizer = model_and_optimizer(SMALL, CPU)
+    uninterrupted = run(model, optimizer, data)
+    final = {name: t.clone() for name, t in model.state_dict().items()}
+
+    model, optimizer = model_and_optimizer(SMALL, CPU)
+    first = run(model, optimizer, data[:3])
+    saved = _round_trip({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+    for group in saved["optimizer"]["param_groups"]:  # as a graph run on CUDA saves it
+        group.update(capturable=True, fused=True)
+    model, optimizer = model_and_optimizer(SMALL, CPU)
+    model.load_state_dict(saved["model"])
+    load_optimizer_state(optimizer, saved["optimizer"])
+    assert optimizer.param_groups[0]["capturable"] is False
+    assert optimizer.param_groups[0]["fused"] is None
+    second = run(model, optimizer, data[3:])
+    assert first + second == uninterrupted
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, final[name], rtol=0, atol=0)
+
+
+def test_an_eager_runs_optimizer_state_loads_into_a_fused_adam():
+    """The other way: `step` moves to where a fused (or capturable) Adam keeps it."""
+    data = batches(SMALL, 3, CPU)
+    model, optimizer = model_and_optimizer(SMALL, CPU)
+    step = make_step(model, optimizer, SMALL, CPU)
+    for windows, labels in data:
+        step(windows, labels)
+    saved = _round_trip(optimizer.state_dict())
+    fused_model, fused = model_and_optimizer(SMALL, CPU, fused=True)
+    fused_model.load_state_dict(model.state_dict())
+    load_optimizer_state(fused, saved)
+    assert fused.param_groups[0]["fused"] is True
+    state = next(iter(fused.state.values()))
+    assert state["step"].dtype == torch.float32 and float(state["step"]) == 3.0
+    windows, labels = data[0]
+    expected = float(step(windows, labels))
+    fused_step = EagerStep(fused_model, fused, torch.nn.BCEWithLogitsLoss(), contextlib.nullcontext)
+    assert float(fused_step(windows, labels)) == pytest.approx(expected, rel=1e-6)
+    fused_weights = fused_model.state_dict()
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(fused_weights[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluation_at_its_own_batch_size_gives_the_same_predictions(tmp_path, monkeypatch):
+    monkeypatch.setenv("MER_MODELS_CACHE", str(tmp_path / "cache"))
+    paths = write_dataset(
+        tmp_path / "data", {"train": [200] * 6, "validation": [150] * 11, "test": [120] * 2}
+    )
+    tables = split_tables(paths)
+    config = SMALL.replace(eval_crops=3)
+    stats = band_stats(tables["train"], paths.melspecs, config.window)
+    model = build_model(config, n_tags=len(tables["train"].tags))
+    loop = TrainingLoop(model, make_optimizer(model, config, CPU), CPU, config, False)
+    dataset = EvalWindows(tables["validation"], paths.melspecs, config.window, stats, 3)
+    at_training_size = loop.predict(make_loader(dataset, config.batch_size, 0))
+    at_eval_size = loop.predict(make_loader(dataset, 8, 0))
+    one_at_a_time = loop.predict(make_loader(dataset, 1, 0))
+    assert at_eval_size.dtype == np.float32 and at_eval_size.shape == (11, 4)
+    np.testing.assert_allclose(at_eval_size, at_training_size, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(one_at_a_time, at_training_size, rtol=0, atol=1e-6)
+    assert not torch.is_inference_mode_enabled()
+    assert not model.training
+
+
+# --- CUDA only ---------------------------------------------------------------------------
+
+
+def _losses(config: TrainConfig, graphed: bool, steps: int = 12, short_last: bool = False):
+    data = batches(config, steps, CUDA)
+    if short_last:
+        data.append((data[0][0][:3], data[0][1][:3]))
+    model, optimizer = model_and_optimizer(config.replace(cuda_graphs=True), CUDA)
+    step = make_step(model, optimizer, config.replace(cuda_graphs=graphed), CUDA)
+    torch.manual_seed(5)
+    losses = [float(step(w, y)) for w, y in data]
+    return losses, step, model
+
+
+@needs_cuda
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_graph_and_eager_steps_give_the_same_losses(cell, bf16):
+    config = SMALL.replace(cell=cell, bf16=bf16, batch_size=8, layers=2)
+    eager, eager_step, eager_model = _losses(config, graphed=False, short_last=True)
+    graph, graph_step, graph_model = _losses(config, graphed=True, short_last=True)
+    assert type(eager_step) is EagerStep and type(graph_step) is GraphedStep
+    assert graph_step.captured
+    tolerance = 2e-2 if bf16 else 1e-4
+    np.testing.assert_allclose(graph, eager, rtol=tolerance)
+    assert graph[0] != graph[-2]  # it trains: the first step is a replay, not a warm-up
+    graph_weights = graph_model.state_dict()
+    for name, tensor in eager_model.state_dict().items():
+        torch.testing.assert_close(graph_weights[name], tensor, rtol=tolerance * 10, atol=tolerance)
+
+
+@needs_cuda
+def test_the_attention_cnn_runs_in_a_graph():
+    config = SMALL.replace(model="attention_cnn", batch_size=8, bf16=False)
+    eager, *_ = _losses(config, graphed=False)
+    graph, step, _ = _losses(config, graphed=True)
+    assert step.captured
+    np.testing.assert_allclose(graph, eager, rtol=1e-4)
+
+
+@needs_cuda
+def test_dropout_in_the_graph_is_seeded():
+    config = SMALL.replace(dropout=0.5, batch_size=8, bf16=False)
+    first, *_ = _losses(config, graphed=True)
+    second, *_ = _losses(config, graphed=True)
+    assert first == second
