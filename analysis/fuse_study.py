@@ -47,11 +47,11 @@ from mer_models.study_results import (
     finished_trials,
     load_study,
 )
+from tracking.names import FUSION_TAG, fusion_run_name
 
 log = logging.getLogger(__name__)
 
 SELECTS = ("topk", "greedy")
-FUSION_TAG = "mer.fusion"  # the fusion's name on its MLflow run (mer.role = fusion)
 # External names become folder and MLflow names: keep them plain.
 _EXTERNAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -212,7 +212,7 @@ def fuse_study(
     Thresholds are tuned on the fused validation scores, or on test (with
     a warning) when an external has no validation file. ``out`` must be new
     or empty; with ``replace`` an earlier fusion there is swapped for this
-    one. With ``track``, a run named ``fusion-<name>`` nested in the study's
+    one. With ``track``, a run named ``fusion <name>: <members>`` nested in the study's
     MLflow parent run records members, metrics and the output files.
     """
     parsed = [parse_external(spec) for spec in externals]
@@ -336,9 +336,10 @@ def log_fusion_run(
     from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
-    from study.tracking import create_nested_run
+    from tracking.runs import create_nested_run
 
     context = result.context
+    names = {trial.id: str(trial.metrics.get("trial_name") or trial.id) for trial in study.trials}
     params = {
         "members": ",".join(result.members),
         "member_count": str(len(result.members)),
@@ -359,7 +360,7 @@ def log_fusion_run(
             study_run.parent_run_id,
             study.name,
             "fusion",
-            f"fusion-{name}",
+            fusion_run_name(name, [names.get(member, member) for member in result.members]),
             {FUSION_TAG: name},
         )
         client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])

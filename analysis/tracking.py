@@ -1,7 +1,7 @@
 """Find a study's MLflow parent run, where the study driver made it.
 
 study.json records the tracking URI the driver used; the parent run is
-found the way the driver finds it on resume (`study.tracking`): in the
+found the way the driver finds it on resume (`tracking.runs`): in the
 experiment named after the study, the run tagged ``mer.role = study`` and
 ``mer.study = <name>``. Analysis results (reports, fusions) are logged
 there after the fact, so a store that cannot be reached, or a study run
@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mer_models.study_results import Study
+from tracking.names import ROLE_TAG, STUDY_TAG
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def find_study_run(study: Study) -> StudyRun | None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from study.tracking import ROLE_TAG, STUDY_TAG, study_run_filter
+    from tracking.runs import study_run_filter
 
     uri = study.tracking_uri
     if not uri:

@@ -17,6 +17,8 @@ import yaml
 
 MODELS = ("crnn", "attention_cnn")
 CELLS = ("gru", "lstm")
+# Fields only the CRNN reads: the attention CNN has no CBAM blocks and no recurrent head.
+CRNN_FIELDS = ("cell", "units", "layers", "cbam")
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,15 @@ class TrainConfig:
 
 FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
 _FIELD_TYPES = {f.name: type(f.default) for f in fields(TrainConfig)}
+
+
+def applicable_fields(config: TrainConfig) -> dict[str, Any]:
+    """The fields the config's model reads: what a run records as its hyperparameters."""
+    values = config.to_dict()
+    if config.model != "crnn":
+        for name in CRNN_FIELDS:
+            del values[name]
+    return values
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -27,6 +27,7 @@ from study.recorder import StudyRecorder
 from study.search_space import MODE, SearchSpace
 from study.tracking import StudyTracker
 from study.trainable import ROW_KEY, run_trial
+from tracking.names import searched_fields
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,11 @@ class StudyOptions:
     @property
     def study_dir(self) -> Path:
         return self.storage / self.name
+
+    @property
+    def searched(self) -> tuple[str, ...]:
+        """The fields the space varies (they name the trials' runs and the summary's columns)."""
+        return searched_fields(self.space.parameters, self.space.configs or [])
 
 
 def fixed_values(options: StudyOptions) -> dict[str, Any]:
@@ -136,6 +142,8 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
                 "name": options.name,
                 "space": str(options.space.file),
                 "budget": options.budget,
+                "scheduler": options.space.scheduler.type,
+                "searched": list(options.searched),
                 "data": options.data.to_dict(),
                 "tracking_uri": tracker.tracking_uri,
                 "experiment_id": tracker.experiment_id,
@@ -158,7 +166,9 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
         tune.with_parameters(run_trial, data=options.data.to_dict()),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
-    recorder = StudyRecorder(options.study_dir, tracker, options.progress_seconds)
+    recorder = StudyRecorder(
+        options.study_dir, tracker, options.progress_seconds, searched=options.searched
+    )
     if options.resume:
         tuner = tune.Tuner.restore(options.ray_experiment, trainable, resume_errored=True)
         return tuner.fit()

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from mer_models.config import applicable_fields
 from mer_models.training.checkpoint import (
     STATE_FILE,
     SUMMARY_FILE,
@@ -27,6 +28,7 @@ from mer_models.training.checkpoint import (
 )
 from study.tracking import StudyTracker
 from study.trainable import trial_config
+from tracking.names import trial_run_name
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,16 @@ END_STATES = ("finished", "early_stopped", "asha_stopped", "error")
 
 class StudyRecorder(tune.Callback):
     def __init__(
-        self, study_dir: Path, tracker: StudyTracker, progress_seconds: float = 20.0
+        self,
+        study_dir: Path,
+        tracker: StudyTracker,
+        progress_seconds: float = 20.0,
+        searched: tuple[str, ...] = (),
     ) -> None:
         self.study_dir = Path(study_dir)
         self.tracker = tracker
         self.progress_seconds = progress_seconds
+        self.searched = searched  # the fields the space varies: they name the trial runs
         self._last_table = 0.0
 
     # Ray Tune hooks -------------------------------------------------------
@@ -68,10 +75,12 @@ class StudyRecorder(tune.Callback):
 
     # ----------------------------------------------------------------------
 
+    def _name(self, trial) -> str:
+        return trial_run_name(trial_config(trial.config).to_dict(), self.searched)
+
     def _run_id(self, trial) -> str:
-        return self.tracker.trial_run(
-            trial.trial_id, str(trial), trial_config(trial.config).to_dict()
-        )
+        config = trial_config(trial.config)
+        return self.tracker.trial_run(trial.trial_id, self._name(trial), applicable_fields(config))
 
     def _finish(self, trial, error: str | None) -> None:
         target = self.study_dir / "trials" / trial.trial_id
@@ -113,7 +122,7 @@ class StudyRecorder(tune.Callback):
             **summary["best_metrics"],
             "epochs_run": summary["epoch"],
             "end_state": end_state,
-            "trial_name": str(trial),
+            "trial_name": self._name(trial),
             "mlflow_run_id": run_id,
         }
         if error is not None:

@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from mer_models.data.splits import DataError
     from study.driver import StudyOptions, check_trial_configs, run_study, study_params
-    from study.tracking import StudyTracker, default_tracking_uri
+    from study.tracking import StudyTracker, study_dataset
+    from tracking.runs import default_tracking_uri
 
     options = StudyOptions(
         space=space,
@@ -159,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     print(report.summary())
     options = StudyOptions(**{**options.__dict__, "data": data})
 
-    tracker = StudyTracker(options.tracking_uri, name, artifact_root=working / "mlruns")
+    tracker = StudyTracker(
+        options.tracking_uri,
+        name,
+        artifact_root=working / "mlruns",
+        description=space.description,
+        dataset=study_dataset(data, report.tracks, report.tags),
+    )
     tracker.start(study_params(options))
     print(
         f"study {name}: space {space.file}, budget {options.budget}, "

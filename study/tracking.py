@@ -4,82 +4,76 @@ All MLflow writes happen in the driver process, one at a time, from Ray Tune
 callbacks: trials never open the tracking store themselves. That sidesteps
 SQLite's lock contention under concurrent writers, and works the same for a
 file, SQLite or server store. Runs are found again by their tags, so a
-resumed study neither duplicates a run nor logs an epoch twice.
+resumed study neither duplicates a run nor logs an epoch twice. Names and
+tags follow `tracking` (shared with the analysis package).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, Metric, RunTag
 from mlflow.tracking import MlflowClient
+
+from mer_models.data.splits import DatasetPaths
+from mer_models.synthetic import MARKER as SYNTHETIC_MARKER
+from tracking.names import (
+    END_STATE_TAG,
+    EPOCH_METRICS,
+    FINAL_METRICS,
+    ROLE_TAG,
+    SCHEDULER_METRIC,
+    STUDY_TAG,
+    TRIAL_TAG,
+    mlflow_metrics,
+)
+from tracking.runs import (
+    create_nested_run,
+    dataset_input,
+    is_local_store,
+    params,
+    study_experiment,
+    study_run_filter,
+    trial_run_filter,
+)
 
 log = logging.getLogger(__name__)
 
-STUDY_TAG = "mer.study"
-TRIAL_TAG = "mer.trial_id"
-ROLE_TAG = "mer.role"
-END_STATE_TAG = "mer.end_state"
-EPOCH_METRICS = ("train_loss", "val_roc_auc", "val_pr_auc", "lr", "seconds", "samples_per_second")
-FINAL_METRICS = (
-    "validation_roc_auc",
-    "validation_pr_auc",
-    "test_roc_auc",
-    "test_pr_auc",
-    "validation_roc_auc_micro",
-    "validation_pr_auc_micro",
-    "test_roc_auc_micro",
-    "test_pr_auc_micro",
-    "best_epoch",
-    "epochs_run",
-)
 
-
-def default_tracking_uri(working_dir: Path) -> str:
-    """`MLFLOW_TRACKING_URI`, else a SQLite store in the working folder."""
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{(working_dir / 'mlflow.db').resolve()}"
+def study_dataset(data: DatasetPaths, tracks: dict[str, int], tags: int) -> DatasetInput:
+    """The study's data as an MLflow dataset input: where it lies, which split, how many tracks."""
+    synthetic = (data.metadata.parent / SYNTHETIC_MARKER).is_file()
+    kind = "synthetic" if synthetic else "mtg-jamendo"
+    return dataset_input(
+        f"{kind}-{data.subset}-split{data.split}",
+        data.metadata.as_uri(),
+        {
+            **{key: str(value) for key, value in data.to_dict().items()},
+            "synthetic": synthetic,
+            "tags": tags,
+            **{f"{part}_tracks": count for part, count in tracks.items()},
+        },
     )
-
-
-def is_local_store(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
-
-
-def study_run_filter(study: str) -> str:
-    """The MLflow search filter that finds a study's parent run."""
-    return f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study}'"
-
-
-def create_nested_run(
-    client: MlflowClient,
-    experiment_id: str,
-    parent_run_id: str,
-    study: str,
-    role: str,
-    name: str,
-    tags: dict[str, str],
-) -> str:
-    """A run under the study's parent run, tagged with its role (trial, fusion); its id."""
-    run = client.create_run(
-        experiment_id,
-        run_name=name,
-        tags={"mlflow.parentRunId": parent_run_id, ROLE_TAG: role, STUDY_TAG: study, **tags},
-    )
-    return run.info.run_id
 
 
 class StudyTracker:
     """The MLflow side of one study. Picklable: the client is made on first use."""
 
-    def __init__(self, tracking_uri: str, study: str, artifact_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        study: str,
+        artifact_root: Path | None = None,
+        description: str = "",
+        dataset: DatasetInput | None = None,
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.study = study
         self.artifact_root = artifact_root
+        self.description = description
+        self.dataset = dataset  # recorded as the input of the parent run and of every trial run
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._client: MlflowClient | None = None
@@ -97,18 +91,12 @@ class StudyTracker:
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 
-    def start(self, params: dict[str, Any]) -> None:
+    def start(self, values: dict[str, Any]) -> None:
         """Find or create the experiment and the study's parent run."""
-        experiment = self.client.get_experiment_by_name(self.study)
-        if experiment is None:
-            location = None
-            if self.artifact_root is not None and is_local_store(self.tracking_uri):
-                location = (self.artifact_root / self.study).resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(
-                self.study, artifact_location=location
-            )
-        else:
-            self.experiment_id = experiment.experiment_id
+        location = None
+        if self.artifact_root is not None and is_local_store(self.tracking_uri):
+            location = (self.artifact_root / self.study).resolve().as_uri()
+        self.experiment_id = study_experiment(self.client, self.study, self.description, location)
         found = self.client.search_runs([self.experiment_id], study_run_filter(self.study))
         if found:
             self.parent_run_id = found[0].info.run_id
@@ -117,21 +105,19 @@ class StudyTracker:
             self.experiment_id, run_name=self.study, tags={ROLE_TAG: "study", STUDY_TAG: self.study}
         )
         self.parent_run_id = run.info.run_id
-        self.client.log_batch(
-            self.parent_run_id, params=[Param(k, _param(v)) for k, v in sorted(params.items())]
-        )
+        self.client.log_batch(self.parent_run_id, params=params(values))
+        self._log_dataset(self.parent_run_id)
 
-    def trial_run(self, trial_id: str, name: str, params: dict[str, Any]) -> str:
+    def trial_run(self, trial_id: str, name: str, values: dict[str, Any]) -> str:
         """The run of a trial, created (with its params) the first time it is asked for."""
         if trial_id in self._runs:
             return self._runs[trial_id]
         found = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`{STUDY_TAG}` = '{self.study}' and tags.`{TRIAL_TAG}` = '{trial_id}'",
+            [self.experiment_id], trial_run_filter(self.study, trial_id)
         )
         if found:
             run_id = found[0].info.run_id
-            history = self.client.get_metric_history(run_id, "val_roc_auc")
+            history = self.client.get_metric_history(run_id, SCHEDULER_METRIC)
             self._last_step[run_id] = max((m.step for m in history), default=0)
         else:
             run_id = create_nested_run(
@@ -143,9 +129,8 @@ class StudyTracker:
                 name,
                 {TRIAL_TAG: trial_id},
             )
-            self.client.log_batch(
-                run_id, params=[Param(k, _param(v)) for k, v in sorted(params.items())]
-            )
+            self.client.log_batch(run_id, params=params(values))
+            self._log_dataset(run_id)
             self._last_step[run_id] = 0
         self._runs[trial_id] = run_id
         return run_id
@@ -157,9 +142,8 @@ class StudyTracker:
             return
         timestamp = int(record.get("timestamp", 0) * 1000)
         metrics = [
-            Metric(name, float(record[name]), timestamp, epoch)
-            for name in EPOCH_METRICS
-            if name in record
+            Metric(name, value, timestamp, epoch)
+            for name, value in mlflow_metrics(record, EPOCH_METRICS).items()
         ]
         self.client.log_batch(run_id, metrics=metrics)
         self._last_step[run_id] = epoch
@@ -168,7 +152,8 @@ class StudyTracker:
         self, run_id: str, metrics: dict[str, Any], end_state: str, artifacts: list[Path]
     ) -> None:
         final = [
-            Metric(name, float(metrics[name]), 0, 0) for name in FINAL_METRICS if name in metrics
+            Metric(name, value, 0, 0)
+            for name, value in mlflow_metrics(metrics, FINAL_METRICS).items()
         ]
         self.client.log_batch(run_id, metrics=final, tags=[RunTag(END_STATE_TAG, end_state)])
         for path in artifacts:
@@ -181,6 +166,6 @@ class StudyTracker:
         if self.parent_run_id is not None:
             self.client.set_terminated(self.parent_run_id, status=status)
 
-
-def _param(value: Any) -> str:
-    return str(value)[:6000]
+    def _log_dataset(self, run_id: str) -> None:
+        if self.dataset is not None:
+            self.client.log_inputs(run_id, datasets=[self.dataset])

@@ -279,7 +279,9 @@ def test_the_study_ends_with_the_fusion_of_its_top_two_trials(smoke_study):
     )
     (run,) = [r for r in runs if r.data.tags["mer.fusion"] == "top2"]
     assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-    assert run.info.status == "FINISHED" and run.info.run_name == "fusion-top2"
+    names = [read_json(study / "trials" / t / "metrics.json")["trial_name"] for t in top2]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"fusion top2: {names[0]} + {names[1]}"
     assert run.data.params["members"] == ",".join(top2)
     assert run.data.params["best_single_trial"] == top2[0]
     metrics = read_json(out / "metrics.json")

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mer_models.config import FIELD_NAMES
+from mer_models.config import FIELD_NAMES, TrainConfig, applicable_fields
+from tracking.names import EPOCH_METRICS, FINAL_METRICS
 
 pytestmark = pytest.mark.slow
 RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
-EPOCH_METRICS = {"train_loss", "val_roc_auc", "val_pr_auc", "lr", "seconds", "samples_per_second"}
 
 
 def study_command(data, *extra):
@@ -63,8 +63,12 @@ def check_study(client, study_dir, expected_trials):
         run = by_trial[folder.name]
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert run.data.tags["mer.end_state"] == metrics["end_state"]
-        assert set(run.data.params) == set(FIELD_NAMES)
         config = json.loads((folder / "config.json").read_text())
+        assert set(run.data.params) == set(applicable_fields(TrainConfig(**config)))
+        assert set(run.data.params) <= set(FIELD_NAMES)
+        assert run.info.run_name == metrics["trial_name"]
+        assert run.info.run_name.startswith(("block ", "no attention "))
+        assert " lr=" in run.info.run_name  # smoke.yaml varies the learning rate
         assert run.data.params["units"] == str(config["units"])
         history = client.get_metric_history(run.info.run_id, "val_roc_auc")
         assert sorted(m.step for m in history) == list(range(1, metrics["epochs_run"] + 1))
@@ -72,8 +76,11 @@ def check_study(client, study_dir, expected_trials):
         assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
             [row["val_roc_auc"] for row in logged]
         )
-        assert EPOCH_METRICS <= set(run.data.metrics)
-        assert run.data.metrics["test_roc_auc"] == pytest.approx(metrics["test_roc_auc"])
+        assert set(EPOCH_METRICS.values()) <= set(run.data.metrics)
+        assert {"best_val_roc_auc", "test_roc_auc", "epoch_seconds"} <= set(run.data.metrics)
+        assert not {"validation_roc_auc", "seconds"} & set(run.data.metrics)
+        for key, name in FINAL_METRICS.items():
+            assert run.data.metrics[name] == pytest.approx(metrics[key])
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert artifacts == {
             "config.json",

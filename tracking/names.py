@@ -1,0 +1,130 @@
+"""Names as the MLflow UI shows them: tags, run names and metric names, defined once.
+
+A trial's files (history.json, metrics.json) keep the trainer's keys; MLflow
+gets the names below, which say what each number is: ``val_roc_auc`` is the
+per-epoch validation macro ROC-AUC that ASHA reads, ``best_val_roc_auc`` and
+``test_roc_auc`` are the scores at the epoch of best validation ROC-AUC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# Run and experiment tags --------------------------------------------------------------------
+
+STUDY_TAG = "mer.study"  # the study a run belongs to
+ROLE_TAG = "mer.role"  # study (the parent run), trial or fusion
+TRIAL_TAG = "mer.trial_id"  # Ray Tune's trial id of a trial run
+END_STATE_TAG = "mer.end_state"  # finished, early_stopped, asha_stopped or error
+FUSION_TAG = "mer.fusion"  # a fusion run's folder name (top2, greedy-top4, ...)
+BEST_TRIAL_TAG = "mer.best_trial"  # on the parent run: the best trial's id
+BEST_NAME_TAG = "mer.best_trial_name"  # on the parent run: the best trial's run name
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a run under another in the UI
+NOTE_TAG = "mlflow.note.content"  # MLflow's own: the description shown in the UI
+# MLflow 3's UI shows an experiment without a kind as a GenAI one (traces, token usage);
+# this value makes it open on the runs table, as for model training.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+ROLES = ("study", "trial", "fusion")
+
+# Metric names: trainer key -> MLflow name ---------------------------------------------------
+
+EPOCH_METRICS: Mapping[str, str] = {  # one point per epoch, step = epoch
+    "train_loss": "train_loss",
+    "val_roc_auc": "val_roc_auc",  # the metric schedulers read
+    "val_pr_auc": "val_pr_auc",
+    "lr": "lr",
+    "seconds": "epoch_seconds",
+    "samples_per_second": "samples_per_second",
+}
+FINAL_METRICS: Mapping[str, str] = {  # once per trial, at the epoch of best validation ROC-AUC
+    "validation_roc_auc": "best_val_roc_auc",
+    "validation_pr_auc": "best_val_pr_auc",
+    "validation_roc_auc_micro": "best_val_roc_auc_micro",
+    "validation_pr_auc_micro": "best_val_pr_auc_micro",
+    "test_roc_auc": "test_roc_auc",
+    "test_pr_auc": "test_pr_auc",
+    "test_roc_auc_micro": "test_roc_auc_micro",
+    "test_pr_auc_micro": "test_pr_auc_micro",
+    "best_epoch": "best_epoch",
+    "epochs_run": "epochs_run",
+}
+SCHEDULER_METRIC = "val_roc_auc"
+
+
+def mlflow_metrics(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, float]:
+    """The entries of ``values`` that ``names`` knows, under their MLflow names, as floats."""
+    return {mlflow: float(values[key]) for key, mlflow in names.items() if key in values}
+
+
+# Run names ---------------------------------------------------------------------------------
+
+# Fields that make up the architecture phrase ("block GRU 256", "attention CNN").
+ARCHITECTURE_FIELDS = ("model", "cbam", "cell", "units", "layers")
+# Short labels of other searched fields in run names (others keep their field name).
+SHORT_LABELS = {"dropout": "drop", "batch_size": "batch", "window": "win", "weight_decay": "wd"}
+MAX_RUN_NAME = 250  # MLflow's limit is longer; the runs table shows far less
+
+
+def architecture_name(config: Mapping[str, Any]) -> str:
+    """``attention CNN``, or ``block GRU 256`` / ``no attention LSTM 2x128`` for a CRNN."""
+    if config.get("model", "crnn") == "attention_cnn":
+        return "attention CNN"
+    units, layers = config.get("units", 256), config.get("layers", 1)
+    size = str(units) if layers == 1 else f"{layers}x{units}"
+    attention = "block" if config.get("cbam", True) else "no attention"
+    return f"{attention} {str(config.get('cell', 'gru')).upper()} {size}"
+
+
+def format_value(value: Any) -> str:
+    """A short, readable parameter value: 4.1e-4, 0.12, 64, true."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if value != 0 and abs(value) < 0.01:
+            mantissa, exponent = f"{value:.1e}".split("e")
+            return f"{mantissa}e{int(exponent)}"
+        return f"{value:.3g}"
+    return str(value)
+
+
+def trial_run_name(config: Mapping[str, Any], searched: Iterable[str]) -> str:
+    """A trial's run name from the parameters its space varies.
+
+    The architecture phrase when an architecture field varies (or nothing
+    does), then ``label=value`` for every other searched field:
+    ``block GRU 2x128 lr=4.1e-4 drop=0.12``.
+    """
+    searched = [key for key in searched if key in config]
+    parts = []
+    if not searched or any(key in ARCHITECTURE_FIELDS for key in searched):
+        parts.append(architecture_name(config))
+    for key in searched:
+        if key not in ARCHITECTURE_FIELDS:
+            parts.append(f"{SHORT_LABELS.get(key, key)}={format_value(config[key])}")
+    return " ".join(parts)[:MAX_RUN_NAME]
+
+
+def fusion_run_name(fusion: str, members: Iterable[str]) -> str:
+    """``fusion top2: block GRU 256 + no attention GRU 256``."""
+    return f"fusion {fusion}: {' + '.join(members)}"[:MAX_RUN_NAME]
+
+
+def searched_fields(
+    parameters: Mapping[str, Any], configs: Iterable[Mapping[str, Any]]
+) -> tuple[str, ...]:
+    """The fields a search space varies: its distributions, and the `configs` fields that differ.
+
+    ``parameters`` maps a field to a fixed value or a one-key distribution
+    mapping (``{choice: [...]}``); ``configs`` is the explicit list of rows.
+    """
+    varying = [key for key, spec in parameters.items() if isinstance(spec, Mapping)]
+    rows = list(configs)
+    for key in dict.fromkeys(key for row in rows for key in row):
+        values = {repr(row.get(key)) for row in rows}
+        if len(values) > 1 and key not in varying:
+            varying.append(key)
+    order = {name: i for i, name in enumerate(ARCHITECTURE_FIELDS)}
+    return tuple(sorted(varying, key=lambda key: (order.get(key, len(order)), varying.index(key))))

@@ -1,0 +1,115 @@
+"""Store-side conventions: the study's experiment, its parent run, nested runs, dataset inputs.
+
+Every function takes an `MlflowClient`, so the driver (which writes one call
+at a time from Ray Tune callbacks) and the analysis commands use the same
+calls against a file, SQLite or server store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Dataset, DatasetInput, InputTag, Param
+
+from tracking.names import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    NOTE_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+)
+
+MAX_PARAM = 6000  # MLflow's limit on a param value
+
+
+def default_tracking_uri(working_dir: Path) -> str:
+    """`MLFLOW_TRACKING_URI`, else a SQLite store in the working folder."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{(working_dir / 'mlflow.db').resolve()}"
+    )
+
+
+def is_local_store(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def study_run_filter(study: str) -> str:
+    """The MLflow search filter that finds a study's parent run."""
+    return f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study}'"
+
+
+def trial_run_filter(study: str, trial_id: str) -> str:
+    """The MLflow search filter that finds a trial's run."""
+    return f"tags.`{STUDY_TAG}` = '{study}' and tags.`{TRIAL_TAG}` = '{trial_id}'"
+
+
+def study_experiment(
+    client: MlflowClient, study: str, description: str, artifact_location: str | None = None
+) -> str:
+    """The id of the study's experiment, created if new; kind and description set either way.
+
+    The kind tag makes MLflow 3's UI open the experiment on its runs table
+    (not on a GenAI dashboard); the description is the space's.
+    """
+    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: description.strip()}
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        return client.create_experiment(study, artifact_location=artifact_location, tags=tags)
+    for key, value in tags.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
+
+
+def create_nested_run(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    study: str,
+    role: str,
+    name: str,
+    tags: dict[str, str],
+) -> str:
+    """A run under the study's parent run, tagged with its role (trial, fusion); its id."""
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={PARENT_TAG: parent_run_id, ROLE_TAG: role, STUDY_TAG: study, **tags},
+    )
+    return run.info.run_id
+
+
+def params(values: Mapping[str, Any]) -> list[Param]:
+    """MLflow params, sorted by key, values as text cut to MLflow's limit."""
+    return [Param(key, str(value)[:MAX_PARAM]) for key, value in sorted(values.items())]
+
+
+def dataset_input(
+    name: str, source: str, description: Mapping[str, Any], context: str = "training"
+) -> DatasetInput:
+    """A dataset recorded as a run's input: its name, where it lies and what was read of it.
+
+    The tracks stay on disk; MLflow keeps their location, a digest of the
+    description and the description itself (split, subset, track counts)
+    as the dataset's profile.
+    """
+    profile = json.dumps(dict(description), sort_keys=True)
+    return DatasetInput(
+        Dataset(
+            name=name,
+            digest=hashlib.sha256(profile.encode()).hexdigest()[:16],
+            source_type="local",
+            source=json.dumps({"uri": source}),
+            profile=profile,
+        ),
+        tags=[InputTag("mlflow.data.context", context)],
+    )
