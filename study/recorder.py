@@ -145,7 +145,13 @@ class StudyRecorder(tune.Callback):
                 )
             ],
         )
-        log.info("trial %s: %s after %d epochs", trial, end_state, summary["epoch"])
+        log.info(
+            "trial %s (%s): %s after %d epochs",
+            trial.trial_id,
+            metrics["trial_name"],
+            end_state,
+            summary["epoch"],
+        )
 
     def _print_table(self, trials: list) -> None:
         self._last_table = time.monotonic()

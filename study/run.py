@@ -12,6 +12,7 @@ the fusion of its two best trials. `--resume` continues an interrupted study.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -47,6 +48,17 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
         "or a cloud URI (s3://, gs://) for Ray's checkpoints, the results then in ./ray_results",
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted study")
+    parser.add_argument(
+        "--scheduler",
+        choices=("fifo", "asha"),
+        help="override the space's scheduler: fifo trains every trial to its own stop (equal "
+        "budgets, to reproduce a table), asha stops weak trials early (to search)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show Ray's, MLflow's and the libraries' own messages",
+    )
     parser.add_argument(
         "--tracking-uri",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)",
@@ -90,14 +102,42 @@ def study_name(args: argparse.Namespace, storage_dir: Path, space_name: str) -> 
     return space_name if not taken else f"{space_name}-{len(taken) + 1}"
 
 
+# Loggers whose INFO lines (database creation, migrations, cluster notices) are not ours.
+LIBRARY_LOGGERS = ("mlflow", "alembic", "ray", "filelock", "urllib3")
+
+
+def configure_console(verbose: bool) -> None:
+    """Our progress table and messages only; with ``verbose``, the libraries' own too.
+
+    Called before Ray and MLflow are imported (Ray's progress box and its
+    TensorBoard hint are switched off by environment), and again after, since
+    both set their loggers' levels on import.
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stdout
+    )
+    for name in ("study", "analysis"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    if verbose:
+        return
+    # Ray Tune's own progress output (its configuration box, TensorBoard hint); ours is printed.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args, parser = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    configure_console(args.verbose)
     try:
         space = load_space(args.space)
     except SpaceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.scheduler is not None and args.scheduler != space.scheduler.type:
+        space = dataclasses.replace(
+            space, scheduler=dataclasses.replace(space.scheduler, type=args.scheduler)
+        )
     working = Path.cwd()
     storage = args.storage or str(working / "ray_results")
     local_storage = "://" not in storage or storage.startswith("file://")
@@ -127,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     from study.driver import StudyOptions, check_trial_configs, run_study, study_params
     from study.tracking import StudyTracker, study_dataset
     from tracking.runs import default_tracking_uri
+
+    configure_console(args.verbose)  # Ray and MLflow set their loggers' levels on import
 
     options = StudyOptions(
         space=space,

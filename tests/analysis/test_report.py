@@ -17,6 +17,7 @@ from analysis.plots import ASHA_LABEL, curve_from_history, validation_curves_fig
 from analysis.report import CURVES_FILE, PER_TAG_FILE, REPORT_FILE
 from mer_models.study_results import load_study
 from tests.analysis.conftest import copy_study, read_json
+from tracking.names import FINAL_METRICS
 
 pytestmark = pytest.mark.slow
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -78,7 +79,7 @@ def test_the_report_holds_the_values_the_trials_logged(smoke_study):
         # ... which are also what MLflow recorded for the trial.
         run = client.get_run(metrics["mlflow_run_id"])
         for key in ("validation_roc_auc", "test_roc_auc", "test_pr_auc"):
-            assert percent(run.data.metrics[key]) == percent(metrics[key])
+            assert percent(run.data.metrics[FINAL_METRICS[key]]) == percent(metrics[key])
 
     fusion = read_json(study / "fusions" / "top2" / "metrics.json")
     row = rows[f"fusion top2 ({' + '.join(fusion['members'])})"]
