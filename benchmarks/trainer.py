@@ -5,10 +5,17 @@ and the small default of the quick budget, both loops run the same model
 and the same pre-made batches, alternating, so that the ratio measures the
 trainer's own overhead (finite-loss checks, metric bookkeeping, device
 handling) and not data loading. FLOPs per sample come from torch's flop
-counter; on CUDA the bf16 / channels_last variants are measured too, with
-the fraction of the GPU's peak bf16 FLOP/s they reach (--peak-tflops).
+counter.
 
-    python benchmarks/trainer.py [--steps 6] [--repeats 3] [--peak-tflops 989]
+On CUDA each size is measured as the trainer runs it by default (bf16 +
+channels_last, the step as one CUDA graph: key prefix `paper_`), with the
+graph off (`_eager`), in fp32 with and without the graph (`_fp32`,
+`_fp32_eager`), and the alternative design, the model under
+torch.compile(mode="reduce-overhead") with a fused Adam (`_compile`), each
+with its share of the GPU's peak bf16 FLOP/s (--peak-tflops). The bare loop
+is the eager step, so a graphed variant's `ratio_vs_bare` is its speed-up.
+
+    python benchmarks/trainer.py [--steps N] [--repeats 3] [--peak-tflops 989] [--sizes paper]
 
 The last line printed is a JSON object of the figures.
 """
@@ -25,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mer_models.config import TrainConfig
 from mer_models.models import build_model
+from mer_models.training.step import autocast_for, make_optimizer
 from mer_models.training.trainer import TrainingLoop
 
 SIZES = {
@@ -70,20 +78,24 @@ def synchronize(device: torch.device) -> None:
 
 
 def measure(config: TrainConfig, device: torch.device, steps: int, repeats: int) -> dict:
+    """The trainer's loop (`TrainingLoop.train_epoch`) against the bare eager loop."""
     torch.manual_seed(0)
     channels_last = config.channels_last and device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(config, n_tags=56).to(device, memory_format=memory_format)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    loop = TrainingLoop(model, optimizer, device, config, channels_last)
+    bare_model = build_model(config, n_tags=56).to(device, memory_format=memory_format)
+    bare_optimizer = torch.optim.Adam(bare_model.parameters(), lr=config.lr)
+    bare_autocast = autocast_for(config.replace(cuda_graphs=False), device)
+    loop = TrainingLoop(model, make_optimizer(model, config, device), device, config, channels_last)
     batches = make_batches(config, steps, device)
     samples = steps * config.batch_size
-    loop.train_epoch(batches[:2], epoch=0)  # warm-up: kernels, allocator, autotuning
+    loop.train_epoch(batches[:2], epoch=0)  # warm-up: kernels, allocator, autotuning, capture
+    bare_loop(bare_model, bare_optimizer, batches[:2], bare_autocast, memory_format)
     ours, bare = [], []
     for _ in range(repeats):
         synchronize(device)
         started = time.perf_counter()
-        bare_loop(model, optimizer, batches, loop.autocast, memory_format)
+        bare_loop(bare_model, bare_optimizer, batches, bare_autocast, memory_format)
         synchronize(device)
         bare.append(samples / (time.perf_counter() - started))
         started = time.perf_counter()
@@ -97,31 +109,81 @@ def measure(config: TrainConfig, device: torch.device, steps: int, repeats: int)
     }
 
 
+def measure_compiled(config: TrainConfig, device: torch.device, steps: int, repeats: int) -> dict:
+    """The alternative to the hand-captured graph: torch.compile(mode="reduce-overhead").
+
+    Inductor fuses the model's kernels and replays forward and backward as
+    CUDA graphs (cudagraph trees); the fused Adam update runs after them.
+    """
+    torch.manual_seed(0)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = build_model(config, n_tags=56).to(device, memory_format=memory_format)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+    compiled = torch.compile(model, mode="reduce-overhead")
+    autocast = autocast_for(config.replace(cuda_graphs=False), device)
+    loss_fn = nn.BCEWithLogitsLoss()
+    batches = make_batches(config, steps, device)
+    samples = steps * config.batch_size
+
+    def run(part) -> None:
+        running = torch.zeros((), device=device)
+        for windows, labels in part:
+            torch.compiler.cudagraph_mark_step_begin()
+            with autocast():
+                logits = compiled(windows.to(memory_format=memory_format))
+            loss = loss_fn(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running += loss.detach()
+
+    run(batches[:3])  # compile, record the graphs
+    rates = []
+    for _ in range(repeats):
+        synchronize(device)
+        started = time.perf_counter()
+        run(batches)
+        synchronize(device)
+        rates.append(samples / (time.perf_counter() - started))
+    return {"samples_per_second": max(rates)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6, help="batches per timed pass")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="batches per timed pass (default: 6 CPU, 60 CUDA)"
+    )
+    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=list(SIZES))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100 SXM: 989)"
     )
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    steps = args.steps or (60 if device.type == "cuda" else 6)
     figures: dict = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
     }
-    for size, config in SIZES.items():
+    for size in args.sizes:
+        config = SIZES[size]
         flops = flops_per_sample(config)
         figures[f"{size}_gflops_per_sample"] = round(flops / 1e9, 3)
         variants = {"": config}
         if device.type == "cuda":
+            fp32 = config.replace(bf16=False, channels_last=False)
             variants = {
                 "": config,
-                "_fp32": config.replace(bf16=False, channels_last=False),
-                "_bf16_only": config.replace(channels_last=False),
+                "_eager": config.replace(cuda_graphs=False),
+                "_fp32": fp32,
+                "_fp32_eager": fp32.replace(cuda_graphs=False),
+                "_compile": config,
             }
         for suffix, variant in variants.items():
-            result = measure(variant, device, args.steps, args.repeats)
+            if suffix == "_compile":
+                result = measure_compiled(variant, device, steps, args.repeats)
+            else:
+                result = measure(variant, device, steps, args.repeats)
             for key, value in result.items():
                 figures[f"{size}{suffix}_{key}"] = round(value, 3)
             achieved = result["samples_per_second"] * flops
@@ -130,12 +192,23 @@ def main() -> None:
                 figures[f"{size}{suffix}_peak_fraction"] = round(
                     achieved / (args.peak_tflops * 1e12), 4
                 )
+            bare = (
+                f", bare {result['bare_samples_per_second']:.1f}, "
+                f"ratio {result['ratio_vs_bare']:.3f}"
+                if "ratio_vs_bare" in result
+                else ""
+            )
             print(
-                f"{size}{suffix or ''}: ours {result['samples_per_second']:.1f} samples/s, bare "
-                f"{result['bare_samples_per_second']:.1f}, ratio {result['ratio_vs_bare']:.3f}, "
+                f"{size}{suffix}: ours {result['samples_per_second']:.1f} samples/s{bare}, "
                 f"{achieved / 1e12:.3f} TFLOP/s ({flops / 1e9:.2f} GFLOP per sample)",
                 flush=True,
             )
+        if device.type == "cuda":
+            graph, compiled = (
+                figures[f"{size}_samples_per_second"],
+                figures[f"{size}_compile_samples_per_second"],
+            )
+            figures[f"{size}_faster_design"] = "cuda_graph" if graph >= compiled else "compile"
     figures["ratio_vs_bare"] = min(v for k, v in figures.items() if k.endswith("ratio_vs_bare"))
     print(json.dumps(figures))
 
