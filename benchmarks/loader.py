@@ -27,7 +27,7 @@ import numpy as np
 
 from mer_models.data.augment import SpecAugment
 from mer_models.data.dataset import TrainWindows
-from mer_models.data.scaling import BandStats
+from mer_models.data.sources import MelspecFolder
 from mer_models.data.splits import SplitTable
 from mer_models.data.windows import FRAMES_PER_SECOND, open_melspec, random_start, read_window
 
@@ -102,13 +102,7 @@ def main() -> None:
             labels=np.zeros((len(files), 56), bool),
             tags=tuple(f"tag{i}" for i in range(56)),
         )
-        dataset = TrainWindows(
-            table,
-            root,
-            WINDOW,
-            BandStats(np.full(96, -40, np.float32), np.full(96, 12, np.float32)),
-            SpecAugment(),
-        )
+        dataset = TrainWindows(table, MelspecFolder(table, root), WINDOW, SpecAugment())
         keys = [
             (int(i), int(s))
             for i, s in zip(

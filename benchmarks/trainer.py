@@ -26,11 +26,14 @@ import argparse
 import json
 import time
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mer_models.config import TrainConfig
+from mer_models.data.augment import BatchPreprocess
+from mer_models.data.scaling import BandStats
 from mer_models.models import build_model
 from mer_models.training.step import autocast_for, make_optimizer
 from mer_models.training.trainer import TrainingLoop
@@ -47,14 +50,15 @@ def make_batches(config: TrainConfig, steps: int, device: torch.device) -> list:
     for _ in range(steps):
         windows = torch.randn(config.batch_size, 1, 96, config.window, generator=generator)
         labels = (torch.rand(config.batch_size, 56, generator=generator) < 0.04).float()
-        batches.append((windows.to(device), labels.to(device)))
+        masks = torch.tensor([[10, 5, 200, 5]]).repeat(config.batch_size, 1)
+        batches.append((windows.to(device), labels.to(device), masks.to(device)))
     return batches
 
 
 def bare_loop(model, optimizer, batches, autocast, memory_format) -> None:
     loss_fn = nn.BCEWithLogitsLoss()
     model.train()
-    for windows, labels in batches:
+    for windows, labels, _ in batches:
         with autocast():
             logits = model(windows.to(memory_format=memory_format))
         loss = loss_fn(logits.float(), labels)
@@ -86,7 +90,15 @@ def measure(config: TrainConfig, device: torch.device, steps: int, repeats: int)
     bare_model = build_model(config, n_tags=56).to(device, memory_format=memory_format)
     bare_optimizer = torch.optim.Adam(bare_model.parameters(), lr=config.lr)
     bare_autocast = autocast_for(config.replace(cuda_graphs=False), device)
-    loop = TrainingLoop(model, make_optimizer(model, config, device), device, config, channels_last)
+    unit = BandStats(np.zeros(96, np.float32), np.ones(96, np.float32))
+    loop = TrainingLoop(
+        model,
+        make_optimizer(model, config, device),
+        device,
+        config,
+        channels_last,
+        BatchPreprocess(unit).to(device),
+    )
     batches = make_batches(config, steps, device)
     samples = steps * config.batch_size
     loop.train_epoch(batches[:2], epoch=0)  # warm-up: kernels, allocator, autotuning, capture
@@ -127,7 +139,7 @@ def measure_compiled(config: TrainConfig, device: torch.device, steps: int, repe
 
     def run(part) -> None:
         running = torch.zeros((), device=device)
-        for windows, labels in part:
+        for windows, labels, _ in part:
             torch.compiler.cudagraph_mark_step_begin()
             with autocast():
                 logits = compiled(windows.to(memory_format=memory_format))

@@ -1,4 +1,9 @@
-"""Torch datasets and loaders of mel-spectrogram windows.
+"""Torch datasets and loaders of raw mel-spectrogram windows.
+
+Items hold raw dB windows (float16 from a packed store, float32 from .npy
+files) and, for training, the SpecAugment masks drawn for them; the trainer
+standardises and masks whole batches on its device
+(`mer_models.data.augment.BatchPreprocess`).
 
 Randomness is keyed per sample, not per worker: the sampler hands each
 index to the dataset together with a seed drawn from (run seed, epoch), so
@@ -10,67 +15,59 @@ uninterrupted run would.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mer_models.data.augment import SpecAugment
-from mer_models.data.scaling import BandStats
+from mer_models.data.augment import NO_MASKS, SpecAugment
+from mer_models.data.sources import WindowSource
 from mer_models.data.splits import DataError, SplitTable
-from mer_models.data.windows import centred_starts, open_melspec, random_start, read_window
+from mer_models.data.windows import centred_starts, random_start
 
 
 class TrainWindows(Dataset):
-    """Random windows of training tracks, standardised, with SpecAugment.
+    """Random raw windows of training tracks, with their SpecAugment masks.
 
     Items are keyed by `(index, sample_seed)` pairs from `EpochSampler`.
-    Returns a (1, bands, window) float32 tensor and the (tags,) float32 labels.
+    Returns the (1, bands, window) raw window, the (tags,) float32 labels and
+    the int64 (4,) masks (freq_start, freq_width, time_start, time_width;
+    zero widths without augmentation).
     """
 
     def __init__(
-        self,
-        table: SplitTable,
-        melspecs: Path,
-        window: int,
-        stats: BandStats,
-        augment: SpecAugment | None,
+        self, table: SplitTable, source: WindowSource, window: int, augment: SpecAugment | None
     ) -> None:
         self.table = table
-        self.melspecs = Path(melspecs)
+        self.source = source
         self.window = window
-        self.stats = stats
         self.augment = augment
         self.labels = torch.from_numpy(table.labels.astype(np.float32))
 
     def __len__(self) -> int:
         return len(self.table)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         index, sample_seed = key
         rng = np.random.default_rng(sample_seed)
-        array = open_melspec(self.melspecs / self.table.melspec_paths[index])
-        window = read_window(array, random_start(array.shape[1], self.window, rng), self.window)
-        window = _finite(self.stats.apply(window), self.table, index)
-        if self.augment is not None:
-            window = self.augment(window, rng)
-        return torch.from_numpy(window)[None], self.labels[index]
+        start = random_start(self.source.length(index), self.window, rng)
+        window = _finite(self.source.read(index, start, self.window), self.table, index)
+        masks = NO_MASKS if self.augment is None else self.augment.draw(*window.shape, rng)
+        return torch.from_numpy(window)[None], self.labels[index], torch.from_numpy(masks)
 
 
 class EvalWindows(Dataset):
-    """`crops` windows centred on evenly spaced points of each track (1: the centre).
+    """`crops` raw windows centred on evenly spaced points of each track (1: the centre).
 
-    Returns a (crops, 1, bands, window) float32 tensor and the (tags,) labels.
+    Returns a (crops, 1, bands, window) raw tensor and the (tags,) labels.
     """
 
     def __init__(
-        self, table: SplitTable, melspecs: Path, window: int, stats: BandStats, crops: int = 1
+        self, table: SplitTable, source: WindowSource, window: int, crops: int = 1
     ) -> None:
         self.table = table
-        self.melspecs = Path(melspecs)
+        self.source = source
         self.window = window
-        self.stats = stats
         self.crops = crops
         self.labels = torch.from_numpy(table.labels.astype(np.float32))
 
@@ -78,20 +75,26 @@ class EvalWindows(Dataset):
         return len(self.table)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        array = open_melspec(self.melspecs / self.table.melspec_paths[index])
-        starts = centred_starts(array.shape[1], self.window, self.crops)
-        windows = np.stack([read_window(array, int(s), self.window) for s in starts])
-        windows = _finite(self.stats.apply(windows), self.table, index)  # (K, bands, window)
+        starts = centred_starts(self.source.length(index), self.window, self.crops)
+        windows = np.stack([self.source.read(index, int(s), self.window) for s in starts])
+        windows = _finite(windows, self.table, index)  # (K, bands, window)
         return torch.from_numpy(windows[:, None]), self.labels[index]
 
 
 def _finite(window: np.ndarray, table: SplitTable, index: int) -> np.ndarray:
-    if not np.isfinite(window).all():
+    if not all_finite(window):
         raise DataError(
             f"track {table.track_ids[index]} of {table.file} ({table.melspec_paths[index]}): "
             "the mel-spectrogram holds NaN or infinite values"
         )
     return window
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """Whether every value is finite; float16 by its exponent bits (numpy's float16 is slow)."""
+    if values.dtype == np.float16:
+        return bool((values.view(np.uint16) & 0x7FFF).max() < 0x7C00)
+    return bool(np.isfinite(values).all())
 
 
 class EpochSampler(Sampler):

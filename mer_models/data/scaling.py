@@ -2,7 +2,8 @@
 
 The mean and standard deviation of each mel band are computed once over the
 centred window of every training track (only real frames, no padding) and
-cached, keyed by the melspec folder, the training split file and the window.
+cached, keyed by where the windows come from (melspec folder or packed
+store), the training split file and the window.
 Validation and test windows are scaled with the same training statistics.
 """
 
@@ -14,14 +15,14 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
 
 from mer_models.cache import cache_root
-from mer_models.data.splits import SplitTable
-from mer_models.data.windows import centred_starts, open_melspec
+from mer_models.data.sources import WindowSource, window_source
+from mer_models.data.splits import DatasetPaths, SplitTable
+from mer_models.data.windows import centred_starts
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,6 @@ class BandStats:
     mean: np.ndarray
     std: np.ndarray
 
-    def apply(self, window: np.ndarray) -> np.ndarray:
-        """Standardise a (bands, frames) window in place and return it."""
-        window -= self.mean[:, None]
-        window /= self.std[:, None]
-        return window
-
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
@@ -47,15 +42,16 @@ class BandStats:
         return cls(np.asarray(values["mean"], np.float32), np.asarray(values["std"], np.float32))
 
 
-def compute_band_stats(train: SplitTable, melspecs: Path, window: int) -> BandStats:
+def compute_band_stats(train: SplitTable, source: WindowSource, window: int) -> BandStats:
     """Mean and std per band over the centred windows of the training tracks."""
     total = None
     total_sq = None
     count = 0
-    for relative in train.melspec_paths:
-        array = open_melspec(melspecs / relative)
-        start = int(centred_starts(array.shape[1], window)[0])
-        frames = np.asarray(array[:, start : start + window], dtype=np.float64)
+    for index in range(len(train)):
+        n_frames = source.length(index)
+        start = int(centred_starts(n_frames, window)[0])
+        real = min(window, n_frames - start)  # padding is not data
+        frames = np.asarray(source.read(index, start, real), dtype=np.float64)
         if total is None:
             total = np.zeros(frames.shape[0])
             total_sq = np.zeros(frames.shape[0])
@@ -67,11 +63,12 @@ def compute_band_stats(train: SplitTable, melspecs: Path, window: int) -> BandSt
     return BandStats(mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32))
 
 
-def band_stats(train: SplitTable, melspecs: Path, window: int) -> BandStats:
+def band_stats(train: SplitTable, paths: DatasetPaths, window: int) -> BandStats:
     """`compute_band_stats`, cached on disk so that a study computes it once."""
     key = hashlib.sha256(
-        json.dumps([str(Path(melspecs).resolve()), str(train.file.resolve()), window]).encode()
+        json.dumps([str(paths.windows), str(train.file.resolve()), window]).encode()
         + train.file.read_bytes()
+        + _store_identity(paths)
     ).hexdigest()[:20]
     folder = cache_root() / "band_stats"
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,9 +77,18 @@ def band_stats(train: SplitTable, melspecs: Path, window: int) -> BandStats:
         if path.is_file():
             return BandStats.from_dict(json.loads(path.read_text()))
         log.info("computing per-band input statistics over %d training tracks", len(train))
-        stats = compute_band_stats(train, Path(melspecs), window)
+        stats = compute_band_stats(train, window_source(paths, train), window)
         handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
         with os.fdopen(handle, "w") as out:
             json.dump(stats.to_dict(), out)
         os.replace(temporary, path)
         return stats
+
+
+def _store_identity(paths: DatasetPaths) -> bytes:
+    """A packed store's manifest, so that a store rebuilt in place gets new statistics."""
+    if paths.store is None:
+        return b""
+    from mer_models.data.store import MANIFEST
+
+    return (paths.store / MANIFEST).read_bytes()

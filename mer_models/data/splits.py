@@ -27,16 +27,28 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetPaths:
-    """Where a dataset lives: metadata checkout, melspec folder, split and subset."""
+    """Where a dataset lives: metadata checkout, split and subset, and its windows.
+
+    Windows come from a melspec folder or from a packed store
+    (`mer_models.data.store`), exactly one of the two.
+    """
 
     metadata: Path
-    melspecs: Path
+    melspecs: Path | None = None
     split: int = 0
     subset: str = "moodtheme"
+    store: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metadata", Path(self.metadata).expanduser().resolve())
-        object.__setattr__(self, "melspecs", Path(self.melspecs).expanduser().resolve())
+        if (self.melspecs is None) == (self.store is None):
+            raise DataError(
+                "a dataset reads its windows from a melspec folder or from a packed store: "
+                f"give exactly one (melspecs={self.melspecs}, store={self.store})"
+            )
+        for name in ("melspecs", "store"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)).expanduser().resolve())
         if self.subset not in SUBSETS:
             raise DataError(f"unknown subset {self.subset!r}; expected one of {', '.join(SUBSETS)}")
         if self.split < 0:
@@ -59,10 +71,16 @@ class DatasetPaths:
     def to_dict(self) -> dict:
         return {
             "metadata": str(self.metadata),
-            "melspecs": str(self.melspecs),
+            "melspecs": None if self.melspecs is None else str(self.melspecs),
             "split": self.split,
             "subset": self.subset,
+            "store": None if self.store is None else str(self.store),
         }
+
+    @property
+    def windows(self) -> Path:
+        """The folder the windows are read from: the store, else the melspec folder."""
+        return self.store if self.store is not None else self.melspecs
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from mer_models.config import TrainConfig
-from mer_models.data.augment import SpecAugment
+from mer_models.data.augment import BatchPreprocess, SpecAugment
 from mer_models.data.check import require_valid_dataset
 from mer_models.data.dataset import EpochSampler, EvalWindows, TrainWindows, make_loader
 from mer_models.data.scaling import BandStats, band_stats
+from mer_models.data.sources import window_source
 from mer_models.data.splits import DatasetPaths, SplitTable, load_split
 from mer_models.models import build_model
 from mer_models.thresholds import THRESHOLDS_FILE, tune_thresholds, write_thresholds
@@ -78,7 +79,7 @@ def train(
         require_valid_dataset(paths)
     tables = split_tables(paths)
     tags = tables["train"].tags
-    stats = band_stats(tables["train"], paths.melspecs, config.window)
+    stats = band_stats(tables["train"], paths, config.window)
 
     torch.manual_seed(config.seed)
     channels_last = config.channels_last and device.type == "cuda"
@@ -102,12 +103,15 @@ def train(
         best_metrics = saved["best_metrics"]
         stats = BandStats.from_dict(saved["band_stats"])
         log.info("restored %s at epoch %d", restore, state.epoch)
-    loop = TrainingLoop(model, optimizer, device, config, channels_last)
+    preprocess = BatchPreprocess(stats).to(device)
+    loop = TrainingLoop(model, optimizer, device, config, channels_last, preprocess)
 
     sampler = EpochSampler(len(tables["train"]), seed=config.seed)
     augment = SpecAugment(config.time_mask, config.freq_mask)
     train_loader = make_loader(
-        TrainWindows(tables["train"], paths.melspecs, config.window, stats, augment),
+        TrainWindows(
+            tables["train"], window_source(paths, tables["train"]), config.window, augment
+        ),
         config.batch_size,
         config.workers,
         sampler=sampler,
@@ -116,7 +120,9 @@ def train(
     )
     eval_loaders = {
         part: make_loader(
-            EvalWindows(tables[part], paths.melspecs, config.window, stats, config.eval_crops),
+            EvalWindows(
+                tables[part], window_source(paths, tables[part]), config.window, config.eval_crops
+            ),
             config.eval_batch_size,
             config.workers,
         )
@@ -213,6 +219,8 @@ class TrainingLoop:
     The training step itself (eager, or one CUDA graph) comes from
     `step.make_step`; the loop moves batches to the device, keeps the
     running loss on the device and checks it is finite now and then.
+    Batches arrive raw (`TrainWindows`: windows, labels, masks; `EvalWindows`:
+    windows, labels) and are standardised and masked on the device.
     """
 
     def __init__(
@@ -222,16 +230,22 @@ class TrainingLoop:
         device: torch.device,
         config: TrainConfig,
         channels_last: bool,
+        preprocess: BatchPreprocess,
     ) -> None:
         self.model = model
+        self.preprocess = preprocess
         self.optimizer = optimizer
         self.device = device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.step = make_step(model, optimizer, config, device, self.memory_format)
         self.autocast = autocast_for(config, device)
 
-    def _to_device(self, windows: torch.Tensor) -> torch.Tensor:
-        return windows.to(self.device, non_blocking=True, memory_format=self.memory_format)
+    def _to_device(self, windows: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Model input: raw windows moved to the device, standardised and masked there."""
+        windows = windows.to(self.device, non_blocking=True)
+        if masks is not None:
+            masks = masks.to(self.device, non_blocking=True)
+        return self.preprocess(windows, masks).contiguous(memory_format=self.memory_format)
 
     def train_epoch(self, loader, epoch: int) -> tuple[float, int, float]:
         """Mean loss, samples seen and seconds of one pass over the training loader."""
@@ -239,8 +253,8 @@ class TrainingLoop:
         running = torch.zeros((), device=self.device)
         steps = samples = 0
         started = time.perf_counter()
-        for windows, labels in loader:
-            windows = self._to_device(windows)
+        for windows, labels, masks in loader:
+            windows = self._to_device(windows, masks)
             labels = labels.to(self.device, non_blocking=True)
             running += self.step(windows, labels)
             steps += 1

@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from mer_models.config import TrainConfig
+from mer_models.data.augment import BatchPreprocess
 from mer_models.data.dataset import EvalWindows, make_loader
-from mer_models.data.scaling import band_stats
+from mer_models.data.scaling import BandStats, band_stats
+from mer_models.data.sources import window_source
 from mer_models.models import build_model
 from mer_models.training.step import (
     EagerStep,
@@ -73,7 +75,9 @@ def test_cpu_never_uses_the_graph():
     assert optimizer.param_groups[0]["fused"] is None
     step = make_step(model, optimizer, config, CPU)
     assert type(step) is EagerStep
-    assert type(TrainingLoop(model, optimizer, CPU, config, False).step) is EagerStep
+    unit = BandStats(np.zeros(96, np.float32), np.ones(96, np.float32))
+    loop = TrainingLoop(model, optimizer, CPU, config, False, BatchPreprocess(unit))
+    assert type(loop.step) is EagerStep
 
 
 def test_the_graphed_step_refuses_an_optimizer_it_cannot_capture():
@@ -165,10 +169,12 @@ def test_evaluation_at_its_own_batch_size_gives_the_same_predictions(tmp_path, m
     )
     tables = split_tables(paths)
     config = SMALL.replace(eval_crops=3)
-    stats = band_stats(tables["train"], paths.melspecs, config.window)
+    stats = band_stats(tables["train"], paths, config.window)
     model = build_model(config, n_tags=len(tables["train"].tags))
-    loop = TrainingLoop(model, make_optimizer(model, config, CPU), CPU, config, False)
-    dataset = EvalWindows(tables["validation"], paths.melspecs, config.window, stats, 3)
+    optimizer = make_optimizer(model, config, CPU)
+    loop = TrainingLoop(model, optimizer, CPU, config, False, BatchPreprocess(stats))
+    source = window_source(paths, tables["validation"])
+    dataset = EvalWindows(tables["validation"], source, config.window, 3)
     at_training_size = loop.predict(make_loader(dataset, config.batch_size, 0))
     at_eval_size = loop.predict(make_loader(dataset, 8, 0))
     one_at_a_time = loop.predict(make_loader(dataset, 1, 0))
