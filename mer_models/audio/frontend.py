@@ -97,6 +97,8 @@ def load_audio(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: audio file not found")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: the recording is empty (0 bytes)")
     es = _essentia()
     try:
         audio = es.MonoLoader(

@@ -34,6 +34,18 @@ def write_audio(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
     return path
 
 
+def write_empty_wav(path: Path) -> Path:
+    """A valid WAV header with no samples (Essentia's writer writes no file for no samples)."""
+    import wave
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(RATE)
+    return path
+
+
 @pytest.fixture(scope="session")
 def recordings(tmp_path_factory) -> dict[str, Path]:
     """The chirp and tones at 12 kHz as WAV and MP3, and at 44.1 kHz as WAV."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mer_models.audio.frontend import AudioError, load_audio, melspec_file, melspectrogram
-from tests.audio.conftest import RATE, chirp_and_tones, write_audio
+from tests.audio.conftest import RATE, chirp_and_tones, write_empty_wav
 
 
 def slaney_hz_to_mel(hz):
@@ -132,6 +132,10 @@ def test_undecodable_and_empty_recordings_are_errors_naming_the_file(tmp_path):
         melspec_file(broken)
     with pytest.raises(AudioError, match="missing.wav: audio file not found"):
         melspec_file(tmp_path / "missing.wav")
-    empty = write_audio(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32))
-    with pytest.raises(AudioError, match="empty.wav"):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(AudioError, match="empty.wav: the recording is empty"):
         melspec_file(empty)
+    header_only = write_empty_wav(tmp_path / "header.wav")  # FFmpeg finds no stream in it
+    with pytest.raises(AudioError, match="header.wav: cannot decode"):
+        melspec_file(header_only)

@@ -1,0 +1,1 @@
+"""Tagging new music with trained models: model sources and window scoring."""
