@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mer_models.data.augment import BatchPreprocess
 from mer_models.data.windows import centred_starts, read_window
 from mer_models.tagging.sources import Tagger, TrainedModel
 
@@ -43,12 +44,13 @@ def model_probabilities(
     """float64 (tags,) mean sigmoid over the windows of a (96, T) melspec, and the window count."""
     window = model.config.window
     starts = window_starts(melspec.shape[1], window, crops)
+    standardise = BatchPreprocess(model.stats).to(device)  # as evaluation does: no masks
     total = torch.zeros(len(model.tags), dtype=torch.float64)
     for first in range(0, len(starts), batch_size):
         chunk = starts[first : first + batch_size]
-        windows = np.stack([read_window(melspec, int(s), window) for s in chunk])
-        windows = model.stats.apply(windows)  # (B, bands, window)
-        logits = model.network(torch.from_numpy(windows[:, None]).to(device))  # (B, tags)
+        windows = np.stack([read_window(melspec, int(s), window) for s in chunk])[:, None]
+        inputs = standardise(torch.from_numpy(windows).to(device))  # (B, 1, bands, window)
+        logits = model.network(inputs)  # (B, tags)
         total += torch.sigmoid(logits.float()).sum(dim=0).double().cpu()
     return (total / len(starts)).numpy(), len(starts)
 
