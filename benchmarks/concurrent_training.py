@@ -98,7 +98,7 @@ def run_concurrently(
     first, so the trials do not race to compute them.
     """
     for window in {config.window for config in configs.values()}:
-        band_stats(load_split(paths, "train"), paths.melspecs, window)
+        band_stats(load_split(paths, "train"), paths, window)
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
     barrier = context.Barrier(len(configs))
     results = context.Queue()

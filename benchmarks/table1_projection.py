@@ -26,6 +26,7 @@ The last line printed is a JSON object of the figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -55,7 +56,7 @@ def cut_to_sizes(paths: DatasetPaths, sizes: dict[str, int], out: Path) -> Datas
     """A copy of the metadata whose split files keep the first `sizes[part]` tracks."""
     metadata = out / "metadata"
     shutil.copytree(paths.metadata, metadata)
-    cut = DatasetPaths(metadata, paths.melspecs, split=paths.split, subset=paths.subset)
+    cut = dataclasses.replace(paths, metadata=metadata)
     for part, size in sizes.items():
         lines = cut.split_file(part).read_bytes().decode().splitlines()
         if len(lines) - 1 < size:
