@@ -140,10 +140,12 @@ def table1_cells(config: dict[str, Any]) -> tuple[str, str, str]:
 def data_description(study: Study) -> str:
     """Which data the study ran on, from study.json, and whether it is the synthetic stand-in."""
     data = study.data
-    where = (
-        f"metadata `{data.metadata}`, mel-spectrograms `{data.melspecs}`, split {data.split}, "
-        f"subset {data.subset}"
+    windows = (
+        f"packed window store `{data.store}`"
+        if data.store is not None
+        else f"mel-spectrograms `{data.melspecs}`"
     )
+    where = f"metadata `{data.metadata}`, {windows}, split {data.split}, subset {data.subset}"
     marker = data.metadata.parent / SYNTHETIC_MARKER
     if marker.is_file():
         return (

@@ -204,7 +204,13 @@ def load_study(study_dir: str | Path, require_results: bool = True) -> Study:
     description = _read_description(study_file)
     data = description["data"]
     try:
-        paths = DatasetPaths(data["metadata"], data["melspecs"], int(data["split"]), data["subset"])
+        paths = DatasetPaths(
+            data["metadata"],
+            data["melspecs"],
+            int(data["split"]),
+            data["subset"],
+            store=data.get("store"),  # absent from studies that predate packed stores
+        )
     except (TypeError, ValueError) as error:
         raise ValueError(f"{study_file}: bad 'data': {error}") from None
     trials_dir = folder / "trials"

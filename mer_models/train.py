@@ -1,10 +1,12 @@
 """Train one configuration without Ray.
 
     python -m mer_models.train --config CFG.yaml --out DIR [--metadata DIR --melspecs DIR]
+    python -m mer_models.train --config CFG.yaml --out DIR --metadata DIR --store STORE
 
 CFG.yaml is a flat mapping of `TrainConfig` fields; fields left out keep the
 paper's defaults. Without data flags it trains on the embedded synthetic
-dataset. Progress is printed after every epoch; `--resume` continues from
+dataset; `--store` reads windows from a packed store
+(`python -m mer_models.data pack`) in place of the melspec folder. Progress is printed after every epoch; `--resume` continues from
 `DIR/checkpoint`.
 """
 

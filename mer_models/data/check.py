@@ -5,6 +5,11 @@ and every array must be float32 (bands, frames) and finite. Reading every
 value of a 68 GB set takes a while, so files that passed are remembered
 (by size and modification time) in the cache, and later checks, such as the
 one each training run starts with, only read new or changed files.
+
+A dataset read from a packed store is checked against the store instead:
+complete, built from this split, subset and tag order, holding every
+track, and every track's bytes as packed (finite values); a store that
+passed is remembered by its manifest and its data file's size and time.
 """
 
 from __future__ import annotations
@@ -22,7 +27,15 @@ import numpy as np
 from filelock import FileLock
 
 from mer_models.cache import cache_root
-from mer_models.data.splits import PARTS, DataError, DatasetPaths, read_split, read_tags
+from mer_models.data.splits import (
+    PARTS,
+    DataError,
+    DatasetPaths,
+    SplitTable,
+    read_split,
+    read_tags,
+)
+from mer_models.data.store import DATA, MANIFEST, PackedStore, damaged_tracks, open_store
 from mer_models.data.windows import FRAMES_PER_SECOND, N_BANDS, open_melspec
 
 log = logging.getLogger(__name__)
@@ -50,14 +63,19 @@ class CheckReport:
         return (
             f"dataset OK: {sum(self.tracks.values())} tracks ({parts}), {self.tags} tags, "
             f"{hours:.1f} h of audio; split-{self.paths.split} {self.paths.subset} from "
-            f"{self.paths.metadata}, mel-spectrograms from {self.paths.melspecs}"
+            f"{self.paths.metadata}, {self._windows()}"
         )
+
+    def _windows(self) -> str:
+        if self.paths.store is not None:
+            return f"windows from the packed store {self.paths.store}"
+        return f"mel-spectrograms from {self.paths.melspecs}"
 
     def describe_problems(self, shown: int = 5) -> str:
         total = sum(len(found) for found in self.problems.values())
         lines = [
             f"dataset check failed: {total} problem(s) in split-{self.paths.split} "
-            f"{self.paths.subset} ({self.paths.metadata}, {self.paths.melspecs})"
+            f"{self.paths.subset} ({self.paths.metadata}, {self.paths.windows})"
         ]
         for kind, found in self.problems.items():
             if not found:
@@ -72,7 +90,8 @@ class CheckReport:
 def check_dataset(paths: DatasetPaths, n_bands: int = N_BANDS) -> CheckReport:
     """Check metadata and every mel-spectrogram of the three parts of a split."""
     report = CheckReport(paths)
-    for name, folder in (("metadata", paths.metadata), ("melspecs", paths.melspecs)):
+    windows = "store" if paths.store is not None else "melspecs"
+    for name, folder in (("metadata", paths.metadata), (windows, paths.windows)):
         if not folder.is_dir():
             report.problems["missing folder"].append(f"--{name} folder {folder} does not exist")
     if not report.ok:
@@ -83,6 +102,8 @@ def check_dataset(paths: DatasetPaths, n_bands: int = N_BANDS) -> CheckReport:
         report.problems["tag list"].append(str(error))
         return report
     report.tags = len(tags)
+    if paths.store is not None:
+        return _check_with_store(paths, tags, report)
     verified = _VerifiedFiles(paths.melspecs)
     for part in PARTS:
         row_problems: list[str] = []
@@ -103,6 +124,59 @@ def check_dataset(paths: DatasetPaths, n_bands: int = N_BANDS) -> CheckReport:
             report.frames[part] += frames
     verified.save()
     return report
+
+
+def _check_with_store(
+    paths: DatasetPaths, tags: tuple[str, ...], report: CheckReport
+) -> CheckReport:
+    try:
+        store = open_store(paths.store)
+        store.require_matches(paths, tags)
+    except DataError as error:
+        report.problems["packed store"].append(str(error))
+        return report
+    frames = dict(zip(store.track_ids(), store.index["frames"].tolist(), strict=True))
+    for part in PARTS:
+        row_problems: list[str] = []
+        try:
+            table = read_split(paths.split_file(part), tags, problems=row_problems)
+        except DataError as error:
+            report.problems["split file"].append(str(error))
+            continue
+        report.problems["split row"].extend(row_problems)
+        report.tracks[part] = len(table)
+        report.frames[part] = sum(frames.get(track, 0) for track in table.track_ids)
+        _compare_tracks(store, part, table, report)
+    if report.ok:
+        _check_store_data(store, report)
+    return report
+
+
+def _compare_tracks(store: PackedStore, part: str, table: SplitTable, report: CheckReport) -> None:
+    packed = store.manifest["tracks"][part]
+    if list(table.track_ids) == packed:
+        return
+    missing = sorted(set(table.track_ids) - set(packed))
+    extra = sorted(set(packed) - set(table.track_ids))
+    report.problems["store mismatch"].append(
+        f"{table.file} lists {len(table)} tracks, the store's {part} part {len(packed)}: "
+        f"{len(missing)} not in the store (e.g. {', '.join(missing[:3]) or '-'}), "
+        f"{len(extra)} only in the store (e.g. {', '.join(extra[:3]) or '-'})"
+        + ("" if missing or extra else ", in another order")
+        + "; pack the store again from this metadata"
+    )
+
+
+def _check_store_data(store: PackedStore, report: CheckReport) -> None:
+    verified = _VerifiedFiles(store.path)
+    if verified.contains_store(store):
+        return
+    log.info("verifying every track of the packed store %s", store.path)
+    damaged = damaged_tracks(store)
+    report.problems["damaged store"].extend(damaged)
+    if not damaged:
+        verified.add_store(store)
+        verified.save()
 
 
 def require_valid_dataset(paths: DatasetPaths) -> CheckReport:
@@ -160,6 +234,17 @@ class _VerifiedFiles:
 
     def contains(self, path: Path) -> bool:
         return self.entries.get(str(path.relative_to(self.melspecs))) == self._stamp(path)
+
+    def _store_stamp(self, store: PackedStore) -> list:
+        manifest = hashlib.sha256((store.path / MANIFEST).read_bytes()).hexdigest()
+        return [*self._stamp(store.path / DATA), manifest]
+
+    def contains_store(self, store: PackedStore) -> bool:
+        return self.entries.get(DATA) == self._store_stamp(store)
+
+    def add_store(self, store: PackedStore) -> None:
+        self.entries[DATA] = self._store_stamp(store)
+        self.changed = True
 
     def add(self, path: Path) -> None:
         self.entries[str(path.relative_to(self.melspecs))] = self._stamp(path)

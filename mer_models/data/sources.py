@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from mer_models.data.splits import DatasetPaths, SplitTable
+from mer_models.data.store import open_store
 from mer_models.data.windows import open_melspec, read_window
 
 
@@ -59,9 +60,12 @@ class MelspecFolder:
 
 
 def window_source(paths: DatasetPaths, table: SplitTable) -> WindowSource:
-    """The source of `table`'s windows: the dataset's packed store if it has one."""
-    if paths.store is not None:
-        from mer_models.data.store import open_store
+    """The source of `table`'s windows: the dataset's packed store if it has one.
 
-        return open_store(paths.store).source(table)
+    A store built from another split, subset or tag order is refused.
+    """
+    if paths.store is not None:
+        store = open_store(paths.store)
+        store.require_matches(paths, table.tags)
+        return store.source(table)
     return MelspecFolder(table, paths.melspecs)

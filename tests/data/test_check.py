@@ -85,4 +85,4 @@ def test_check_command_exit_codes(tiny_dataset, tmp_path):
         and "autotagging_moodtheme-validation.tsv" in done.stderr
     )
     done = subprocess.run(command[:6], capture_output=True, text=True, env=env)
-    assert done.returncode == 2 and "--metadata and --melspecs go together" in done.stderr
+    assert done.returncode == 2 and "--metadata goes with --melspecs or --store" in done.stderr
