@@ -123,7 +123,9 @@ class GraphedStep:
     before an epoch fixes its masks.
 
     The optimizer's state tensors must stay the ones the graph captured:
-    load any saved state before the first step.
+    load any saved state before the first step. Its learning rate and weight
+    decay are captured as constants (the trainer keeps them fixed); a
+    schedule would need them as device tensors.
     """
 
     def __init__(
