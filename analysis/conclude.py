@@ -30,6 +30,7 @@ class Conclusion:
 
     report: Report
     fusion: StudyFusion | None  # None when skipped or already up to date
+    fusion_dir: Path | None  # the fusion of the top trials, new or up to date; None if skipped
     lines: tuple[str, ...]
 
 
@@ -48,7 +49,7 @@ def conclude_study(
     """Fuse the top ``fuse_top`` finished trials (when that many finished), then the report."""
     study = load_study(study_dir)
     finished = finished_trials(study)
-    lines, fusion = [], None
+    lines, fusion, fusion_dir = [], None, None
     if len(finished) < fuse_top:
         lines.append(
             f"fusion skipped: {len(finished)} trial(s) finished with predictions; fusing the "
@@ -56,7 +57,7 @@ def conclude_study(
         )
     else:
         members = [trial.id for trial in finished[:fuse_top]]
-        out = study.dir / "fusions" / fusion_name("topk", fuse_top)
+        out = fusion_dir = study.dir / "fusions" / fusion_name("topk", fuse_top)
         if _fusion_members(out) == members:
             lines.append(f"fusion of {' + '.join(members)}: {out} (already there)")
         else:
@@ -74,4 +75,4 @@ def conclude_study(
         f"report: {report.out / REPORT_FILE}"
         + (" (also in the study's MLflow run, under report/)" if report.mlflow_logged else "")
     )
-    return Conclusion(report, fusion, tuple(lines))
+    return Conclusion(report, fusion, fusion_dir, tuple(lines))

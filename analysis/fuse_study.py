@@ -47,7 +47,7 @@ from mer_models.study_results import (
     finished_trials,
     load_study,
 )
-from tracking.names import FUSION_TAG, fusion_run_name
+from tracking.names import FUSION_TAG, fusion_metric, fusion_run_name, metric_key
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +187,6 @@ def _external_member(external: External, validation_shape: tuple, test_shape: tu
     return Member(external.name, test, validation)
 
 
-def _metric_key(name: str) -> str:
-    """An official metric name as an MLflow-friendly key: ``ROC-AUC-macro`` -> ``roc_auc_macro``."""
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-
-
 def fuse_study(
     study_dir: str | Path,
     top_k: int | None = None,
@@ -306,15 +301,15 @@ def _member_detail(member: Member, pool: Sequence[Trial], externals: Sequence[Ex
 
 def fusion_metrics(result: FusionResult, paired: dict[str, PairedResult]) -> dict[str, float]:
     """The MLflow metrics of a fusion: official test metrics, intervals, the paired test."""
-    metrics = {f"fusion_test_{_metric_key(k)}": v for k, v in result.metrics.items()}
+    metrics = {fusion_metric(k): v for k, v in result.metrics.items()}
     for name, interval in result.intervals.items():
-        metrics[f"fusion_test_{_metric_key(name)}_ci_low"] = interval.low
-        metrics[f"fusion_test_{_metric_key(name)}_ci_high"] = interval.high
+        metrics[f"{fusion_metric(name)}_ci_low"] = interval.low
+        metrics[f"{fusion_metric(name)}_ci_high"] = interval.high
     if result.selection.validation_roc_auc is not None:
         metrics["fusion_validation_roc_auc_macro"] = result.selection.validation_roc_auc
     for name, test in paired.items():
-        metrics[f"fusion_minus_best_single_{_metric_key(name)}"] = test.observed_difference
-        metrics[f"fusion_vs_best_single_p_value_{_metric_key(name)}"] = test.p_value
+        metrics[f"fusion_minus_best_single_{metric_key(name)}"] = test.observed_difference
+        metrics[f"fusion_vs_best_single_p_value_{metric_key(name)}"] = test.p_value
     return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
 
 

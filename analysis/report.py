@@ -326,6 +326,7 @@ def render_markdown(
         f"Study folder `{study.dir.resolve()}`, search space `{study.space}`; "
         f"{len(study.trials)} trial(s): {counts}.",
         "",
+        *_scheduler_note(study),
         "## Data",
         "",
         data_description(study),
@@ -392,6 +393,21 @@ def render_markdown(
         for title, file in plots:
             lines += [f"![{title}]({file})", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _scheduler_note(study: Study) -> list[str]:
+    """Which scheduler ran the study, and whether the rows had equal budgets."""
+    if not study.scheduler:
+        return []
+    if study.scheduler == "fifo":
+        return ["Scheduler: FIFO; every trial trained until its own stop (equal budgets).", ""]
+    stopped = sum(trial.end_state == "asha_stopped" for trial in study.trials)
+    return [
+        f"Scheduler: ASHA; it stopped {stopped} trial(s) early (end state asha_stopped), so the "
+        "rows' budgets differ (column epochs run). For equal budgets, as in the paper, run the "
+        "study with `--scheduler fifo`.",
+        "",
+    ]
 
 
 def _outside(row: Row) -> bool:

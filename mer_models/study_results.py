@@ -2,8 +2,10 @@
 
 Layout (the contract with the driver)::
 
-    STUDY_DIR/study.json                      name, space, data, and (absent or null without
-                                              MLflow) tracking_uri, experiment_id, parent_run_id
+    STUDY_DIR/study.json                      name, space, data, scheduler, searched (the
+                                              fields the space varies), and (absent or null
+                                              without MLflow) tracking_uri, experiment_id,
+                                              parent_run_id
     STUDY_DIR/trials/<id>/config.json         flat TrainConfig fields
     STUDY_DIR/trials/<id>/history.json        per-epoch dicts (epoch, train_loss, val_roc_auc, ...)
     STUDY_DIR/trials/<id>/metrics.json        validation_/test_ roc_auc, pr_auc (macro), ...,
@@ -120,6 +122,8 @@ class Study:
     experiment_id: str
     parent_run_id: str
     trials: tuple[Trial, ...]
+    searched: tuple[str, ...] = ()  # the config fields the search space varied
+    scheduler: str = ""  # asha or fifo; "" in a study.json that does not say
 
 
 def _read_json(path: Path, expected: type) -> Any:
@@ -239,6 +243,8 @@ def load_study(study_dir: str | Path, require_results: bool = True) -> Study:
         data=paths,
         **{key: _optional_text(description.get(key)) for key in TRACKING_KEYS},
         trials=trials,
+        searched=tuple(str(key) for key in description.get("searched") or ()),
+        scheduler=_optional_text(description.get("scheduler")),
     )
 
 

@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: import the project, not this f
 from mer_models.data.arguments import add_data_arguments, dataset_paths  # noqa: E402
 from mer_models.data.check import check_dataset  # noqa: E402
 from study.budgets import BUDGETS  # noqa: E402
-from study.search_space import SpaceError, load_space  # noqa: E402
+from study.search_space import SearchSpace, SpaceError, load_space  # noqa: E402
 
 log = logging.getLogger("study")
 
@@ -122,8 +122,18 @@ def configure_console(verbose: bool) -> None:
         return
     # Ray Tune's own progress output (its configuration box, TensorBoard hint); ours is printed.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def with_scheduler(space: SearchSpace, scheduler: str | None) -> SearchSpace:
+    """The space with its scheduler type replaced by ``scheduler`` (--scheduler), if given."""
+    if scheduler is None or scheduler == space.scheduler.type:
+        return space
+    return dataclasses.replace(
+        space, scheduler=dataclasses.replace(space.scheduler, type=scheduler)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,10 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpaceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.scheduler is not None and args.scheduler != space.scheduler.type:
-        space = dataclasses.replace(
-            space, scheduler=dataclasses.replace(space.scheduler, type=args.scheduler)
-        )
+    space = with_scheduler(space, args.scheduler)
     working = Path.cwd()
     storage = args.storage or str(working / "ray_results")
     local_storage = "://" not in storage or storage.startswith("file://")
@@ -225,8 +232,9 @@ def finish(options, tracker, trials_started: int) -> int:
 
     study = load_study(options.study_dir, require_results=False)
     unfinished = trials_started - sum(trial.end_state is not None for trial in study.trials)
+    table = format_table(study)
     print()
-    print(format_table(study))
+    print(table)
     print()
     print(f"results: {options.study_dir}")
     print(f"MLflow:  {tracker.tracking_uri} (experiment {options.name})")
@@ -247,9 +255,10 @@ def finish(options, tracker, trials_started: int) -> int:
         return 1
     from analysis.conclude import conclude_study
 
-    status = 0
+    status, conclusion = 0, None
     try:
-        for line in conclude_study(options.study_dir).lines:
+        conclusion = conclude_study(options.study_dir)
+        for line in conclusion.lines:
             print(line)
     except Exception as error:  # the trials are on disk already: say what failed, keep them
         if not isinstance(error, ValueError | OSError):
@@ -262,8 +271,32 @@ def finish(options, tracker, trials_started: int) -> int:
             file=sys.stderr,
         )
         status = 1
+    if conclusion is not None:
+        status = report_best(options, tracker, table, conclusion.fusion_dir)
     tracker.finish_study()
     return status
+
+
+def report_best(options, tracker, table: str, fusion_dir) -> int:
+    """The result and the best model into MLflow, and where they are; 1 if MLflow failed."""
+    from mlflow.exceptions import MlflowException
+
+    from mer_models.study_results import load_study
+    from study.result import record_result
+
+    try:
+        lines = record_result(
+            load_study(options.study_dir), tracker, options.space.file, table, fusion_dir
+        )
+    except (MlflowException, OSError) as error:
+        print(
+            f"error: the study's result and best model were not recorded in MLflow "
+            f"({tracker.tracking_uri}): {error}; the results on disk are complete",
+            file=sys.stderr,
+        )
+        return 1
+    print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,10 +1,19 @@
-"""The end-of-study summary: the paper's Table 1 layout, one row per trial."""
+"""The end-of-study summary: the paper's Table 1 layout, one row per trial.
+
+Each row names its trial (the id the fusion line and the trial folders use)
+and shows every field the search space varied besides the architecture
+(``lr``, ``dropout``, ``batch_size``, ``window`` for wide.yaml), so that no
+two rows look alike; the last columns say how many epochs each trial ran
+and how it ended.
+"""
 
 from __future__ import annotations
 
 from mer_models.study_results import Study, architecture, ranked_trials
+from tracking.names import ARCHITECTURE_FIELDS, format_value
 
 COLUMNS = (
+    "trial",
     "conv. attention",
     "model",
     "RNN cell",
@@ -15,6 +24,17 @@ COLUMNS = (
     "epochs",
     "ended",
 )
+_BEFORE_SCORES = COLUMNS.index("val ROC-AUC")
+
+
+def searched_columns(study: Study) -> tuple[str, ...]:
+    """The searched fields outside the architecture columns, in the space's order."""
+    return tuple(key for key in study.searched if key not in ARCHITECTURE_FIELDS)
+
+
+def columns(study: Study) -> tuple[str, ...]:
+    extra = searched_columns(study)
+    return COLUMNS[:_BEFORE_SCORES] + extra + COLUMNS[_BEFORE_SCORES:]
 
 
 def table_rows(study: Study) -> list[tuple[str, ...]]:
@@ -24,6 +44,7 @@ def table_rows(study: Study) -> list[tuple[str, ...]]:
     except ValueError:  # no trial has results to rank (all failed): list them as they are
         ranked = []
     others = [trial for trial in study.trials if trial not in ranked]
+    extra = searched_columns(study)
     rows = []
     for trial in ranked + others:
         metrics = trial.metrics
@@ -31,10 +52,12 @@ def table_rows(study: Study) -> list[tuple[str, ...]]:
         crnn = cbam is not None
         rows.append(
             (
+                trial.id,
                 ("block" if cbam else "none") if crnn else "self-attention",
                 "CRNN" if crnn else "attention CNN",
                 cell or "-",
                 units or "-",
+                *(format_value(trial.config[key]) if key in trial.config else "-" for key in extra),
                 _percent(metrics.get("validation_roc_auc")),
                 _percent(metrics.get("test_roc_auc")),
                 _percent(metrics.get("test_pr_auc")),
@@ -45,15 +68,29 @@ def table_rows(study: Study) -> list[tuple[str, ...]]:
     return rows
 
 
+def budget_note(study: Study) -> str | None:
+    """A line under the table when the scheduler stopped rows early (unequal budgets)."""
+    stopped = [t for t in study.trials if t.end_state == "asha_stopped"]
+    if not stopped:
+        return None
+    return (
+        f"ASHA stopped {len(stopped)} of {len(study.trials)} trial(s) early, so rows ran "
+        "different numbers of epochs; for equal budgets (to compare rows, as in the paper) "
+        "run the study with --scheduler fifo"
+    )
+
+
 def format_table(study: Study) -> str:
-    rows = [COLUMNS, *table_rows(study)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    header = columns(study)
+    rows = [header, *table_rows(study)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    note = budget_note(study)
+    return "\n".join(lines + ([note] if note else []))
 
 
 def _percent(value) -> str:

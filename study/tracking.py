@@ -10,7 +10,9 @@ tags follow `tracking` (shared with the analysis package).
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,9 @@ from mlflow.tracking import MlflowClient
 from mer_models.data.splits import DatasetPaths
 from mer_models.synthetic import MARKER as SYNTHETIC_MARKER
 from tracking.names import (
+    BEST_CONFIG_TAG,
+    BEST_NAME_TAG,
+    BEST_TRIAL_TAG,
     END_STATE_TAG,
     EPOCH_METRICS,
     FINAL_METRICS,
@@ -40,6 +45,8 @@ from tracking.runs import (
 )
 
 log = logging.getLogger(__name__)
+
+RESULT_ARTIFACTS = "study"  # the parent run's folder of the space YAML and the summary table
 
 
 def study_dataset(data: DatasetPaths, tracks: dict[str, int], tags: int) -> DatasetInput:
@@ -161,6 +168,39 @@ class StudyTracker:
                 self.client.log_artifact(run_id, str(path))
         status = "FAILED" if end_state == "error" else "FINISHED"
         self.client.set_terminated(run_id, status=status)
+
+    def log_result(
+        self,
+        best_id: str,
+        best_name: str,
+        best_config: dict[str, Any],
+        best_metrics: dict[str, Any],
+        fusion_metrics: dict[str, float],
+        files: dict[str, str],
+    ) -> None:
+        """The study's result on its parent run.
+
+        The best trial's final metrics (under the trial runs' names), its id,
+        name and config as tags (a resumed study may pick another best trial:
+        tags can change, params cannot), the fusion's test metrics, and
+        ``files`` (artifact name -> text: the space YAML, the summary table)
+        under ``study/``.
+        """
+        metrics = {**mlflow_metrics(best_metrics, FINAL_METRICS), **fusion_metrics}
+        tags = {
+            BEST_TRIAL_TAG: best_id,
+            BEST_NAME_TAG: best_name,
+            BEST_CONFIG_TAG: json.dumps(best_config, sort_keys=True),
+        }
+        self.client.log_batch(
+            self.parent_run_id,
+            metrics=[Metric(name, value, 0, 0) for name, value in metrics.items()],
+            tags=[RunTag(key, value) for key, value in tags.items()],
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            for name, text in files.items():
+                (Path(folder) / name).write_text(text)
+            self.client.log_artifacts(self.parent_run_id, folder, RESULT_ARTIFACTS)
 
     def finish_study(self, status: str = "FINISHED") -> None:
         if self.parent_run_id is not None:

@@ -1,7 +1,17 @@
-"""Shared fixtures: a tiny dataset in the MTG-Jamendo layout, written per test."""
+"""Shared fixtures: a tiny dataset in the MTG-Jamendo layout, and one real smoke study.
+
+The smoke study runs `study/run.py --space smoke` once per session (a local
+Ray cluster, MLflow in SQLite); its driver ends by fusing the top two
+trials, writing the report and registering the best model. Tests that
+write into it work on a copy (`tests.analysis.conftest.copy_study`).
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +19,7 @@ import pytest
 
 from mer_models.data import DatasetPaths
 
+RUN = Path(__file__).resolve().parents[1] / "study" / "run.py"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "mtg-jamendo"
 TAGS = ("mood/theme---calm", "mood/theme---happy", "mood/theme---sad", "mood/theme---epic")
 HEADER = "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"
@@ -66,3 +77,46 @@ def small_synthetic(tmp_path_factory) -> DatasetPaths:
     root = tmp_path_factory.mktemp("synthetic") / "small"
     write_synthetic(root, tracks=150, seed=0)
     return dataset_paths(root)
+
+
+@dataclass(frozen=True)
+class SmokeStudy:
+    """A study run by the real driver: its folder, MLflow store and console output."""
+
+    dir: Path
+    tracking_uri: str
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def smoke_study(small_synthetic, tmp_path_factory) -> SmokeStudy:
+    root = tmp_path_factory.mktemp("smoke-study")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            "--space",
+            "smoke",
+            "--metadata",
+            str(small_synthetic.metadata),
+            "--melspecs",
+            str(small_synthetic.melspecs),
+            "--tracking-uri",
+            uri,
+            "--storage",
+            str(root / "ray"),
+        ],
+        cwd=root,
+        env={
+            **os.environ,
+            "MER_MODELS_CACHE": str(root / "cache"),
+            "RAY_USAGE_STATS_ENABLED": "0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return SmokeStudy(root / "ray" / "smoke", uri, done.stdout, done.stderr)

@@ -8,6 +8,7 @@ per-epoch validation macro ROC-AUC that ASHA reads, ``best_val_roc_auc`` and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,6 +21,8 @@ END_STATE_TAG = "mer.end_state"  # finished, early_stopped, asha_stopped or erro
 FUSION_TAG = "mer.fusion"  # a fusion run's folder name (top2, greedy-top4, ...)
 BEST_TRIAL_TAG = "mer.best_trial"  # on the parent run: the best trial's id
 BEST_NAME_TAG = "mer.best_trial_name"  # on the parent run: the best trial's run name
+BEST_CONFIG_TAG = "mer.best_config"  # on the parent run: the best trial's config, JSON
+BEST_MODEL_TAG = "mer.best_model"  # on the parent run: models:/<study>-best/<version>
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a run under another in the UI
 NOTE_TAG = "mlflow.note.content"  # MLflow's own: the description shown in the UI
 # MLflow 3's UI shows an experiment without a kind as a GenAI one (traces, token usage);
@@ -52,6 +55,16 @@ FINAL_METRICS: Mapping[str, str] = {  # once per trial, at the epoch of best val
     "epochs_run": "epochs_run",
 }
 SCHEDULER_METRIC = "val_roc_auc"
+
+
+def metric_key(official: str) -> str:
+    """An official metric name as an MLflow key: ``ROC-AUC-macro`` -> ``roc_auc_macro``."""
+    return re.sub(r"[^a-z0-9]+", "_", official.lower()).strip("_")
+
+
+def fusion_metric(official: str) -> str:
+    """The MLflow name of a fusion's test metric: ``fusion_test_roc_auc_macro``."""
+    return f"fusion_test_{metric_key(official)}"
 
 
 def mlflow_metrics(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, float]:

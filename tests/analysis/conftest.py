@@ -1,20 +1,15 @@
-"""Study folders for the fuse and report tests: one real smoke study, and small hand-built ones.
+"""Study folders for the fuse and report tests: copies of the real smoke study, and small
+hand-built ones.
 
-The real study runs `study/run.py --space smoke` once per session (a local
-Ray cluster, MLflow in SQLite); its driver ends by fusing the top two
-trials and writing the report. Tests that write into a study work on a
-copy (`copy_study`). Hand-built studies are for unit checks of fusion
-arithmetic and bad input only.
+The real study is the session's `smoke_study` (tests/conftest.py). Tests that
+write into a study work on a copy (`copy_study`). Hand-built studies are for
+unit checks of fusion arithmetic and bad input only.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,51 +20,7 @@ from mer_models.data import DatasetPaths
 from mer_models.data.splits import load_split
 from tests.conftest import write_dataset
 
-RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
 TRACKING_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")
-
-
-@dataclass(frozen=True)
-class SmokeStudy:
-    """A study run by the real driver: its folder, MLflow store and console output."""
-
-    dir: Path
-    tracking_uri: str
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture(scope="session")
-def smoke_study(small_synthetic, tmp_path_factory) -> SmokeStudy:
-    root = tmp_path_factory.mktemp("smoke-study")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(RUN),
-            "--space",
-            "smoke",
-            "--metadata",
-            str(small_synthetic.metadata),
-            "--melspecs",
-            str(small_synthetic.melspecs),
-            "--tracking-uri",
-            uri,
-            "--storage",
-            str(root / "ray"),
-        ],
-        cwd=root,
-        env={
-            **os.environ,
-            "MER_MODELS_CACHE": str(root / "cache"),
-            "RAY_USAGE_STATS_ENABLED": "0",
-        },
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return SmokeStudy(root / "ray" / "smoke", uri, done.stdout, done.stderr)
 
 
 def copy_study(source: Path, target: Path, tracking: bool = False) -> Path:

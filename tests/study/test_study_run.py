@@ -9,9 +9,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
+import mlflow
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from mer_models.config import FIELD_NAMES, TrainConfig, applicable_fields
@@ -91,6 +94,43 @@ def check_study(client, study_dir, expected_trials):
     return [json.loads((f / "metrics.json").read_text()) for f in trials]
 
 
+def api(uri: str, path: str, body: dict | None = None) -> dict:
+    """A call to the tracking server's REST API, the one the MLflow UI makes."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{uri}/api/2.0/mlflow/{path}", data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def check_ui_api(uri: str, study_dir: Path, metrics: list[dict]) -> None:
+    """What the UI shows: an experiment of runs, runs named by what they are, the best model."""
+    experiment = api(uri, "experiments/get-by-name?experiment_name=smoke")["experiment"]
+    tags = {tag["key"]: tag["value"] for tag in experiment["tags"]}
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.note.content"].startswith("A seconds-long study")
+    runs = api(
+        uri,
+        "runs/search",
+        {"experiment_ids": [experiment["experiment_id"]], "max_results": 100},
+    )["runs"]
+    names = {run["info"]["run_name"] for run in runs}
+    trial_names = {m["trial_name"] for m in metrics}
+    assert len(trial_names) == 4 and trial_names <= names
+    assert "no attention GRU 8 lr=1.0e-7" in trial_names
+    (fusion,) = [name for name in names if name.startswith("fusion top2: ")]
+    assert all(part in trial_names for part in fusion.removeprefix("fusion top2: ").split(" + "))
+    (parent,) = [run for run in runs if run["info"]["run_name"] == "smoke"]
+    parent_metrics = {m["key"] for m in parent["data"]["metrics"]}
+    assert {"best_val_roc_auc", "test_roc_auc", "fusion_test_roc_auc_macro"} <= parent_metrics
+    model = api(uri, "registered-models/get?name=smoke-best")["registered_model"]
+    assert [v["version"] for v in model["latest_versions"]] == ["1"]
+    mlflow.set_tracking_uri(uri)
+    loaded = mlflow.pytorch.load_model("models:/smoke-best/1")  # artifacts through the server
+    assert loaded(torch.zeros(2, 1, 96, 64)).shape == (2, 56)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -154,6 +194,7 @@ def test_smoke_study_against_a_real_mlflow_server(small_synthetic, tmp_path):
         assert "conv. attention" in done.stdout and "asha_stopped" in done.stdout
         assert f"mlflow ui --backend-store-uri {uri}" in done.stdout
         assert json.loads((study_dir / "study.json").read_text())["tracking_uri"] == uri
+        check_ui_api(uri, study_dir, metrics)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

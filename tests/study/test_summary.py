@@ -7,10 +7,10 @@ import json
 import numpy as np
 
 from mer_models.study_results import load_study
-from study.summary import COLUMNS, format_table, table_rows
+from study.summary import COLUMNS, columns, format_table, table_rows
 
 
-def write_study(folder, trials: dict[str, dict]) -> None:
+def write_study(folder, trials: dict[str, dict], searched: list[str] | None = None) -> None:
     """A study folder as the driver writes it; `trials` maps an id to its config and metrics."""
     (folder / "study.json").write_text(
         json.dumps(
@@ -19,6 +19,7 @@ def write_study(folder, trials: dict[str, dict]) -> None:
                 "space": "table1.yaml",
                 "budget": "quick",
                 "data": {"metadata": "m", "melspecs": "s", "split": 0, "subset": "moodtheme"},
+                "searched": searched or [],
             }
         )
     )
@@ -60,12 +61,35 @@ def test_rows_are_ranked_by_validation_and_read_like_table_1(tmp_path):
     )
     rows = table_rows(load_study(study))
     assert rows == [
-        ("none", "CRNN", "LSTM", "256", "72.0", "71.0", "12.3", "12", "finished"),
-        ("block", "CRNN", "GRU", "2 x 128", "61.0", "60.0", "12.3", "12", "asha_stopped"),
-        ("self-attention", "attention CNN", "-", "-", "-", "-", "-", "1", "error"),
+        ("b", "none", "CRNN", "LSTM", "256", "72.0", "71.0", "12.3", "12", "finished"),
+        ("a", "block", "CRNN", "GRU", "2 x 128", "61.0", "60.0", "12.3", "12", "asha_stopped"),
+        ("c", "self-attention", "attention CNN", "-", "-", "-", "-", "-", "1", "error"),
     ]
     lines = format_table(load_study(study)).splitlines()
-    assert lines[0].split("  ")[0] == COLUMNS[0] and len(lines) == 2 + len(rows)
+    assert lines[0].split("  ")[0] == COLUMNS[0] == "trial"
+    # Two header lines, the rows, and the note that ASHA made the budgets unequal.
+    assert len(lines) == 3 + len(rows) and "--scheduler fifo" in lines[-1]
+
+
+def test_every_searched_field_has_a_column(tmp_path):
+    study = tmp_path / "s"
+    study.mkdir()
+    write_study(
+        study,
+        {
+            "a": ({**GRU, "lr": 4.1e-4, "dropout": 0.12, "window": 96}, finished(0.6)),
+            "b": ({**GRU, "lr": 2.0e-3, "dropout": 0.3, "window": 128}, finished(0.7)),
+        },
+        searched=["cbam", "lr", "dropout", "window"],
+    )
+    loaded = load_study(study)
+    assert columns(loaded)[5:8] == ("lr", "dropout", "window")
+    rows = table_rows(loaded)
+    assert [row[:1] + row[5:8] for row in rows] == [
+        ("b", "2.0e-3", "0.3", "128"),
+        ("a", "4.1e-4", "0.12", "96"),
+    ]
+    assert "--scheduler fifo" not in format_table(loaded)  # no trial was stopped early
 
 
 def test_a_study_whose_trials_all_failed_still_gets_its_table(tmp_path):

@@ -1,0 +1,107 @@
+"""The study's best trial as an MLflow model, registered as ``<study>-best``.
+
+The model is logged with `mlflow.pytorch` into the study's parent run, so
+that ``mlflow.pytorch.load_model("models:/<study>-best/<version>")`` gives
+the trained network back (the `mer_models` package must be importable: the
+model is pickled with its classes). It maps standardised mel-spectrogram
+windows, float32 (batch, 1, bands, frames), to one logit per tag; the tag
+list, the per-band statistics that standardise its input, and the training
+config travel with it as extra files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mer_models.config import TrainConfig
+from mer_models.models import build_model
+from mer_models.study_results import Trial
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "best_model"  # the logged model's name in the parent run
+EXTRA_FILES = ("tags.txt", "band_stats.json", "config.json")
+
+
+def registered_name(study: str) -> str:
+    return f"{study}-best"
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """Where the best model went: its registered name and version, and its model URI."""
+
+    name: str
+    version: str
+    uri: str  # models:/<name>/<version>
+
+
+def load_trial_model(trial: Trial) -> tuple[torch.nn.Module, dict]:
+    """The best epoch's network of a trial (eval mode) and the rest of its best_model.pt."""
+    saved = torch.load(trial.dir / "best_model.pt", map_location="cpu", weights_only=False)
+    config = TrainConfig.from_dict(saved["config"], source=str(trial.dir / "best_model.pt"))
+    n_bands = len(saved["band_stats"]["mean"])
+    model = build_model(config, n_tags=len(saved["tags"]), n_bands=n_bands)
+    model.load_state_dict(saved["model"])
+    return model.eval(), saved
+
+
+def log_best_model(tracking_uri: str, run_id: str, study: str, trial: Trial) -> LoggedModel:
+    """Log ``trial``'s model in run ``run_id`` and register a new version of ``<study>-best``."""
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import infer_signature
+
+    model, saved = load_trial_model(trial)
+    config = saved["config"]
+    example = np.zeros((1, 1, len(saved["band_stats"]["mean"]), config["window"]), np.float32)
+    with torch.no_grad():
+        output = model(torch.from_numpy(example)).numpy()
+    name = registered_name(study)
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory() as folder:
+        extra = Path(folder)
+        (extra / "tags.txt").write_text("\n".join(saved["tags"]) + "\n")
+        (extra / "band_stats.json").write_text(json.dumps(saved["band_stats"]))
+        (extra / "config.json").write_text(json.dumps(config, indent=2))
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(
+                model,
+                name=MODEL_NAME,
+                signature=infer_signature(example, output),
+                input_example=example,
+                extra_files=[str(extra / file) for file in EXTRA_FILES],
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+                # pickle keeps the batch size free (an exported program fixes it to the
+                # example's); loading needs `mer_models` importable
+                serialization_format="pickle",
+                metadata={"trial_id": trial.id, "tags": len(saved["tags"])},
+            )
+    client = mlflow.MlflowClient(tracking_uri)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(
+        name, info.model_uri, run_id=run_id, model_id=info.model_id
+    ).version
+    client.update_registered_model(
+        name,
+        description=f"The best trial of study {study} by validation macro ROC-AUC. Input: "
+        "standardised mel-spectrogram windows, float32 (batch, 1, bands, frames), each band "
+        "standardised with extra_files/band_stats.json; output: one logit per tag of "
+        "extra_files/tags.txt (apply a sigmoid for scores).",
+    )
+    client.update_model_version(
+        name, version, description=f"trial {trial.id}: {trial.metrics.get('trial_name', '')}"
+    )
+    return LoggedModel(name, str(version), f"models:/{name}/{version}")
