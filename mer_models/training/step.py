@@ -180,7 +180,7 @@ class GraphedStep:
                 module.flatten_parameters()  # cuDNN's one weight buffer, captured by address
         self.static_windows = windows.clone(memory_format=self.memory_format)
         self.static_labels = labels.clone()
-        saved = _TrainingSnapshot(model, optimizer)
+        saved = TrainingSnapshot(model, optimizer)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -201,11 +201,12 @@ class GraphedStep:
         self.graph = graph
 
 
-class _TrainingSnapshot:
+class TrainingSnapshot:
     """Copies of everything a training step changes, put back in place (same tensors).
 
     Adam's state for a parameter that had none is put back as zeros with a
-    zero step count: exactly the state Adam creates on its first step.
+    zero step count: exactly the state Adam creates on its first step. The
+    random state is the CUDA generator's where CUDA is present, else the CPU's.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -216,7 +217,8 @@ class _TrainingSnapshot:
             param: {key: _clone(value) for key, value in state.items()}
             for param, state in optimizer.state.items()
         }
-        self.random_state = torch.cuda.get_rng_state()
+        self.cuda = torch.cuda.is_available()
+        self.random_state = torch.cuda.get_rng_state() if self.cuda else torch.get_rng_state()
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -234,7 +236,10 @@ class _TrainingSnapshot:
         self.restore_random_state()
 
     def restore_random_state(self) -> None:
-        torch.cuda.set_rng_state(self.random_state)
+        if self.cuda:
+            torch.cuda.set_rng_state(self.random_state)
+        else:
+            torch.set_rng_state(self.random_state)
 
 
 def _clone(value: Any) -> Any:

@@ -24,6 +24,7 @@ from mer_models.models import build_model
 from mer_models.training.step import (
     EagerStep,
     GraphedStep,
+    TrainingSnapshot,
     load_optimizer_state,
     make_optimizer,
     make_step,
@@ -102,6 +103,29 @@ def test_the_eager_step_is_the_plain_pytorch_step():
         bare.append(float(loss.detach()))
     assert ours == bare
     assert ours[-1] != ours[0]  # it trains
+
+
+@pytest.mark.parametrize("trained_before", [False, True])
+def test_a_snapshot_undoes_the_warm_up_steps(trained_before):
+    """What the graph's warm-up relies on: after `restore`, training repeats a run without it."""
+    config = SMALL.replace(dropout=0.5)
+    data = batches(config, 5, CPU)
+
+    def run(with_warm_up: bool) -> list[float]:
+        model, optimizer = model_and_optimizer(config, CPU)
+        step = make_step(model, optimizer, config, CPU)
+        if trained_before:
+            step(*data[4])
+        torch.manual_seed(9)
+        if with_warm_up:
+            snapshot = TrainingSnapshot(model, optimizer)
+            for _ in range(3):
+                step(*data[0])
+            snapshot.restore()
+        losses = [float(step(w, y)) for w, y in data[:4]]
+        return losses + [float(t.sum()) for t in model.state_dict().values()]
+
+    assert run(with_warm_up=True) == run(with_warm_up=False)
 
 
 def _round_trip(state: dict) -> dict:
