@@ -48,7 +48,9 @@ DIGESTS = "pack-digests.bin"  # digests of the tracks written so far, while pack
 FLOAT16_MAX = 65504.0
 _DIGEST_BYTES = 16
 _INDEX_DTYPE = np.dtype([("start", "<i8"), ("frames", "<i8"), ("digest", "u1", (_DIGEST_BYTES,))])
-_CHECKPOINT_BYTES = 256 << 20  # data made durable (and progress recorded) this often
+# Data is made durable and progress recorded after this many bytes or tracks.
+_CHECKPOINT_BYTES = 256 << 20
+_CHECKPOINT_TRACKS = 64
 
 
 @dataclass(frozen=True)
@@ -356,7 +358,7 @@ def _write_tracks(
     try:
         os.ftruncate(data_fd, total_bytes)
         os.ftruncate(digest_fd, len(rows) * _DIGEST_BYTES)
-        unsynced = 0
+        unsynced = since_checkpoint = 0
         for row in range(done, len(rows)):
             track, relative = rows[row]
             packed, error = _pack_track(paths, track, relative, int(lengths[row]))
@@ -365,14 +367,19 @@ def _write_tracks(
             os.pwrite(digest_fd, digest, row * _DIGEST_BYTES)
             max_error = max(max_error, error)
             unsynced += len(packed)
+            since_checkpoint += 1
             meter.update(row + 1, len(packed))
-            if unsynced >= _CHECKPOINT_BYTES or row + 1 == len(rows):
+            if (
+                unsynced >= _CHECKPOINT_BYTES
+                or since_checkpoint >= _CHECKPOINT_TRACKS
+                or row + 1 == len(rows)
+            ):
                 os.fsync(data_fd)
                 os.fsync(digest_fd)
                 _atomic_json(
                     out / PROGRESS, {"plan": plan, "done": row + 1, "max_abs_error_db": max_error}
                 )
-                unsynced = 0
+                unsynced = since_checkpoint = 0
         digests = os.pread(digest_fd, len(rows) * _DIGEST_BYTES, 0)
     finally:
         os.close(data_fd)

@@ -1,0 +1,60 @@
+"""A smoke study (real Ray, real MLflow store) reading its windows from a packed store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mer_models.data.store import pack
+from mer_models.synthetic import MARKER
+from tests.study.test_study_run import RUN, environment
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_study_trains_from_a_packed_store(small_synthetic, tmp_path, monkeypatch):
+    monkeypatch.setenv("MER_MODELS_CACHE", str(tmp_path / "cache"))
+    store = tmp_path / "store"
+    pack(small_synthetic, store, progress=False)
+    # Metadata only: without a melspec folder the trials can read nothing but the store.
+    data = tmp_path / "data"
+    shutil.copytree(small_synthetic.metadata, data / "metadata")
+    shutil.copy(small_synthetic.metadata.parent / MARKER, data / MARKER)
+    command = [
+        sys.executable,
+        str(RUN),
+        "--space",
+        "smoke",
+        "--metadata",
+        str(data / "metadata"),
+        "--store",
+        str(store),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
+    done = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"windows from the packed store {store}" in done.stdout
+    study_dir = tmp_path / "ray_results" / "smoke"
+    recorded = json.loads((study_dir / "study.json").read_text())["data"]
+    assert recorded["store"] == str(store) and recorded["melspecs"] is None
+    trials = sorted((study_dir / "trials").iterdir())
+    assert len(trials) == 4
+    for trial in trials:
+        metrics = json.loads((trial / "metrics.json").read_text())
+        assert metrics["epochs_run"] >= 1 and 0 <= metrics["test_roc_auc"] <= 1
+        assert np.load(trial / "test_predictions.npy").shape[1] == 56
+    assert (study_dir / "report" / "report.md").is_file()
+    assert "packed window store" in (study_dir / "report" / "report.md").read_text()
