@@ -206,7 +206,8 @@ class TrainingSnapshot:
 
     Adam's state for a parameter that had none is put back as zeros with a
     zero step count: exactly the state Adam creates on its first step. The
-    random state is the CUDA generator's where CUDA is present, else the CPU's.
+    random state is that of the generator the model's dropout draws from:
+    its CUDA device's, or the CPU's.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -217,8 +218,9 @@ class TrainingSnapshot:
             param: {key: _clone(value) for key, value in state.items()}
             for param, state in optimizer.state.items()
         }
-        self.cuda = torch.cuda.is_available()
-        self.random_state = torch.cuda.get_rng_state() if self.cuda else torch.get_rng_state()
+        self.device = next(model.parameters()).device
+        cuda = self.device.type == "cuda"
+        self.random_state = torch.cuda.get_rng_state(self.device) if cuda else torch.get_rng_state()
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -236,8 +238,8 @@ class TrainingSnapshot:
         self.restore_random_state()
 
     def restore_random_state(self) -> None:
-        if self.cuda:
-            torch.cuda.set_rng_state(self.random_state)
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(self.random_state, self.device)
         else:
             torch.set_rng_state(self.random_state)
 
