@@ -19,7 +19,7 @@ from pathlib import Path
 from analysis.evaluate import evaluate_files, format_results
 from analysis.fuse_study import SELECTS, fuse_study
 from analysis.fusion import fuse_files
-from analysis.report import write_report
+from analysis.report import REPORT_FILE, write_report
 from mer_models.study_results import resolve_study
 
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
@@ -106,11 +106,29 @@ def _run_fuse_files(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     if args.json:
-        print(json.dumps({**result.metrics, "members": list(result.members)}, indent=2))
+        print(
+            json.dumps(
+                {**result.metrics, "members": list(result.members), **result.context}, indent=2
+            )
+        )
     else:
         print(format_results(result.metrics))
         print("members\t" + " ".join(result.members))
+        for line in paired_lines(result.context):
+            print(line)
     return 0
+
+
+def paired_lines(context: dict) -> list[str]:
+    """The paired test against the best single member, a line per metric."""
+    best = context["best_single_member"]
+    lines = [f"best single member\t{best['name']} (chosen on {best['chosen_on']})"]
+    for name, test in context["paired_bootstrap_vs_best_single"].items():
+        lines.append(
+            f"fusion - best single {name}\t{test['observed_difference']:+.4f} "
+            f"[{test['low']:+.4f}, {test['high']:+.4f}], p = {test['p_value']:.3f}"
+        )
+    return lines
 
 
 def _add_study_argument(parser: argparse.ArgumentParser) -> None:
@@ -140,7 +158,8 @@ def _add_fuse(subparsers: argparse._SubParsersAction) -> None:
         "matrices (same rows and tag order as the study's splits) join the fusion. Writes "
         "predictions.npy, decisions.npy (validation-tuned thresholds), thresholds.txt and "
         "metrics.json (with bootstrap intervals and a paired test against the best single "
-        "trial), and records a fusion run nested in the study's MLflow run.",
+        "trial), records a fusion run nested in the study's MLflow run, and (for a fusion under "
+        "STUDY_DIR/fusions) rewrites the study's report so that it lists this fusion too.",
     )
     _add_study_argument(parser)
     parser.add_argument("--top-k", type=int, help="trials fused (topk) or considered (greedy)")
@@ -159,8 +178,9 @@ def _add_fuse(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_fuse(args: argparse.Namespace) -> int:
+    study_dir = _study_dir(args)
     fusion = fuse_study(
-        _study_dir(args),
+        study_dir,
         top_k=args.top_k,
         select=args.select,
         externals=args.external,
@@ -175,6 +195,10 @@ def _run_fuse(args: argparse.Namespace) -> int:
         "best_single_trial": fusion.best_single,
         "mlflow_run_id": fusion.mlflow_run_id,
     }
+    if fusion.out.parent.resolve() == (study_dir / "fusions").resolve():
+        # The report lists the study's fusions: redo it so that it shows this one too.
+        report = write_report(study_dir, resamples=args.resamples, seed=args.seed)
+        summary["report"] = str(report.out / REPORT_FILE)
     if args.json:
         print(json.dumps({**fusion.result.metrics, **summary}, indent=2))
     else:

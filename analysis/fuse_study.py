@@ -19,9 +19,8 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -66,27 +65,12 @@ class External:
 
 
 @dataclass(frozen=True)
-class StudyFusionResult(FusionResult):
-    """A `FusionResult` whose metrics.json also records the study context.
-
-    ``context`` holds the study name, the members' provenance, the best single
-    trial and the paired bootstrap against it; `write_fusion` saves it with
-    the rest because `summary` merges it in.
-    """
-
-    context: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> dict:
-        return {**super().summary(), **self.context}
-
-
-@dataclass(frozen=True)
 class StudyFusion:
     """What `fuse_study` did: the fusion's name, folder, result and MLflow run (None if none)."""
 
     name: str
     out: Path
-    result: StudyFusionResult
+    result: FusionResult
     best_single: str  # trial id
     paired: dict[str, PairedResult]  # fusion minus best single trial, by official metric name
     mlflow_run_id: str | None
@@ -271,8 +255,7 @@ def fuse_study(
         },
         "paired_bootstrap_vs_best_single": {k: v.to_dict() for k, v in paired.items()},
     }
-    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(FusionResult)}
-    result = StudyFusionResult(**fields, context=context)
+    result = dataclasses.replace(result, context=context)
     write_fusion(result, out, test_split.tags, replace=replace)
     log.debug("fusion %s of %s written to %s", name, ", ".join(result.members), out)
     run_id = log_fusion_run(study, name, result, paired, out) if track else None
@@ -316,7 +299,7 @@ def fusion_metrics(result: FusionResult, paired: dict[str, PairedResult]) -> dic
 def log_fusion_run(
     study: Study,
     name: str,
-    result: StudyFusionResult,
+    result: FusionResult,
     paired: dict[str, PairedResult],
     out: Path,
 ) -> str | None:

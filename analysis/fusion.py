@@ -12,16 +12,18 @@ so that a failed run leaves nothing half-written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from analysis.bootstrap import Interval, bootstrap_intervals
+from analysis.bootstrap import Interval, bootstrap_intervals, paired_bootstrap
 from analysis.evaluate import (
     check_groundtruth,
     check_scores,
@@ -72,9 +74,12 @@ class FusionResult:
     decisions: np.ndarray  # bool
     metrics: dict[str, float]  # official names, on the fused test scores and decisions
     intervals: dict[str, Interval] = field(default_factory=dict)
+    # The comparison with the best single member (the paired bootstrap) and, for a study,
+    # its provenance; metrics.json records it with the rest.
+    context: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict:
-        """The metrics.json object: official metrics, bootstrap intervals, members."""
+        """The metrics.json object: official metrics, bootstrap intervals, members, context."""
         return {
             **self.metrics,
             "bootstrap": {name: interval.to_dict() for name, interval in self.intervals.items()},
@@ -83,11 +88,24 @@ class FusionResult:
             "select": self.selection.method,
             "validation_roc_auc_macro": self.selection.validation_roc_auc,
             "thresholds_tuned_on": self.thresholds_tuned_on,
+            **self.context,
         }
 
 
+MEMBER_FOLDER_FILES = ("test_predictions.npy", "validation_predictions.npy")
+
+
 def parse_member(spec: str) -> tuple[Path, Path | None]:
-    """``TEST.npy`` or ``TEST.npy:VALIDATION.npy`` -> (test path, validation path or None)."""
+    """``TEST.npy``, ``TEST.npy:VALIDATION.npy`` or a folder -> (test path, validation or None).
+
+    A folder is a study's trial folder (or any folder holding
+    ``test_predictions.npy`` and, optionally, ``validation_predictions.npy``).
+    """
+    if Path(spec).is_dir():
+        test, validation = (Path(spec) / name for name in MEMBER_FOLDER_FILES)
+        if not test.is_file():
+            raise ValueError(f"member folder {spec} has no {MEMBER_FOLDER_FILES[0]}")
+        return test, validation if validation.is_file() else None
     test, sep, validation = spec.partition(":")
     if not test or (sep and not validation) or ":" in validation:
         raise ValueError(f"member {spec!r}: expected TEST.npy or TEST.npy:VALIDATION.npy")
@@ -108,7 +126,8 @@ def load_members(specs: Sequence[str]) -> list[Member]:
                 load_matrix(validation_path, "member validation scores"),
                 f"member file {validation_path}",
             )
-        members.append(Member(spec, test, validation))
+        name = Path(spec).name if Path(spec).is_dir() else spec
+        members.append(Member(name, test, validation))
     return members
 
 
@@ -300,6 +319,44 @@ def run_fusion(
     )
 
 
+def best_single_member(
+    members: Sequence[Member], test_labels: np.ndarray, validation_labels: np.ndarray | None
+) -> tuple[Member, str]:
+    """The member with the best macro ROC-AUC on validation (on test without validation).
+
+    Returns it and the part it was chosen on ("validation" or "test").
+    """
+    if validation_labels is not None and all(m.validation is not None for m in members):
+        scores = [_macro_roc_auc(validation_labels, m.validation) for m in members]
+        return members[int(np.argmax(scores))], "validation"
+    scores = [_macro_roc_auc(test_labels, m.test) for m in members]
+    return members[int(np.argmax(scores))], "test"
+
+
+def with_best_single(
+    result: FusionResult,
+    members: Sequence[Member],
+    test_labels: np.ndarray,
+    validation_labels: np.ndarray | None,
+    resamples: int,
+    seed: int,
+) -> FusionResult:
+    """The result with its paired bootstrap test against the best single member (as `fuse`)."""
+    best, chosen_on = best_single_member(members, test_labels, validation_labels)
+    paired = paired_bootstrap(
+        test_labels, result.predictions, best.test, resamples=resamples, seed=seed
+    )
+    context = {
+        "best_single_member": {
+            "name": best.name,
+            "chosen_on": chosen_on,
+            **evaluate(test_labels, best.test),
+        },
+        "paired_bootstrap_vs_best_single": {k: v.to_dict() for k, v in paired.items()},
+    }
+    return dataclasses.replace(result, context={**result.context, **context})
+
+
 FUSION_FILES = ("predictions.npy", "decisions.npy", "thresholds.txt", "metrics.json")
 
 
@@ -373,6 +430,7 @@ def fuse_files(
     result = run_fusion(
         members, test_labels, validation_labels, select, top_k, weights, resamples, seed
     )
+    result = with_best_single(result, members, test_labels, validation_labels, resamples, seed)
     if out is not None:
         write_fusion(result, out, tag_names)
     return result

@@ -6,6 +6,8 @@ Layout (the contract with the driver)::
                                               fields the space varies), and (absent or null
                                               without MLflow) tracking_uri, experiment_id,
                                               parent_run_id
+    STUDY_DIR/{validation,test}_groundtruth.npy, tags.txt   the labels the trials were scored
+                                              on (bool, split rows x tag columns), the tags
     STUDY_DIR/trials/<id>/config.json         flat TrainConfig fields
     STUDY_DIR/trials/<id>/history.json        per-epoch dicts (epoch, train_loss, val_roc_auc, ...)
     STUDY_DIR/trials/<id>/metrics.json        validation_/test_ roc_auc, pr_auc (macro), ...,
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from mer_models.config import TrainConfig
-from mer_models.data.splits import DatasetPaths
+from mer_models.data.splits import DatasetPaths, load_split
 
 STUDY_KEYS = ("name", "space", "data")
 # MLflow coordinates: absent or null in a study run without tracking; read as "".
@@ -44,6 +46,24 @@ PARTS = ("validation", "test")
 FINISHED_STATES = ("finished", "early_stopped", "asha_stopped")
 # The driver writes a trial into trials/<id>.partial, then renames it: not a trial (yet).
 STAGING_SUFFIX = ".partial"
+# The labels a study was scored on, in split row and tag column order, beside study.json.
+GROUNDTRUTH_FILES = {part: f"{part}_groundtruth.npy" for part in PARTS}
+TAGS_FILE = "tags.txt"
+
+
+def write_groundtruth(study_dir: Path, data: DatasetPaths) -> None:
+    """Save the validation and test label matrices (bool) and the tag list into the study folder.
+
+    With them a study's prediction files can be evaluated and fused
+    (`python -m analysis evaluate`, `fuse-files`) without the dataset's split files.
+    """
+    for part, name in GROUNDTRUTH_FILES.items():
+        split = load_split(data, part)
+        staging = study_dir / f".{name}"
+        with staging.open("wb") as handle:
+            np.save(handle, split.labels.astype(bool))
+        staging.replace(study_dir / name)
+    (study_dir / TAGS_FILE).write_text("\n".join(split.tags) + "\n")
 
 
 def finite_number(value: Any) -> float | None:

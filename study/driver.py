@@ -22,6 +22,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
+from mer_models.study_results import write_groundtruth
 from study.budgets import BUDGETS
 from study.recorder import StudyRecorder
 from study.search_space import MODE, SearchSpace
@@ -152,6 +153,7 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
             indent=2,
         )
     )
+    write_groundtruth(options.study_dir, options.data)
     if not ray.is_initialized():
         if options.address:
             ray.init(address=options.address, log_to_driver=False)

@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from mer_models.data import DatasetPaths
 from mer_models.data.splits import load_split
+from mer_models.study_results import GROUNDTRUTH_FILES, TAGS_FILE
 from tests.conftest import write_dataset
 
 TRACKING_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")
@@ -27,7 +28,8 @@ def copy_study(source: Path, target: Path, tracking: bool = False) -> Path:
     """Copy a study's own files (not Ray's); without ``tracking``, study.json loses its MLflow
     coordinates so that nothing the copy does reaches the original study's MLflow runs."""
     target.mkdir(parents=True)
-    shutil.copy2(source / "study.json", target / "study.json")
+    for name in ("study.json", *GROUNDTRUTH_FILES.values(), TAGS_FILE):
+        shutil.copy2(source / name, target / name)
     for name in ("trials", "fusions", "report"):
         if (source / name).is_dir():
             shutil.copytree(source / name, target / name)

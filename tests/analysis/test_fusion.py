@@ -266,3 +266,49 @@ def test_cli_refuses_a_non_empty_output_folder(study_files, tmp_path, capsys):
     assert code == 2
     assert "not empty" in err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_fuse_files_tests_the_fusion_against_the_best_single_member(study_files, tmp_path, capsys):
+    out = tmp_path / "fused"
+    code, printed, err = run_main(capsys, *fuse_args(study_files, "--out", out))
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    best = metrics["best_single_member"]
+    # Member 0 has the strongest signal: the best on validation, where it is chosen.
+    validation_labels = np.load(study_files["dir"] / "validation_gt.npy")
+    on_validation = [
+        roc_auc_score(validation_labels, np.load(spec.split(":")[1]), average="macro")
+        for spec in study_files["specs"]
+    ]
+    assert best["name"] == study_files["specs"][int(np.argmax(on_validation))]
+    assert best["chosen_on"] == "validation"
+    best_test = np.load(best["name"].split(":")[0])
+    assert best["ROC-AUC-macro"] == pytest.approx(
+        roc_auc_score(study_files["test_labels"], best_test, average="macro")
+    )
+    paired = metrics["paired_bootstrap_vs_best_single"]
+    assert set(paired) == {"ROC-AUC-macro", "PR-AUC-macro"}  # as `fuse` writes it
+    assert paired["ROC-AUC-macro"]["observed_difference"] == pytest.approx(
+        metrics["ROC-AUC-macro"] - best["ROC-AUC-macro"]
+    )
+    assert 0 <= paired["ROC-AUC-macro"]["p_value"] <= 1
+    assert "fusion - best single ROC-AUC-macro\t" in printed
+
+
+def test_a_member_may_be_a_folder_of_predictions(study_files, tmp_path, capsys):
+    folders = []
+    for i, spec in enumerate(study_files["specs"]):
+        folder = tmp_path / f"trial{i}"
+        folder.mkdir()
+        test, validation = spec.split(":")
+        (folder / "test_predictions.npy").write_bytes(Path(test).read_bytes())
+        (folder / "validation_predictions.npy").write_bytes(Path(validation).read_bytes())
+        folders.append(str(folder))
+    by_files = run_main(capsys, *fuse_args(study_files, "--select", "greedy", "--json"))
+    args = fuse_args(study_files, "--select", "greedy", "--json")
+    args[1 : 1 + len(folders)] = folders
+    by_folders = run_main(capsys, *args)
+    assert by_files[0] == by_folders[0] == 0
+    files, folders_result = json.loads(by_files[1]), json.loads(by_folders[1])
+    assert files["ROC-AUC-macro"] == folders_result["ROC-AUC-macro"]
+    assert [f"trial{spec[-5]}" for spec in files["members"]] == folders_result["members"]
