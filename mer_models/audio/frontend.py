@@ -133,4 +133,7 @@ def melspec_file(path: str | Path) -> np.ndarray:
     audio = load_audio(path)
     if audio.size == 0:
         raise AudioError(f"{path}: the recording is empty (no samples after decoding)")
-    return melspectrogram(audio)
+    try:
+        return melspectrogram(audio)
+    except RuntimeError as error:  # Essentia's algorithms raise RuntimeError
+        raise AudioError(f"{path}: mel-spectrogram failed ({error})") from None

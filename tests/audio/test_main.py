@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
+import pytest
 
 from mer_models.audio.__main__ import main
 from mer_models.audio.frontend import melspec_file
@@ -97,3 +103,26 @@ def test_melspecs_of_a_folder_without_audio_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["melspecs", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
     assert "no audio files found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_only_complete_files_and_continues(tmp_path):
+    audio, out = tmp_path / "audio", tmp_path / "melspecs"
+    for number in range(8):
+        write_audio(audio / "00" / f"{number}.wav", chirp_and_tones(seconds=20.0))
+    command = [sys.executable, "-m", "mer_models.audio", "melspecs", str(audio), "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(out.rglob("*.npy")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = sorted(out.rglob("*.npy"))
+    assert finished, "the run wrote nothing before it was killed"
+    for path in finished:  # whatever exists is complete
+        np.testing.assert_array_equal(
+            np.load(path), melspec_file(audio / "00" / f"{path.stem}.wav")
+        )
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert f"{8 - len(finished)} written, {len(finished)} already done, 0 failed" in done.stdout
+    assert len(list(out.rglob("*.npy"))) == 8 and not list(out.rglob("*.partial-*"))
