@@ -29,6 +29,8 @@ from mer_models.data.scaling import BandStats
 from mer_models.data.splits import DataError, DatasetPaths, load_split
 from mer_models.models import build_model
 from mer_models.study_results import (
+    GROUNDTRUTH_FILES,
+    TAGS_FILE,
     finished_trials,
     load_study,
     resolve_study,
@@ -138,7 +140,7 @@ def _run_tagger(folder: Path, metadata: DatasetPaths | None) -> Tagger:
     if path.is_file():
         thresholds = _read_thresholds(path, model.tags)
     elif metadata is not None:
-        thresholds = _tune(folder, model.tags, metadata)
+        thresholds = _tune_on_dataset(folder, model.tags, metadata)
     else:
         raise ModelSourceError(
             f"{folder}: no {THRESHOLDS_FILE} (a run trained before thresholds were stored); "
@@ -152,17 +154,21 @@ def _trial_tagger(
     folder: Path, study_dir: Path, metadata: DatasetPaths | None, best_of_study: bool = False
 ) -> Tagger:
     model = load_trained_model(folder)
-    data = metadata if metadata is not None else load_study(study_dir).data
-    thresholds = _tune(folder, model.tags, data)
+    stored = [study_dir / GROUNDTRUTH_FILES["validation"], study_dir / TAGS_FILE]
+    if metadata is None and all(path.is_file() for path in stored):
+        # The labels the study scored its trials on, saved beside study.json.
+        labels = np.load(stored[0], allow_pickle=False)
+        tags = tuple(line for line in stored[1].read_text().splitlines() if line)
+        thresholds = _tune(folder, model.tags, labels, tags, str(stored[0]))
+    else:
+        data = metadata if metadata is not None else load_study(study_dir).data
+        thresholds = _tune_on_dataset(folder, model.tags, data)
     what = f"best trial {folder.name}" if best_of_study else f"trial {folder.name}"
     return Tagger(f"{what} of study {study_dir}", (model,), (1.0,), model.tags, thresholds)
 
 
-def _tune(folder: Path, tags: tuple[str, ...], data: DatasetPaths) -> np.ndarray:
-    """Per-tag thresholds from a folder's validation predictions and the dataset's labels."""
-    path = folder / VALIDATION_PREDICTIONS
-    if not path.is_file():
-        raise ModelSourceError(f"{folder}: no {VALIDATION_PREDICTIONS} to tune thresholds on")
+def _tune_on_dataset(folder: Path, tags: tuple[str, ...], data: DatasetPaths) -> np.ndarray:
+    """`_tune` with the validation labels of a dataset's split files."""
     try:
         validation = load_split(data, "validation")
     except DataError as error:
@@ -170,18 +176,32 @@ def _tune(folder: Path, tags: tuple[str, ...], data: DatasetPaths) -> np.ndarray
             f"{folder}: cannot read the validation labels to tune thresholds ({error}); "
             f"give --metadata DIR"
         ) from None
-    if validation.tags != tags:
+    return _tune(folder, tags, validation.labels, validation.tags, str(validation.file))
+
+
+def _tune(
+    folder: Path,
+    tags: tuple[str, ...],
+    labels: np.ndarray,
+    label_tags: tuple[str, ...],
+    label_source: str,
+) -> np.ndarray:
+    """Per-tag thresholds from a folder's validation predictions and validation labels."""
+    path = folder / VALIDATION_PREDICTIONS
+    if not path.is_file():
+        raise ModelSourceError(f"{folder}: no {VALIDATION_PREDICTIONS} to tune thresholds on")
+    if label_tags != tags:
         raise ModelSourceError(
-            f"{folder}: the model's {len(tags)} tags differ from the {len(validation.tags)} "
-            f"tags of {validation.file}; give the --metadata, --split and --subset it trained on"
+            f"{folder}: the model's {len(tags)} tags differ from the {len(label_tags)} "
+            f"tags of {label_source}; give the --metadata, --split and --subset it trained on"
         )
     scores = np.load(path, allow_pickle=False)
-    if scores.shape != validation.labels.shape:
+    if scores.shape != labels.shape:
         raise ModelSourceError(
-            f"{path}: shape {scores.shape}, but {validation.file} has (tracks, tags) = "
-            f"{validation.labels.shape}; give the --metadata, --split and --subset it trained on"
+            f"{path}: shape {scores.shape}, but {label_source} has (tracks, tags) = "
+            f"{labels.shape}; give the --metadata, --split and --subset it trained on"
         )
-    return tune_thresholds(validation.labels, scores)
+    return tune_thresholds(labels, scores)
 
 
 def _fusion_tagger(study_dir: Path, name: str) -> Tagger:

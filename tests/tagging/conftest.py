@@ -14,6 +14,7 @@ from mer_models.config import TrainConfig
 from mer_models.data.scaling import BandStats
 from mer_models.data.windows import PAD_DB
 from mer_models.models import build_model
+from mer_models.study_results import write_groundtruth
 from mer_models.training.trainer import train
 from tests.audio.conftest import chirp_and_tones, write_audio
 
@@ -54,6 +55,7 @@ def study(runs, small_synthetic, tmp_path_factory) -> Path:
             "test_predictions.npy",
         ):
             shutil.copyfile(folder / file, trial / file)
+    write_groundtruth(root, small_synthetic)
     fuse_study(root, top_k=2, track=False, resamples=20)
     return root
 

@@ -32,6 +32,21 @@ def test_a_trial_tunes_thresholds_against_the_study_labels(study, runs):
     )
 
 
+def test_a_moved_study_tunes_on_the_labels_saved_beside_study_json(study, runs, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(study, moved)
+    description = json.loads((moved / "study.json").read_text())
+    description["data"]["metadata"] = str(tmp_path / "gone")  # the dataset is not here
+    (moved / "study.json").write_text(json.dumps(description))
+    tagger = load_tagger(moved / "trials" / "seed0")
+    np.testing.assert_array_equal(
+        tagger.thresholds, read_thresholds(runs["seed0"] / "thresholds.txt")[1]
+    )
+    (moved / "validation_groundtruth.npy").unlink()  # then the split files are needed
+    with pytest.raises(ModelSourceError, match="cannot read the validation labels"):
+        load_tagger(moved / "trials" / "seed0")
+
+
 def test_a_study_gives_its_best_trial_by_validation_roc_auc(study, tmp_path):
     metrics = {
         name: json.loads((study / "trials" / name / "metrics.json").read_text())
