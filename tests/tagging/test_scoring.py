@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from mer_models.audio.frontend import melspec_file
 from mer_models.tagging.scoring import model_probabilities, window_starts
@@ -33,8 +34,6 @@ def test_crops_are_spread_windows():
 
 @pytest.mark.slow
 def test_probabilities_are_the_mean_over_standardised_windows(runs, songs):
-    import torch
-
     model = load_trained_model(runs["seed0"])
     melspec = melspec_file(songs["song"])
     frames = melspec.shape[1]
@@ -53,3 +52,17 @@ def test_probabilities_are_the_mean_over_standardised_windows(runs, songs):
     got, count = model_probabilities(model, short, torch.device("cpu"))
     assert count == 1
     np.testing.assert_allclose(got, expected_probabilities(runs["seed0"], short, [0]), rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_gives_the_cpu_probabilities(runs, songs):
+    melspec = melspec_file(songs["song"])
+    model = load_trained_model(runs["seed0"])
+    on_cpu, _ = model_probabilities(model, melspec, torch.device("cpu"))
+    model.network.to("cuda")
+    try:
+        on_gpu, _ = model_probabilities(model, melspec, torch.device("cuda"), batch_size=2)
+    finally:
+        model.network.to("cpu")
+    np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-4)
