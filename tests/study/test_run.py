@@ -1,0 +1,43 @@
+"""The driver's flags that shape a study before Ray starts: --scheduler and the console."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from study.driver import StudyOptions, make_scheduler
+from study.run import LIBRARY_LOGGERS, configure_console, parse_args, with_scheduler
+from study.search_space import load_space
+
+
+def options_for(space) -> StudyOptions:
+    return StudyOptions(
+        space=space, name="t", storage=None, data=None, tracking_uri="", budget="quick"
+    )
+
+
+def test_scheduler_flag_overrides_the_space():
+    space = load_space("table1")
+    assert space.scheduler.type == "asha"
+    assert isinstance(make_scheduler(options_for(space)), ASHAScheduler)
+    fifo = with_scheduler(space, parse_args(["--scheduler", "fifo"])[0].scheduler)
+    assert fifo.scheduler.type == "fifo" and fifo.parameters == space.parameters
+    assert isinstance(make_scheduler(options_for(fifo)), FIFOScheduler)
+    assert with_scheduler(space, None) is space
+    asha = with_scheduler(fifo, "asha")
+    assert isinstance(make_scheduler(options_for(asha)), ASHAScheduler)
+
+
+def test_the_console_keeps_library_loggers_quiet_unless_verbose(monkeypatch):
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    saved = {name: logging.getLogger(name).level for name in (*LIBRARY_LOGGERS, "study")}
+    try:
+        configure_console(verbose=False)
+        assert all(logging.getLogger(n).level == logging.ERROR for n in LIBRARY_LOGGERS)
+        assert logging.getLogger("study").level == logging.INFO
+        assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"  # Ray's box and TensorBoard hint off
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
