@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,6 +130,39 @@ def check_ui_api(uri: str, study_dir: Path, metrics: list[dict]) -> None:
     mlflow.set_tracking_uri(uri)
     loaded = mlflow.pytorch.load_model("models:/smoke-best/1")  # artifacts through the server
     assert loaded(torch.zeros(2, 1, 96, 64)).shape == (2, 56)
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is not None:  # the page itself, where a headless Chromium is installed
+        experiment_page = rendered_page(
+            browser, f"{uri}/#/experiments/{experiment['experiment_id']}/runs"
+        )
+        assert "Training runs" in experiment_page and "A seconds-long study" in experiment_page
+        trial = next(run for run in runs if run["info"]["run_name"] in trial_names)
+        run_page = rendered_page(
+            browser,
+            f"{uri}/#/experiments/{experiment['experiment_id']}/runs/{trial['info']['run_id']}",
+        )
+        assert trial["info"]["run_name"] in run_page
+        assert "best_val_roc_auc" in run_page and "epoch_seconds" in run_page
+
+
+def rendered_page(browser: str, url: str) -> str:
+    """The DOM of a UI page after its scripts ran (headless Chromium)."""
+    done = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.stdout
 
 
 def free_port() -> int:
