@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from mer_models.data.augment import NO_MASKS, SpecAugment
 from mer_models.data.sources import WindowSource
@@ -76,7 +76,13 @@ class EvalWindows(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         starts = centred_starts(self.source.length(index), self.window, self.crops)
-        windows = np.stack([self.source.read(index, int(s), self.window) for s in starts])
+        # Stacked in the source's own layout (a store's windows are transposed
+        # views of time-major buffers), so that the copy is contiguous.
+        reads = [self.source.read(index, int(s), self.window) for s in starts]
+        if reads[0].flags.f_contiguous and not reads[0].flags.c_contiguous:
+            windows = np.stack([read.T for read in reads]).transpose(0, 2, 1)
+        else:
+            windows = np.stack(reads)
         windows = _finite(windows, self.table, index)  # (K, bands, window)
         return torch.from_numpy(windows[:, None]), self.labels[index]
 
@@ -93,6 +99,8 @@ def _finite(window: np.ndarray, table: SplitTable, index: int) -> np.ndarray:
 def all_finite(values: np.ndarray) -> bool:
     """Whether every value is finite; float16 by its exponent bits (numpy's float16 is slow)."""
     if values.dtype == np.float16:
+        if values.flags.f_contiguous:  # a store's transposed window: read it as it lies
+            values = values.T
         return bool((values.view(np.uint16) & 0x7FFF).max() < 0x7C00)
     return bool(np.isfinite(values).all())
 
@@ -122,6 +130,21 @@ class EpochSampler(Sampler):
         return iter(zip(order.tolist(), seeds[order].tolist(), strict=True))
 
 
+def collate(batch: list) -> list:
+    """`default_collate`, stacking time-major windows (a packed store's) as they lie.
+
+    A store's windows are (bands, frames) views of (frames, bands) buffers;
+    stacked band-major they would be copied element by element (7x slower).
+    Stacked time-major and transposed as a view, the batch's transpose
+    happens in `BatchPreprocess`'s float32 copy, at no extra cost.
+    """
+    windows = batch[0][0]
+    if windows.dim() < 2 or windows.is_contiguous() or not windows.mT.is_contiguous():
+        return default_collate(batch)
+    stacked = default_collate([item[0].mT for item in batch]).mT
+    return [stacked, *default_collate([item[1:] for item in batch])]
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -141,6 +164,7 @@ def make_loader(
         sampler=sampler,
         shuffle=False,
         num_workers=workers,
+        collate_fn=collate,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
