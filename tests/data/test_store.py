@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from mer_models.data import DataError, DatasetPaths, load_split
+from mer_models.data.augment import BatchPreprocess, SpecAugment
 from mer_models.data.check import check_dataset
-from mer_models.data.dataset import EvalWindows
-from mer_models.data.scaling import compute_band_stats
+from mer_models.data.dataset import EpochSampler, EvalWindows, TrainWindows, make_loader
+from mer_models.data.scaling import BandStats, compute_band_stats
 from mer_models.data.sources import MelspecFolder, window_source
 from mer_models.data.store import DATA, INDEX, MANIFEST, PROGRESS, open_store, pack
 from mer_models.data.windows import PAD_DB
@@ -274,3 +275,29 @@ def test_training_runs_from_a_store_without_the_melspec_folder(tmp_path, cache):
     stats = torch.load(out / "best_model.pt")["band_stats"]
     np.testing.assert_allclose(stats["mean"], -40, atol=2.0)  # write_dataset's N(-40, 10) values
     np.testing.assert_allclose(stats["std"], 10, atol=2.0)
+
+
+def test_store_batches_equal_melspec_batches_rounded_whatever_the_workers(packed, tiny_dataset):
+    table = load_split(packed, "train")
+    folder = TrainWindows(table, MelspecFolder(table, tiny_dataset.melspecs), 256, SpecAugment())
+    store = TrainWindows(table, window_source(packed, table), 256, SpecAugment())
+    sampler = EpochSampler(len(table), seed=5)
+    sampler.set_epoch(1)
+    expected = [batch for batch in make_loader(folder, 4, 0, sampler=sampler)]
+    for workers in (0, 2):
+        batches = list(make_loader(store, 4, workers, sampler=sampler, seed=5))
+        assert len(batches) == len(expected)
+        for (windows, labels, masks), (want, want_labels, want_masks) in zip(
+            batches, expected, strict=True
+        ):
+            assert windows.dtype == torch.float16 and windows.shape == want.shape
+            torch.testing.assert_close(windows, want.half(), rtol=0, atol=0)
+            torch.testing.assert_close(masks, want_masks, rtol=0, atol=0)
+            torch.testing.assert_close(labels, want_labels, rtol=0, atol=0)
+    stats = BandStats(np.full(96, -40, np.float32), np.full(96, 10, np.float32))
+    windows, _, masks = batches[0]
+    out = BatchPreprocess(stats)(windows, masks)
+    assert out.is_contiguous() and out.dtype == torch.float32
+    torch.testing.assert_close(
+        out, BatchPreprocess(stats)(expected[0][0], masks), atol=4e-3, rtol=0
+    )
