@@ -28,7 +28,7 @@ from mer_models.training.checkpoint import (
 )
 from study.tracking import StudyTracker
 from study.trainable import trial_config
-from tracking.names import trial_run_name
+from tracking.names import ARCHITECTURE_FIELDS, format_value, trial_run_name
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,21 @@ class StudyRecorder(tune.Callback):
 
     def _print_table(self, trials: list) -> None:
         self._last_table = time.monotonic()
-        rows = [("trial", "model", "cbam", "cell", "units", "status", "epoch", "val AUC", "best")]
+        extra = [key for key in self.searched if key not in ARCHITECTURE_FIELDS]
+        rows = [
+            (
+                "trial",
+                "model",
+                "cbam",
+                "cell",
+                "units",
+                *extra,
+                "status",
+                "epoch",
+                "val AUC",
+                "best",
+            )
+        ]
         for trial in trials:
             config = trial_config(trial.config)
             last = trial.last_result or {}
@@ -167,6 +181,7 @@ class StudyRecorder(tune.Callback):
                     "yes" if config.cbam and config.model == "crnn" else "no",
                     config.cell if config.model == "crnn" else "-",
                     _units(config.units, config.layers) if config.model == "crnn" else "-",
+                    *(format_value(getattr(config, key)) for key in extra),
                     _status(self.study_dir, trial),
                     str(last.get("epoch", "-")),
                     f"{last['val_roc_auc']:.4f}" if "val_roc_auc" in last else "-",

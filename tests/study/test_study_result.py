@@ -4,6 +4,7 @@ model, the dataset input, the experiment's kind, and a quiet console."""
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 import numpy as np
@@ -103,3 +104,9 @@ def test_the_console_shows_only_the_study(smoke_study):
         assert text not in smoke_study.stdout + smoke_study.stderr
     assert smoke_study.stderr.strip() == ""
     assert "best trial: " in smoke_study.stdout and "  config: model=crnn " in smoke_study.stdout
+    # Progress and summary tables name their trials and show the searched learning rate.
+    progress = r"^trial\s+model\s+cbam\s+cell\s+units\s+lr\s+status\s+epoch"
+    summary = r"^trial\s+conv\. attention\s+model\s+RNN cell\s+RNN units\s+lr\s+val ROC-AUC"
+    assert re.search(progress, smoke_study.stdout, re.MULTILINE)
+    assert re.search(summary, smoke_study.stdout, re.MULTILINE)
+    assert re.search(r"^\w{5}_0000\d\s+none\s+CRNN\s+GRU\s+8\s+1\.0e-7\s", smoke_study.stdout, re.M)
