@@ -53,7 +53,7 @@ class TrainWindows(Dataset):
         start = random_start(self.source.length(index), self.window, rng)
         window = _finite(self.source.read(index, start, self.window), self.table, index)
         masks = NO_MASKS if self.augment is None else self.augment.draw(*window.shape, rng)
-        return torch.from_numpy(window)[None], self.labels[index], torch.from_numpy(masks)
+        return torch.from_numpy(window[None]), self.labels[index], torch.from_numpy(masks)
 
 
 class EvalWindows(Dataset):
