@@ -318,7 +318,7 @@ def _resume_point(out: Path, plan: dict[str, Any]) -> int:
                 f"split-{plan['split']} {plan['subset']}; remove it or choose another --out"
             )
         return int(progress["done"])
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(not _temporary(path) for path in out.iterdir()):
         raise DataError(
             f"{out} exists and is not a packed store: choose an empty or new folder for --out"
         )
@@ -400,6 +400,14 @@ def _write_tracks(
     _atomic_json(out / MANIFEST, manifest)  # from here on the store is complete
     (out / PROGRESS).unlink()
     (out / DIGESTS).unlink()
+    for path in out.iterdir():  # left by a pack killed while renaming a file into place
+        if _temporary(path):
+            path.unlink()
+
+
+def _temporary(path: Path) -> bool:
+    """A file `_atomic_write` had not renamed into place yet."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def _pack_track(paths: DatasetPaths, track: str, relative: str, frames: int) -> tuple[bytes, float]:

@@ -140,6 +140,11 @@ def test_pack_refuses_a_folder_that_is_not_its_store(tiny_dataset, tmp_path, pac
     with pytest.raises(DataError, match="not a packed store"):
         pack(tiny_dataset, occupied, progress=False)
     assert (occupied / "notes.txt").read_text() == "mine"
+    leftover = tmp_path / "leftover"  # a pack killed while renaming its first file
+    leftover.mkdir()
+    (leftover / f".{PROGRESS}.k2j4.tmp").write_text('{"plan"')
+    assert not pack(tiny_dataset, leftover, progress=False).already_complete
+    assert sorted(p.name for p in leftover.iterdir()) == sorted([DATA, INDEX, MANIFEST])
     other = write_dataset(tmp_path / "other", {"train": [300], "validation": [300], "test": [300]})
     with pytest.raises(DataError, match="already holds a complete packed store"):
         pack(other, packed.store, progress=False)
