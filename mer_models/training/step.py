@@ -60,12 +60,20 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]
     `load_state_dict` takes the saved groups' `capturable`/`fused`/`foreach`
     flags as its own and places `step` by them; the live optimizer keeps its
     flags instead, so a graph run's checkpoint continues eagerly on a CPU and
-    an eager run's continues in a graph.
+    an eager run's continues in a graph. Moments take their parameter's
+    memory layout.
     """
     flags = ("capturable", "fused", "foreach")
     live = [{name: group.get(name) for name in flags} for group in optimizer.param_groups]
     groups = [{**group, **own} for group, own in zip(saved["param_groups"], live, strict=True)]
     optimizer.load_state_dict({"state": saved["state"], "param_groups": groups})
+    # A fused update needs each moment laid out like its parameter; a CPU run's
+    # state is contiguous while a CUDA model may be channels_last.
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                if value.stride() != param.stride():
+                    state[key] = torch.empty_like(param).copy_(value)
 
 
 def autocast_for(config: TrainConfig, device: torch.device) -> Autocast:

@@ -128,6 +128,30 @@ def test_a_snapshot_undoes_the_warm_up_steps(trained_before):
     assert run(with_warm_up=True) == run(with_warm_up=False)
 
 
+def test_loaded_moments_take_the_layout_of_a_channels_last_model():
+    """A CPU run's contiguous Adam state, loaded for a channels_last (CUDA-style) model."""
+    data = batches(SMALL, 2, CPU)
+    model, optimizer = model_and_optimizer(SMALL, CPU)
+    step = make_step(model, optimizer, SMALL, CPU)
+    for windows, labels in data:
+        step(windows, labels)
+    saved = _round_trip(optimizer.state_dict())
+    torch.manual_seed(SMALL.seed)
+    last = build_model(SMALL, n_tags=6).to(memory_format=torch.channels_last)
+    fused = torch.optim.Adam(last.parameters(), lr=SMALL.lr, fused=True)
+    load_optimizer_state(fused, saved)
+    convs = [p for p in last.parameters() if p.dim() == 4 and min(p.shape[1:]) > 1]
+    assert convs and all(not p.is_contiguous() for p in convs)  # really channels_last
+    for param in last.parameters():
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert fused.state[param][key].stride() == param.stride()
+    pairs = zip(model.parameters(), last.parameters(), strict=True)
+    for before, after in pairs:
+        torch.testing.assert_close(
+            fused.state[after]["exp_avg"], optimizer.state[before]["exp_avg"]
+        )
+
+
 def _round_trip(state: dict) -> dict:
     buffer = io.BytesIO()
     torch.save(state, buffer)
