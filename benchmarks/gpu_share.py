@@ -12,7 +12,7 @@ one (the trainer's own process), as the study sizes them. On a CPU it runs
 too (device "cpu", no loader workers, the cores split between trials),
 which is how it is tested; `--size toy` is a tiny model for that.
 
-    python benchmarks/gpu_share.py --trials 4 [--size paper] [--tracks 3000] [--epochs 3]
+    python benchmarks/gpu_share.py --trials 4 [--size paper] [--tracks 3000] [--epochs 3] [--eager]
 
 The last line printed is a JSON object with `solo_samples_per_second`,
 `total_samples_per_second`, `per_trial_samples_per_second` and `device`.
@@ -43,7 +43,9 @@ SIZES = {
 }
 
 
-def trial_config(size: str, trials: int, epochs: int, workers: int | None, device: str):
+def trial_config(
+    size: str, trials: int, epochs: int, workers: int | None, device: str, graphs: bool = True
+):
     cores = os.cpu_count() or 1
     share = max(cores // trials, 1)
     if workers is None:
@@ -53,6 +55,7 @@ def trial_config(size: str, trials: int, epochs: int, workers: int | None, devic
         patience=epochs,
         workers=workers,
         threads=1 if device == "cuda" else share,
+        cuda_graphs=graphs,
     )
 
 
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per trial (>= 2)")
     parser.add_argument("--workers", type=int, default=None, help="loader workers per trial")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--eager", action="store_true", help="cuda_graphs off (for comparison)")
     args = parser.parse_args(argv)
     if args.trials < 1 or args.epochs < 2:
         parser.error("--trials must be >= 1 and --epochs >= 2 (the first epoch is not timed)")
@@ -71,13 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     print(f"synthetic dataset of {args.tracks} tracks ...", flush=True)
     paths = synthetic_dataset(tracks=args.tracks)
-    figures: dict = {"device": name, "trials": args.trials, "size": args.size}
+    figures: dict = {
+        "device": name,
+        "trials": args.trials,
+        "size": args.size,
+        "cuda_graphs": not args.eager and device == "cuda",
+    }
     with tempfile.TemporaryDirectory(prefix="gpu-share-") as folder:
         work = Path(folder)
-        solo_config = trial_config(args.size, 1, args.epochs, args.workers, device)
+        graphs = not args.eager
+        solo_config = trial_config(args.size, 1, args.epochs, args.workers, device, graphs)
         (solo,) = run_concurrently({"solo": solo_config}, paths, work / "solo", device)
         print(f"1 trial alone: {solo.samples_per_second:.1f} samples/s", flush=True)
-        config = trial_config(args.size, args.trials, args.epochs, args.workers, device)
+        config = trial_config(args.size, args.trials, args.epochs, args.workers, device, graphs)
         shared = run_concurrently(
             {f"trial{i}": config for i in range(args.trials)}, paths, work / "shared", device
         )
