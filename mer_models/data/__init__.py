@@ -1,4 +1,5 @@
-"""The MTG-Jamendo data layer: metadata, windows, augmentation, batches, checks."""
+"""The MTG-Jamendo data layer: metadata, windows (melspec files or a packed store),
+augmentation, batches, checks."""
 
 from mer_models.data.splits import (
     PARTS,

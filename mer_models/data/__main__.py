@@ -45,7 +45,15 @@ def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def pack_command(args: argparse.Namespace) -> int:
     paths = DatasetPaths(args.metadata, args.melspecs, split=args.split, subset=args.subset)
-    result = pack(paths, args.out)
+    try:
+        result = pack(paths, args.out)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: the tracks packed so far are kept in {args.out}; run the same "
+            "command again to continue",
+            file=sys.stderr,
+        )
+        return 130
     store = result.store
     gigabytes = store.manifest["bytes"] / 1e9
     if result.already_complete:
