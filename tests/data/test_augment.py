@@ -114,3 +114,8 @@ def test_the_device_gives_the_cpu_result(stats):
     on_cpu = preprocess(raw.half(), masks)
     on_gpu = preprocess.to("cuda")(raw.half().cuda(), masks.cuda())
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-6, atol=1e-6)
+    # a store's batch: time-major, pinned, copied without blocking, transposed on the GPU
+    time_major = raw.half().mT.contiguous().mT.pin_memory()
+    moved = time_major.to("cuda", non_blocking=True)
+    assert moved.stride() == time_major.stride()
+    torch.testing.assert_close(preprocess(moved, masks.cuda()).cpu(), on_cpu, rtol=1e-6, atol=1e-6)
