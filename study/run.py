@@ -5,8 +5,9 @@
 Without data flags it trains on the embedded synthetic dataset (generated
 once, then cached). Results go to STORAGE/NAME (default ./ray_results/table1),
 every trial is an MLflow run nested under the study's run (default store:
-./mlflow.db), and the study ends with a Table 1 style summary, a report and
-the fusion of its two best trials. `--resume` continues an interrupted study.
+./mlflow.db), and the study ends with a Table 1 style summary, a report, the
+fusion of its two best trials, and its best model registered in MLflow as
+NAME-best. `--resume` continues an interrupted study.
 """
 
 from __future__ import annotations
