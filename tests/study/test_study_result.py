@@ -52,6 +52,9 @@ def test_the_parent_run_carries_the_result(smoke_study, tmp_path):
     assert summary.strip() in smoke_study.stdout and best.id in summary
     assert "scheduler: {type: asha" in (tmp_path / RESULT_ARTIFACTS / "smoke.yaml").read_text()
     assert folder.endswith(RESULT_ARTIFACTS)
+    # The report says which scheduler ran and that ASHA made the budgets unequal.
+    report = (smoke_study.dir / "report" / "report.md").read_text()
+    assert "Scheduler: ASHA; it stopped" in report and "--scheduler fifo" in report
     # The dataset the study read is the input of the parent run and of every trial run.
     trial_runs = client.search_runs([experiment.experiment_id], "tags.`mer.role` = 'trial'")
     for run in [parent, *trial_runs]:
