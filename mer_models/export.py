@@ -31,6 +31,7 @@ from torch import nn
 
 from mer_models.audio.frontend import FRAME_SIZE, HOP_SIZE, N_BANDS, SAMPLE_RATE
 from mer_models.data.augment import BatchPreprocess
+from mer_models.data.windows import PAD_DB
 from mer_models.tagging.sources import ModelSourceError, Tagger, TrainedModel, load_tagger
 
 METADATA = "metadata.json"
@@ -76,7 +77,7 @@ def export_model(tagger: Tagger, out: str | Path) -> Path:
             "bands": N_BANDS,
         },
         "window": model.config.window,
-        "pad_db": -100.0,
+        "pad_db": PAD_DB,
         "tags": list(tagger.tags),
         "thresholds": [float(value) for value in tagger.thresholds],
         "config": model.config.to_dict(),

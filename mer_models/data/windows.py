@@ -22,18 +22,23 @@ from mer_models.data.splits import DataError
 
 FRAMES_PER_SECOND = 12000 / 256
 N_BANDS = 96
-# Tracks shorter than the window are padded at the end with this value: the
-# floor of a power-to-dB conversion clipped at 1e-10 (10 * log10(1e-10)),
-# i.e. silence, rather than 0 dB, which would be a loud event.
-PAD_DB = -100.0
+# Tracks shorter than the window are padded at the end with this value:
+# silence as the dataset's extractor writes it (its lin2db floor of -100 dB
+# below a power of 1e-10, times its scale of 2), rather than 0 dB, which
+# would be a loud event.
+PAD_DB = -200.0
 _HEADER_PREFIX = 128  # bytes: the whole header of a typical .npy file
 
 
 def open_melspec(path: str | Path, n_bands: int = N_BANDS) -> np.ndarray:
     """Memory-map a (n_bands, n_frames) float32 mel-spectrogram, checking its header.
 
-    The map is advised as randomly accessed, so the kernel reads only the
-    pages a window touches instead of reading ahead through the whole track.
+    Both layouts are read: C order (band-major, one page per band row under a
+    window) and Fortran order, which is what the dataset's extractor writes
+    (`np.save` of a transposed (frames, bands) array): time-major on disk,
+    so a window is one contiguous range. The map is advised as randomly
+    accessed, so the kernel reads only the pages a window touches instead of
+    reading ahead through the whole track.
     """
     path = Path(path)
     try:
@@ -42,11 +47,10 @@ def open_melspec(path: str | Path, n_bands: int = N_BANDS) -> np.ndarray:
         try:
             shape, fortran_order, dtype, offset = _read_header(descriptor)
             size = os.fstat(descriptor).st_size
-            if dtype != np.float32 or len(shape) != 2 or shape[0] != n_bands or fortran_order:
+            if dtype != np.float32 or len(shape) != 2 or shape[0] != n_bands:
                 raise DataError(
-                    f"{path}: array is {dtype} {tuple(shape)}"
-                    f"{' (Fortran order)' if fortran_order else ''}; expected float32 "
-                    f"({n_bands}, n_frames) in C order"
+                    f"{path}: array is {dtype} {tuple(shape)}; expected float32 "
+                    f"({n_bands}, n_frames)"
                 )
             if shape[1] == 0:
                 raise DataError(f"{path}: the mel-spectrogram has no frames")
@@ -66,9 +70,10 @@ def open_melspec(path: str | Path, n_bands: int = N_BANDS) -> np.ndarray:
         raise DataError(f"{path}: unreadable .npy file ({error})") from None
     if hasattr(memory, "madvise"):
         memory.madvise(mmap.MADV_RANDOM)
-    return np.frombuffer(
-        memory, dtype=np.float32, count=shape[0] * shape[1], offset=offset
-    ).reshape(shape)
+    flat = np.frombuffer(memory, dtype=np.float32, count=shape[0] * shape[1], offset=offset)
+    if fortran_order:
+        return flat.reshape(shape[::-1]).T  # (frames, bands) on disk, seen as (bands, frames)
+    return flat.reshape(shape)
 
 
 def _read_header(descriptor: int) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -147,6 +152,12 @@ def _prefetch(array: np.ndarray, start: int, stop: int) -> None:
     n_bands, n_frames = array.shape
     data = array.__array_interface__["data"][0]
     mapping = np.frombuffer(memory, dtype=np.uint8, count=1).__array_interface__["data"][0]
+    if array.flags.f_contiguous and not array.flags.c_contiguous:  # time-major: one range
+        first, length = data - mapping + start * n_bands * 4, (stop - start) * n_bands * 4
+        if not _resident(mapping, first, length):
+            page_start = first - first % _PAGE
+            memory.madvise(mmap.MADV_WILLNEED, page_start, first + length - page_start)
+        return
     row_bytes, window_bytes = n_frames * 4, (stop - start) * 4
     first = data - mapping + start * 4  # offset of the window in row 0
     if _resident(mapping, first, window_bytes) and _resident(

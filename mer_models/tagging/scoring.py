@@ -4,7 +4,7 @@ A track is cut into windows of the model's training length: every window
 (hop = window, the last one aligned with the end of the track so every frame
 is seen and none is padding), or K windows spread over the track
 (``crops``), as validation does with ``eval_crops``. A track shorter than
-one window is padded with -100 dB, as training pads. Each window is
+one window is padded with `PAD_DB` (-200 dB, silence), as training pads. Each window is
 standardised with the training split's band statistics, and the sigmoid
 probabilities are averaged over windows, then over fusion members.
 """

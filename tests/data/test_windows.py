@@ -35,6 +35,21 @@ def test_a_numpy_integer_start_reads_the_same_window(tmp_path):
         assert (window[:, stop - start :] == PAD_DB).all()
 
 
+def test_fortran_order_files_read_as_the_extractor_wrote_them(tmp_path):
+    # The dataset's extractor saves a transposed (frames, bands) array: Fortran order on disk.
+    frames_by_bands = np.arange(700 * 96, dtype=np.float32).reshape(700, 96)
+    np.save(tmp_path / "f.npy", frames_by_bands.T)
+    assert np.load(tmp_path / "f.npy", mmap_mode="r").flags.f_contiguous
+    mapped = open_melspec(tmp_path / "f.npy")
+    assert mapped.shape == (96, 700)
+    np.testing.assert_array_equal(mapped, frames_by_bands.T)
+    for start in (0, 321, 650):
+        window = read_window(mapped, start, 100)
+        stop = min(start + 100, 700)
+        np.testing.assert_array_equal(window[:, : stop - start], frames_by_bands[start:stop].T)
+        assert (window[:, stop - start :] == PAD_DB).all()
+
+
 def test_spread_crops_cover_the_track_and_stay_inside():
     starts = centred_starts(10_000, 500, count=4)
     np.testing.assert_array_equal(starts, [1000, 3500, 6000, 8500])

@@ -48,7 +48,7 @@ def test_probabilities_are_the_mean_over_standardised_windows(runs, songs):
             np.testing.assert_allclose(
                 got, expected_probabilities(runs["seed0"], melspec, starts), rtol=1e-5
             )
-    short = melspec_file(songs["short"])  # 48 frames: padded with -100 dB as in training
+    short = melspec_file(songs["short"])  # 48 frames: padded with PAD_DB as in training
     got, count = model_probabilities(model, short, torch.device("cpu"))
     assert count == 1
     np.testing.assert_allclose(got, expected_probabilities(runs["seed0"], short, [0]), rtol=1e-5)
