@@ -114,15 +114,16 @@ def _run_fuse_files(args: argparse.Namespace) -> int:
     else:
         print(format_results(result.metrics))
         print("members\t" + " ".join(result.members))
+        best = result.context["best_single_member"]
+        print(f"best single member\t{best['name']} (chosen on {best['chosen_on']})")
         for line in paired_lines(result.context):
             print(line)
     return 0
 
 
 def paired_lines(context: dict) -> list[str]:
-    """The paired test against the best single member, a line per metric."""
-    best = context["best_single_member"]
-    lines = [f"best single member\t{best['name']} (chosen on {best['chosen_on']})"]
+    """The paired test against the best single member (`fuse`, `fuse-files`), a line per metric."""
+    lines = []
     for name, test in context["paired_bootstrap_vs_best_single"].items():
         lines.append(
             f"fusion - best single {name}\t{test['observed_difference']:+.4f} "
@@ -205,6 +206,8 @@ def _run_fuse(args: argparse.Namespace) -> int:
         print(format_results(fusion.result.metrics))
         for key, value in summary.items():
             print(f"{key}\t{' '.join(value) if isinstance(value, list) else value}")
+        for line in paired_lines(fusion.result.context):
+            print(line)
     return 0
 
 

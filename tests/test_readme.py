@@ -77,6 +77,7 @@ def test_the_readme_commands_run_as_written(smoke_study, tmp_path):
     # `evaluate` printed the metrics of the top-3 fusion, and fuse-files tested its fusion
     # against the best single trial, as `fuse` does.
     top3 = json.loads((study / "fusions" / "top3" / "metrics.json").read_text())
+    assert "fusion - best single ROC-AUC-macro\t" in outputs[1]  # fuse prints the paired test
     assert f"ROC-AUC-macro\t{top3['ROC-AUC-macro']:.6f}" in outputs[3]
     fused = json.loads((tmp_path / "fused" / "metrics.json").read_text())
     trial_ids = {p.name for p in (study / "trials").iterdir()}
