@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
 from mer_models.study_results import write_groundtruth
 from study.budgets import BUDGETS
+from study.checkpoints import FOLDER as CHECKPOINTS
 from study.recorder import StudyRecorder
 from study.search_space import MODE, SearchSpace
 from study.tracking import StudyTracker
@@ -52,6 +54,8 @@ class StudyOptions:
     # storage folder, or a cloud URI (s3://, gs://) when the results folder
     # stays on the driver. None: `storage`.
     ray_storage: str | None = None
+    keep_checkpoints: bool = False  # a finished trial's checkpoints stay (else deleted)
+    retry_failed: bool = False  # a resume runs failed trials again from their checkpoints
 
     @property
     def ray_storage_path(self) -> str:
@@ -69,6 +73,11 @@ class StudyOptions:
     def searched(self) -> tuple[str, ...]:
         """The fields the space varies (they name the trials' runs and the summary's columns)."""
         return searched_fields(self.space.parameters, self.space.configs or [])
+
+    @property
+    def checkpoints(self) -> str:
+        """The root of the trials' own checkpoint stores (see study.checkpoints)."""
+        return f"{self.ray_experiment}/{CHECKPOINTS}"
 
 
 def fixed_values(options: StudyOptions) -> dict[str, Any]:
@@ -134,25 +143,8 @@ def make_searcher(options: StudyOptions):
 
 
 def run_study(options: StudyOptions, tracker: StudyTracker):
-    """Run (or resume) the study; returns Ray Tune's ResultGrid."""
-    options.study_dir.mkdir(parents=True, exist_ok=True)
-    study_file = options.study_dir / "study.json"
-    study_file.write_text(
-        json.dumps(
-            {
-                "name": options.name,
-                "space": str(options.space.file),
-                "budget": options.budget,
-                "scheduler": options.space.scheduler.type,
-                "searched": list(options.searched),
-                "data": options.data.to_dict(),
-                "tracking_uri": tracker.tracking_uri,
-                "experiment_id": tracker.experiment_id,
-                "parent_run_id": tracker.parent_run_id,
-            },
-            indent=2,
-        )
-    )
+    """Run (or resume) the study in its claimed folder; returns Ray Tune's ResultGrid."""
+    write_study_file(options, tracker)
     write_groundtruth(options.study_dir, options.data)
     if not ray.is_initialized():
         if options.address:
@@ -164,16 +156,39 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
                 log_to_driver=False,
                 configure_logging=False,
             )
+    # After ray.init, which installs its own SIGTERM handler (an abrupt exit):
+    # SIGTERM (kill, timeout, batch schedulers) stops the study as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    logging.getLogger("ray.tune.tune").addFilter(_NoRestoreHint())
+    recorded = recorded_trials(options.study_dir)
+    retrying = frozenset(t for t, state in recorded.items() if state == "error")
+    retrying = retrying if options.retry_failed else frozenset()
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, data=options.data.to_dict()),
+        tune.with_parameters(
+            run_trial,
+            data=options.data.to_dict(),
+            checkpoints=options.checkpoints,
+            recorded=frozenset(recorded) - retrying,
+        ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
     recorder = StudyRecorder(
-        options.study_dir, tracker, options.progress_seconds, searched=options.searched
+        options.study_dir,
+        tracker,
+        options.checkpoints,
+        options.progress_seconds,
+        searched=options.searched,
+        keep_checkpoints=options.keep_checkpoints,
+        retrying=retrying,
     )
-    if options.resume:
-        tuner = tune.Tuner.restore(options.ray_experiment, trainable, resume_errored=True)
+    for trial_id in recorded:
+        recorder.close_recorded(options.study_dir / "trials" / trial_id)
+    if options.resume and tune.Tuner.can_restore(options.ray_experiment):
+        tuner = tune.Tuner.restore(
+            options.ray_experiment, trainable, resume_errored=options.retry_failed
+        )
         return tuner.fit()
+    # A new study, or one stopped before Ray saved its first state: its trials start afresh.
     tuner = tune.Tuner(
         trainable,
         param_space=param_space(options),
@@ -190,11 +205,55 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
             storage_path=options.ray_storage_path,
             callbacks=[recorder],
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=0,
         ),
     )
     return tuner.fit()
+
+
+def write_study_file(options: StudyOptions, tracker: StudyTracker) -> None:
+    """`study.json`: what a resume continues with (space, budget, data, stores)."""
+    study_file = options.study_dir / "study.json"
+    if study_file.is_file():
+        return  # a resume: the study keeps what it began with
+    staging = study_file.with_suffix(".partial")
+    staging.write_text(
+        json.dumps(
+            {
+                "name": options.name,
+                "space": str(options.space.file),
+                "space_yaml": options.space.file.read_text(encoding="utf-8"),
+                "budget": options.budget,
+                "scheduler": options.space.scheduler.type,
+                "searched": list(options.searched),
+                "data": options.data.to_dict(),
+                "tracking_uri": tracker.tracking_uri,
+                "ray_storage": options.ray_storage,
+                "experiment_id": tracker.experiment_id,
+                "parent_run_id": tracker.parent_run_id,
+            },
+            indent=2,
+        )
+    )
+    staging.rename(study_file)
+
+
+def recorded_trials(study_dir: Path) -> dict[str, str]:
+    """Trials whose results the study holds, with their end state."""
+    recorded = {}
+    for metrics in sorted((study_dir / "trials").glob("*/metrics.json")):
+        try:
+            recorded[metrics.parent.name] = json.loads(metrics.read_text())["end_state"]
+        except (ValueError, KeyError, OSError):
+            continue  # unreadable: the trial is recorded again when it ends
+    return recorded
+
+
+class _NoRestoreHint(logging.Filter):
+    """Ray's own `Tuner.restore(...)` hint; the driver prints the study's resume command."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
 
 
 def study_params(options: StudyOptions) -> dict[str, Any]:
@@ -217,3 +276,16 @@ def check_trial_configs(options: StudyOptions) -> None:
     fixed.update({k: v for k, v in options.space.parameters.items() if not isinstance(v, dict)})
     for row in options.space.configs or [{}]:
         TrainConfig.from_dict({**fixed, **row}, source=str(options.space.file))
+    spec = options.space.scheduler
+    if spec.type == "asha":
+        epochs = spec.max_epochs or max_epochs(options)
+        if spec.grace_period > epochs:
+            raise ValueError(
+                f"{options.space.file}: scheduler.grace_period {spec.grace_period} is more than "
+                f"the {epochs} epochs a trial runs (scheduler.max_epochs, else max_epochs): "
+                "ASHA could never compare trials; lower grace_period or raise max_epochs"
+            )
+    try:
+        make_scheduler(options)
+    except AssertionError as error:  # Ray's own checks of the scheduler's values
+        raise ValueError(f"{options.space.file}: scheduler: {error or 'invalid values'}") from None

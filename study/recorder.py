@@ -22,17 +22,19 @@ from ray import tune
 from mer_models.config import applicable_fields
 from mer_models.training.checkpoint import (
     STATE_FILE,
-    SUMMARY_FILE,
     TEST_PREDICTIONS,
     VALIDATION_PREDICTIONS,
 )
+from study.checkpoints import CheckpointStore
 from study.tracking import StudyTracker
-from study.trainable import trial_config
+from study.trainable import SKIPPED_KEY, trial_config
 from tracking.names import ARCHITECTURE_FIELDS, format_value, trial_run_name
 
 log = logging.getLogger(__name__)
 
 END_STATES = ("finished", "early_stopped", "asha_stopped", "error")
+STAGING = ".partial"
+EMPTY_SUMMARY = {"epoch": 0, "history": [], "best_metrics": {}, "end_state": "error"}
 
 
 class StudyRecorder(tune.Callback):
@@ -40,21 +42,34 @@ class StudyRecorder(tune.Callback):
         self,
         study_dir: Path,
         tracker: StudyTracker,
+        checkpoints: str,
         progress_seconds: float = 20.0,
         searched: tuple[str, ...] = (),
+        keep_checkpoints: bool = False,
+        retrying: frozenset[str] = frozenset(),
     ) -> None:
         self.study_dir = Path(study_dir)
         self.tracker = tracker
+        self.checkpoints = checkpoints  # the root of the trials' checkpoint stores
         self.progress_seconds = progress_seconds
         self.searched = searched  # the fields the space varies: they name the trial runs
+        self.keep_checkpoints = keep_checkpoints
+        self.retrying = set(retrying)  # failed trials run again: their records are replaced
+        self._skipped: dict[str, list[str]] = {}
         self._last_table = 0.0
 
     # Ray Tune hooks -------------------------------------------------------
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        self._run_id(trial)
+        run_id = self._run_id(trial)
+        recorded = (self.study_dir / "trials" / trial.trial_id / "metrics.json").is_file()
+        if not recorded or trial.trial_id in self.retrying:
+            self.tracker.reopen(run_id)  # KILLED or FAILED when the study was interrupted
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        if result.get(SKIPPED_KEY):
+            log.warning("trial %s: %s", trial, result[SKIPPED_KEY])
+            self._skipped.setdefault(trial.trial_id, []).append(result[SKIPPED_KEY])
         if "epoch" in result:
             self.tracker.log_epoch(self._run_id(trial), result)
 
@@ -84,33 +99,28 @@ class StudyRecorder(tune.Callback):
 
     def _finish(self, trial, error: str | None) -> None:
         target = self.study_dir / "trials" / trial.trial_id
-        if (target / "metrics.json").is_file():
-            return  # written before an interruption; Ray does not rerun it
-        staging = target.with_name(target.name + ".partial")
+        if (target / "metrics.json").is_file() and trial.trial_id not in self.retrying:
+            # Recorded before an interruption (Ray does not run it again): make
+            # sure its MLflow run was closed too.
+            self.close_recorded(target)
+            return
+        self.retrying.discard(trial.trial_id)
+        staging = target.with_name(target.name + STAGING)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         config = trial_config(trial.config)
         (staging / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-        summary: dict[str, Any] = {
-            "epoch": 0,
-            "history": [],
-            "best_metrics": {},
-            "end_state": "error",
-        }
-        checkpoint = trial.checkpoint
-        if checkpoint is not None:
-            with checkpoint.as_directory() as folder:
-                folder = Path(folder)
-                summary = json.loads((folder / SUMMARY_FILE).read_text())
-                for name in (VALIDATION_PREDICTIONS, TEST_PREDICTIONS):
-                    if (folder / name).is_file():
-                        shutil.copyfile(folder / name, staging / name)
-                saved = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
-                torch.save(
-                    {key: saved[key] for key in ("config", "tags", "band_stats")}
-                    | {"model": saved["best_model"]},
-                    staging / "best_model.pt",
-                )
+        store = CheckpointStore(self.checkpoints, trial.trial_id)
+        try:
+            summary, skipped = _copy_newest(store, staging)
+        except Exception as failure:  # a trial's files never crash the driver
+            summary, skipped = (
+                dict(EMPTY_SUMMARY),
+                [f"its checkpoints could not be read: {failure}"],
+            )
+        skipped = [*self._skipped.pop(trial.trial_id, []), *skipped]
+        if error is None and not summary["history"]:
+            error = "; ".join(skipped) or "the trial ended without a checkpoint"
         if error is not None:
             end_state = "error"
         elif summary["end_state"] in ("finished", "early_stopped"):
@@ -122,36 +132,40 @@ class StudyRecorder(tune.Callback):
             **summary["best_metrics"],
             "epochs_run": summary["epoch"],
             "end_state": end_state,
+            "retries": trial.num_failures,
             "trial_name": self._name(trial),
             "mlflow_run_id": run_id,
         }
+        if skipped:
+            metrics["skipped_checkpoints"] = skipped
         if error is not None:
             metrics["error"] = error
         (staging / "history.json").write_text(json.dumps(summary["history"], indent=2))
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
-        self.tracker.finish_trial(
-            run_id,
-            metrics,
-            end_state,
-            [
-                target / name
-                for name in (
-                    "config.json",
-                    "best_model.pt",
-                    VALIDATION_PREDICTIONS,
-                    TEST_PREDICTIONS,
-                )
-            ],
-        )
+        self.tracker.finish_trial(run_id, metrics, end_state, _artifacts(target))
+        if end_state != "error" and not self.keep_checkpoints:
+            store.delete()  # the results are in `target`; only a failed trial may be retried
+        retries = f" ({trial.num_failures} retried)" if trial.num_failures else ""
         log.info(
-            "trial %s (%s): %s after %d epochs",
+            "trial %s (%s): %s after %d epochs%s",
             trial.trial_id,
             metrics["trial_name"],
             end_state,
             summary["epoch"],
+            retries,
         )
+
+    def close_recorded(self, target: Path) -> None:
+        """Close the MLflow run of a recorded trial with what its files say."""
+        try:
+            metrics = json.loads((target / "metrics.json").read_text())
+            self.tracker.finish_trial(
+                metrics["mlflow_run_id"], metrics, metrics["end_state"], _artifacts(target)
+            )
+        except Exception as failure:  # noqa: BLE001 - a trial's files never crash the driver
+            log.warning("trial %s: its MLflow run could not be closed: %s", target.name, failure)
 
     def _print_table(self, trials: list) -> None:
         self._last_table = time.monotonic()
@@ -194,6 +208,30 @@ class StudyRecorder(tune.Callback):
             for row in rows
         ]
         print("\n".join(lines), flush=True)
+
+
+def _copy_newest(store: CheckpointStore, staging: Path) -> tuple[dict[str, Any], list[str]]:
+    """The trial's newest checkpoint that loads into `staging`: its summary, what was skipped."""
+    with store.newest() as found:
+        if found.folder is None:
+            return dict(EMPTY_SUMMARY), list(found.skipped)
+        for name in (VALIDATION_PREDICTIONS, TEST_PREDICTIONS):
+            if (found.folder / name).is_file():
+                shutil.copyfile(found.folder / name, staging / name)
+        saved = torch.load(found.folder / STATE_FILE, map_location="cpu", weights_only=False)
+        torch.save(
+            {key: saved[key] for key in ("config", "tags", "band_stats")}
+            | {"model": saved["best_model"]},
+            staging / "best_model.pt",
+        )
+        return found.summary, list(found.skipped)
+
+
+def _artifacts(target: Path) -> list[Path]:
+    return [
+        target / name
+        for name in ("config.json", "best_model.pt", VALIDATION_PREDICTIONS, TEST_PREDICTIONS)
+    ]
 
 
 def _units(units: int, layers: int) -> str:

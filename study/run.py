@@ -14,21 +14,33 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: import the project, not this folder
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from mer_models.data.arguments import add_data_arguments, dataset_paths  # noqa: E402
 from mer_models.data.check import check_dataset  # noqa: E402
+from mer_models.data.splits import DataError, DatasetPaths  # noqa: E402
 from study.budgets import BUDGETS  # noqa: E402
-from study.search_space import SearchSpace, SpaceError, load_space  # noqa: E402
+from study.claim import StudyClaimed, claim_study  # noqa: E402
+from study.search_space import (  # noqa: E402
+    SearchSpace,
+    SpaceError,
+    find_space,
+    load_space,
+    space_from_text,
+)
 
 log = logging.getLogger("study")
+DEFAULT_SPACE = "table1.yaml"
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
@@ -39,8 +51,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
     )
     parser.add_argument(
         "--space",
-        default="table1.yaml",
-        help="search space: a path, or a file in search_spaces/ (default table1.yaml)",
+        help="search space: a path, or a file in search_spaces/ (default table1.yaml; "
+        "a resume continues with the study's own)",
     )
     parser.add_argument("--name", help="study name (default: the space's name, numbered if taken)")
     parser.add_argument(
@@ -48,7 +60,23 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
         help="results and checkpoints: a folder shared by all nodes (default ./ray_results); "
         "or a cloud URI (s3://, gs://) for Ray's checkpoints, the results then in ./ray_results",
     )
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted study")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted study with the space, budget, data and MLflow store "
+        "it began with",
+    )
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume: run trials that failed for good again, from their last checkpoint",
+    )
+    parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep a finished trial's last checkpoints (default: deleted once its results "
+        "are recorded)",
+    )
     parser.add_argument(
         "--scheduler",
         choices=("fifo", "asha"),
@@ -90,17 +118,51 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
 
 
 def study_name(args: argparse.Namespace, storage_dir: Path, space_name: str) -> str:
-    """The explicit name; else the space's, numbered past studies that exist."""
+    """The explicit name; else the space's, numbered past the studies that exist."""
     if args.name:
         return args.name
     taken = sorted(
-        (p.name for p in storage_dir.glob(f"{space_name}*") if (p / "study.json").is_file()),
+        (p.name for p in storage_dir.glob(f"{space_name}*") if p.is_dir()),
         key=lambda name: (len(name), name),
     )
     taken = [n for n in taken if n == space_name or n.removeprefix(f"{space_name}-").isdigit()]
     if args.resume:
         return taken[-1] if taken else space_name
-    return space_name if not taken else f"{space_name}-{len(taken) + 1}"
+    number = len(taken) + 1
+    while f"{space_name}-{number}" in taken:
+        number += 1
+    return space_name if not taken else f"{space_name}-{number}"
+
+
+def resume_conflicts(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, recorded: dict[str, Any]
+) -> list[str]:
+    """The flags that contradict what a study began with (its study.json)."""
+    conflicts = []
+    if args.space is not None:
+        path = find_space(args.space)
+        if path.read_text(encoding="utf-8") != recorded["space_yaml"]:
+            changed = " (the file changed since)" if str(path) == recorded["space"] else ""
+            conflicts.append(f"--space {args.space}: it began with {recorded['space']}{changed}")
+    if args.budget is not None and args.budget != recorded["budget"]:
+        conflicts.append(f"--budget {args.budget}: it began with budget {recorded['budget']}")
+    if args.scheduler is not None and args.scheduler != recorded.get("scheduler", args.scheduler):
+        conflicts.append(f"--scheduler {args.scheduler}: it began with {recorded['scheduler']}")
+    if args.metadata is not None:
+        began = DatasetPaths(**recorded["data"]).to_dict()
+        if dataset_paths(args, parser).to_dict() != began:
+            conflicts.append(
+                "--metadata/--melspecs/--store/--split/--subset: it began with "
+                + ", ".join(f"{k} {v}" for k, v in began.items() if v is not None)
+            )
+    if args.tracking_uri is not None and args.tracking_uri != recorded["tracking_uri"]:
+        conflicts.append(
+            f"--tracking-uri {args.tracking_uri}: it began with {recorded['tracking_uri']}"
+        )
+    storage = args.storage if args.storage and "://" in args.storage else None
+    if storage and not storage.startswith("file://") and storage != recorded.get("ray_storage"):
+        conflicts.append(f"--storage {storage}: it began with {recorded.get('ray_storage')}")
+    return conflicts
 
 
 # Loggers whose INFO lines (database creation, migrations, cluster notices) are not ours.
@@ -140,12 +202,9 @@ def with_scheduler(space: SearchSpace, scheduler: str | None) -> SearchSpace:
 def main(argv: list[str] | None = None) -> int:
     args, parser = parse_args(argv)
     configure_console(args.verbose)
-    try:
-        space = load_space(args.space)
-    except SpaceError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    space = with_scheduler(space, args.scheduler)
+    # Until Ray takes over signals (the driver then maps SIGTERM to its Ctrl-C),
+    # SIGTERM interrupts like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
     working = Path.cwd()
     storage = args.storage or str(working / "ray_results")
     local_storage = "://" not in storage or storage.startswith("file://")
@@ -156,22 +215,40 @@ def main(argv: list[str] | None = None) -> int:
         if local_storage
         else working / "ray_results"
     )
-    name = study_name(args, storage_dir, space.name)
-    if (storage_dir / name / "study.json").is_file() and not args.resume:
+    space_name = Path(args.space or DEFAULT_SPACE).name.removesuffix(".yaml")
+    name = study_name(args, storage_dir, space_name)
+    study_dir = storage_dir / name
+    if args.resume and not study_dir.is_dir():
+        print(f"error: --resume: no study named {name} in {storage_dir}", file=sys.stderr)
+        return 2
+    if not args.resume and study_dir.exists():
         print(
             f"error: a study named {name} exists in {storage_dir}; continue it with --resume, "
             "or choose another --name",
             file=sys.stderr,
         )
         return 2
-    if args.resume and not (storage_dir / name / "study.json").is_file():
-        print(f"error: --resume: no study named {name} in {storage_dir}", file=sys.stderr)
+    # Everything that can be checked is checked before anything is written.
+    recorded = _read_recorded(study_dir) if args.resume else None
+    try:
+        if recorded is not None:
+            conflicts = resume_conflicts(args, parser, recorded)
+            if conflicts:
+                raise SpaceError(
+                    f"--resume continues study {name} as it began ({study_dir / 'study.json'}); "
+                    "leave out, or start a new study (another --name) for: " + "; ".join(conflicts)
+                )
+            space = space_from_text(recorded["space_yaml"], Path(recorded["space"]))
+        else:
+            space = load_space(args.space or DEFAULT_SPACE)
+    except (SpaceError, DataError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
+    space = with_scheduler(space, recorded.get("scheduler") if recorded else args.scheduler)
 
     # Imported here so that a bad space fails fast, without loading Ray.
     # Checkpoints every epoch are the point here, not a bottleneck to warn about.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    from mer_models.data.splits import DataError
     from study.driver import StudyOptions, check_trial_configs, run_study, study_params
     from study.tracking import StudyTracker, study_dataset
     from tracking.runs import default_tracking_uri
@@ -182,16 +259,22 @@ def main(argv: list[str] | None = None) -> int:
         space=space,
         name=name,
         storage=storage_dir,
-        ray_storage=None if local_storage else storage,
+        ray_storage=recorded["ray_storage"] if recorded else None if local_storage else storage,
         data=None,  # type: ignore[arg-type]
-        tracking_uri=args.tracking_uri or default_tracking_uri(working),
-        budget=args.budget or space.budget,
+        tracking_uri=(
+            recorded["tracking_uri"]
+            if recorded
+            else args.tracking_uri or default_tracking_uri(working)
+        ),
+        budget=recorded["budget"] if recorded else args.budget or space.budget,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent,
         max_failures=args.max_failures,
         address=args.address,
         resume=args.resume,
+        keep_checkpoints=args.keep_checkpoints,
+        retry_failed=args.retry_failed,
     )
     try:
         check_trial_configs(options)
@@ -199,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        data = dataset_paths(args, parser)
+        data = DatasetPaths(**recorded["data"]) if recorded else dataset_paths(args, parser)
         report = check_dataset(data)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -210,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     print(report.summary())
     options = StudyOptions(**{**options.__dict__, "data": data})
 
+    try:
+        claim = claim_study(study_dir, new=not args.resume)  # noqa: F841 - held until exit
+    except StudyClaimed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     tracker = StudyTracker(
         options.tracking_uri,
         name,
@@ -217,13 +305,52 @@ def main(argv: list[str] | None = None) -> int:
         description=space.description,
         dataset=study_dataset(data, report.tracks, report.tags),
     )
-    tracker.start(study_params(options))
-    print(
-        f"study {name}: space {space.file}, budget {options.budget}, "
-        f"{'resuming' if args.resume else 'starting'} in {options.study_dir}"
+    try:
+        tracker.start(study_params(options))
+        print(
+            f"study {name}: space {space.file}, budget {options.budget}, "
+            f"{'resuming' if args.resume else 'starting'} in {options.study_dir}"
+        )
+        results = run_study(options, tracker)
+        return finish(options, tracker, trials_started=len(results))
+    except KeyboardInterrupt:
+        _close_runs(tracker, "KILLED")
+        print(f"\nstudy {name} interrupted; {_resume_hint(options)}")
+        return 130
+    except BaseException:
+        _close_runs(tracker, "FAILED")
+        raise
+
+
+def _read_recorded(study_dir: Path) -> dict[str, Any] | None:
+    """What a study began with; None when it was stopped before writing it."""
+    study_file = study_dir / "study.json"
+    if not study_file.is_file():
+        return None
+    try:
+        recorded = json.loads(study_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise SystemExit(f"error: {study_file}: not readable JSON ({error})") from None
+    if "space_yaml" not in recorded:  # written before studies recorded their space
+        recorded["space_yaml"] = find_space(recorded["space"]).read_text(encoding="utf-8")
+        recorded.setdefault("ray_storage", None)
+    return recorded
+
+
+def _resume_hint(options) -> str:
+    return f"continue with: python study/run.py --name {options.name} --resume" + (
+        f" --storage {options.ray_storage or options.storage}"
+        if options.storage != Path.cwd() / "ray_results" or options.ray_storage
+        else ""
     )
-    results = run_study(options, tracker)
-    return finish(options, tracker, trials_started=len(results))
+
+
+def _close_runs(tracker, status: str) -> None:
+    """No MLflow run stays RUNNING after the driver ends; a resume reopens them."""
+    try:
+        tracker.close_open_runs(status)
+    except Exception as error:  # noqa: BLE001 - the original failure matters more
+        print(f"warning: MLflow runs could not be closed: {error}", file=sys.stderr)
 
 
 def finish(options, tracker, trials_started: int) -> int:
@@ -231,23 +358,27 @@ def finish(options, tracker, trials_started: int) -> int:
     from mer_models.study_results import load_study
     from study.summary import format_table
 
-    study = load_study(options.study_dir, require_results=False)
-    unfinished = trials_started - sum(trial.end_state is not None for trial in study.trials)
-    table = format_table(study)
+    try:
+        study = load_study(options.study_dir, require_results=False)
+        trials, table = study.trials, format_table(study)
+    except ValueError:  # stopped before any trial was recorded
+        study, trials, table = None, (), "no trial has finished yet"
+    unfinished = trials_started - sum(trial.end_state is not None for trial in trials)
     print()
     print(table)
     print()
-    print(f"results: {options.study_dir}")
+    print(f"results: {options.study_dir} ({_size(options.study_dir)})")
     print(f"MLflow:  {tracker.tracking_uri} (experiment {options.name})")
-    print(f"open the MLflow UI with: mlflow ui --backend-store-uri {tracker.tracking_uri}")
-    if unfinished > 0:
-        print(
-            f"{unfinished} trial(s) unfinished; continue with: python study/run.py --space "
-            f"{options.space.file} --name {options.name} --resume"
-        )
+    if tracker.tracking_uri.startswith(("http://", "https://")):
+        print(f"open the MLflow UI at: {tracker.tracking_uri}")
+    else:
+        print(f"open the MLflow UI with: mlflow ui --backend-store-uri {tracker.tracking_uri}")
+    if unfinished > 0 or study is None:
+        print(f"{max(unfinished, 0)} trial(s) unfinished; {_resume_hint(options)}")
+        _close_runs(tracker, "KILLED")
         tracker.finish_study("KILLED")
         return 1
-    if not any(trial.has_predictions for trial in study.trials):
+    if not any(trial.has_predictions for trial in trials):
         print(
             "error: no trial finished with results, so there is no report or fusion",
             file=sys.stderr,
@@ -298,6 +429,11 @@ def report_best(options, tracker, table: str, fusion_dir) -> int:
         return 1
     print("\n".join(lines))
     return 0
+
+
+def _size(folder: Path) -> str:
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    return f"{size / 1e6:.1f} MB"
 
 
 if __name__ == "__main__":

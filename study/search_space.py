@@ -93,8 +93,13 @@ def find_space(name: str) -> Path:
 
 def load_space(name: str) -> SearchSpace:
     path = find_space(name)
+    return space_from_text(path.read_text(), path)
+
+
+def space_from_text(text: str, path: Path) -> SearchSpace:
+    """A space from its YAML text; `path` names it (a resumed study's recorded copy)."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise SpaceError(f"{path}: not valid YAML ({error})") from None
     return parse_space(raw, path)

@@ -107,6 +107,7 @@ class StudyTracker:
         found = self.client.search_runs([self.experiment_id], study_run_filter(self.study))
         if found:
             self.parent_run_id = found[0].info.run_id
+            self.reopen(self.parent_run_id)
             return
         run = self.client.create_run(
             self.experiment_id, run_name=self.study, tags={ROLE_TAG: "study", STUDY_TAG: self.study}
@@ -158,15 +159,21 @@ class StudyTracker:
     def finish_trial(
         self, run_id: str, metrics: dict[str, Any], end_state: str, artifacts: list[Path]
     ) -> None:
+        """Close a trial's run with its results; once only, also when called again on resume."""
+        status = "FAILED" if end_state == "error" else "FINISHED"
+        run = self.client.get_run(run_id)
+        if run.info.status == status and run.data.tags.get(END_STATE_TAG) == end_state:
+            return
         final = [
             Metric(name, value, 0, 0)
             for name, value in mlflow_metrics(metrics, FINAL_METRICS).items()
+            if name not in run.data.metrics
         ]
         self.client.log_batch(run_id, metrics=final, tags=[RunTag(END_STATE_TAG, end_state)])
+        logged = {artifact.path for artifact in self.client.list_artifacts(run_id)}
         for path in artifacts:
-            if path.exists():
+            if path.exists() and path.name not in logged:
                 self.client.log_artifact(run_id, str(path))
-        status = "FAILED" if end_state == "error" else "FINISHED"
         self.client.set_terminated(run_id, status=status)
 
     def log_result(
@@ -201,6 +208,22 @@ class StudyTracker:
             for name, text in files.items():
                 (Path(folder) / name).write_text(text)
             self.client.log_artifacts(self.parent_run_id, folder, RESULT_ARTIFACTS)
+
+    def reopen(self, run_id: str) -> None:
+        """A run that continues after an interruption is RUNNING again."""
+        if self.client.get_run(run_id).info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+
+    def close_open_runs(self, status: str) -> None:
+        """End every run of the study still RUNNING (KILLED on an interruption, else FAILED)."""
+        if self.experiment_id is None:
+            return
+        for run in self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{STUDY_TAG}` = '{self.study}' and attributes.status = 'RUNNING'",
+            max_results=10_000,
+        ):
+            self.client.set_terminated(run.info.run_id, status=status)
 
     def finish_study(self, status: str = "FINISHED") -> None:
         if self.parent_run_id is not None:

@@ -2,12 +2,16 @@
 
 Ray Tune hands the trial a flat config dict (sampled parameters, and under
 `row` one entry of the space's explicit `configs` list). Every epoch is
-reported with its checkpoint folder, so schedulers see the validation
-ROC-AUC and a failed or moved trial continues from its last epoch.
+reported to Ray (schedulers read the validation ROC-AUC) and its checkpoint
+kept in the study's checkpoint store (`study.checkpoints`), from which a
+failed, moved or resumed trial continues. The trial works in a node-local
+temporary folder, so nothing it writes on the way lands in the trial folder
+that Ray syncs to storage.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,8 +22,12 @@ from ray import tune
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
 from mer_models.training.trainer import train
+from study.checkpoints import CheckpointStore
 
 ROW_KEY = "row"  # the param-space key of the explicit configuration list
+SKIPPED_KEY = "skipped_checkpoints"  # reported once when damaged checkpoints were passed over
+
+log = logging.getLogger(__name__)
 
 
 def trial_config(config: dict[str, Any]) -> TrainConfig:
@@ -29,29 +37,52 @@ def trial_config(config: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict(values, source="trial config")
 
 
-def run_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
+def run_trial(
+    config: dict[str, Any],
+    data: dict[str, Any],
+    checkpoints: str,
+    recorded: frozenset[str] = frozenset(),
+) -> None:
+    """Train one trial, continuing from its newest checkpoint that loads.
+
+    `recorded`: trials whose results the study already holds (a kill can come
+    after a trial is recorded but before Ray's state says it ended); they
+    return at once instead of training again.
+    """
+    trial_id = tune.get_context().get_trial_id()
+    if trial_id in recorded:
+        return
     train_config = trial_config(config)
     paths = DatasetPaths(**data)
-    trial_dir = Path(tune.get_context().get_trial_dir())
-    restore_dir = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        restore_dir = Path(tempfile.mkdtemp(prefix="restore-", dir=trial_dir))
-        checkpoint.to_directory(str(restore_dir))
-
-    def report(record: dict[str, float], checkpoint_dir: Path) -> None:
-        tune.report(record, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
-
+    store = CheckpointStore(checkpoints, trial_id)
+    work = Path(tempfile.mkdtemp(prefix=f"mer-trial-{trial_id}-"))
     try:
+        restore_dir = None
+        with store.newest() as found:
+            if found.skipped:
+                log.warning("trial %s: %s", trial_id, "; ".join(found.skipped))
+            if found.folder is None and found.skipped:
+                raise RuntimeError(
+                    f"no checkpoint of trial {trial_id} loads: " + "; ".join(found.skipped)
+                )
+            if found.folder is not None:
+                restore_dir = work / "restore"
+                shutil.copytree(found.folder, restore_dir)
+        notes = {SKIPPED_KEY: "; ".join(found.skipped)} if found.skipped else {}
+
+        def report(record: dict[str, float], checkpoint_dir: Path) -> None:
+            store.save(checkpoint_dir, int(record["epoch"]))
+            tune.report({**record, **notes})
+            notes.clear()
+
         # The study driver checked the data once before starting trials.
         train(
             train_config,
             paths,
-            trial_dir / "run",
+            work / "run",
             on_epoch=report,
             restore=restore_dir,
             check_data=False,
         )
     finally:
-        if restore_dir is not None:
-            shutil.rmtree(restore_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
