@@ -168,7 +168,11 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
             run_trial,
             data=options.data.to_dict(),
             checkpoints=options.checkpoints,
-            recorded=frozenset(recorded) - retrying,
+            recorded={
+                trial: last_result(options.study_dir / "trials" / trial, options.space.metric)
+                for trial in recorded
+                if trial not in retrying
+            },
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
@@ -247,6 +251,16 @@ def recorded_trials(study_dir: Path) -> dict[str, str]:
         except (ValueError, KeyError, OSError):
             continue  # unreadable: the trial is recorded again when it ends
     return recorded
+
+
+def last_result(trial_dir: Path, metric: str) -> dict[str, float]:
+    """A recorded trial's last epoch as Ray saw it (epoch and the searched metric)."""
+    try:
+        history = json.loads((trial_dir / "history.json").read_text())
+        last = history[-1]
+        return {"epoch": int(last["epoch"]), metric: float(last[metric])}
+    except (ValueError, KeyError, IndexError, OSError):
+        return {"epoch": 0, metric: float("nan")}
 
 
 class _NoRestoreHint(logging.Filter):

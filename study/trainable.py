@@ -41,16 +41,17 @@ def run_trial(
     config: dict[str, Any],
     data: dict[str, Any],
     checkpoints: str,
-    recorded: frozenset[str] = frozenset(),
+    recorded: dict[str, dict[str, float]] | None = None,
 ) -> None:
     """Train one trial, continuing from its newest checkpoint that loads.
 
-    `recorded`: trials whose results the study already holds (a kill can come
-    after a trial is recorded but before Ray's state says it ended); they
-    return at once instead of training again.
+    `recorded`: the last epoch's result of each trial whose results the study
+    already holds (a kill can come after a trial is recorded but before Ray's
+    state says it ended); such a trial reports it again and ends, untrained.
     """
     trial_id = tune.get_context().get_trial_id()
-    if trial_id in recorded:
+    if recorded and trial_id in recorded:
+        tune.report(recorded[trial_id])
         return
     train_config = trial_config(config)
     paths = DatasetPaths(**data)
