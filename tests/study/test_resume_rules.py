@@ -1,0 +1,110 @@
+"""What a driver refuses before it writes anything: bad schedulers, taken names, a resume
+with flags that contradict the study's record. Real driver processes; no Ray is started."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from study.claim import StudyClaimed, claim_study
+
+RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
+SPACE = """searcher: grid
+budget: quick
+scheduler: {type: asha, grace_period: 5}
+parameters: {max_epochs: 3, width: 4}
+"""
+
+
+def driver(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(RUN), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_grace_period_beyond_the_epochs_is_refused_before_anything_is_written(tmp_path):
+    space = tmp_path / "late.yaml"
+    space.write_text(SPACE)
+    done = driver(tmp_path, "--space", str(space))
+    assert done.returncode == 2
+    assert "grace_period 5" in done.stderr and "3 epochs" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.yaml"]  # no study, no store
+
+
+def recorded_study(tmp_path: Path) -> Path:
+    """A study folder as a driver leaves it (study.json), without running it."""
+    study = tmp_path / "ray_results" / "ek1"
+    study.mkdir(parents=True)
+    smoke = RUN.parents[1] / "search_spaces" / "smoke.yaml"
+    (study / "study.json").write_text(
+        json.dumps(
+            {
+                "name": "ek1",
+                "space": str(smoke),
+                "space_yaml": smoke.read_text(),
+                "budget": "quick",
+                "scheduler": "asha",
+                "data": {
+                    "metadata": "/data/m",
+                    "melspecs": "/data/s",
+                    "split": 0,
+                    "subset": "moodtheme",
+                    "store": None,
+                },
+                "tracking_uri": f"sqlite:///{tmp_path / 'first.db'}",
+                "ray_storage": None,
+            }
+        )
+    )
+    return study
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--budget", "paper"], "--budget paper: it began with budget quick"),
+        (["--space", "table1"], "--space table1: it began with"),
+        (["--scheduler", "fifo"], "--scheduler fifo: it began with asha"),
+        (["--tracking-uri", "sqlite:///other.db"], "--tracking-uri sqlite:///other.db"),
+        (["--metadata", "/elsewhere", "--melspecs", "/data/s"], "--metadata/--melspecs"),
+    ],
+)
+def test_a_resume_refuses_flags_that_contradict_the_study(tmp_path, flags, named):
+    study = recorded_study(tmp_path)
+    before = sorted(p.name for p in study.iterdir())
+    done = driver(tmp_path, "--name", "ek1", "--resume", *flags)
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr
+    assert "study.json" in done.stderr
+    assert sorted(p.name for p in study.iterdir()) == before
+    assert not (tmp_path / "first.db").exists()
+
+
+def test_a_name_is_claimed_once(tmp_path):
+    study = tmp_path / "ray_results" / "ek1"
+    lock = claim_study(study, new=True)
+    with pytest.raises(StudyClaimed, match="a study named ek1 exists"):
+        claim_study(study, new=True)
+    other = subprocess.run(  # another process resuming it while this one holds it
+        [
+            sys.executable,
+            "-c",
+            f"from study.claim import claim_study; from pathlib import Path;"
+            f" claim_study(Path({str(study)!r}), new=False)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=RUN.parents[1],
+    )
+    assert other.returncode == 1
+    assert "is running in another driver" in other.stderr
+    lock.close()
+    claim_study(study, new=False).close()  # free again once the holder let go
