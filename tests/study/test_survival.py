@@ -124,16 +124,35 @@ def wait_for(condition, driver: subprocess.Popen, timeout: float = 300) -> None:
 
 
 def interrupt(driver: subprocess.Popen, sig: signal.Signals) -> int:
-    """Send `sig` to the driver's process group; its exit status once it has ended."""
+    """Send `sig` to the driver's process group; its exit status once all it started ended.
+
+    Ray's own processes run in process groups of their own within the driver's
+    session: after a SIGKILL its workers go on for a few seconds (and write
+    checkpoints) before they notice. The test waits for the whole session.
+    """
     os.killpg(driver.pid, sig)
-    try:
-        return driver.wait(timeout=120)
-    finally:
-        if sig != signal.SIGKILL:  # whatever a graceful stop left behind
-            try:
-                os.killpg(driver.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    status = driver.wait(timeout=120)
+    deadline = time.monotonic() + 60
+    while session_processes(driver.pid):
+        if time.monotonic() > deadline:
+            for pid in session_processes(driver.pid):
+                os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.5)
+    return status
+
+
+def session_processes(session: int) -> list[int]:
+    """The processes of a session (the driver and everything Ray started for it)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
 
 
 def epoch_values(study: Study) -> dict[str, list[float]]:
