@@ -144,6 +144,7 @@ class StudyRecorder(tune.Callback):
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
+        self.tracker.log_missing_epochs(run_id, summary["history"])
         self.tracker.finish_trial(run_id, metrics, end_state, _artifacts(target))
         if end_state != "error" and not self.keep_checkpoints:
             store.delete()  # the results are in `target`; only a failed trial may be retried
@@ -161,6 +162,8 @@ class StudyRecorder(tune.Callback):
         """Close the MLflow run of a recorded trial with what its files say."""
         try:
             metrics = json.loads((target / "metrics.json").read_text())
+            history = json.loads((target / "history.json").read_text())
+            self.tracker.log_missing_epochs(metrics["mlflow_run_id"], history)
             self.tracker.finish_trial(
                 metrics["mlflow_run_id"], metrics, metrics["end_state"], _artifacts(target)
             )

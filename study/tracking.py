@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,22 @@ class StudyTracker:
         ]
         self.client.log_batch(run_id, metrics=metrics)
         self._last_step[run_id] = epoch
+
+    def log_missing_epochs(self, run_id: str, history: list[dict[str, Any]]) -> None:
+        """Epochs a trial trained whose results never reached the driver (killed between a
+        checkpoint and its report), logged from the trial's own history: one value per epoch."""
+        logged = {
+            m.step for m in self.client.get_metric_history(run_id, EPOCH_METRICS[SCHEDULER_METRIC])
+        }
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(name, value, now, int(record["epoch"]))
+            for record in history
+            if int(record["epoch"]) not in logged
+            for name, value in mlflow_metrics(record, EPOCH_METRICS).items()
+        ]
+        for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
     def finish_trial(
         self, run_id: str, metrics: dict[str, Any], end_state: str, artifacts: list[Path]

@@ -123,14 +123,18 @@ def wait_for(condition, driver: subprocess.Popen, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
-def interrupt(driver: subprocess.Popen, sig: signal.Signals) -> int:
-    """Send `sig` to the driver's process group; its exit status once all it started ended.
+def interrupt(driver: subprocess.Popen, sig: signal.Signals, group: bool = True) -> int:
+    """Send `sig` to the driver's process group (or the driver alone, as `kill PID` and
+    `timeout` do); its exit status once everything it started has ended.
 
     Ray's own processes run in process groups of their own within the driver's
     session: after a SIGKILL its workers go on for a few seconds (and write
     checkpoints) before they notice. The test waits for the whole session.
     """
-    os.killpg(driver.pid, sig)
+    if group:
+        os.killpg(driver.pid, sig)
+    else:
+        os.kill(driver.pid, sig)
     status = driver.wait(timeout=120)
     deadline = time.monotonic() + 60
     while session_processes(driver.pid):
@@ -220,11 +224,11 @@ def test_kill_and_resume_loop_matches_a_clean_run(small_synthetic, tmp_path):
     parents, runs = study.runs()
     assert all(run.info.status == "KILLED" for run in parents + runs)  # none left RUNNING
 
-    # 2. SIGTERM (kill, timeout, schedulers) at the moment a trial's results appear.
+    # 2. SIGTERM to the driver (kill PID, timeout) the moment a trial's results appear.
     driver = study.start("--resume")
     before = set(study.recorded())
     wait_for(lambda: set(study.recorded()) - before, driver)
-    assert interrupt(driver, signal.SIGTERM) == 1
+    assert interrupt(driver, signal.SIGTERM, group=False) == 1
     assert "trial(s) unfinished" in study.output()
     finished = {t: m for t, m in study.recorded().items()}
     assert finished
@@ -242,13 +246,16 @@ def test_kill_and_resume_loop_matches_a_clean_run(small_synthetic, tmp_path):
     check_complete(study, trials=4, epochs=epochs)
     for trial_id, metrics in finished.items():  # finished before a kill: never run again
         assert study.recorded()[trial_id] == metrics
-    assert epoch_values(study) == pytest.approx(epoch_values(clean), abs=1e-6)
+    resumed, reference = epoch_values(study), epoch_values(clean)
+    assert resumed.keys() == reference.keys()
+    for key, values in reference.items():  # per-epoch validation identical to the clean run
+        assert resumed[key] == pytest.approx(values, abs=1e-6), key
     assert "study folder" in output or "MB)" in output
     print(
         f"kill-and-resume: 3 kills survived (SIGINT, SIGTERM at a trial's end, SIGKILL); "
         f"0 trials rerun; resumed {resumed_seconds:.0f} s vs clean {clean_seconds:.0f} s"
     )
-    assert resumed_seconds < 2.5 * clean_seconds + 60  # three extra Ray start-ups
+    assert resumed_seconds < 2.5 * clean_seconds
 
 
 def test_damaged_checkpoints_fall_back_or_fail_with_the_file_named(small_synthetic, tmp_path):
