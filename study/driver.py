@@ -29,7 +29,7 @@ from study.checkpoints import FOLDER as CHECKPOINTS
 from study.recorder import StudyRecorder
 from study.search_space import MODE, SearchSpace
 from study.tracking import StudyTracker
-from study.trainable import ROW_KEY, run_trial
+from study.trainable import ERROR_KEY, ROW_KEY, run_trial
 from tracking.names import searched_fields
 
 log = logging.getLogger(__name__)
@@ -191,6 +191,9 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
         tuner = tune.Tuner.restore(
             options.ray_experiment, trainable, resume_errored=options.retry_failed
         )
+        # Ray restores the run config pickled when the study began, with the recorder
+        # of that first run; this run's recorder (its retries, options, tracker) replaces it.
+        tuner._local_tuner.get_run_config().callbacks = [recorder]
         return tuner.fit()
     # A new study, or one stopped before Ray saved its first state: its trials start afresh.
     tuner = tune.Tuner(
@@ -253,9 +256,13 @@ def recorded_trials(study_dir: Path) -> dict[str, str]:
     return recorded
 
 
-def last_result(trial_dir: Path, metric: str) -> dict[str, float]:
-    """A recorded trial's last epoch as Ray saw it (epoch and the searched metric)."""
+def last_result(trial_dir: Path, metric: str) -> dict[str, Any]:
+    """A recorded trial's last epoch as Ray saw it (epoch and the searched metric); for a
+    failed trial, its error."""
     try:
+        metrics = json.loads((trial_dir / "metrics.json").read_text())
+        if metrics["end_state"] == "error":
+            return {ERROR_KEY: f"failed before the study was resumed: {metrics.get('error')}"}
         history = json.loads((trial_dir / "history.json").read_text())
         last = history[-1]
         return {"epoch": int(last["epoch"]), metric: float(last[metric])}

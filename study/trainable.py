@@ -25,6 +25,7 @@ from mer_models.training.trainer import train
 from study.checkpoints import CheckpointStore
 
 ROW_KEY = "row"  # the param-space key of the explicit configuration list
+ERROR_KEY = "error"  # in a recorded result: the trial failed for good
 SKIPPED_KEY = "skipped_checkpoints"  # reported once when damaged checkpoints were passed over
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,13 @@ def run_trial(
     `recorded`: the last epoch's result of each trial whose results the study
     already holds (a kill can come after a trial is recorded but before Ray's
     state says it ended); such a trial reports it again and ends, untrained.
+    A trial recorded as failed (its result holds ERROR_KEY) fails again at
+    once, so that Ray keeps it failed and `--retry-failed` can still resume it.
     """
     trial_id = tune.get_context().get_trial_id()
     if recorded and trial_id in recorded:
+        if ERROR_KEY in recorded[trial_id]:
+            raise RuntimeError(recorded[trial_id][ERROR_KEY])
         tune.report(recorded[trial_id])
         return
     train_config = trial_config(config)

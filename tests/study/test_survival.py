@@ -319,7 +319,7 @@ def test_a_failed_trial_is_retried_only_when_asked(small_synthetic, tmp_path):
     """A trial's worker killed (found by the pid Ray records for it) past --max-failures fails
     for good; --resume keeps it failed; --resume --retry-failed continues it from its
     checkpoint, and its files and MLflow run agree."""
-    epochs = 5
+    epochs = 30
     study = Study(tmp_path, small_synthetic, write_space(tmp_path, "retry", epochs, rows=2))
     driver = study.start("--max-failures", "0", "--max-concurrent", "1")
 
