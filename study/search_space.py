@@ -93,16 +93,39 @@ def find_space(name: str) -> Path:
 
 def load_space(name: str) -> SearchSpace:
     path = find_space(name)
-    return space_from_text(path.read_text(), path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise SpaceError(
+            f"{path}, line {line}: byte {data[error.start]:#04x} is not UTF-8 text"
+        ) from None
+    return space_from_text(text, path)
 
 
 def space_from_text(text: str, path: Path) -> SearchSpace:
     """A space from its YAML text; `path` names it (a resumed study's recorded copy)."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         raise SpaceError(f"{path}: not valid YAML ({error})") from None
     return parse_space(raw, path)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice (YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_space(raw: Any, path: Path) -> SearchSpace:
@@ -264,6 +287,8 @@ class _Where:
 
     def field_value(self, key: str, name: str, value: Any) -> None:
         """A value must be valid for its TrainConfig field on its own."""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(key, f"must be a finite number, got {value}")
         try:
             TrainConfig.from_dict({name: value})
         except ValueError as error:

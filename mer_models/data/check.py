@@ -105,6 +105,7 @@ def check_dataset(paths: DatasetPaths, n_bands: int = N_BANDS) -> CheckReport:
     if paths.store is not None:
         return _check_with_store(paths, tags, report)
     verified = _VerifiedFiles(paths.melspecs)
+    parts: dict[str, SplitTable] = {}
     for part in PARTS:
         row_problems: list[str] = []
         try:
@@ -112,6 +113,7 @@ def check_dataset(paths: DatasetPaths, n_bands: int = N_BANDS) -> CheckReport:
         except DataError as error:
             report.problems["split file"].append(str(error))
             continue
+        parts[part] = table
         report.problems["split row"].extend(row_problems)
         report.tracks[part] = len(table)
         report.frames[part] = 0
@@ -123,7 +125,22 @@ def check_dataset(paths: DatasetPaths, n_bands: int = N_BANDS) -> CheckReport:
             frames = _check_melspec(paths.melspecs / relative, track_id, n_bands, verified, report)
             report.frames[part] += frames
     verified.save()
+    _check_overlap(paths, parts, report)
     return report
+
+
+def _check_overlap(paths: DatasetPaths, parts: dict[str, SplitTable], report: CheckReport) -> None:
+    """A track in two parts (train and test, say) leaks its labels into the evaluation."""
+    seen: dict[str, str] = {}
+    for part, table in parts.items():
+        for track_id in table.track_ids:
+            if track_id in seen:
+                report.problems["track in two parts"].append(
+                    f"{track_id} is in both {seen[track_id]} ({paths.split_file(seen[track_id])}) "
+                    f"and {part} ({paths.split_file(part)}); each track belongs to one part"
+                )
+            else:
+                seen[track_id] = part
 
 
 def _check_with_store(
@@ -136,6 +153,7 @@ def _check_with_store(
         report.problems["packed store"].append(str(error))
         return report
     frames = dict(zip(store.track_ids(), store.index["frames"].tolist(), strict=True))
+    parts: dict[str, SplitTable] = {}
     for part in PARTS:
         row_problems: list[str] = []
         try:
@@ -143,10 +161,12 @@ def _check_with_store(
         except DataError as error:
             report.problems["split file"].append(str(error))
             continue
+        parts[part] = table
         report.problems["split row"].extend(row_problems)
         report.tracks[part] = len(table)
         report.frames[part] = sum(frames.get(track, 0) for track in table.track_ids)
         _compare_tracks(store, part, table, report)
+    _check_overlap(paths, parts, report)
     if report.ok:
         _check_store_data(store, report)
     return report

@@ -98,13 +98,26 @@ class SplitTable:
         return len(self.track_ids)
 
 
+def read_text(path: Path) -> str:
+    """A metadata file's text; bytes that are not UTF-8 are a DataError naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}, line {line}: byte {data[error.start]:#04x} is not UTF-8 text "
+            "(metadata files are UTF-8)"
+        ) from None
+
+
 def read_tags(path: str | Path) -> tuple[str, ...]:
     """The tag list: one tag a line, order preserved, no blanks or duplicates."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: tag list not found (expected one tag a line)")
     tags: list[str] = []
-    lines = path.read_text().rstrip("\n").splitlines()
+    lines = read_text(path).rstrip("\n").splitlines()
     for number, line in enumerate(lines, start=1):
         tag = line.strip()
         if not tag:
@@ -128,7 +141,7 @@ def read_split(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
-    lines = path.read_text().splitlines()
+    lines = read_text(path).splitlines()
     if not lines:
         raise DataError(f"{path}: the split file is empty (expected the header {' '.join(HEADER)})")
     header = tuple(lines[0].split("\t"))

@@ -86,3 +86,19 @@ def test_check_command_exit_codes(tiny_dataset, tmp_path):
     )
     done = subprocess.run(command[:6], capture_output=True, text=True, env=env)
     assert done.returncode == 2 and "--metadata goes with --melspecs or --store" in done.stderr
+
+
+def test_a_track_in_two_parts_and_non_utf8_bytes_are_named(tiny_dataset, tmp_path, monkeypatch):
+    train, test = tiny_dataset.split_file("train"), tiny_dataset.split_file("test")
+    leaked = train.read_text().splitlines()[1]
+    test.write_text(test.read_text() + leaked + "\n")
+    report = _check(tiny_dataset, tmp_path, monkeypatch)
+    assert not report.ok
+    track = leaked.split("\t")[0]
+    assert [p for p in report.problems["track in two parts"] if track in p and str(test) in p]
+
+    validation = tiny_dataset.split_file("validation")
+    validation.write_bytes(validation.read_bytes() + b"track_0000999\t\xff\n")
+    report = _check(tiny_dataset, tmp_path, monkeypatch)
+    described = report.describe_problems()
+    assert f"{validation}, line 5: byte 0xff is not UTF-8" in described

@@ -100,3 +100,21 @@ def test_the_driver_refuses_a_bad_space_before_starting_anything(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "bad.yaml"
     ]  # no Ray results, no MLflow store
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b"parameters: {lr: .inf}\n", "parameters.lr: must be a finite number, got inf"),
+        (b"parameters: {weight_decay: .nan}\n", "parameters.weight_decay: must be a finite"),
+        (b"configs:\n  - {dropout: .nan}\n", r"configs\[0\].dropout: must be a finite"),
+        (b"parameters:\n  lr: 0.1\n  lr: 0.2\n", "key 'lr' is given twice"),
+        (b"description: caf\xe9\n", r"line 1: byte 0xe9 is not UTF-8"),
+    ],
+)
+def test_bad_numbers_keys_and_bytes_are_refused(tmp_path, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text)
+    with pytest.raises(SpaceError, match=expected) as raised:
+        load_space(str(path))
+    assert str(path) in str(raised.value)
