@@ -31,6 +31,7 @@ from mer_models.data.check import check_dataset  # noqa: E402
 from mer_models.data.splits import DataError, DatasetPaths  # noqa: E402
 from study.budgets import BUDGETS  # noqa: E402
 from study.claim import StudyClaimed, claim_study  # noqa: E402
+from study.places import PlaceError, artifact_root, check_places  # noqa: E402
 from study.search_space import (  # noqa: E402
     SearchSpace,
     SpaceError,
@@ -294,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     options = StudyOptions(**{**options.__dict__, "data": data})
 
     try:
+        check_places(storage_dir, options.tracking_uri)
+    except PlaceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
         claim = claim_study(study_dir, new=not args.resume)  # noqa: F841 - held until exit
     except StudyClaimed as error:
         print(f"error: {error}", file=sys.stderr)
@@ -301,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     tracker = StudyTracker(
         options.tracking_uri,
         name,
-        artifact_root=working / "mlruns",
+        artifact_root=artifact_root(options.tracking_uri, working),
         description=space.description,
         dataset=study_dataset(data, report.tracks, report.tags),
     )

@@ -108,3 +108,30 @@ def test_a_name_is_claimed_once(tmp_path):
     assert "is running in another driver" in other.stderr
     lock.close()
     claim_study(study, new=False).close()  # free again once the holder let go
+
+
+def test_bad_places_are_refused_in_seconds_with_nothing_created(tiny_dataset, tmp_path):
+    import socket
+    import time
+
+    data = ["--metadata", str(tiny_dataset.metadata), "--melspecs", str(tiny_dataset.melspecs)]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = driver(tmp_path, "--space", "smoke", *data, "--storage", str(blocker / "results"))
+    assert done.returncode == 2
+    assert f"--storage: {blocker / 'results'} cannot be a folder: {blocker} is a file" in (
+        done.stderr
+    )
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    done = driver(tmp_path, "--space", "smoke", *data, "--tracking-uri", f"http://127.0.0.1:{port}")
+    assert done.returncode == 2
+    assert f"--tracking-uri http://127.0.0.1:{port}: no MLflow tracking server" in done.stderr
+    assert time.monotonic() - started < 60
+    assert (
+        sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "cache", "melspecs", "metadata"]
+        or not (tmp_path / "ray_results").exists()
+    )
+    assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlflow.db").exists()
