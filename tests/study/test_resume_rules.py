@@ -130,8 +130,4 @@ def test_bad_places_are_refused_in_seconds_with_nothing_created(tiny_dataset, tm
     assert done.returncode == 2
     assert f"--tracking-uri http://127.0.0.1:{port}: no MLflow tracking server" in done.stderr
     assert time.monotonic() - started < 60
-    assert (
-        sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "cache", "melspecs", "metadata"]
-        or not (tmp_path / "ray_results").exists()
-    )
     assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlflow.db").exists()
