@@ -33,14 +33,26 @@ def metric_names(with_decisions: bool = True) -> tuple[str, ...]:
     return tuple(names)
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def load_matrix(path: str | Path, role: str) -> np.ndarray:
     """Load one .npy matrix; a missing or unreadable file is a ValueError naming it."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{role} file {path} not found")
+    with path.open("rb") as file:
+        head = file.read(len(NPY_MAGIC))
+    if not head:
+        raise ValueError(f"{role} file {path} is empty; expected a (tracks, tags) .npy array")
+    if head != NPY_MAGIC:
+        raise ValueError(
+            f"{role} file {path} is not a .npy file (no NumPy header: text or another "
+            "format?); expected a (tracks, tags) array saved with numpy.save"
+        )
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:
         raise ValueError(f"{role} file {path} is not a readable .npy array: {error}") from None
     if array.ndim != 2:
         raise ValueError(f"{role} file {path} has shape {array.shape}; expected (tracks, tags)")

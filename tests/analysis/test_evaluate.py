@@ -170,3 +170,22 @@ def test_cli_missing_file_is_a_usage_error(tmp_path, capsys):
     assert "absent.npy not found" in err
     code, _, err = run_main(capsys, "evaluate", tmp_path / "only-one.npy")
     assert code == 2 and "usage" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "is empty; expected a (tracks, tags) .npy array"),
+        (b"0.1 0.2\n0.3 0.4\n", "is not a .npy file (no NumPy header"),
+        (b"\x93NUMPY\x01\x00", "is not a readable .npy array"),  # header cut short
+    ],
+)
+def test_unreadable_matrices_are_named_with_what_is_wrong(tmp_path, content, expected):
+    from analysis.evaluate import load_matrix
+
+    path = tmp_path / "scores.npy"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as raised:
+        load_matrix(path, "predictions")
+    assert f"predictions file {path}" in str(raised.value)
+    assert expected in str(raised.value)
