@@ -132,7 +132,7 @@ class StudyRecorder(tune.Callback):
             **summary["best_metrics"],
             "epochs_run": summary["epoch"],
             "end_state": end_state,
-            "retries": trial.num_failures,
+            "failures": trial.num_failures,  # crashes, each retried while within --max-failures
             "trial_name": self._name(trial),
             "mlflow_run_id": run_id,
         }
@@ -148,7 +148,7 @@ class StudyRecorder(tune.Callback):
         self.tracker.finish_trial(run_id, metrics, end_state, _artifacts(target))
         if end_state != "error" and not self.keep_checkpoints:
             store.delete()  # the results are in `target`; only a failed trial may be retried
-        retries = f" ({trial.num_failures} retried)" if trial.num_failures else ""
+        retries = f" ({trial.num_failures} crash(es))" if trial.num_failures else ""
         log.info(
             "trial %s (%s): %s after %d epochs%s",
             trial.trial_id,

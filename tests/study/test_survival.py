@@ -334,7 +334,7 @@ def test_a_failed_trial_is_retried_only_when_asked(small_synthetic, tmp_path):
     assert driver.wait(timeout=600) == 0, study.output()[-3000:]
     failed = study.recorded()[result["trial_id"]]
     assert failed["end_state"] == "error" and failed["epochs_run"] >= 2
-    assert failed["retries"] == 1 and "worker" in failed["error"]  # the crash, recorded
+    assert failed["failures"] == 1 and "worker" in failed["error"]  # the crash, recorded
     assert sum(m["end_state"] == "finished" for m in study.recorded().values()) == 1
 
     study.run("--resume")  # without --retry-failed: the failed trial stays as it was
