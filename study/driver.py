@@ -148,7 +148,17 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
     write_groundtruth(options.study_dir, options.data)
     if not ray.is_initialized():
         if options.address:
-            ray.init(address=options.address, log_to_driver=False)
+            join_cluster(options.address)
+            nodes = sum(node.get("Alive", False) for node in ray.nodes())
+            if nodes > 1 and options.storage == Path.cwd() / "ray_results":
+                log.warning(
+                    "warning: the cluster has %d nodes but --storage is the default %s, a folder "
+                    "on this machine only: a trial moved to another node cannot find its "
+                    "checkpoints. Give --storage a folder every node mounts, or a cloud URI "
+                    "(README: On a multi-GPU Ray cluster).",
+                    nodes,
+                    options.storage,
+                )
         else:
             ray.init(
                 num_cpus=os.cpu_count(),
@@ -216,6 +226,35 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
         ),
     )
     return tuner.fit()
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster named by --address cannot be joined; the message says why."""
+
+
+def join_cluster(address: str) -> None:
+    """Join a running cluster, with its token when it has one.
+
+    `ray start --head` turns on token authentication in Ray 2.60, and a driver
+    joining with an address does not turn it on by itself: with a token on
+    this machine (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token),
+    the driver uses it.
+    """
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if "RAY_AUTH_MODE" not in os.environ and (
+        os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()
+    ):
+        os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except Exception as error:  # ConnectionError, AuthenticationError, ...
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ClusterError(
+            f"--address {address}: could not join the Ray cluster ({message}). Start it with "
+            "`ray start --head`; a cluster started so uses token authentication, and this "
+            "machine needs its token: copy the head node's ~/.ray/auth_token here (or set "
+            "RAY_AUTH_TOKEN to what `ray get-auth-token` prints on the head node)"
+        ) from None
 
 
 def write_study_file(options: StudyOptions, tracker: StudyTracker) -> None:

@@ -250,7 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here so that a bad space fails fast, without loading Ray.
     # Checkpoints every epoch are the point here, not a bottleneck to warn about.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    from study.driver import StudyOptions, check_trial_configs, run_study, study_params
+    from study.driver import (
+        ClusterError,
+        StudyOptions,
+        check_trial_configs,
+        run_study,
+        study_params,
+    )
     from study.tracking import StudyTracker, study_dataset
     from tracking.runs import default_tracking_uri
 
@@ -319,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         results = run_study(options, tracker)
         return finish(options, tracker, trials_started=len(results))
+    except ClusterError as error:
+        _close_runs(tracker, "FAILED")
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         _close_runs(tracker, "KILLED")
         print(f"\nstudy {name} interrupted; {_resume_hint(options)}")
