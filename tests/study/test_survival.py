@@ -371,3 +371,24 @@ def test_two_drivers_one_name_and_a_kill_before_rays_state(small_synthetic, tmp_
     output = study.run("--resume")
     assert "Traceback" not in output
     check_complete(study, trials=1, epochs=2)
+
+
+def test_sixteen_trials_on_one_sqlite_store_log_every_epoch_once(small_synthetic, tmp_path):
+    """Sixteen trials, eight at a time, all logged by the driver into one SQLite store."""
+    rows = [
+        f"{{cbam: {cbam}, cell: {cell}, units: {units}, lr: {lr}}}"
+        for cbam in ("true", "false")
+        for cell in ("gru", "lstm")
+        for units in (4, 8)
+        for lr in ("1.0e-3", "3.0e-3")
+    ]
+    space = tmp_path / "sixteen.yaml"
+    space.write_text(
+        "searcher: grid\nnum_samples: 1\nbudget: quick\nscheduler: {type: fifo}\n"
+        "parameters: {max_epochs: 2, patience: 0, width: 4, window: 64, batch_size: 16, "
+        "seed: 0, layers: 1}\nconfigs:\n" + "".join(f"  - {row}\n" for row in rows)
+    )
+    study = Study(tmp_path, small_synthetic, space)
+    study.command[study.command.index("--cpus-per-trial") + 1] = "0.25"
+    study.run()
+    check_complete(study, trials=16, epochs=2)
