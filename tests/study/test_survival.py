@@ -261,7 +261,7 @@ def test_kill_and_resume_loop_matches_a_clean_run(small_synthetic, tmp_path):
 def test_damaged_checkpoints_fall_back_or_fail_with_the_file_named(small_synthetic, tmp_path):
     """Truncated, garbled or deleted newest checkpoint: the trial goes on from the one before;
     every checkpoint damaged: the trial fails naming them, and the rest of the study finishes."""
-    epochs = 6
+    epochs = 40  # long enough that all four are mid-training at once, even on a busy machine
     study = Study(tmp_path, small_synthetic, write_space(tmp_path, "damaged", epochs))
     driver = study.start("--max-failures", "0")
     wait_for(
