@@ -233,18 +233,7 @@ class ClusterError(RuntimeError):
 
 
 def join_cluster(address: str) -> None:
-    """Join a running cluster, with its token when it has one.
-
-    `ray start --head` turns on token authentication in Ray 2.60, and a driver
-    joining with an address does not turn it on by itself: with a token on
-    this machine (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token),
-    the driver uses it.
-    """
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-    if "RAY_AUTH_MODE" not in os.environ and (
-        os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()
-    ):
-        os.environ["RAY_AUTH_MODE"] = "token"
+    """Join a running cluster (its token, if any, was set up by `use_cluster_token`)."""
     try:
         ray.init(address=address, log_to_driver=False)
     except Exception as error:  # ConnectionError, AuthenticationError, ...

@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     space = with_scheduler(space, recorded.get("scheduler") if recorded else args.scheduler)
 
+    if args.address:
+        use_cluster_token()
     # Imported here so that a bad space fails fast, without loading Ray.
     # Checkpoints every epoch are the point here, not a bottleneck to warn about.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -336,6 +338,21 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         _close_runs(tracker, "FAILED")
         raise
+
+
+def use_cluster_token() -> None:
+    """Join with this machine's Ray token when it has one; before Ray is imported.
+
+    `ray start --head` with a token turns on token authentication, and a driver
+    joining with an address does not turn it on by itself (Ray reads the mode
+    once, on import): with a token here (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+    ~/.ray/auth_token), the driver uses it.
+    """
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if "RAY_AUTH_MODE" not in os.environ and (
+        os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()
+    ):
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _read_recorded(study_dir: Path) -> dict[str, Any] | None:
