@@ -110,6 +110,7 @@ def test_a_name_is_claimed_once(tmp_path):
     claim_study(study, new=False).close()  # free again once the holder let go
 
 
+@pytest.mark.slow
 def test_bad_places_are_refused_in_seconds_with_nothing_created(tiny_dataset, tmp_path):
     import socket
     import time
