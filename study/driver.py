@@ -161,6 +161,7 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
                 )
         else:
             ray.init(
+                address="local",  # its own cluster, never one a `ray start` left on this node
                 num_cpus=os.cpu_count(),
                 include_dashboard=False,
                 log_to_driver=False,

@@ -97,3 +97,8 @@ def test_address_joins_a_token_cluster_and_a_missing_token_is_named(small_synthe
         head.wait()
         for pid in session_processes(head.pid):
             os.kill(pid, signal.SIGKILL)
+        # `ray start` records its address for later `ray.init()` calls on this machine;
+        # a record of this dead test cluster must not stay behind.
+        record = Path("/tmp/ray/ray_current_cluster")
+        if record.is_file() and record.read_text().strip().endswith(f":{port}"):
+            record.unlink()
