@@ -102,9 +102,28 @@ def check_dataset(paths: DatasetPaths, n_bands: int = N_BANDS) -> CheckReport:
         report.problems["tag list"].append(str(error))
         return report
     report.tags = len(tags)
+    parts = _read_parts(paths, tags, report)
+    _check_overlap(paths, parts, report)
     if paths.store is not None:
-        return _check_with_store(paths, tags, report)
+        return _check_with_store(paths, tags, parts, report)
     verified = _VerifiedFiles(paths.melspecs)
+    for part, table in parts.items():
+        report.frames[part] = 0
+        for number, (track_id, relative) in enumerate(
+            zip(table.track_ids, table.melspec_paths, strict=True), start=1
+        ):
+            if number % 1000 == 0:
+                log.info("checked %d/%d %s tracks", number, len(table), part)
+            frames = _check_melspec(paths.melspecs / relative, track_id, n_bands, verified, report)
+            report.frames[part] += frames
+    verified.save()
+    return report
+
+
+def _read_parts(
+    paths: DatasetPaths, tags: tuple[str, ...], report: CheckReport
+) -> dict[str, SplitTable]:
+    """The split tables that read, their row and file problems recorded in `report`."""
     parts: dict[str, SplitTable] = {}
     for part in PARTS:
         row_problems: list[str] = []
@@ -116,17 +135,7 @@ def check_dataset(paths: DatasetPaths, n_bands: int = N_BANDS) -> CheckReport:
         parts[part] = table
         report.problems["split row"].extend(row_problems)
         report.tracks[part] = len(table)
-        report.frames[part] = 0
-        for number, (track_id, relative) in enumerate(
-            zip(table.track_ids, table.melspec_paths, strict=True), start=1
-        ):
-            if number % 1000 == 0:
-                log.info("checked %d/%d %s tracks", number, len(table), part)
-            frames = _check_melspec(paths.melspecs / relative, track_id, n_bands, verified, report)
-            report.frames[part] += frames
-    verified.save()
-    _check_overlap(paths, parts, report)
-    return report
+    return parts
 
 
 def _check_overlap(paths: DatasetPaths, parts: dict[str, SplitTable], report: CheckReport) -> None:
@@ -144,7 +153,10 @@ def _check_overlap(paths: DatasetPaths, parts: dict[str, SplitTable], report: Ch
 
 
 def _check_with_store(
-    paths: DatasetPaths, tags: tuple[str, ...], report: CheckReport
+    paths: DatasetPaths,
+    tags: tuple[str, ...],
+    parts: dict[str, SplitTable],
+    report: CheckReport,
 ) -> CheckReport:
     try:
         store = open_store(paths.store)
@@ -153,20 +165,9 @@ def _check_with_store(
         report.problems["packed store"].append(str(error))
         return report
     frames = dict(zip(store.track_ids(), store.index["frames"].tolist(), strict=True))
-    parts: dict[str, SplitTable] = {}
-    for part in PARTS:
-        row_problems: list[str] = []
-        try:
-            table = read_split(paths.split_file(part), tags, problems=row_problems)
-        except DataError as error:
-            report.problems["split file"].append(str(error))
-            continue
-        parts[part] = table
-        report.problems["split row"].extend(row_problems)
-        report.tracks[part] = len(table)
+    for part, table in parts.items():
         report.frames[part] = sum(frames.get(track, 0) for track in table.track_ids)
         _compare_tracks(store, part, table, report)
-    _check_overlap(paths, parts, report)
     if report.ok:
         _check_store_data(store, report)
     return report
