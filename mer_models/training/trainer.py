@@ -68,7 +68,8 @@ def train(
     `out_dir` receives `checkpoint/` after every epoch, and at the end the best
     epoch's `validation_predictions.npy`, `test_predictions.npy`,
     `best_model.pt`, `history.json`, `metrics.json` and `thresholds.txt` (per-tag
-    decision thresholds tuned on validation). `restore` names a checkpoint folder to continue from; the result equals an uninterrupted run.
+    decision thresholds tuned on validation). `restore` names a checkpoint
+    folder to continue from; the result equals an uninterrupted run.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
