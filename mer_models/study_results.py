@@ -3,8 +3,9 @@
 Layout (the contract with the driver)::
 
     STUDY_DIR/study.json                      name, space, data, scheduler, searched (the
-                                              fields the space varies), and (absent or null
-                                              without MLflow) tracking_uri, experiment_id,
+                                              fields the space varies), trials (how many the
+                                              space runs), and (absent or null without
+                                              MLflow) tracking_uri, experiment_id,
                                               parent_run_id
     STUDY_DIR/{validation,test}_groundtruth.npy, tags.txt   the labels the trials were scored
                                               on (bool, split rows x tag columns), the tags
@@ -143,6 +144,7 @@ class Study:
     parent_run_id: str
     trials: tuple[Trial, ...]
     searched: tuple[str, ...] = ()  # the config fields the search space varied
+    planned: int | None = None  # the trials the space runs; None in a study.json that does not say
     scheduler: str = ""  # asha or fifo; "" in a study.json that does not say
 
 
@@ -264,6 +266,7 @@ def load_study(study_dir: str | Path, require_results: bool = True) -> Study:
         **{key: _optional_text(description.get(key)) for key in TRACKING_KEYS},
         trials=trials,
         searched=tuple(str(key) for key in description.get("searched") or ()),
+        planned=description["trials"] if isinstance(description.get("trials"), int) else None,
         scheduler=_optional_text(description.get("scheduler")),
     )
 
@@ -293,11 +296,18 @@ def finished_trials(study: Study) -> list[Trial]:
 
 
 def check_finished(study: Study) -> None:
-    """Refuse a study some of whose trials have not ended (no end state in metrics.json)."""
+    """Refuse a study some of whose trials have not ended (no end state in metrics.json) or
+    not begun (fewer trial folders than the space runs)."""
     running = [trial.id for trial in study.trials if trial.end_state is None]
-    if running:
+    unstarted = (study.planned or 0) - len(study.trials)
+    if running or unstarted > 0:
+        problems = [f"trial(s) {', '.join(running)} have no end state"] if running else []
+        if unstarted > 0:
+            problems.append(
+                f"{unstarted} of the {study.planned} trials its space runs have not started"
+            )
         raise ValueError(
-            f"study {study.dir} is unfinished: trial(s) {', '.join(running)} have no end state "
-            f"(no metrics.json with an end_state in {study.dir / 'trials'}/<id>); let the study "
-            f"finish, or resume it with study/run.py --resume"
+            f"study {study.dir} is unfinished: {'; '.join(problems)} (no metrics.json with an "
+            f"end_state in {study.dir / 'trials'}/<id>); let the study finish, or resume it "
+            f"with study/run.py --resume"
         )

@@ -262,6 +262,7 @@ def write_study_file(options: StudyOptions, tracker: StudyTracker) -> None:
                 "budget": options.budget,
                 "scheduler": options.space.scheduler.type,
                 "searched": list(options.searched),
+                "trials": options.space.trial_count,
                 "data": options.data.to_dict(),
                 "tracking_uri": tracker.tracking_uri,
                 "ray_storage": options.ray_storage,

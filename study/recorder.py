@@ -1,9 +1,10 @@
 """Driver-side Ray Tune callback: trial results to disk and MLflow, and progress.
 
-When a trial ends (finished, early-stopped, stopped by ASHA, or failed for
-good), its last checkpoint is turned into the study's results folder,
-`STUDY_DIR/trials/<trial_id>/`: config, history, metrics with the end state,
-the best epoch's weights and prediction matrices. Each trial is written as
+Every trial Ray knows of gets its folder, `STUDY_DIR/trials/<trial_id>/`,
+with its config at once. When a trial ends (finished, early-stopped, stopped
+by ASHA, or failed for good), its last checkpoint is turned into that folder's
+results: history, metrics with the end state, the best epoch's weights and
+prediction matrices. Each trial is written as
 it ends, so an interrupted study keeps everything finished so far.
 """
 
@@ -56,6 +57,7 @@ class StudyRecorder(tune.Callback):
         self.keep_checkpoints = keep_checkpoints
         self.retrying = set(retrying)  # failed trials run again: their records are replaced
         self._skipped: dict[str, list[str]] = {}
+        self._listed: set[str] = set()  # trials whose folder holds at least their config
         self._last_table = 0.0
 
     # Ray Tune hooks -------------------------------------------------------
@@ -81,6 +83,11 @@ class StudyRecorder(tune.Callback):
         self._finish(trial, error=_error_text(trial))
         self._print_table(trials)
 
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        for trial in trials:
+            if trial.trial_id not in self._listed:
+                self._list(trial)
+
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         if time.monotonic() - self._last_table >= self.progress_seconds:
             self._print_table(trials)
@@ -89,6 +96,18 @@ class StudyRecorder(tune.Callback):
         self._print_table(trials)
 
     # ----------------------------------------------------------------------
+
+    def _list(self, trial) -> None:
+        """Give a trial Ray knows of its folder with its config, so that a study stopped
+        before the trial ended lists it as unfinished; its results replace the folder."""
+        self._listed.add(trial.trial_id)
+        target = self.study_dir / "trials" / trial.trial_id
+        if (target / "config.json").is_file():
+            return
+        target.mkdir(parents=True, exist_ok=True)
+        staging = target / ("config.json" + STAGING)
+        staging.write_text(json.dumps(trial_config(trial.config).to_dict(), indent=2))
+        staging.rename(target / "config.json")
 
     def _name(self, trial) -> str:
         return trial_run_name(trial_config(trial.config).to_dict(), self.searched)
@@ -159,7 +178,9 @@ class StudyRecorder(tune.Callback):
         )
 
     def close_recorded(self, target: Path) -> None:
-        """Close the MLflow run of a recorded trial with what its files say."""
+        """Finish what recording a trial does after its files: close its MLflow run with what
+        they say and delete the checkpoints of a trial that did not fail (a kill can come in
+        between)."""
         try:
             metrics = json.loads((target / "metrics.json").read_text())
             history = json.loads((target / "history.json").read_text())
@@ -169,6 +190,9 @@ class StudyRecorder(tune.Callback):
             )
         except Exception as failure:  # noqa: BLE001 - a trial's files never crash the driver
             log.warning("trial %s: its MLflow run could not be closed: %s", target.name, failure)
+            return
+        if metrics["end_state"] != "error" and not self.keep_checkpoints:
+            CheckpointStore(self.checkpoints, target.name).delete()
 
     def _print_table(self, trials: list) -> None:
         self._last_table = time.monotonic()

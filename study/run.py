@@ -396,7 +396,8 @@ def finish(options, tracker, trials_started: int) -> int:
         trials, table = study.trials, format_table(study)
     except ValueError:  # stopped before any trial was recorded
         study, trials, table = None, (), "no trial has finished yet"
-    unfinished = trials_started - sum(trial.end_state is not None for trial in trials)
+    planned = study.planned if study is not None and study.planned else trials_started
+    unfinished = planned - sum(trial.end_state is not None for trial in trials)
     print()
     print(table)
     print()

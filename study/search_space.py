@@ -78,6 +78,16 @@ class SearchSpace:
     def name(self) -> str:
         return self.file.stem
 
+    @property
+    def trial_count(self) -> int:
+        """The study's trials: every grid combination (configs rows included) num_samples
+        times, Ray Tune's rule; optuna, which allows no grid, runs num_samples."""
+        count = self.num_samples * max(len(self.configs), 1)
+        for spec in self.parameters.values():
+            if _distribution(spec) == "grid":
+                count *= len(spec["grid"])
+        return count
+
 
 def find_space(name: str) -> Path:
     """A path as given, else `search_spaces/NAME` (with or without `.yaml`)."""

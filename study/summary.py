@@ -62,7 +62,7 @@ def table_rows(study: Study) -> list[tuple[str, ...]]:
                 _percent(metrics.get("test_roc_auc")),
                 _percent(metrics.get("test_pr_auc")),
                 str(metrics.get("epochs_run", "-")),
-                str(metrics.get("end_state", "running")),
+                str(metrics.get("end_state", "unfinished")),
             )
         )
     return rows

@@ -30,12 +30,12 @@ ROWS = (
 )
 
 
-def write_space(folder: Path, name: str, epochs: int, rows: int = 4) -> Path:
+def write_space(folder: Path, name: str, epochs: int, rows: int = 4, window: int = 64) -> Path:
     """A FIFO grid of tiny trials that each run every epoch (no early stopping)."""
     path = folder / f"{name}.yaml"
     path.write_text(
         "searcher: grid\nnum_samples: 1\nbudget: quick\nscheduler: {type: fifo}\n"
-        f"parameters: {{max_epochs: {epochs}, patience: 0, width: 4, window: 64, "
+        f"parameters: {{max_epochs: {epochs}, patience: 0, width: 4, window: {window}, "
         "batch_size: 16, seed: 0, layers: 1}\n"
         "configs:\n" + "".join(f"  - {row}\n" for row in ROWS[:rows])
     )
@@ -198,8 +198,11 @@ def check_complete(study: Study, trials: int, epochs: int) -> None:
 
 def test_kill_and_resume_loop_matches_a_clean_run(small_synthetic, tmp_path):
     """SIGINT before any trial ends, SIGTERM as one ends, SIGKILL at a seeded point; resumed."""
-    epochs = 4
-    clean = Study(tmp_path / "clean", small_synthetic, write_space(tmp_path, "clean", epochs))
+    # Two trials at a time, so that the kills find trials at different epochs, each trial
+    # training long enough that four driver starts are not most of the time.
+    epochs, size, two = 20, {"window": 512}, ("--max-concurrent", "2")
+    clean_space = write_space(tmp_path, "clean", epochs, **size)
+    clean = Study(tmp_path / "clean", small_synthetic, clean_space, *two)
     clean.tmp_path.mkdir()
     started = time.monotonic()
     clean.run()
@@ -207,8 +210,9 @@ def test_kill_and_resume_loop_matches_a_clean_run(small_synthetic, tmp_path):
 
     work = tmp_path / "killed"
     work.mkdir()
-    study = Study(work, small_synthetic, write_space(tmp_path, "killed", epochs))
+    study = Study(work, small_synthetic, write_space(tmp_path, "killed", epochs, **size), *two)
     rng = random.Random(11)
+    resumed_seconds = 0.0  # the drivers' wall time, without the test's checks between them
     started = time.monotonic()
 
     # 1. Ctrl-C (SIGINT to the group) while trials train, before any has ended.
@@ -217,32 +221,58 @@ def test_kill_and_resume_loop_matches_a_clean_run(small_synthetic, tmp_path):
     time.sleep(rng.uniform(0.0, 1.0))
     assert not study.recorded()
     assert interrupt(driver, signal.SIGINT) == 1
+    resumed_seconds += time.monotonic() - started
     output = study.output()
-    assert "no trial has finished yet" in output
+    assert "4 trial(s) unfinished" in output
     assert f"--name {study.name} --resume" in output
     assert "Tuner.restore" not in output and "Traceback" not in output
     parents, runs = study.runs()
     assert all(run.info.status == "KILLED" for run in parents + runs)  # none left RUNNING
 
     # 2. SIGTERM to the driver (kill PID, timeout) the moment a trial's results appear.
+    started = time.monotonic()
     driver = study.start("--resume")
     before = set(study.recorded())
     wait_for(lambda: set(study.recorded()) - before, driver)
     assert interrupt(driver, signal.SIGTERM, group=False) == 1
+    resumed_seconds += time.monotonic() - started
     assert "trial(s) unfinished" in study.output()
     finished = {t: m for t, m in study.recorded().items()}
     assert finished
+    # A report names the trials not ended and counts those not begun; it leaves none out.
+    begun = {p.name for p in (study.dir / "trials").iterdir()}
+    unfinished = sorted(begun - set(finished))
+    report = subprocess.run(
+        [sys.executable, "-m", "analysis", "report", str(study.dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert report.returncode == 2, report.stderr
+    if unfinished:
+        assert f"trial(s) {', '.join(unfinished)} have no end state" in report.stderr
+    if len(begun) < 4:
+        assert f"{4 - len(begun)} of the 4 trials its space runs have not started" in report.stderr
+    assert not (study.dir / "report").exists()
     parents, runs = study.runs()
     assert not [run for run in parents + runs if run.info.status == "RUNNING"]
 
-    # 3. SIGKILL at a seeded moment: no graceful stop at all.
+    # 3. SIGKILL at a seeded moment once this driver's trials train: no graceful stop at all.
+    before = study.stored_epochs()
+
+    def trained_since() -> bool:
+        newest = {trial: max(stored, default=0) for trial, stored in before.items()}
+        now = study.stored_epochs().items()
+        return any(max(stored, default=0) > newest.get(trial, 0) for trial, stored in now)
+
+    started = time.monotonic()
     driver = study.start("--resume")
-    wait_for(lambda: sum(map(len, study.stored_epochs().values())) >= 2, driver)
+    wait_for(trained_since, driver)
     time.sleep(rng.uniform(0.0, 3.0))
     interrupt(driver, signal.SIGKILL)
 
     output = study.run("--resume")
-    resumed_seconds = time.monotonic() - started
+    resumed_seconds += time.monotonic() - started
     check_complete(study, trials=4, epochs=epochs)
     for trial_id, metrics in finished.items():  # finished before a kill: never run again
         assert study.recorded()[trial_id] == metrics
