@@ -198,13 +198,18 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
     )
     for trial_id in recorded:
         recorder.close_recorded(options.study_dir / "trials" / trial_id)
+    failure_config = tune.FailureConfig(max_failures=options.max_failures)
     if options.resume and tune.Tuner.can_restore(options.ray_experiment):
         tuner = tune.Tuner.restore(
             options.ray_experiment, trainable, resume_errored=options.retry_failed
         )
-        # Ray restores the run config pickled when the study began, with the recorder
-        # of that first run; this run's recorder (its retries, options, tracker) replaces it.
-        tuner._local_tuner.get_run_config().callbacks = [recorder]
+        # Ray restores the configs pickled when the study began, with the recorder and
+        # the run options of that first run; this run's recorder (its retries, options,
+        # tracker), --max-failures and --max-concurrent replace them.
+        restored = tuner._local_tuner
+        restored.get_run_config().callbacks = [recorder]
+        restored.get_run_config().failure_config = failure_config
+        restored._tune_config.max_concurrent_trials = options.max_concurrent
         return tuner.fit()
     # A new study, or one stopped before Ray saved its first state: its trials start afresh.
     tuner = tune.Tuner(
@@ -222,7 +227,7 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
             name=options.name,
             storage_path=options.ray_storage_path,
             callbacks=[recorder],
-            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            failure_config=failure_config,
             verbose=0,
         ),
     )

@@ -1,88 +1,243 @@
-"""The README's cluster commands with Ray's token authentication: a real `ray start --head`
-with a token, a study joined with --address, and a driver without the token refused."""
+"""A real multi-node Ray cluster on this machine, as the README sets one up: `ray start
+--head` with a token, a second node joined with `ray start --address`, an `mlflow server`
+over HTTP and a storage folder both nodes use. A node is lost while its trial trains; a
+driver without the token is refused; default local storage on several nodes is warned of."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
-from tests.study.test_survival import session_processes
+from tests.study.processes import free_port, kill_session, mlflow_server, session_processes
 
 pytestmark = pytest.mark.slow
 RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
-SPACE = """searcher: grid
+EPOCHS = 24
+SPACE = f"""searcher: grid
 budget: quick
-scheduler: {type: fifo}
-parameters: {max_epochs: 2, width: 4, window: 64, batch_size: 16, seed: 0}
+scheduler: {{type: fifo}}
+parameters: {{max_epochs: {EPOCHS}, patience: 0, width: 4, window: 64, batch_size: 16, seed: 0}}
 configs:
-  - {cbam: true, cell: gru, units: 8}
-  - {cbam: false, cell: gru, units: 8}
+  - {{cbam: true, cell: gru, units: 8}}
+  - {{cbam: false, cell: gru, units: 8}}
 """
 
 
-def test_address_joins_a_token_cluster_and_a_missing_token_is_named(small_synthetic, tmp_path):
-    head_home, other_home = tmp_path / "head-home", tmp_path / "no-token-home"
-    head_home.mkdir()
-    other_home.mkdir()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "HOME": str(head_home), "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_AUTH_MODE", None)
-    ray = str(Path(sys.executable).with_name("ray"))
-    subprocess.run([ray, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
-    head = subprocess.Popen(
-        [
-            ray,
-            "start",
-            "--head",
-            "--port",
-            str(port),
-            "--num-cpus",
-            "2",
-            "--include-dashboard=false",
-            "--block",
-        ],
-        env={**env, "RAY_AUTH_MODE": "token"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        time.sleep(15)
-        space = tmp_path / "joined.yaml"
-        space.write_text(SPACE)
-        command = [
-            sys.executable,
-            str(RUN),
-            "--space",
-            str(space),
-            "--address",
-            f"127.0.0.1:{port}",
-            "--storage",
-            str(tmp_path / "shared"),
-            "--tracking-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--metadata",
-            str(small_synthetic.metadata),
-            "--melspecs",
-            str(small_synthetic.melspecs),
-        ]
-        done = subprocess.run(
-            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+class Cluster:
+    """`ray start` nodes of one cluster, each its own process session, sharing a home (and
+    so the head's token)."""
+
+    def __init__(self, home: Path) -> None:
+        self.ray = str(Path(sys.executable).with_name("ray"))
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "HOME": str(home),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": "token",
+            # A lost node is noticed in seconds rather than the default half minute.
+            "RAY_health_check_period_ms": "1000",
+            "RAY_health_check_failure_threshold": "3",
+        }
+        subprocess.run(
+            [self.ray, "get-auth-token", "--generate"],
+            env=self.env,
+            check=True,
+            capture_output=True,
         )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        assert len(list((tmp_path / "shared" / "joined" / "trials").iterdir())) == 2
+        self.nodes: list[subprocess.Popen] = []
+
+    def start(self, *args: str) -> subprocess.Popen:
+        node = subprocess.Popen(
+            [self.ray, "start", *args, "--num-cpus", "1", "--block"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.nodes.append(node)
+        return node
+
+    def alive_nodes(self) -> int:
+        status = subprocess.run(
+            [self.ray, "status", "--address", self.address],
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        active = status.stdout.split("Active:")[-1].split("Pending:")[0]
+        return active.count("node_") if status.returncode == 0 else 0
+
+    def wait_for_nodes(self, count: int) -> None:
+        deadline = time.monotonic() + 120
+        while self.alive_nodes() != count:
+            assert time.monotonic() < deadline, f"the cluster never had {count} node(s)"
+            time.sleep(1)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            kill_session(node)
+        # `ray start` records its address for later `ray.init()` calls on this machine;
+        # a record of this dead test cluster must not stay behind.
+        record = Path("/tmp/ray/ray_current_cluster")
+        if record.is_file() and record.read_text().strip().endswith(f":{self.port}"):
+            record.unlink()
+
+
+def trial_rows(study_dir: Path) -> dict[str, list[dict]]:
+    """Each trial's results as Ray Tune recorded them (result.json), by trial id."""
+    rows = {}
+    for path in study_dir.glob("run_trial_*/result.json"):
+        lines = path.read_text().splitlines()
+        if lines:
+            parsed = [json.loads(line) for line in lines]
+            rows[parsed[0]["trial_id"]] = parsed
+    return rows
+
+
+def test_a_lost_node_s_trial_resumes_on_the_other_and_the_study_finishes(small_synthetic, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    cluster = Cluster(home)
+    space = tmp_path / "lost.yaml"
+    space.write_text(SPACE)
+    data = [
+        "--metadata",
+        str(small_synthetic.metadata),
+        "--melspecs",
+        str(small_synthetic.melspecs),
+    ]
+    driver_env = {**cluster.env}
+    driver_env.pop("RAY_AUTH_MODE")  # the driver turns token mode on from the token itself
+    try:
+        cluster.start("--head", "--port", str(cluster.port), "--include-dashboard=false")
+        cluster.wait_for_nodes(1)
+        worker = cluster.start("--address", cluster.address)
+        cluster.wait_for_nodes(2)
+
+        # Default storage (./ray_results, on the driver's machine only) on two nodes: warned.
+        warned = subprocess.Popen(
+            [
+                sys.executable,
+                str(RUN),
+                "--space",
+                str(space),
+                "--name",
+                "warned",
+                *data,
+                "--address",
+                cluster.address,
+                "--tracking-uri",
+                f"sqlite:///{tmp_path / 'w.db'}",
+            ],
+            env=driver_env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        lines = []
+        for line in warned.stdout:
+            lines.append(line)
+            if "warning: the cluster has 2 nodes" in line:
+                os.killpg(warned.pid, signal.SIGINT)
+        assert warned.wait(timeout=120) != 0
+        output = "".join(lines)
+        assert "--storage is the default" in output and "a folder every node mounts" in output
+
+        with mlflow_server(tmp_path) as uri:
+            study = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(RUN),
+                    "--space",
+                    str(space),
+                    "--name",
+                    "lost",
+                    *data,
+                    "--address",
+                    cluster.address,
+                    "--storage",
+                    str(tmp_path / "shared"),
+                    "--tracking-uri",
+                    uri,
+                    "--cpus-per-trial",
+                    "1",
+                    "--max-failures",
+                    "2",
+                ],
+                env=driver_env,
+                cwd=tmp_path,
+                stdout=open(tmp_path / "lost.txt", "w"),  # noqa: SIM115
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            study_dir = tmp_path / "shared" / "lost"
+
+            def on_worker_node() -> str | None:
+                """The trial training on the second node, once it has 3 epochs."""
+                on_node = set(session_processes(worker.pid))
+                for trial_id, rows in trial_rows(study_dir).items():
+                    if rows[-1]["pid"] in on_node and rows[-1]["epoch"] >= 3:
+                        return trial_id
+                return None
+
+            deadline = time.monotonic() + 300
+            while (lost := on_worker_node()) is None:
+                assert study.poll() is None, (tmp_path / "lost.txt").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no trial trained on the second node"
+                time.sleep(0.2)
+            kill_session(worker)  # the node, its raylet and its trial's worker at once
+
+            assert study.wait(timeout=600) == 0, (tmp_path / "lost.txt").read_text()[-3000:]
+            assert cluster.alive_nodes() == 1  # the second node is gone: the head trained it
+            rows = trial_rows(study_dir)[lost]
+            before = [row["epoch"] for row in rows if row["pid"] == rows[0]["pid"]]
+            after = [row["epoch"] for row in rows if row["pid"] != rows[0]["pid"]]
+            assert after, "the lost trial never ran again"
+            # From its last checkpoint (the epoch reported last, or one saved just after it),
+            # never from the start, and no epoch reported twice.
+            assert before[-1] < after[0] <= before[-1] + 2
+            assert [row["epoch"] for row in rows] == sorted({row["epoch"] for row in rows})
+
+            metrics = json.loads((study_dir / "trials" / lost / "metrics.json").read_text())
+            assert metrics["end_state"] == "finished" and metrics["failures"] == 1
+            history = json.loads((study_dir / "trials" / lost / "history.json").read_text())
+            assert [row["epoch"] for row in history] == list(range(1, EPOCHS + 1))
+            client = MlflowClient(uri)
+            run = client.get_run(metrics["mlflow_run_id"])
+            assert run.info.status == "FINISHED"
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_roc_auc")]
+            assert sorted(steps) == list(range(1, EPOCHS + 1))  # each epoch logged once
+            output = (tmp_path / "lost.txt").read_text()
+            assert f"open the MLflow UI at: {uri}" in output
+
+        # A machine without the cluster's token is refused at once, saying what to copy.
+        other_home = tmp_path / "no-token-home"
+        other_home.mkdir()
         refused = subprocess.run(
-            [*command, "--name", "refused"],
-            env={**env, "HOME": str(other_home)},
+            [
+                sys.executable,
+                str(RUN),
+                "--space",
+                str(space),
+                "--name",
+                "refused",
+                *data,
+                "--address",
+                cluster.address,
+            ],
+            env={**driver_env, "HOME": str(other_home)},
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -93,12 +248,4 @@ def test_address_joins_a_token_cluster_and_a_missing_token_is_named(small_synthe
         assert "~/.ray/auth_token" in refused.stderr
         assert "Traceback" not in refused.stderr
     finally:
-        os.killpg(head.pid, signal.SIGKILL)  # the head, then whatever else its session holds
-        head.wait()
-        for pid in session_processes(head.pid):
-            os.kill(pid, signal.SIGKILL)
-        # `ray start` records its address for later `ray.init()` calls on this machine;
-        # a record of this dead test cluster must not stay behind.
-        record = Path("/tmp/ray/ray_current_cluster")
-        if record.is_file() and record.read_text().strip().endswith(f":{port}"):
-            record.unlink()
+        cluster.stop()

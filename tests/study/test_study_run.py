@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from mer_models.config import FIELD_NAMES, TrainConfig, applicable_fields
+from tests.study.processes import mlflow_server
 from tracking.names import EPOCH_METRICS, FINAL_METRICS
 
 pytestmark = pytest.mark.slow
@@ -165,47 +163,8 @@ def rendered_page(browser: str, url: str) -> str:
     return done.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_smoke_study_against_a_real_mlflow_server(small_synthetic, tmp_path):
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--workers",
-            "1",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                MlflowClient(uri).search_experiments()
-                break
-            except Exception:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(1)
+    with mlflow_server(tmp_path) as uri:
         done = subprocess.run(
             study_command(
                 small_synthetic, "--tracking-uri", uri, "--storage", str(tmp_path / "ray")
@@ -229,6 +188,3 @@ def test_smoke_study_against_a_real_mlflow_server(small_synthetic, tmp_path):
         assert f"open the MLflow UI at: {uri}" in done.stdout
         assert json.loads((study_dir / "study.json").read_text())["tracking_uri"] == uri
         check_ui_api(uri, study_dir, metrics)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.study.processes import session_processes
+
 pytestmark = pytest.mark.slow
 RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
 ROWS = (
@@ -144,19 +146,6 @@ def interrupt(driver: subprocess.Popen, sig: signal.Signals, group: bool = True)
             break
         time.sleep(0.5)
     return status
-
-
-def session_processes(session: int) -> list[int]:
-    """The processes of a session (the driver and everything Ray started for it)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
 
 
 def epoch_values(study: Study) -> dict[str, list[float]]:
