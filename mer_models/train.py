@@ -6,8 +6,10 @@
 CFG.yaml is a flat mapping of `TrainConfig` fields; fields left out keep the
 paper's defaults. Without data flags it trains on the embedded synthetic
 dataset; `--store` reads windows from a packed store
-(`python -m mer_models.data pack`) in place of the melspec folder. Progress is printed after every epoch; `--resume` continues from
-`DIR/checkpoint`.
+(`python -m mer_models.data pack`) in place of the melspec folder. Progress
+is printed after every epoch; `--resume` continues from `DIR/checkpoint`
+(after Ctrl-C, or a kill), and a folder that holds a run is never trained
+over without it.
 """
 
 from __future__ import annotations
@@ -45,12 +47,24 @@ def main(argv: list[str] | None = None) -> int:
         restore = out / "checkpoint" if args.resume else None
         if restore is not None and not restore.is_dir():
             parser.error(f"--resume: no checkpoint at {restore}")
+        if restore is None and (out / "checkpoint").exists():
+            parser.error(
+                f"--out {out} holds a run already (its checkpoint folder); continue it with "
+                "--resume, or choose another --out"
+            )
         metrics = train(
             config, dataset_paths(args, parser), out, restore=restore, device=args.device
         )
     except (DataError, TrainingDiverged, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; continue with: python -m mer_models.train --out {args.out} "
+            "--resume (and the same --config and data flags)",
+            file=sys.stderr,
+        )
+        return 130
     print(json.dumps(metrics, indent=2))
     print(f"results in {out}")
     return 0

@@ -253,7 +253,7 @@ def test_check_command_verifies_a_store(packed, tmp_path):
     assert done.returncode == 2 and "not allowed with argument" in done.stderr
 
 
-def test_training_runs_from_a_store_without_the_melspec_folder(tmp_path, cache):
+def test_training_runs_from_a_store_without_the_melspec_folder(tmp_path, cache, capsys):
     paths = write_dataset(
         tmp_path / "data", {"train": [200] * 16, "validation": [200] * 6, "test": [150] * 6}
     )
@@ -262,20 +262,16 @@ def test_training_runs_from_a_store_without_the_melspec_folder(tmp_path, cache):
     config = tmp_path / "tiny.yaml"
     config.write_text("width: 4\nunits: 8\nwindow: 64\nbatch_size: 8\nmax_epochs: 2\nworkers: 0\n")
     out = tmp_path / "run"
-    status = train_main(
-        [
-            "--config",
-            str(config),
-            "--out",
-            str(out),
-            "--metadata",
-            str(paths.metadata),
-            "--store",
-            str(tmp_path / "store"),
-        ]
-    )
+    arguments = ["--config", str(config), "--out", str(out), "--metadata", str(paths.metadata)]
+    status = train_main([*arguments, "--store", str(tmp_path / "store")])
     assert status == 0
     assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 2
+    finished = (out / "metrics.json").read_bytes()
+    with pytest.raises(SystemExit) as refused:  # the same --out again, without --resume
+        train_main([*arguments, "--store", str(tmp_path / "store")])
+    assert refused.value.code == 2
+    assert "holds a run already" in capsys.readouterr().err
+    assert (out / "metrics.json").read_bytes() == finished
     assert np.load(out / "test_predictions.npy").shape == (6, 4)
     stats = torch.load(out / "best_model.pt")["band_stats"]
     np.testing.assert_allclose(stats["mean"], -40, atol=2.0)  # write_dataset's N(-40, 10) values
