@@ -25,11 +25,17 @@ def test_a_study_trains_from_a_packed_store(small_synthetic, tmp_path, monkeypat
     data = tmp_path / "data"
     shutil.copytree(small_synthetic.metadata, data / "metadata")
     shutil.copy(small_synthetic.metadata.parent / MARKER, data / MARKER)
+    space = tmp_path / "stored.yaml"  # two short trials: enough for a report and a fusion
+    space.write_text(
+        "searcher: grid\nbudget: quick\nscheduler: {type: fifo}\n"
+        "parameters: {max_epochs: 2, width: 4, window: 64, batch_size: 16, seed: 0}\n"
+        "configs:\n  - {cbam: true, cell: gru, units: 8}\n  - {cbam: false, cell: lstm, units: 8}\n"
+    )
     command = [
         sys.executable,
         str(RUN),
         "--space",
-        "smoke",
+        str(space),
         "--metadata",
         str(data / "metadata"),
         "--store",
@@ -47,11 +53,11 @@ def test_a_study_trains_from_a_packed_store(small_synthetic, tmp_path, monkeypat
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"windows from the packed store {store}" in done.stdout
-    study_dir = tmp_path / "ray_results" / "smoke"
+    study_dir = tmp_path / "ray_results" / "stored"
     recorded = json.loads((study_dir / "study.json").read_text())["data"]
     assert recorded["store"] == str(store) and recorded["melspecs"] is None
     trials = sorted((study_dir / "trials").iterdir())
-    assert len(trials) == 4
+    assert len(trials) == 2
     for trial in trials:
         metrics = json.loads((trial / "metrics.json").read_text())
         assert metrics["epochs_run"] >= 1 and 0 <= metrics["test_roc_auc"] <= 1

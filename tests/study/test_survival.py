@@ -100,14 +100,7 @@ class Study:
         return {p.parent.name: json.loads(p.read_text()) for p in found}
 
     def stored_epochs(self) -> dict[str, list[int]]:
-        """Each trial's checkpoint epochs in the study's checkpoint store."""
-        root = self.dir / "checkpoints"
-        if not root.is_dir():
-            return {}
-        return {
-            trial.name: sorted(int(p.name[6:]) for p in trial.glob("epoch-[0-9]*"))
-            for trial in root.iterdir()
-        }
+        return stored_epochs(self.dir)
 
     def runs(self) -> tuple[list, list]:
         client = MlflowClient(self.uri)
@@ -115,6 +108,17 @@ class Study:
         runs = client.search_runs([experiment.experiment_id], max_results=1000)
         parents = [r for r in runs if r.data.tags.get("mer.role") == "study"]
         return parents, [r for r in runs if r.data.tags.get("mer.role") == "trial"]
+
+
+def stored_epochs(study_dir: Path) -> dict[str, list[int]]:
+    """Each trial's checkpoint epochs in a study's checkpoint store (written as they end)."""
+    root = study_dir / "checkpoints"
+    if not root.is_dir():
+        return {}
+    return {
+        trial.name: sorted(int(p.name[6:]) for p in trial.glob("epoch-[0-9]*"))
+        for trial in root.iterdir()
+    }
 
 
 def wait_for(condition, driver: subprocess.Popen, timeout: float = 300) -> None:
