@@ -4,8 +4,8 @@ Every trial Ray knows of gets its folder, `STUDY_DIR/trials/<trial_id>/`,
 with its config at once. When a trial ends (finished, early-stopped, stopped
 by ASHA, or failed for good), its last checkpoint is turned into that folder's
 results: history, metrics with the end state, the best epoch's weights and
-prediction matrices. Each trial is written as
-it ends, so an interrupted study keeps everything finished so far.
+prediction matrices. Each trial is written as it ends, so an interrupted study
+keeps everything finished so far.
 """
 
 from __future__ import annotations

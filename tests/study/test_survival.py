@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from tests.study.processes import session_processes
 
 pytestmark = pytest.mark.slow
 RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
+COMPLETE = re.compile(r"epoch-\d+")  # a checkpoint written whole (not one still .partial)
 ROWS = (
     "{cbam: true, cell: gru, units: 8, lr: 3.0e-3}",
     "{cbam: false, cell: gru, units: 8, lr: 3.0e-3}",
@@ -116,7 +118,9 @@ def stored_epochs(study_dir: Path) -> dict[str, list[int]]:
     if not root.is_dir():
         return {}
     return {
-        trial.name: sorted(int(p.name[6:]) for p in trial.glob("epoch-[0-9]*"))
+        trial.name: sorted(
+            int(p.name[6:]) for p in trial.glob("epoch-*") if COMPLETE.fullmatch(p.name)
+        )
         for trial in root.iterdir()
     }
 
