@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     except AudioError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted; the files written so far are complete and kept: run the same "
+            "command again to continue",
+            file=sys.stderr,
+        )
+        return 130
 
 
 def _convert_folder(audio_dir: Path, out_dir: Path, workers: int) -> int:

@@ -11,6 +11,7 @@ reason and the others are still written.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -115,7 +116,17 @@ def _execute(jobs: list[Job], workers: int) -> Iterator[Outcome]:
     if workers == 1 or len(jobs) <= 1:
         yield from map(run_job, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Workers ignore Ctrl-C: the parent stops, cancels what has not started and lets
+    # the files in progress finish (each is written whole or not at all).
+    with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts) as pool:
         futures = [pool.submit(run_job, job) for job in jobs]
-        for future in as_completed(futures):
-            yield future.result()
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except KeyboardInterrupt:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

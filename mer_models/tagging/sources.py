@@ -111,17 +111,28 @@ def load_tagger(
     the dataset a study recorded.
     """
     folder = Path(what)
-    if folder.is_dir() and (folder / MODEL_FILE).is_file() and fusion is None:
+    if folder.name == MODEL_FILE and folder.is_file():  # the path a study or a run prints
+        folder = folder.parent
+    if folder.is_dir() and (folder / MODEL_FILE).is_file():
         study_dir = folder.parent.parent
-        if folder.parent.name == "trials" and (study_dir / "study.json").is_file():
+        trial = folder.parent.name == "trials" and (study_dir / "study.json").is_file()
+        if fusion is not None:
+            raise ModelSourceError(
+                f"--fusion {fusion} names a fusion of a study, but --model {what} is a "
+                f"{'trial' if trial else 'training run'} folder; give the study "
+                f"({study_dir if trial else 'its folder or name'}) with --fusion, or leave "
+                "--fusion out to tag with this model"
+            )
+        if trial:
             return _trial_tagger(folder, study_dir, metadata)
         return _run_tagger(folder, metadata)
     try:
-        study_dir = resolve_study(what, results_root)
+        study_dir = resolve_study(folder, results_root)
     except ValueError:
+        places = dict.fromkeys(str(p) for p in (folder, Path(results_root) / str(what)))
         raise ModelSourceError(
             f"--model {what}: neither a run or trial folder (no {folder / MODEL_FILE}) nor a "
-            f"study (no study.json in {folder} or {Path(results_root) / str(what)})"
+            f"study (no study.json in {' or '.join(places)})"
         ) from None
     if fusion is not None:
         return _fusion_tagger(study_dir, fusion)

@@ -126,3 +126,22 @@ def test_a_killed_run_leaves_only_complete_files_and_continues(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     assert f"{8 - len(finished)} written, {len(finished)} already done, 0 failed" in done.stdout
     assert len(list(out.rglob("*.npy"))) == 8 and not list(out.rglob("*.partial-*"))
+
+
+def test_ctrl_c_stops_without_a_traceback_and_leaves_only_complete_files(tmp_path):
+    audio, out = tmp_path / "audio", tmp_path / "melspecs"
+    for number in range(8):
+        write_audio(audio / "00" / f"{number}.wav", chirp_and_tones(seconds=20.0))
+    command = [sys.executable, "-m", "mer_models.audio", "melspecs", str(audio), "--out", str(out)]
+    process = subprocess.Popen(
+        [*command, "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not list(out.rglob("*.npy")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "run the same command again to continue" in err and "Traceback" not in err
+    assert not list(out.rglob("*.partial-*"))  # files in progress were finished, not cut
+    assert len(list(out.rglob("*.npy"))) < 8

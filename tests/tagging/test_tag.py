@@ -79,3 +79,18 @@ def test_a_model_folder_without_its_files_is_an_error(tmp_path, songs, capsys):
     (tmp_path / "run").mkdir()
     assert main([str(songs["song"]), "--model", str(tmp_path / "run")]) == 1
     assert "best_model.pt" in capsys.readouterr().err
+
+
+def test_the_printed_model_path_tags_and_a_fusion_needs_its_study(study, songs, capsys):
+    song = str(songs["song"])
+    trial = study / "trials" / "seed0"
+    assert main([song, "--model", str(trial), "--top", "3", "--json"]) == 0
+    assert main([song, "--model", str(trial / "best_model.pt"), "--top", "3", "--json"]) == 0
+    (by_folder, by_file), _ = _lines(capsys)
+    assert by_file == by_folder  # the best_model.pt path a study prints names the trial
+    assert main([song, "--model", str(trial), "--fusion", "top2"]) == 1
+    err = capsys.readouterr().err
+    assert "--fusion top2 names a fusion of a study" in err and f"give the study ({study})" in err
+    missing = study.parent / "nowhere"
+    assert main([song, "--model", str(missing)]) == 1
+    assert f"no study.json in {missing})" in capsys.readouterr().err  # the place named once
