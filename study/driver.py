@@ -91,13 +91,16 @@ def fixed_values(options: StudyOptions) -> dict[str, Any]:
 
 
 def param_space(options: StudyOptions) -> dict[str, Any]:
-    """Ray Tune's param space: fixed values, distributions and the `configs` rows."""
-    space = fixed_values(options)
-    for key, spec in options.space.parameters.items():
-        space[key] = _tune_value(spec)
-    if options.space.configs:
-        space[ROW_KEY] = tune.grid_search(options.space.configs)
-    return space
+    """Ray Tune's param space: fixed values under the search space's own."""
+    return fixed_values(options) | space_values(options.space)
+
+
+def space_values(space: SearchSpace) -> dict[str, Any]:
+    """A search space in Ray Tune's terms: its values, distributions and `configs` rows."""
+    values = {key: _tune_value(spec) for key, spec in space.parameters.items()}
+    if space.configs:
+        values[ROW_KEY] = tune.grid_search(space.configs)
+    return values
 
 
 def _tune_value(spec: Any) -> Any:

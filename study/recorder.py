@@ -106,7 +106,7 @@ class StudyRecorder(tune.Callback):
             return
         target.mkdir(parents=True, exist_ok=True)
         staging = target / ("config.json" + STAGING)
-        staging.write_text(json.dumps(trial_config(trial.config).to_dict(), indent=2))
+        staging.write_text(_config_text(trial))
         staging.rename(target / "config.json")
 
     def _name(self, trial) -> str:
@@ -127,11 +127,11 @@ class StudyRecorder(tune.Callback):
         staging = target.with_name(target.name + STAGING)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        config = trial_config(trial.config)
-        (staging / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-        store = CheckpointStore(self.checkpoints, trial.trial_id)
+        (staging / "config.json").write_text(_config_text(trial))
         try:
-            summary, skipped = _copy_newest(store, staging)
+            summary, skipped = _copy_newest(
+                CheckpointStore(self.checkpoints, trial.trial_id), staging
+            )
         except Exception as failure:  # a trial's files never crash the driver
             summary, skipped = (
                 dict(EMPTY_SUMMARY),
@@ -163,10 +163,7 @@ class StudyRecorder(tune.Callback):
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
-        self.tracker.log_missing_epochs(run_id, summary["history"])
-        self.tracker.finish_trial(run_id, metrics, end_state, _artifacts(target))
-        if end_state != "error" and not self.keep_checkpoints:
-            store.delete()  # the results are in `target`; only a failed trial may be retried
+        self._close(target, metrics, summary["history"])
         retries = f" ({trial.num_failures} crash(es))" if trial.num_failures else ""
         log.info(
             "trial %s (%s): %s after %d epochs%s",
@@ -178,19 +175,21 @@ class StudyRecorder(tune.Callback):
         )
 
     def close_recorded(self, target: Path) -> None:
-        """Finish what recording a trial does after its files: close its MLflow run with what
-        they say and delete the checkpoints of a trial that did not fail (a kill can come in
-        between)."""
+        """Finish recording a trial whose files were written before an interruption."""
         try:
             metrics = json.loads((target / "metrics.json").read_text())
             history = json.loads((target / "history.json").read_text())
-            self.tracker.log_missing_epochs(metrics["mlflow_run_id"], history)
-            self.tracker.finish_trial(
-                metrics["mlflow_run_id"], metrics, metrics["end_state"], _artifacts(target)
-            )
+            self._close(target, metrics, history)
         except Exception as failure:  # noqa: BLE001 - a trial's files never crash the driver
             log.warning("trial %s: its MLflow run could not be closed: %s", target.name, failure)
-            return
+
+    def _close(self, target: Path, metrics: dict[str, Any], history: list[dict]) -> None:
+        """What follows a trial's files: its MLflow run closed with them, and the checkpoints
+        of a trial that did not fail deleted (its results are in `target`; only a failed
+        trial may be retried)."""
+        run_id = metrics["mlflow_run_id"]
+        self.tracker.log_missing_epochs(run_id, history)
+        self.tracker.finish_trial(run_id, metrics, metrics["end_state"], _artifacts(target))
         if metrics["end_state"] != "error" and not self.keep_checkpoints:
             CheckpointStore(self.checkpoints, target.name).delete()
 
@@ -252,6 +251,10 @@ def _copy_newest(store: CheckpointStore, staging: Path) -> tuple[dict[str, Any],
             staging / "best_model.pt",
         )
         return found.summary, list(found.skipped)
+
+
+def _config_text(trial) -> str:
+    return json.dumps(trial_config(trial.config).to_dict(), indent=2)
 
 
 def _artifacts(target: Path) -> list[Path]:
