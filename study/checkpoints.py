@@ -26,25 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.fs as pafs
-import torch
 
+from mer_models.files import PARTIAL
 from mer_models.training.checkpoint import (
     STATE_FILE,
     SUMMARY_FILE,
-    TEST_PREDICTIONS,
-    VALIDATION_PREDICTIONS,
+    CheckpointDamaged,
+    load_checkpoint,
 )
 
 FOLDER = "checkpoints"  # under the study's storage folder
 KEEP = 2  # the newest checkpoint and one to fall back on
-PARTIAL = ".partial"
 _EPOCH = re.compile(r"^epoch-(\d+)$")
-
-
-class CheckpointDamaged(RuntimeError):
-    """A checkpoint folder that does not load; the message names the file and why."""
 
 
 @dataclass(frozen=True)
@@ -67,18 +61,7 @@ def check_checkpoint(folder: Path) -> dict[str, Any]:
             raise ValueError("not a checkpoint summary (no 'epoch')")
     except (ValueError, UnicodeDecodeError) as error:
         raise CheckpointDamaged(f"{folder / SUMMARY_FILE}: {error}") from None
-    try:
-        saved = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
-        if not isinstance(saved, dict) or "best_model" not in saved:
-            raise ValueError("not a training checkpoint (no 'best_model')")
-    except Exception as error:  # torch raises RuntimeError, pickle errors, EOFError...
-        raise CheckpointDamaged(f"{folder / STATE_FILE}: {error}") from None
-    for name in (VALIDATION_PREDICTIONS, TEST_PREDICTIONS):
-        if (folder / name).is_file():
-            try:
-                np.load(folder / name, allow_pickle=False)
-            except Exception as error:
-                raise CheckpointDamaged(f"{folder / name}: {error}") from None
+    load_checkpoint(folder)  # tensors and plain values only: a planted pickle is refused
     return summary
 
 
@@ -118,15 +101,19 @@ class CheckpointStore:
         staging = target + PARTIAL
         self.fs.create_dir(self.path, recursive=True)
         self._delete(staging)
-        if self.local:
-            shutil.copytree(local_dir, staging)
-        else:
-            pafs.copy_files(
-                str(local_dir),
-                staging,
-                source_filesystem=pafs.LocalFileSystem(),
-                destination_filesystem=self.fs,
-            )
+        try:
+            if self.local:
+                shutil.copytree(local_dir, staging)
+            else:
+                pafs.copy_files(
+                    str(local_dir),
+                    staging,
+                    source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=self.fs,
+                )
+        except BaseException:
+            self._delete(staging)  # a full disk leaves no half checkpoint behind
+            raise
         self._delete(target)
         self.fs.move(staging, target)
         for older in self.epochs()[KEEP:]:
@@ -147,6 +134,13 @@ class CheckpointStore:
                 yield Found(folder, summary, tuple(skipped))
                 return
             yield Found(None, {}, tuple(skipped))
+
+    def remove_partials(self) -> None:
+        """Drop checkpoints a kill left half-copied (`epoch-NNNN.partial`)."""
+        selector = pafs.FileSelector(self.path, allow_not_found=True)
+        for info in self.fs.get_file_info(selector):
+            if info.base_name.endswith(PARTIAL):
+                self._delete(f"{self.path}/{info.base_name}")
 
     def delete(self) -> None:
         """Remove every checkpoint of the trial (its results are recorded elsewhere)."""

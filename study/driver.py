@@ -10,26 +10,35 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
+import tempfile
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search.variant_generator import generate_variants
 
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
+from mer_models.files import remove_partials
 from mer_models.study_results import write_groundtruth
+from study import records
 from study.budgets import BUDGETS
 from study.checkpoints import FOLDER as CHECKPOINTS
+from study.checkpoints import CheckpointStore
 from study.recorder import StudyRecorder
 from study.search_space import MODE, SearchSpace
 from study.tracking import StudyTracker
-from study.trainable import ERROR_KEY, ROW_KEY, run_trial
+from study.trainable import RECORDED_KEY, ROW_KEY, SCRATCH_PREFIX, run_trial, trial_config
 from tracking.names import searched_fields
 
 log = logging.getLogger(__name__)
@@ -138,58 +147,61 @@ def make_scheduler(options: StudyOptions):
     )
 
 
-def make_searcher(options: StudyOptions):
-    if options.space.searcher != "optuna":
-        return None  # grid and random: Ray Tune's variant generator
-    searcher = OptunaSearch(seed=int(options.space.parameters.get("seed", 0) or 0))
+def make_searcher(options: StudyOptions, ended: list[records.TrialRecord] = ()):
+    """Optuna's searcher (grid and random trials are drawn by `planned_trials`), told the
+    results of the trials a resumed study has recorded."""
+    sampled = [k for k, spec in options.space.parameters.items() if isinstance(spec, dict)]
+    done = [t for t in ended if t.end_state not in (None, "error") and t.history]
+    points = [{k: t.config[k] for k in sampled} for t in done]
+    rewards = [max(row.get(options.space.metric, float("-inf")) for row in t.history) for t in done]
+    searcher = OptunaSearch(
+        seed=options.space.search_seed,
+        points_to_evaluate=points or None,
+        evaluated_rewards=rewards or None,
+    )
     return ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent or 2)
 
 
-def run_study(options: StudyOptions, tracker: StudyTracker):
-    """Run (or resume) the study in its claimed folder; returns Ray Tune's ResultGrid."""
+def planned_trials(options: StudyOptions) -> list[dict[str, Any]] | None:
+    """Every trial a grid or random space runs, as whole configs, in the order they run;
+    None for optuna, whose points depend on the results so far.
+
+    Drawn here, not by Ray's searcher, seeded by the space's `search_seed`: the same
+    space gives the same trials, and a resume knows which have not begun.
+    """
+    space = options.space
+    if space.searcher == "optuna":
+        return None
+    random_state = np.random.RandomState(space.search_seed)
+    fixed = fixed_values(options)
+    planned = []
+    for _ in range(space.num_samples):
+        for _, variant in generate_variants(space_values(space), random_state=random_state):
+            planned.append(trial_config({**fixed, **variant}).to_dict())
+    return planned
+
+
+def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
+    """Run (or resume) the study in its claimed folder; the number of trials Ray ran.
+
+    A resume is rebuilt from the study's records (`study.records`), never from
+    Ray's saved state: trials that ended stay as recorded, unfinished ones
+    continue with their recorded config from their newest loadable checkpoint,
+    and trials never begun start. Raises StorageFault when a full or unwritable
+    disk stopped it.
+    """
     write_study_file(options, tracker)
     write_groundtruth(options.study_dir, options.data)
-    if not ray.is_initialized():
-        if options.address:
-            join_cluster(options.address)
-            nodes = sum(node.get("Alive", False) for node in ray.nodes())
-            if nodes > 1 and options.storage == Path.cwd() / "ray_results":
-                log.warning(
-                    "warning: the cluster has %d nodes but --storage is the default %s, a folder "
-                    "on this machine only: a trial moved to another node cannot find its "
-                    "checkpoints. Give --storage a folder every node mounts, or a cloud URI "
-                    "(README: On a multi-GPU Ray cluster).",
-                    nodes,
-                    options.storage,
-                )
-        else:
-            ray.init(
-                address="local",  # its own cluster, never one a `ray start` left on this node
-                num_cpus=os.cpu_count(),
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+    records.recover_trials(options.study_dir)
+    remove_leftovers(options)
+    listed = records.read_trials(options.study_dir)
+    _start_ray(options)
     # After ray.init, which installs its own SIGTERM handler (an abrupt exit):
     # SIGTERM (kill, timeout, batch schedulers) stops the study as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
-    logging.getLogger("ray.tune.tune").addFilter(_NoRestoreHint())
-    recorded = recorded_trials(options.study_dir)
-    retrying = frozenset(t for t, state in recorded.items() if state == "error")
-    retrying = retrying if options.retry_failed else frozenset()
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            run_trial,
-            data=options.data.to_dict(),
-            checkpoints=options.checkpoints,
-            recorded={
-                trial: last_result(options.study_dir / "trials" / trial, options.space.metric)
-                for trial in recorded
-                if trial not in retrying
-            },
-        ),
-        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
-    )
+    for name in ("ray.tune.tune", "ray.tune.execution.tune_controller"):
+        logging.getLogger(name).addFilter(_NoRayTrialNoise())
+    retrying = frozenset(t.key for t in listed if t.end_state == "error" and options.retry_failed)
     recorder = StudyRecorder(
         options.study_dir,
         tracker,
@@ -199,42 +211,133 @@ def run_study(options: StudyOptions, tracker: StudyTracker):
         keep_checkpoints=options.keep_checkpoints,
         retrying=retrying,
     )
-    for trial_id in recorded:
-        recorder.close_recorded(options.study_dir / "trials" / trial_id)
-    failure_config = tune.FailureConfig(max_failures=options.max_failures)
-    if options.resume and tune.Tuner.can_restore(options.ray_experiment):
-        tuner = tune.Tuner.restore(
-            options.ray_experiment, trainable, resume_errored=options.retry_failed
-        )
-        # Ray restores the configs pickled when the study began, with the recorder and
-        # the run options of that first run; this run's recorder (its retries, options,
-        # tracker), --max-failures and --max-concurrent replace them.
-        restored = tuner._local_tuner
-        restored.get_run_config().callbacks = [recorder]
-        restored.get_run_config().failure_config = failure_config
-        restored._tune_config.max_concurrent_trials = options.max_concurrent
-        return tuner.fit()
-    # A new study, or one stopped before Ray saved its first state: its trials start afresh.
+    for trial in listed:
+        if trial.metrics is not None:
+            recorder.close_recorded(records.trial_dir(options.study_dir, trial.key))
+    to_run = [
+        {"key": t.key, "config": t.config} for t in listed if t.metrics is None or t.key in retrying
+    ]
+    planned = planned_trials(options)
+    ran = 0
+    if planned is not None:
+        to_run += [{"key": None, "config": c} for c in not_begun(planned, listed)]
+        if to_run:
+            ran += _fit(options, recorder, _explicit_space(options, to_run), None, len(to_run))
+    else:  # optuna: the trials begun first, then the rest of its samples
+        if to_run:
+            ran += _fit(options, recorder, _explicit_space(options, to_run), None, len(to_run))
+        remaining = options.space.num_samples - len(listed)
+        if remaining > 0 and recorder.fault is None:
+            searcher = make_searcher(options, records.read_trials(options.study_dir))
+            ran += _fit(options, recorder, param_space(options), searcher, remaining)
+    if recorder.fault is not None:
+        raise StorageFault(recorder.fault)
+    return ran
+
+
+def not_begun(planned: list[dict[str, Any]], listed: list[records.TrialRecord]) -> list[dict]:
+    """The planned configs no listed trial has (as many times as they are planned)."""
+    begun = Counter(json.dumps(t.identity, sort_keys=True) for t in listed)
+    remaining = []
+    for config in planned:
+        identity = json.dumps(records.identity(config), sort_keys=True)
+        if begun[identity] > 0:
+            begun[identity] -= 1
+        else:
+            remaining.append(config)
+    return remaining
+
+
+def _explicit_space(options: StudyOptions, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ray's param space of a list of whole trial configs (recorded, or planned with no key);
+    this run's resources on top."""
+    resources = {k: v for k, v in fixed_values(options).items() if k in records.RESOURCE_FIELDS}
+    return {**resources, RECORDED_KEY: tune.grid_search(entries)}
+
+
+def _fit(options: StudyOptions, recorder, space: dict[str, Any], searcher, samples: int) -> int:
+    """One Ray Tune run in the study's experiment folder; how many trials it ran."""
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            run_trial,
+            data=options.data.to_dict(),
+            checkpoints=options.checkpoints,
+            metric=options.space.metric,
+        ),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
+    )
     tuner = tune.Tuner(
         trainable,
-        param_space=param_space(options),
+        param_space=space,
         tune_config=tune.TuneConfig(
             metric=options.space.metric,
             mode=MODE,
             scheduler=make_scheduler(options),
-            search_alg=make_searcher(options),
-            num_samples=options.space.num_samples,
+            search_alg=searcher,
+            num_samples=samples if searcher is not None else 1,
             max_concurrent_trials=options.max_concurrent,
         ),
         run_config=tune.RunConfig(
             name=options.name,
             storage_path=options.ray_storage_path,
             callbacks=[recorder],
-            failure_config=failure_config,
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
             verbose=0,
         ),
     )
-    return tuner.fit()
+    return len(tuner.fit())
+
+
+def _start_ray(options: StudyOptions) -> None:
+    if ray.is_initialized():
+        return
+    if not options.address:
+        ray.init(
+            address="local",  # its own cluster, never one a `ray start` left on this node
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+        return
+    join_cluster(options.address)
+    nodes = sum(node.get("Alive", False) for node in ray.nodes())
+    if nodes > 1 and options.storage == Path.cwd() / "ray_results":
+        log.warning(
+            "warning: the cluster has %d nodes but --storage is the default %s, a folder "
+            "on this machine only: a trial moved to another node cannot find its "
+            "checkpoints. Give --storage a folder every node mounts, or a cloud URI "
+            "(README: On a multi-GPU Ray cluster).",
+            nodes,
+            options.storage,
+        )
+
+
+class StorageFault(RuntimeError):
+    """A full or unwritable disk stopped the study; the message names the place and error."""
+
+
+def remove_leftovers(options: StudyOptions) -> None:
+    """What killed runs of this study left: half-written files in its folder and
+    checkpoint stores, and its trials' scratch folders on this node."""
+    removed = remove_partials(options.study_dir)  # no writer runs: the study is claimed
+    for trial in records.read_trials(options.study_dir):
+        CheckpointStore(options.checkpoints, trial.key).remove_partials()
+        for scratch in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{trial.key}-*"):
+            if scratch.is_dir() and not _in_use(scratch):
+                shutil.rmtree(scratch, ignore_errors=True)
+                removed.append(scratch)
+    if removed:
+        log.info("removed %d leftover(s) of an interrupted run", len(removed))
+
+
+def _in_use(folder: Path) -> bool:
+    """A scratch folder is left over once nothing has written in it for a minute."""
+    try:
+        newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=0.0)
+    except OSError:
+        return False
+    return time.time() - max(newest, folder.stat().st_mtime) < 60
 
 
 class ClusterError(RuntimeError):
@@ -257,62 +360,35 @@ def join_cluster(address: str) -> None:
 
 def write_study_file(options: StudyOptions, tracker: StudyTracker) -> None:
     """`study.json`: what a resume continues with (space, budget, data, stores)."""
-    study_file = options.study_dir / "study.json"
-    if study_file.is_file():
+    if records.read_study(options.study_dir) is not None:
         return  # a resume: the study keeps what it began with
-    staging = study_file.with_suffix(".partial")
-    staging.write_text(
-        json.dumps(
-            {
-                "name": options.name,
-                "space": str(options.space.file),
-                "space_yaml": options.space.file.read_text(encoding="utf-8"),
-                "budget": options.budget,
-                "scheduler": options.space.scheduler.type,
-                "searched": list(options.searched),
-                "trials": options.space.trial_count,
-                "data": options.data.to_dict(),
-                "tracking_uri": tracker.tracking_uri,
-                "ray_storage": options.ray_storage,
-                "experiment_id": tracker.experiment_id,
-                "parent_run_id": tracker.parent_run_id,
-            },
-            indent=2,
-        )
+    records.write_study(
+        options.study_dir,
+        records.StudyRecord(
+            name=options.name,
+            space=str(options.space.file),
+            space_yaml=options.space.file.read_text(encoding="utf-8"),
+            budget=options.budget,
+            scheduler=options.space.scheduler.type,
+            searched=options.searched,
+            trials=options.space.trial_count,
+            data=options.data.to_dict(),
+            tracking_uri=tracker.tracking_uri,
+            ray_storage=options.ray_storage,
+            experiment_id=tracker.experiment_id,
+            parent_run_id=tracker.parent_run_id,
+        ),
     )
-    staging.rename(study_file)
 
 
-def recorded_trials(study_dir: Path) -> dict[str, str]:
-    """Trials whose results the study holds, with their end state."""
-    recorded = {}
-    for metrics in sorted((study_dir / "trials").glob("*/metrics.json")):
-        try:
-            recorded[metrics.parent.name] = json.loads(metrics.read_text())["end_state"]
-        except (ValueError, KeyError, OSError):
-            continue  # unreadable: the trial is recorded again when it ends
-    return recorded
-
-
-def last_result(trial_dir: Path, metric: str) -> dict[str, Any]:
-    """A recorded trial's last epoch as Ray saw it (epoch and the searched metric); for a
-    failed trial, its error."""
-    try:
-        metrics = json.loads((trial_dir / "metrics.json").read_text())
-        if metrics["end_state"] == "error":
-            return {ERROR_KEY: f"failed before the study was resumed: {metrics.get('error')}"}
-        history = json.loads((trial_dir / "history.json").read_text())
-        last = history[-1]
-        return {"epoch": int(last["epoch"]), metric: float(last[metric])}
-    except (ValueError, KeyError, IndexError, OSError):
-        return {"epoch": 0, metric: float("nan")}
-
-
-class _NoRestoreHint(logging.Filter):
-    """Ray's own `Tuner.restore(...)` hint; the driver prints the study's resume command."""
+class _NoRayTrialNoise(logging.Filter):
+    """Ray's own `Tuner.restore(...)` hint and its per-failure tracebacks: the driver
+    prints the study's resume command, and a failed trial as one paragraph (its cause
+    and the file of its full traceback)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tuner.restore(" not in record.getMessage()
+        message = record.getMessage()
+        return "Tuner.restore(" not in message and "Trial task failed" not in message
 
 
 def study_params(options: StudyOptions) -> dict[str, Any]:

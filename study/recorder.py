@@ -25,17 +25,26 @@ from mer_models.training.checkpoint import (
     STATE_FILE,
     TEST_PREDICTIONS,
     VALIDATION_PREDICTIONS,
+    load_state,
 )
+from study import records
 from study.checkpoints import CheckpointStore
 from study.tracking import StudyTracker
-from study.trainable import SKIPPED_KEY, trial_config
+from study.trainable import (
+    FAILED_KEY,
+    SKIPPED_KEY,
+    STORAGE_KEY,
+    TRACEBACK_KEY,
+    storage_fault,
+    trial_config,
+    trial_key,
+)
 from tracking.names import ARCHITECTURE_FIELDS, format_value, trial_run_name
 
 log = logging.getLogger(__name__)
 
-END_STATES = ("finished", "early_stopped", "asha_stopped", "error")
-STAGING = ".partial"
 EMPTY_SUMMARY = {"epoch": 0, "history": [], "best_metrics": {}, "end_state": "error"}
+ERROR_FILE = "error.txt"  # a failed trial's full traceback, in its folder
 
 
 class StudyRecorder(tune.Callback):
@@ -56,37 +65,49 @@ class StudyRecorder(tune.Callback):
         self.searched = searched  # the fields the space varies: they name the trial runs
         self.keep_checkpoints = keep_checkpoints
         self.retrying = set(retrying)  # failed trials run again: their records are replaced
+        self.fault: str | None = None  # set when storage fails: the study stops, resumable
         self._skipped: dict[str, list[str]] = {}
+        self._failed: dict[str, tuple[str, str]] = {}  # key -> (cause, traceback)
         self._listed: set[str] = set()  # trials whose folder holds at least their config
         self._last_table = 0.0
 
     # Ray Tune hooks -------------------------------------------------------
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        run_id = self._run_id(trial)
-        recorded = (self.study_dir / "trials" / trial.trial_id / "metrics.json").is_file()
-        if not recorded or trial.trial_id in self.retrying:
-            self.tracker.reopen(run_id)  # KILLED or FAILED when the study was interrupted
+        if self._guard(self._list, trial):
+            return
+        key = self.key(trial)
+        recorded = (records.trial_dir(self.study_dir, key) / records.METRICS_FILE).is_file()
+        if not recorded or key in self.retrying:
+            self.tracker.reopen(self._run_id(trial))  # KILLED or FAILED when interrupted
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        key = self.key(trial)
+        if result.get(STORAGE_KEY):
+            self._stop_for_storage(f"trial {key}: {result[STORAGE_KEY]}")
+            return
+        if result.get(FAILED_KEY):
+            self._failed[key] = (result[FAILED_KEY], result.get(TRACEBACK_KEY, ""))
+            return
         if result.get(SKIPPED_KEY):
-            log.warning("trial %s: %s", trial, result[SKIPPED_KEY])
-            self._skipped.setdefault(trial.trial_id, []).append(result[SKIPPED_KEY])
-        if "epoch" in result:
+            log.warning("trial %s: %s", key, result[SKIPPED_KEY])
+            self._skipped.setdefault(key, []).append(result[SKIPPED_KEY])
+        if "epoch" in result and self.fault is None:
             self.tracker.log_epoch(self._run_id(trial), result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self._finish(trial, error=None)
+        failed = self._failed.pop(self.key(trial), None)
+        self._guard(self._finish, trial, failed)
         self._print_table(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._finish(trial, error=_error_text(trial))
+        self._guard(self._finish, trial, _ray_error(trial))
         self._print_table(trials)
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
         for trial in trials:
             if trial.trial_id not in self._listed:
-                self._list(trial)
+                self._guard(self._list, trial)
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         if time.monotonic() - self._last_table >= self.progress_seconds:
@@ -97,88 +118,128 @@ class StudyRecorder(tune.Callback):
 
     # ----------------------------------------------------------------------
 
+    def key(self, trial) -> str:
+        return trial_key(trial.config, trial.trial_id)
+
+    def _guard(self, write, *args) -> bool:
+        """Run a write of the study's records; a full or unwritable disk stops the study
+        (True) instead of crashing the driver."""
+        if self.fault is not None:
+            return True
+        try:
+            write(*args)
+        except OSError as error:
+            if not storage_fault(error):
+                raise
+            self._stop_for_storage(f"the study's records: {error}")
+            return True
+        return False
+
+    def _stop_for_storage(self, what: str) -> None:
+        """Stop the study as Ctrl-C does (Ray then stops every trial, keeping their
+        checkpoints); the driver says what failed and how to continue."""
+        if self.fault is not None:
+            return
+        self.fault = what
+        import signal
+
+        signal.raise_signal(signal.SIGINT)
+
     def _list(self, trial) -> None:
         """Give a trial Ray knows of its folder with its config, so that a study stopped
-        before the trial ended lists it as unfinished; its results replace the folder."""
+        before the trial ended lists it, and a resume continues it with that config."""
         self._listed.add(trial.trial_id)
-        target = self.study_dir / "trials" / trial.trial_id
-        if (target / "config.json").is_file():
-            return
-        target.mkdir(parents=True, exist_ok=True)
-        staging = target / ("config.json" + STAGING)
-        staging.write_text(_config_text(trial))
-        staging.rename(target / "config.json")
+        records.list_trial(self.study_dir, self.key(trial), _config(trial))
 
     def _name(self, trial) -> str:
         return trial_run_name(trial_config(trial.config).to_dict(), self.searched)
 
     def _run_id(self, trial) -> str:
         config = trial_config(trial.config)
-        return self.tracker.trial_run(trial.trial_id, self._name(trial), applicable_fields(config))
+        return self.tracker.trial_run(self.key(trial), self._name(trial), applicable_fields(config))
 
-    def _finish(self, trial, error: str | None) -> None:
-        target = self.study_dir / "trials" / trial.trial_id
-        if (target / "metrics.json").is_file() and trial.trial_id not in self.retrying:
-            # Recorded before an interruption (Ray does not run it again): make
-            # sure its MLflow run was closed too.
-            self.close_recorded(target)
+    def _finish(self, trial, failed: tuple[str, str] | None) -> None:
+        """Record a trial that ended: its results from its newest checkpoint, whole.
+
+        `failed`: (cause, traceback) of a trial that failed for good."""
+        if self.fault is not None:
+            return  # stopped by the fault, not ended: a resume continues it
+        key = self.key(trial)
+        target = records.trial_dir(self.study_dir, key)
+        if (target / records.METRICS_FILE).is_file() and key not in self.retrying:
+            self.close_recorded(target)  # recorded before an interruption: close its run too
             return
-        self.retrying.discard(trial.trial_id)
-        staging = target.with_name(target.name + STAGING)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        (staging / "config.json").write_text(_config_text(trial))
-        try:
-            summary, skipped = _copy_newest(
-                CheckpointStore(self.checkpoints, trial.trial_id), staging
+        self.retrying.discard(key)
+        outcome: dict[str, Any] = {}
+
+        def build(staging: Path) -> tuple[dict, dict, list]:
+            summary, skipped = self._copy_results(key, staging)
+            skipped = [*self._skipped.pop(key, []), *skipped]
+            error = failed[0] if failed is not None else None
+            if error is None and not summary["history"]:
+                error = "; ".join(skipped) or "the trial ended without a checkpoint"
+            if error is not None:
+                end_state = "error"
+            elif summary["end_state"] in ("finished", "early_stopped"):
+                end_state = summary["end_state"]
+            else:
+                end_state = "asha_stopped"  # ended by the scheduler before its own stop
+            metrics = {
+                **summary["best_metrics"],
+                "epochs_run": summary["epoch"],
+                "end_state": end_state,
+                "failures": trial.num_failures,  # crashes, retried within --max-failures
+                "trial_name": self._name(trial),
+                "mlflow_run_id": self._run_id(trial),
+            }
+            if skipped:
+                metrics["skipped_checkpoints"] = skipped
+            if error is not None:
+                metrics["error"] = error
+                if failed is not None and failed[1]:
+                    (staging / ERROR_FILE).write_text(failed[1])
+            outcome.update(metrics=metrics, history=summary["history"])
+            return _config(trial), metrics, summary["history"]
+
+        target = records.write_trial_results(self.study_dir, key, build)
+        metrics = outcome["metrics"]
+        self._close(target, metrics, outcome["history"])
+        if metrics["end_state"] == "error":
+            details = target / ERROR_FILE
+            log.warning(
+                "trial %s (%s) failed after %d epoch(s): %s%s",
+                key,
+                metrics["trial_name"],
+                metrics["epochs_run"],
+                metrics["error"],
+                f" (full traceback: {details})" if details.is_file() else "",
             )
-        except Exception as failure:  # a trial's files never crash the driver
-            summary, skipped = (
-                dict(EMPTY_SUMMARY),
-                [f"its checkpoints could not be read: {failure}"],
-            )
-        skipped = [*self._skipped.pop(trial.trial_id, []), *skipped]
-        if error is None and not summary["history"]:
-            error = "; ".join(skipped) or "the trial ended without a checkpoint"
-        if error is not None:
-            end_state = "error"
-        elif summary["end_state"] in ("finished", "early_stopped"):
-            end_state = summary["end_state"]
-        else:
-            end_state = "asha_stopped"  # ended by the scheduler before its own stop
-        run_id = self._run_id(trial)
-        metrics = {
-            **summary["best_metrics"],
-            "epochs_run": summary["epoch"],
-            "end_state": end_state,
-            "failures": trial.num_failures,  # crashes, each retried while within --max-failures
-            "trial_name": self._name(trial),
-            "mlflow_run_id": run_id,
-        }
-        if skipped:
-            metrics["skipped_checkpoints"] = skipped
-        if error is not None:
-            metrics["error"] = error
-        (staging / "history.json").write_text(json.dumps(summary["history"], indent=2))
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-        self._close(target, metrics, summary["history"])
+            return
         retries = f" ({trial.num_failures} crash(es))" if trial.num_failures else ""
         log.info(
             "trial %s (%s): %s after %d epochs%s",
-            trial.trial_id,
+            key,
             metrics["trial_name"],
-            end_state,
-            summary["epoch"],
+            metrics["end_state"],
+            metrics["epochs_run"],
             retries,
         )
+
+    def _copy_results(self, key: str, staging: Path) -> tuple[dict[str, Any], list[str]]:
+        """The newest loadable checkpoint's files into `staging`; a trial's files never crash
+        the driver, but a full disk stops the study."""
+        try:
+            return _copy_newest(CheckpointStore(self.checkpoints, key), staging)
+        except Exception as error:  # noqa: BLE001
+            if storage_fault(error):
+                raise
+            return dict(EMPTY_SUMMARY), [f"its checkpoints could not be read: {error}"]
 
     def close_recorded(self, target: Path) -> None:
         """Finish recording a trial whose files were written before an interruption."""
         try:
-            metrics = json.loads((target / "metrics.json").read_text())
-            history = json.loads((target / "history.json").read_text())
+            metrics = json.loads((target / records.METRICS_FILE).read_text())
+            history = json.loads((target / records.HISTORY_FILE).read_text())
             self._close(target, metrics, history)
         except Exception as failure:  # noqa: BLE001 - a trial's files never crash the driver
             log.warning("trial %s: its MLflow run could not be closed: %s", target.name, failure)
@@ -216,13 +277,13 @@ class StudyRecorder(tune.Callback):
             best = _best(trial)
             rows.append(
                 (
-                    trial.trial_id,
+                    self.key(trial),
                     config.model,
                     "yes" if config.cbam and config.model == "crnn" else "no",
                     config.cell if config.model == "crnn" else "-",
                     _units(config.units, config.layers) if config.model == "crnn" else "-",
                     *(format_value(getattr(config, key)) for key in extra),
-                    _status(self.study_dir, trial),
+                    _status(self.study_dir, self.key(trial), trial),
                     str(last.get("epoch", "-")),
                     f"{last['val_roc_auc']:.4f}" if "val_roc_auc" in last else "-",
                     f"{best:.4f}" if best is not None else "-",
@@ -244,7 +305,7 @@ def _copy_newest(store: CheckpointStore, staging: Path) -> tuple[dict[str, Any],
         for name in (VALIDATION_PREDICTIONS, TEST_PREDICTIONS):
             if (found.folder / name).is_file():
                 shutil.copyfile(found.folder / name, staging / name)
-        saved = torch.load(found.folder / STATE_FILE, map_location="cpu", weights_only=False)
+        saved = load_state(found.folder / STATE_FILE)
         torch.save(
             {key: saved[key] for key in ("config", "tags", "band_stats")}
             | {"model": saved["best_model"]},
@@ -253,8 +314,8 @@ def _copy_newest(store: CheckpointStore, staging: Path) -> tuple[dict[str, Any],
         return found.summary, list(found.skipped)
 
 
-def _config_text(trial) -> str:
-    return json.dumps(trial_config(trial.config).to_dict(), indent=2)
+def _config(trial) -> dict[str, Any]:
+    return trial_config(trial.config).to_dict()
 
 
 def _artifacts(target: Path) -> list[Path]:
@@ -273,16 +334,19 @@ def _best(trial) -> float | None:
     return metric.get("max")
 
 
-def _status(study_dir: Path, trial) -> str:
-    metrics = study_dir / "trials" / trial.trial_id / "metrics.json"
+def _status(study_dir: Path, key: str, trial) -> str:
+    metrics = records.trial_dir(study_dir, key) / records.METRICS_FILE
     if metrics.is_file():
         return json.loads(metrics.read_text())["end_state"]
     return trial.status.lower()
 
 
-def _error_text(trial) -> str:
+def _ray_error(trial) -> tuple[str, str]:
+    """A trial Ray failed (its worker or node lost past --max-failures): the last line of
+    Ray's error file as the cause, the file's text as the traceback."""
     path = getattr(trial, "error_file", None)
     if path and Path(path).is_file():
-        lines = Path(path).read_text().strip().splitlines()
-        return lines[-1] if lines else "unknown error"
-    return "unknown error"
+        text = Path(path).read_text(errors="replace").strip()
+        lines = text.splitlines()
+        return (lines[-1] if lines else "unknown error"), text
+    return "unknown error", ""

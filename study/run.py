@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
 
 if __package__ in (None, ""):  # run as a script: import the project, not this folder
     sys.path[0] = str(Path(__file__).resolve().parents[1])
@@ -32,6 +30,7 @@ from mer_models.data.splits import DataError, DatasetPaths  # noqa: E402
 from study.budgets import BUDGETS  # noqa: E402
 from study.claim import StudyClaimed, claim_study  # noqa: E402
 from study.places import PlaceError, artifact_root, check_places  # noqa: E402
+from study.records import RecordError, StudyRecord, read_study  # noqa: E402
 from study.search_space import (  # noqa: E402
     SearchSpace,
     SpaceError,
@@ -136,33 +135,33 @@ def study_name(args: argparse.Namespace, storage_dir: Path, space_name: str) -> 
 
 
 def resume_conflicts(
-    args: argparse.Namespace, parser: argparse.ArgumentParser, recorded: dict[str, Any]
+    args: argparse.Namespace, parser: argparse.ArgumentParser, recorded: StudyRecord
 ) -> list[str]:
     """The flags that contradict what a study began with (its study.json)."""
     conflicts = []
     if args.space is not None:
         path = find_space(args.space)
-        if path.read_text(encoding="utf-8") != recorded["space_yaml"]:
-            changed = " (the file changed since)" if str(path) == recorded["space"] else ""
-            conflicts.append(f"--space {args.space}: it began with {recorded['space']}{changed}")
-    if args.budget is not None and args.budget != recorded["budget"]:
-        conflicts.append(f"--budget {args.budget}: it began with budget {recorded['budget']}")
-    if args.scheduler is not None and args.scheduler != recorded.get("scheduler", args.scheduler):
-        conflicts.append(f"--scheduler {args.scheduler}: it began with {recorded['scheduler']}")
+        if path.read_text(encoding="utf-8") != recorded.space_yaml:
+            changed = " (the file changed since)" if str(path) == recorded.space else ""
+            conflicts.append(f"--space {args.space}: it began with {recorded.space}{changed}")
+    if args.budget is not None and args.budget != recorded.budget:
+        conflicts.append(f"--budget {args.budget}: it began with budget {recorded.budget}")
+    if args.scheduler is not None and args.scheduler != recorded.scheduler:
+        conflicts.append(f"--scheduler {args.scheduler}: it began with {recorded.scheduler}")
     if args.metadata is not None:
-        began = DatasetPaths(**recorded["data"]).to_dict()
+        began = DatasetPaths(**recorded.data).to_dict()
         if dataset_paths(args, parser).to_dict() != began:
             conflicts.append(
                 "--metadata/--melspecs/--store/--split/--subset: it began with "
                 + ", ".join(f"{k} {v}" for k, v in began.items() if v is not None)
             )
-    if args.tracking_uri is not None and args.tracking_uri != recorded["tracking_uri"]:
+    if args.tracking_uri is not None and args.tracking_uri != recorded.tracking_uri:
         conflicts.append(
-            f"--tracking-uri {args.tracking_uri}: it began with {recorded['tracking_uri']}"
+            f"--tracking-uri {args.tracking_uri}: it began with {recorded.tracking_uri}"
         )
     storage = args.storage if args.storage and "://" in args.storage else None
-    if storage and not storage.startswith("file://") and storage != recorded.get("ray_storage"):
-        conflicts.append(f"--storage {storage}: it began with {recorded.get('ray_storage')}")
+    if storage and not storage.startswith("file://") and storage != recorded.ray_storage:
+        conflicts.append(f"--storage {storage}: it began with {recorded.ray_storage}")
     return conflicts
 
 
@@ -230,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     # Everything that can be checked is checked before anything is written.
-    recorded = _read_recorded(study_dir) if args.resume else None
     try:
+        recorded = read_study(study_dir) if args.resume else None
         if recorded is not None:
             conflicts = resume_conflicts(args, parser, recorded)
             if conflicts:
@@ -239,13 +238,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"--resume continues study {name} as it began ({study_dir / 'study.json'}); "
                     "leave out, or start a new study (another --name) for: " + "; ".join(conflicts)
                 )
-            space = space_from_text(recorded["space_yaml"], Path(recorded["space"]))
+            space = space_from_text(recorded.space_yaml, Path(recorded.space))
         else:
             space = load_space(args.space or DEFAULT_SPACE)
-    except (SpaceError, DataError, KeyError) as error:
+    except (SpaceError, DataError, RecordError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    space = with_scheduler(space, recorded.get("scheduler") if recorded else args.scheduler)
+    space = with_scheduler(space, recorded.scheduler if recorded else args.scheduler)
 
     if args.address:
         use_cluster_token()
@@ -254,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from study.driver import (
         ClusterError,
+        StorageFault,
         StudyOptions,
         check_trial_configs,
         run_study,
@@ -268,14 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         space=space,
         name=name,
         storage=storage_dir,
-        ray_storage=recorded["ray_storage"] if recorded else None if local_storage else storage,
+        ray_storage=recorded.ray_storage if recorded else None if local_storage else storage,
         data=None,  # type: ignore[arg-type]
         tracking_uri=(
-            recorded["tracking_uri"]
+            recorded.tracking_uri
             if recorded
             else args.tracking_uri or default_tracking_uri(working)
         ),
-        budget=recorded["budget"] if recorded else args.budget or space.budget,
+        budget=recorded.budget if recorded else args.budget or space.budget,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent,
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        data = DatasetPaths(**recorded["data"]) if recorded else dataset_paths(args, parser)
+        data = DatasetPaths(**recorded.data) if recorded else dataset_paths(args, parser)
         report = check_dataset(data)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -325,8 +325,10 @@ def main(argv: list[str] | None = None) -> int:
             f"study {name}: space {space.file}, budget {options.budget}, "
             f"{'resuming' if args.resume else 'starting'} in {options.study_dir}"
         )
-        results = run_study(options, tracker)
-        return finish(options, tracker, trials_started=len(results))
+        trials_run = run_study(options, tracker)
+        return finish(options, tracker, trials_started=trials_run)
+    except StorageFault as error:
+        return finish(options, tracker, trials_started=0, fault=str(error))
     except ClusterError as error:
         _close_runs(tracker, "FAILED")
         print(f"error: {error}", file=sys.stderr)
@@ -355,21 +357,6 @@ def use_cluster_token() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def _read_recorded(study_dir: Path) -> dict[str, Any] | None:
-    """What a study began with; None when it was stopped before writing it."""
-    study_file = study_dir / "study.json"
-    if not study_file.is_file():
-        return None
-    try:
-        recorded = json.loads(study_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise SystemExit(f"error: {study_file}: not readable JSON ({error})") from None
-    if "space_yaml" not in recorded:  # written before studies recorded their space
-        recorded["space_yaml"] = find_space(recorded["space"]).read_text(encoding="utf-8")
-        recorded.setdefault("ray_storage", None)
-    return recorded
-
-
 def _resume_hint(options) -> str:
     return f"continue with: python study/run.py --name {options.name} --resume" + (
         f" --storage {options.ray_storage or options.storage}"
@@ -386,8 +373,9 @@ def _close_runs(tracker, status: str) -> None:
         print(f"warning: MLflow runs could not be closed: {error}", file=sys.stderr)
 
 
-def finish(options, tracker, trials_started: int) -> int:
-    """Summary, report and fusion; then where everything is."""
+def finish(options, tracker, trials_started: int, fault: str | None = None) -> int:
+    """Summary, report and fusion; then where everything is. With `fault` (a full or
+    unwritable disk stopped the study), the summary so far and how to continue."""
     from mer_models.study_results import load_study
     from study.summary import format_table
 
@@ -407,6 +395,17 @@ def finish(options, tracker, trials_started: int) -> int:
         print(f"open the MLflow UI at: {tracker.tracking_uri}")
     else:
         print(f"open the MLflow UI with: mlflow ui --backend-store-uri {tracker.tracking_uri}")
+    if fault is not None:
+        print(
+            f"error: the study stopped because its storage failed: {fault}. Its records are "
+            "whole and every unfinished trial keeps its last complete checkpoint; once there "
+            "is room (or the place is writable again), "
+            f"{_resume_hint(options).removeprefix('continue with: ')} continues it",
+            file=sys.stderr,
+        )
+        _close_runs(tracker, "KILLED")
+        _finish_study(tracker, "KILLED")
+        return 1
     if unfinished > 0 or study is None:
         print(f"{max(unfinished, 0)} trial(s) unfinished; {_resume_hint(options)}")
         _close_runs(tracker, "KILLED")
@@ -463,6 +462,13 @@ def report_best(options, tracker, table: str, fusion_dir) -> int:
         return 1
     print("\n".join(lines))
     return 0
+
+
+def _finish_study(tracker, status: str) -> None:
+    try:
+        tracker.finish_study(status)
+    except Exception as error:  # noqa: BLE001 - the study's own stop matters more
+        print(f"warning: the study's MLflow run could not be closed: {error}", file=sys.stderr)
 
 
 def _size(folder: Path) -> str:

@@ -14,8 +14,11 @@
     scheduler: {type: asha, grace_period: 2, reduction_factor: 2}   # or {type: fifo}
     metric: {name: val_roc_auc, mode: max}
     budget: quick          # quick | paper (see study.budgets)
+    search_seed: 0         # seeds the random and optuna searchers: the same space, the same draws
 
-Every error names the file, the key path and what is allowed.
+Every error names the file, the key path and what is allowed. Spaces are
+bounded (MAX_SPACE_BYTES, MAX_TRIALS, MAX_DESCRIPTION) so that a mistaken
+file is refused in a second instead of loading for minutes.
 """
 
 from __future__ import annotations
@@ -46,7 +49,14 @@ TOP_KEYS = (
     "scheduler",
     "metric",
     "budget",
+    "search_seed",
 )
+# A space is a hand-written file: 1 MiB of YAML holds thousands of explicit configs.
+MAX_SPACE_BYTES = 1 << 20
+# Trials a study may plan: each becomes a folder, an MLflow run and a Ray trial.
+MAX_TRIALS = 10_000
+# The description becomes the MLflow experiment's note, an experiment tag (MLflow: 20,000).
+MAX_DESCRIPTION = 20_000
 
 
 class SpaceError(ValueError):
@@ -73,6 +83,7 @@ class SearchSpace:
     mode: str = MODE
     budget: str = "quick"
     description: str = ""
+    search_seed: int = 0
 
     @property
     def name(self) -> str:
@@ -103,6 +114,13 @@ def find_space(name: str) -> Path:
 
 def load_space(name: str) -> SearchSpace:
     path = find_space(name)
+    size = path.stat().st_size
+    if size > MAX_SPACE_BYTES:
+        raise SpaceError(
+            f"{path}: {size:,} bytes; a search space may hold at most {MAX_SPACE_BYTES:,} "
+            f"(a study plans at most {MAX_TRIALS:,} trials): use distributions and num_samples "
+            "instead of listing configurations, or split the study"
+        )
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -183,7 +201,15 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise where.error("description", "expected a string")
-    return SearchSpace(
+    if len(description.strip()) > MAX_DESCRIPTION:
+        raise where.error(
+            "description",
+            f"{len(description.strip()):,} characters; MLflow keeps at most {MAX_DESCRIPTION:,} "
+            "as the experiment's note: shorten it",
+        )
+    search_seed = raw.get("search_seed", 0)
+    where.integer("search_seed", search_seed, minimum=0)
+    space = SearchSpace(
         file=path,
         parameters=dict(parameters),
         configs=[dict(entry) for entry in configs],
@@ -194,7 +220,16 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
         mode=MODE,
         budget=budget,
         description=description,
+        search_seed=search_seed,
     )
+    if space.trial_count > MAX_TRIALS:
+        raise where.error(
+            "",
+            f"plans {space.trial_count:,} trials (grids crossed, configs, num_samples); a study "
+            f"runs at most {MAX_TRIALS:,}: each is a Ray trial, an MLflow run and a folder. "
+            "Sample the space (searcher: random or optuna, num_samples) or split the study",
+        )
+    return space
 
 
 def _distribution(spec: Any) -> str | None:

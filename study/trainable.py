@@ -1,19 +1,28 @@
 """The Ray Tune trainable: one trial runs `mer_models.training.train` on its config.
 
-Ray Tune hands the trial a flat config dict (sampled parameters, and under
-`row` one entry of the space's explicit `configs` list). Every epoch is
-reported to Ray (schedulers read the validation ROC-AUC) and its checkpoint
-kept in the study's checkpoint store (`study.checkpoints`), from which a
-failed, moved or resumed trial continues. The trial works in a node-local
-temporary folder, so nothing it writes on the way lands in the trial folder
-that Ray syncs to storage.
+Ray Tune hands the trial a flat config dict: sampled parameters, and under
+`row` one entry of the space's explicit `configs` list; a resumed study's
+trials carry their recorded key and config under `recorded` instead (see
+`study.records`). Every epoch is reported to Ray (schedulers read the
+validation metric) and its checkpoint kept in the study's checkpoint store
+(`study.checkpoints`), from which a crashed, moved or resumed trial continues.
+The trial works in a node-local temporary folder, so nothing it writes on the
+way lands in the trial folder that Ray syncs to storage.
+
+A failure that a retry cannot mend (no checkpoint loads, bad data, a
+diverged run, a bug) is reported as the trial's last result and the trial
+ends, so Ray does not run it again; a full or unwritable disk is reported so
+that the driver stops the study. A lost worker or node is Ray's to retry.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import shutil
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -23,72 +32,121 @@ from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
 from mer_models.training.trainer import train
 from study.checkpoints import CheckpointStore
+from study.records import RESOURCE_FIELDS
 
 ROW_KEY = "row"  # the param-space key of the explicit configuration list
-ERROR_KEY = "error"  # in a recorded result: the trial failed for good
+RECORDED_KEY = "recorded"  # a resumed trial: {"key": its key, "config": its recorded config}
 SKIPPED_KEY = "skipped_checkpoints"  # reported once when damaged checkpoints were passed over
+FAILED_KEY = "trial_failed"  # the last result of a trial that failed for good: the cause
+TRACEBACK_KEY = "trial_traceback"  # ... and its traceback
+STORAGE_KEY = "storage_fault"  # the last result of a trial stopped by a full/unwritable disk
+# Where a retry cannot help but room on the disk (or permission) will.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+SCRATCH_PREFIX = "mer-trial-"  # node-local work folders: /tmp/mer-trial-<key>-*
 
 log = logging.getLogger(__name__)
 
 
 def trial_config(config: dict[str, Any]) -> TrainConfig:
-    """The TrainConfig of a trial: its parameters, with its `configs` row on top."""
+    """The TrainConfig of a trial: its parameters, with its `configs` row on top; for a
+    resumed trial, its recorded config (on this run's resources)."""
+    if RECORDED_KEY in config:
+        values = dict(config[RECORDED_KEY]["config"])
+        values.update({key: config[key] for key in RESOURCE_FIELDS if key in config})
+        return TrainConfig.from_dict(values, source="recorded trial config")
     values = {key: value for key, value in config.items() if key != ROW_KEY}
     values.update(config.get(ROW_KEY) or {})
     return TrainConfig.from_dict(values, source="trial config")
 
 
+def trial_key(config: dict[str, Any], trial_id: str) -> str:
+    """The study's key of a trial: its recorded key when resumed, else its Ray trial id."""
+    return (config.get(RECORDED_KEY) or {}).get("key") or trial_id
+
+
+def storage_fault(error: BaseException) -> bool:
+    """A full, read-only or forbidden disk (shutil.Error lists its files' errors)."""
+    if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+        return True
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list):
+        return any(
+            any(f"[Errno {code}]" in str(why) for code in STORAGE_ERRNOS)
+            for *_, why in error.args[0]
+        )
+    return False
+
+
 def run_trial(
-    config: dict[str, Any],
-    data: dict[str, Any],
-    checkpoints: str,
-    recorded: dict[str, dict[str, float]] | None = None,
+    config: dict[str, Any], data: dict[str, Any], checkpoints: str, metric: str = "val_roc_auc"
 ) -> None:
     """Train one trial, continuing from its newest checkpoint that loads.
 
-    `recorded`: the last epoch's result of each trial whose results the study
-    already holds (a kill can come after a trial is recorded but before Ray's
-    state says it ended); such a trial reports it again and ends, untrained.
-    A trial recorded as failed (its result holds ERROR_KEY) fails again at
-    once, so that Ray keeps it failed and `--retry-failed` can still resume it.
+    `metric`: the searched metric, which Ray requires in every result.
     """
-    trial_id = tune.get_context().get_trial_id()
-    if recorded and trial_id in recorded:
-        if ERROR_KEY in recorded[trial_id]:
-            raise RuntimeError(recorded[trial_id][ERROR_KEY])
-        tune.report(recorded[trial_id])
-        return
-    train_config = trial_config(config)
-    paths = DatasetPaths(**data)
-    store = CheckpointStore(checkpoints, trial_id)
-    work = Path(tempfile.mkdtemp(prefix=f"mer-trial-{trial_id}-"))
+    key = trial_key(config, tune.get_context().get_trial_id())
+    store = CheckpointStore(checkpoints, key)
+    last: dict[str, Any] = {"epoch": 0}
+    work = None
     try:
+        train_config = trial_config(config)
+        work = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{key}-"))
+        store.remove_partials()
         restore_dir = None
         with store.newest() as found:
-            if found.skipped:
-                log.warning("trial %s: %s", trial_id, "; ".join(found.skipped))
             if found.folder is None and found.skipped:
-                raise RuntimeError(
-                    f"no checkpoint of trial {trial_id} loads: " + "; ".join(found.skipped)
+                raise TrialCannotContinue(
+                    f"no checkpoint of trial {key} loads: " + "; ".join(found.skipped)
                 )
             if found.folder is not None:
                 restore_dir = work / "restore"
                 shutil.copytree(found.folder, restore_dir)
+                last = {"epoch": int(found.summary["epoch"])}
         notes = {SKIPPED_KEY: "; ".join(found.skipped)} if found.skipped else {}
 
         def report(record: dict[str, float], checkpoint_dir: Path) -> None:
             store.save(checkpoint_dir, int(record["epoch"]))
+            last.clear()
+            last.update(record)
             tune.report({**record, **notes})
             notes.clear()
 
         # The study driver checked the data once before starting trials.
         train(
             train_config,
-            paths,
+            DatasetPaths(**data),
             work / "run",
             on_epoch=report,
             restore=restore_dir,
             check_data=False,
         )
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as error:  # noqa: BLE001 - sorted into what a retry can and cannot mend
+        if _retryable(error):
+            raise
+        cause = _one_line(error)
+        final = {"epoch": int(last.get("epoch", 0)), metric: math.nan}
+        if storage_fault(error):
+            tune.report({**final, STORAGE_KEY: cause})
+        else:
+            tune.report({**final, FAILED_KEY: cause, TRACEBACK_KEY: traceback.format_exc()})
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+class TrialCannotContinue(RuntimeError):
+    """The trial's checkpoints exist but none loads: a retry would find the same."""
+
+
+def _retryable(error: BaseException) -> bool:
+    """Errors a later attempt may not meet: memory taken by other trials, a network blip."""
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError | ConnectionError | TimeoutError)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -106,16 +106,42 @@ def save_checkpoint(
     return directory
 
 
+class CheckpointDamaged(ValueError):
+    """A checkpoint file that does not load as one; the message names the file and why."""
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """A `checkpoint.pt` (or `best_model.pt`): tensors and plain values only.
+
+    Loaded with `weights_only=True`, so a file planted in a shared folder
+    cannot run code: anything but tensors, numbers, strings, lists and dicts
+    is refused as damaged.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError (zip), EOFError, OSError...
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise CheckpointDamaged(f"{path}: does not load as a checkpoint ({reason})") from None
+    if not isinstance(saved, dict):
+        raise CheckpointDamaged(f"{path}: not a checkpoint (a {type(saved).__name__})")
+    return saved
+
+
 def load_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The saved tensors and state, and the best epoch's predictions."""
     directory = Path(directory)
     path = directory / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{directory}: not a checkpoint folder (no {STATE_FILE})")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    predictions = {
-        name: np.load(directory / name)
-        for name in (VALIDATION_PREDICTIONS, TEST_PREDICTIONS)
-        if (directory / name).is_file()
-    }
+    saved = load_state(path)
+    for key in ("model", "optimizer", "state", "best_model", "best_metrics", "band_stats"):
+        if key not in saved:
+            raise CheckpointDamaged(f"{path}: not a training checkpoint (no '{key}')")
+    predictions = {}
+    for name in (VALIDATION_PREDICTIONS, TEST_PREDICTIONS):
+        if (directory / name).is_file():
+            try:
+                predictions[name] = np.load(directory / name, allow_pickle=False)
+            except (ValueError, OSError) as error:
+                raise CheckpointDamaged(f"{directory / name}: {error}") from None
     return saved, predictions

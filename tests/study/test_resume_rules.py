@@ -52,6 +52,8 @@ def recorded_study(tmp_path: Path) -> Path:
                 "space_yaml": smoke.read_text(),
                 "budget": "quick",
                 "scheduler": "asha",
+                "searched": ["cbam", "cell", "units", "layers", "lr"],
+                "trials": 4,
                 "data": {
                     "metadata": "/data/m",
                     "melspecs": "/data/s",
@@ -86,6 +88,52 @@ def test_a_resume_refuses_flags_that_contradict_the_study(tmp_path, flags, named
     assert "study.json" in done.stderr
     assert sorted(p.name for p in study.iterdir()) == before
     assert not (tmp_path / "first.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("{}", "no 'name'"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"name": "ek1"', "not readable JSON"),
+        (None, "'trials' should be int"),
+    ],
+)
+def test_a_damaged_study_record_is_refused_naming_the_file(tmp_path, text, named):
+    study = recorded_study(tmp_path)
+    record = study / "study.json"
+    if text is None:  # a value of the wrong type
+        text = json.dumps({**json.loads(record.read_text()), "trials": "four"})
+    record.write_text(text)
+    done = driver(tmp_path, "--name", "ek1", "--resume")
+    assert done.returncode == 2, done.stderr
+    assert str(record) in done.stderr and named in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1  # one paragraph
+    assert sorted(p.name for p in study.iterdir()) == ["study.json"]
+
+
+@pytest.mark.parametrize(
+    ("space", "named"),
+    [
+        ("description: '{}'\nparameters: {{width: 4}}\n".format("x" * 20_001), "description"),
+        (
+            "searcher: grid\nparameters:\n  lr: {grid: [%s]}\n  width: {grid: [%s]}\n"
+            % (", ".join(f"{i + 1}.0e-4" for i in range(200)), ", ".join(map(str, range(4, 64)))),
+            "plans 12,000 trials",
+        ),
+        ("# padding\n" * 120_000 + "parameters: {width: 4}\n", "1,048,576"),
+    ],
+    ids=["description", "trials", "size"],
+)
+def test_a_space_over_the_limits_is_refused_before_anything_is_claimed(tmp_path, space, named):
+    path = tmp_path / "big.yaml"
+    path.write_text(space)
+    done = driver(tmp_path, "--space", str(path))
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr and str(path) in done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.yaml"]  # nothing claimed
 
 
 def test_a_name_is_claimed_once(tmp_path):
