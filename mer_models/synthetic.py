@@ -32,8 +32,8 @@ import multiprocessing
 import os
 import shutil
 import sys
-import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -541,7 +541,10 @@ def write_synthetic(
     out = Path(out).expanduser().resolve()
     _check_arguments(out, tracks, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    # Made with the umask's permissions (tempfile.mkdtemp's 0700 would keep the dataset
+    # from everyone else on a shared cache).
+    temporary = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    temporary.mkdir()
     try:
         catalogue = plan_catalogue(tracks, seed)
         _write_metadata(temporary / "metadata", catalogue)

@@ -525,6 +525,18 @@ def test_an_empty_output_folder_is_filled(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["empty"]
 
 
+def test_the_dataset_gets_the_permissions_the_umask_gives(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        write_synthetic(tmp_path / "shared", tracks=MIN_TRACKS, seed=0, workers=1)
+    finally:
+        os.umask(previous)
+    out = tmp_path / "shared"
+    assert out.stat().st_mode & 0o777 == 0o755  # not tempfile.mkdtemp's 0o700
+    melspec = next((out / "melspecs").rglob("*.npy"))
+    assert melspec.stat().st_mode & 0o777 == 0o644
+
+
 @pytest.mark.parametrize("failure", [RuntimeError("disk full"), KeyboardInterrupt()])
 def test_a_failure_mid_write_leaves_no_output(tmp_path, monkeypatch, failure):
     def failing_write(melspecs, *args):

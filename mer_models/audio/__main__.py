@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mer_models.audio.batch import plan, run_jobs, save_atomic
+from mer_models.audio.batch import plan, remove_leftovers, run_jobs, save_atomic
 from mer_models.audio.frontend import AudioError, melspec_file
 
 
@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _convert_folder(audio_dir: Path, out_dir: Path, workers: int) -> int:
     jobs = plan(audio_dir, out_dir)
+    left = remove_leftovers(jobs, out_dir)
+    if left:
+        print(f"removed {len(left)} unfinished file(s) an interrupted run left", file=sys.stderr)
     done = sum(job.target.is_file() for job in jobs)
     with tqdm(total=len(jobs) - done, unit="file", desc="melspecs", file=sys.stderr) as bar:
         outcomes = run_jobs(jobs, workers, on_done=lambda _: bar.update())

@@ -2,17 +2,19 @@
 
 Outputs mirror the inputs by relative path with the suffix replaced by
 ``.npy``, so the dataset's ``NN/ID.mp3`` becomes ``NN/ID.npy``. Every array
-is written to a temporary name and renamed into place, so an output that
-exists is complete: a killed run is continued by running it again, and
-finished files are not recomputed. A file that fails is reported with its
-reason and the others are still written.
+is written to a temporary name and renamed into place
+(`mer_models.files.atomic_write_bytes`, with the mode the umask gives), so an
+output that exists is complete: a killed run is continued by running it
+again, which first removes the temporary files the kill left, and finished
+files are not recomputed. A file that fails is reported with its reason and
+the others are still written.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import io
 import signal
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -21,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from mer_models.audio.frontend import AudioError, melspec_file
+from mer_models.files import PARTIAL, atomic_write_bytes
 
 AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff")
-_PARTIAL = ".partial-"  # temporary outputs: NAME.npy.partial-XXXX, never read as results
 
 
 @dataclass(frozen=True)
@@ -42,14 +44,25 @@ def save_atomic(path: str | Path, array: np.ndarray) -> None:
     """np.save to a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=path.name + _PARTIAL, dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def remove_leftovers(jobs: list[Job], out_dir: str | Path) -> list[Path]:
+    """Delete the temporary files a killed run left in ``out_dir`` (names holding
+    ``.partial``: ours, ``.NAME.npy.PID.partial``, and older versions' ``NAME.npy.partial-X``);
+    an output of a recording whose own name holds ``.partial`` is kept."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    targets = {job.target for job in jobs}
+    removed = []
+    for path in sorted(out_dir.rglob(f"*{PARTIAL}*")):
+        if PARTIAL in path.name and path.is_file() and path not in targets:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def plan(audio_dir: str | Path, out_dir: str | Path) -> list[Job]:
@@ -84,8 +97,6 @@ def plan(audio_dir: str | Path, out_dir: str | Path) -> list[Job]:
 
 def run_job(job: Job) -> Outcome:
     """Compute and write one melspec; a recording that fails is an Outcome with its reason."""
-    for stale in job.target.parent.glob(job.target.name + _PARTIAL + "*"):
-        stale.unlink(missing_ok=True)  # left by a killed run
     try:
         save_atomic(job.target, melspec_file(job.source))
     except AudioError as error:
@@ -103,10 +114,13 @@ def run_jobs(
     """
     pending = [job for job in jobs if not job.target.is_file()]
     outcomes = []
-    for outcome in _execute(pending, workers):
-        outcomes.append(outcome)
-        if on_done is not None:
-            on_done(outcome)
+    # Closed at once however this loop ends: a Ctrl-C landing in `on_done` must cancel
+    # the jobs not started yet as one landing in the wait does.
+    with contextlib.closing(_execute(pending, workers)) as executed:
+        for outcome in executed:
+            outcomes.append(outcome)
+            if on_done is not None:
+                on_done(outcome)
     return outcomes
 
 
@@ -117,15 +131,16 @@ def _execute(jobs: list[Job], workers: int) -> Iterator[Outcome]:
         yield from map(run_job, jobs)
         return
     # Workers ignore Ctrl-C: the parent stops, cancels what has not started and lets
-    # the files in progress finish (each is written whole or not at all).
-    with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts) as pool:
+    # the files in progress finish (each is written whole or not at all). However the
+    # loop ends (an interrupt here or in the caller, which closes this generator), the
+    # jobs not started are cancelled: the pool's own exit would run every one of them.
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts)
+    try:
         futures = [pool.submit(run_job, job) for job in jobs]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        except KeyboardInterrupt:
-            pool.shutdown(cancel_futures=True)
-            raise
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _ignore_interrupts() -> None:

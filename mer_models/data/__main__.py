@@ -1,17 +1,16 @@
 """Command line of the data layer.
 
 python -m mer_models.data labels SPLIT.tsv --tags TAGS.txt --out M.npy
-python -m mer_models.data check [--metadata DIR (--melspecs DIR | --store STORE)] [--split N] [--subset S]
+python -m mer_models.data check [--metadata DIR (--melspecs DIR | --store STORE)] [--split N] [--subset S] [--full]
 python -m mer_models.data pack --metadata DIR --melspecs DIR --out STORE [--split N] [--subset S]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +19,22 @@ from mer_models.data.arguments import add_data_arguments, dataset_paths
 from mer_models.data.check import check_dataset
 from mer_models.data.splits import SUBSETS, DataError, DatasetPaths, label_matrix
 from mer_models.data.store import pack
+from mer_models.files import atomic_write_bytes
 
 
 def labels(args: argparse.Namespace) -> int:
     matrix = label_matrix(args.split_file, args.tags)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=out.parent, suffix=".npy.tmp")
-    with os.fdopen(handle, "wb") as stream:
-        np.save(stream, matrix)
-    os.replace(temporary, out)
+    buffer = io.BytesIO()
+    np.save(buffer, matrix)
+    atomic_write_bytes(out, buffer.getvalue())
     print(f"wrote {out}: bool {matrix.shape}, {int(matrix.sum())} positive labels")
     return 0
 
 
 def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    report = check_dataset(dataset_paths(args, parser))
+    report = check_dataset(dataset_paths(args, parser), full=args.full)
     if not report.ok:
         print(report.describe_problems(), file=sys.stderr)
         return 1
@@ -81,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     labels_parser.add_argument("--out", required=True, help="output .npy (bool, tracks x tags)")
     check_parser = commands.add_parser("check", help="verify a dataset before training on it")
     add_data_arguments(check_parser)
+    check_parser.add_argument(
+        "--full",
+        action="store_true",
+        help="ignore what earlier checks remembered as verified and read every byte again: "
+        "every track of a packed store against the digest packing recorded in its index, "
+        "every value of a melspec folder (finite, right shape and dtype; melspec files keep "
+        "no digests, so a finite value changed in one is not seen)",
+    )
     pack_parser = commands.add_parser(
         "pack",
         help="write a split's tracks into a packed window store (resumable)",

@@ -3,13 +3,18 @@
 Every split track must have its file, every tag must be in the tag list,
 and every array must be float32 (bands, frames) and finite. Reading every
 value of a 68 GB set takes a while, so files that passed are remembered
-(by size and modification time) in the cache, and later checks, such as the
-one each training run starts with, only read new or changed files.
+in the cache, and later checks, such as the one each training run starts
+with, only read new or changed files. A file is remembered by its size,
+inode, modification and change time: a write in place changes the change
+time even when the modification time is set back (`os.utime`), and a file
+replaced by another has another inode.
 
 A dataset read from a packed store is checked against the store instead:
 complete, built from this split, subset and tag order, holding every
-track, and every track's bytes as packed (finite values); a store that
-passed is remembered by its manifest and its data file's size and time.
+track, and every track's bytes as packed (the digests in its index); a
+store that passed is remembered by its manifest and the same stamp of its
+data and index files. `full=True` (`check --full`) trusts nothing
+remembered and reads every byte again.
 """
 
 from __future__ import annotations
@@ -17,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +38,16 @@ from mer_models.data.splits import (
     read_split,
     read_tags,
 )
-from mer_models.data.store import DATA, MANIFEST, PackedStore, damaged_tracks, open_store
+from mer_models.data.store import (
+    DATA,
+    INDEX,
+    MANIFEST,
+    PackedStore,
+    damaged_tracks,
+    open_store,
+)
 from mer_models.data.windows import FRAMES_PER_SECOND, N_BANDS, open_melspec
+from mer_models.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +98,12 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def check_dataset(paths: DatasetPaths, n_bands: int = N_BANDS) -> CheckReport:
-    """Check metadata and every mel-spectrogram of the three parts of a split."""
+def check_dataset(paths: DatasetPaths, n_bands: int = N_BANDS, full: bool = False) -> CheckReport:
+    """Check metadata and every mel-spectrogram of the three parts of a split.
+
+    `full`: ignore what earlier checks remembered and read every value (every
+    byte of a packed store) again; what passes is remembered as usual.
+    """
     report = CheckReport(paths)
     windows = "store" if paths.store is not None else "melspecs"
     for name, folder in (("metadata", paths.metadata), (windows, paths.windows)):
@@ -105,8 +120,8 @@ def check_dataset(paths: DatasetPaths, n_bands: int = N_BANDS) -> CheckReport:
     parts = _read_parts(paths, tags, report)
     _check_overlap(paths, parts, report)
     if paths.store is not None:
-        return _check_with_store(paths, tags, parts, report)
-    verified = _VerifiedFiles(paths.melspecs)
+        return _check_with_store(paths, tags, parts, report, full)
+    verified = _VerifiedFiles(paths.melspecs, trusted=not full)
     for part, table in parts.items():
         report.frames[part] = 0
         for number, (track_id, relative) in enumerate(
@@ -157,6 +172,7 @@ def _check_with_store(
     tags: tuple[str, ...],
     parts: dict[str, SplitTable],
     report: CheckReport,
+    full: bool,
 ) -> CheckReport:
     try:
         store = open_store(paths.store)
@@ -169,7 +185,7 @@ def _check_with_store(
         report.frames[part] = sum(frames.get(track, 0) for track in table.track_ids)
         _compare_tracks(store, part, table, report)
     if report.ok:
-        _check_store_data(store, report)
+        _check_store_data(store, report, full)
     return report
 
 
@@ -188,15 +204,16 @@ def _compare_tracks(store: PackedStore, part: str, table: SplitTable, report: Ch
     )
 
 
-def _check_store_data(store: PackedStore, report: CheckReport) -> None:
-    verified = _VerifiedFiles(store.path)
-    if verified.contains_store(store):
+def _check_store_data(store: PackedStore, report: CheckReport, full: bool) -> None:
+    verified = _VerifiedFiles(store.path, trusted=not full)
+    before = verified.store_stamp(store)
+    if verified.contains_store(before):
         return
     log.info("verifying every track of the packed store %s", store.path)
     damaged = damaged_tracks(store)
     report.problems["damaged store"].extend(damaged)
-    if not damaged:
-        verified.add_store(store)
+    if not damaged and verified.store_stamp(store) == before:  # not written while read
+        verified.add_store(before)
         verified.save()
 
 
@@ -221,7 +238,8 @@ def _check_melspec(
         kind = "wrong shape or dtype" if "expected float32" in str(error) else "unreadable file"
         report.problems[kind].append(f"{track_id}: {error}")
         return 0
-    if not verified.contains(path):
+    before = verified.stamp(path)
+    if not verified.contains(path, before):
         for start in range(0, array.shape[1], _CHUNK_FRAMES):
             if not np.isfinite(array[:, start : start + _CHUNK_FRAMES]).all():
                 report.problems["NaN or infinite values"].append(
@@ -229,18 +247,24 @@ def _check_melspec(
                     f"{start}..{min(start + _CHUNK_FRAMES, array.shape[1]) - 1})"
                 )
                 return array.shape[1]
-        verified.add(path)
+        if verified.stamp(path) == before:  # not written while it was read
+            verified.add(path, before)
     return array.shape[1]
 
 
 class _VerifiedFiles:
-    """Files whose values passed, by (size, mtime), remembered in the cache."""
+    """Files whose values passed, by (size, inode, mtime, ctime), remembered in the cache.
 
-    def __init__(self, melspecs: Path) -> None:
+    Not `trusted` (a full check): nothing remembered counts, though what
+    passes is still remembered.
+    """
+
+    def __init__(self, melspecs: Path, trusted: bool = True) -> None:
         key = hashlib.sha256(str(melspecs.resolve()).encode()).hexdigest()[:20]
         self.melspecs = melspecs
+        self.trusted = trusted
         self.file = cache_root() / "verified" / f"{key}.json"
-        self.entries: dict[str, list[int]] = {}
+        self.entries: dict[str, list] = {}
         self.changed = False
         if self.file.is_file():
             try:
@@ -249,26 +273,28 @@ class _VerifiedFiles:
                 self.entries = {}
 
     @staticmethod
-    def _stamp(path: Path) -> list[int]:
+    def stamp(path: Path) -> list[int]:
+        """What a write changes: a write in place moves the change time even when the
+        modification time is put back, and a replaced file has another inode."""
         stat = path.stat()
-        return [stat.st_size, stat.st_mtime_ns]
+        return [stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns]
 
-    def contains(self, path: Path) -> bool:
-        return self.entries.get(str(path.relative_to(self.melspecs))) == self._stamp(path)
+    def contains(self, path: Path, stamp: list[int]) -> bool:
+        return self.trusted and self.entries.get(str(path.relative_to(self.melspecs))) == stamp
 
-    def _store_stamp(self, store: PackedStore) -> list:
-        manifest = hashlib.sha256((store.path / MANIFEST).read_bytes()).hexdigest()
-        return [*self._stamp(store.path / DATA), manifest]
-
-    def contains_store(self, store: PackedStore) -> bool:
-        return self.entries.get(DATA) == self._store_stamp(store)
-
-    def add_store(self, store: PackedStore) -> None:
-        self.entries[DATA] = self._store_stamp(store)
+    def add(self, path: Path, stamp: list[int]) -> None:
+        self.entries[str(path.relative_to(self.melspecs))] = stamp
         self.changed = True
 
-    def add(self, path: Path) -> None:
-        self.entries[str(path.relative_to(self.melspecs))] = self._stamp(path)
+    def store_stamp(self, store: PackedStore) -> list:
+        manifest = hashlib.sha256((store.path / MANIFEST).read_bytes()).hexdigest()
+        return [*self.stamp(store.path / DATA), *self.stamp(store.path / INDEX), manifest]
+
+    def contains_store(self, stamp: list) -> bool:
+        return self.trusted and self.entries.get(DATA) == stamp
+
+    def add_store(self, stamp: list) -> None:
+        self.entries[DATA] = stamp
         self.changed = True
 
     def save(self) -> None:
@@ -278,7 +304,4 @@ class _VerifiedFiles:
         with FileLock(str(self.file) + ".lock"):
             merged = json.loads(self.file.read_text()) if self.file.is_file() else {}
             merged.update(self.entries)
-            handle, temporary = tempfile.mkstemp(dir=self.file.parent, suffix=".tmp")
-            with os.fdopen(handle, "w") as out:
-                json.dump(merged, out)
-            os.replace(temporary, self.file)
+            atomic_write_text(self.file, json.dumps(merged))

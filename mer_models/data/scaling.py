@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +21,7 @@ from mer_models.cache import cache_root
 from mer_models.data.sources import WindowSource, window_source
 from mer_models.data.splits import DatasetPaths, SplitTable
 from mer_models.data.windows import centred_starts
+from mer_models.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +77,7 @@ def band_stats(train: SplitTable, paths: DatasetPaths, window: int) -> BandStats
             return BandStats.from_dict(json.loads(path.read_text()))
         log.info("computing per-band input statistics over %d training tracks", len(train))
         stats = compute_band_stats(train, window_source(paths, train), window)
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(handle, "w") as out:
-            json.dump(stats.to_dict(), out)
-        os.replace(temporary, path)
+        atomic_write_text(path, json.dumps(stats.to_dict()))
         return stats
 
 

@@ -21,11 +21,11 @@ there, writing the very bytes an uninterrupted pack writes.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ import numpy as np
 
 from mer_models.data.splits import PARTS, DataError, DatasetPaths, SplitTable, load_split
 from mer_models.data.windows import N_BANDS, PAD_DB, open_melspec
+from mer_models.files import PARTIAL, atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -346,8 +347,8 @@ def _write_tracks(
     total_bytes = int(lengths.sum()) * row_bytes
     progress = json.loads((out / PROGRESS).read_text())
     max_error = float(progress["max_abs_error_db"])
-    data_fd = os.open(out / DATA, os.O_RDWR | os.O_CREAT, 0o644)
-    digest_fd = os.open(out / DIGESTS, os.O_RDWR | os.O_CREAT, 0o644)
+    data_fd = os.open(out / DATA, os.O_RDWR | os.O_CREAT, 0o666)  # as the umask allows
+    digest_fd = os.open(out / DIGESTS, os.O_RDWR | os.O_CREAT, 0o666)  # as the umask allows
     meter = _Progress(
         len(rows),
         total_bytes,
@@ -388,7 +389,9 @@ def _write_tracks(
     index = np.empty(len(rows), dtype=_INDEX_DTYPE)
     index["start"], index["frames"] = starts, lengths
     index["digest"] = np.frombuffer(digests, dtype=np.uint8).reshape(-1, _DIGEST_BYTES)
-    _atomic_write(out / INDEX, lambda stream: np.save(stream, index))
+    buffer = io.BytesIO()
+    np.save(buffer, index)
+    atomic_write_bytes(out / INDEX, buffer.getvalue())
     identity = {key: value for key, value in plan.items() if key != "frames"}
     manifest = {
         **identity,
@@ -406,8 +409,8 @@ def _write_tracks(
 
 
 def _temporary(path: Path) -> bool:
-    """A file `_atomic_write` had not renamed into place yet."""
-    return path.name.startswith(".") and path.name.endswith(".tmp")
+    """A file `atomic_write_bytes` had not renamed into place yet (``.tmp``: older packs)."""
+    return path.name.startswith(".") and path.name.endswith((PARTIAL, ".tmp"))
 
 
 def _pack_track(paths: DatasetPaths, track: str, relative: str, frames: int) -> tuple[bytes, float]:
@@ -439,22 +442,8 @@ def _pack_track(paths: DatasetPaths, track: str, relative: str, frames: int) -> 
     return packed.tobytes(), error
 
 
-def _atomic_write(path: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fchmod(stream.fileno(), 0o644)
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_json(path: Path, value: Any) -> None:
-    _atomic_write(path, lambda stream: stream.write(json.dumps(value, indent=1).encode()))
+    atomic_write_text(path, json.dumps(value, indent=1))
 
 
 class _Progress:
@@ -529,12 +518,16 @@ def damaged_tracks(store: PackedStore) -> list[str]:
                 descriptor, int(entry["frames"]) * row_bytes, int(entry["start"]) * row_bytes
             )
             digest = hashlib.blake2b(packed, digest_size=_DIGEST_BYTES).digest()
-            if digest != entry["digest"].tobytes():
+            expected_digest = entry["digest"].tobytes()
+            if digest != expected_digest:
                 bits = np.frombuffer(packed, dtype=np.uint16)
                 finite = "" if (bits & 0x7FFF).max(initial=0) < 0x7C00 else ", NaN or infinite"
+                first = int(entry["start"]) * row_bytes
                 problems.append(
                     f"track {track}: its bytes in {data} changed since packing{finite} "
-                    f"(frames {entry['start']}..{entry['start'] + entry['frames'] - 1})"
+                    f"(frames {entry['start']}..{entry['start'] + entry['frames'] - 1}, bytes "
+                    f"{first}..{first + len(packed) - 1}): BLAKE2b digest {digest.hex()}, "
+                    f"expected {expected_digest.hex()} as packed ({INDEX})"
                 )
             if (row + 1) % 2000 == 0:
                 log.info("verified %d/%d tracks of the store", row + 1, len(store.index))

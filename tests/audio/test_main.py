@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from mer_models.audio.__main__ import main
 from mer_models.audio.frontend import melspec_file
 from mer_models.data.windows import open_melspec
-from tests.audio.conftest import chirp_and_tones, write_audio
+from tests.audio.conftest import RATE, chirp_and_tones, write_audio
 
 
 def test_melspec_writes_the_dataset_layout(recordings, tmp_path, capsys):
@@ -73,7 +75,7 @@ def test_melspecs_mirrors_the_folder_lists_failures_and_resumes(tmp_path, capsys
     assert main(["melspecs", str(audio), "--out", str(out), "--workers", "2"]) == 0
     assert "1 written, 3 already done, 0 failed (of 4 recordings)" in capsys.readouterr().out
     assert finished.stat().st_mtime_ns == stamp  # not recomputed
-    assert not list(out.rglob("*.partial-*"))
+    assert not list(out.rglob("*.partial*"))
     np.testing.assert_array_equal(
         np.load(out / "14" / "1114.npy"), melspec_file(audio / "14" / "1114.wav")
     )
@@ -105,43 +107,105 @@ def test_melspecs_of_a_folder_without_audio_is_an_error(tmp_path, capsys):
     assert "no audio files found" in capsys.readouterr().err
 
 
+def test_a_rerun_removes_what_a_killed_run_left_and_outputs_get_the_umask_s_mode(tmp_path, capsys):
+    audio, out = tmp_path / "audio", tmp_path / "melspecs"
+    _dataset_folder(audio)
+    (audio / "14" / "999.mp3").unlink()
+    previous = os.umask(0o022)
+    try:
+        assert main(["melspecs", str(audio), "--out", str(out)]) == 0
+        written = sorted(out.rglob("*.npy"))
+        assert len(written) == 4
+        assert {path.stat().st_mode & 0o777 for path in written} == {0o644}  # not 0o600
+        # What kills leave beside complete outputs: this version's staging names and
+        # older versions'.
+        left = [out / "00" / "100.npy.partial-abc", out / "14" / f".14.npy.{os.getpid()}.partial"]
+        for path in left:
+            path.write_bytes(b"half")
+        capsys.readouterr()
+        assert main(["melspecs", str(audio), "--out", str(out)]) == 0
+        captured = capsys.readouterr()
+        assert "0 written, 4 already done, 0 failed" in captured.out
+        assert "removed 2 unfinished file(s)" in captured.err
+        assert not any(path.exists() for path in left)
+        assert sorted(out.rglob("*.npy")) == written
+        single = tmp_path / "one.npy"
+        assert main(["melspec", str(audio / "14" / "14.wav"), "--out", str(single)]) == 0
+        assert single.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(previous)
+
+
+def _long_recordings(folder: Path, count: int) -> np.ndarray:
+    """`count` 5-minute recordings (0.3 s or more of work each, whatever the machine's load,
+    so a run stopped at its first output has most of them left); their one melspec.
+
+    One 16-bit WAV, hard-linked under `count` names: writing them costs no time.
+    """
+    import wave
+
+    first = folder / "00" / "00.wav"
+    first.parent.mkdir(parents=True)
+    with wave.open(str(first), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(RATE)
+        samples = np.tile(chirp_and_tones(seconds=10.0), 30)
+        handle.writeframes((samples * 32767).astype("<i2").tobytes())
+    for number in range(1, count):
+        os.link(first, folder / "00" / f"{number:02d}.wav")
+    return melspec_file(first)
+
+
+def _wait_for_first_output(out: Path, process: subprocess.Popen) -> None:
+    """Until the run has written a melspec (an event, however slow the machine is)."""
+    while not list(out.rglob("*.npy")):
+        assert process.poll() is None, "the run ended before writing anything"
+        time.sleep(0.02)
+
+
 @pytest.mark.slow
 def test_a_killed_run_leaves_only_complete_files_and_continues(tmp_path):
     audio, out = tmp_path / "audio", tmp_path / "melspecs"
-    for number in range(8):
-        write_audio(audio / "00" / f"{number}.wav", chirp_and_tones(seconds=20.0))
+    expected = _long_recordings(audio, 32)
     command = [sys.executable, "-m", "mer_models.audio", "melspecs", str(audio), "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not list(out.rglob("*.npy")) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _wait_for_first_output(out, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     finished = sorted(out.rglob("*.npy"))
-    assert finished, "the run wrote nothing before it was killed"
+    assert 1 <= len(finished) < 32, "the kill did not land mid-run"
     for path in finished:  # whatever exists is complete
-        np.testing.assert_array_equal(
-            np.load(path), melspec_file(audio / "00" / f"{path.stem}.wav")
-        )
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    assert f"{8 - len(finished)} written, {len(finished)} already done, 0 failed" in done.stdout
-    assert len(list(out.rglob("*.npy"))) == 8 and not list(out.rglob("*.partial-*"))
+        np.testing.assert_array_equal(np.load(path), expected)
+    stamps = [path.stat().st_mtime_ns for path in finished]
+    (out / "00" / "31.npy.partial-abc").write_bytes(b"half")  # as an older version left them
+    done = subprocess.run([*command, "--workers", "2"], capture_output=True, text=True, check=True)
+    assert f"{32 - len(finished)} written, {len(finished)} already done, 0 failed" in done.stdout
+    assert len(list(out.rglob("*.npy"))) == 32 and not list(out.rglob("*.partial*"))
+    assert [path.stat().st_mtime_ns for path in finished] == stamps  # not recomputed
+    np.testing.assert_array_equal(np.load(out / "00" / "31.npy"), expected)
 
 
 def test_ctrl_c_stops_without_a_traceback_and_leaves_only_complete_files(tmp_path):
     audio, out = tmp_path / "audio", tmp_path / "melspecs"
-    for number in range(8):
-        write_audio(audio / "00" / f"{number}.wav", chirp_and_tones(seconds=20.0))
+    expected = _long_recordings(audio, 48)
     command = [sys.executable, "-m", "mer_models.audio", "melspecs", str(audio), "--out", str(out)]
     process = subprocess.Popen(
-        [*command, "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [*command, "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    deadline = time.monotonic() + 60
-    while not list(out.rglob("*.npy")) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
+    _wait_for_first_output(out, process)
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C does: the run and its workers
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "run the same command again to continue" in err and "Traceback" not in err
-    assert not list(out.rglob("*.partial-*"))  # files in progress were finished, not cut
-    assert len(list(out.rglob("*.npy"))) < 8
+    assert not list(out.rglob("*.partial*"))  # files in progress were finished, not cut
+    finished = sorted(out.rglob("*.npy"))
+    # Stopped mid-run: what was not started yet is cancelled (with 2 workers at most 5
+    # files are in progress or queued for them when the interrupt lands).
+    assert 1 <= len(finished) < 48, "the interrupt did not land mid-run"
+    for path in finished:
+        np.testing.assert_array_equal(np.load(path), expected)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -102,3 +103,28 @@ def test_a_track_in_two_parts_and_non_utf8_bytes_are_named(tiny_dataset, tmp_pat
     report = _check(tiny_dataset, tmp_path, monkeypatch)
     described = report.describe_problems()
     assert f"{validation}, line 5: byte 0xff is not UTF-8" in described
+
+
+def test_a_melspec_changed_in_place_is_scanned_again_and_full_trusts_no_memory(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    from mer_models.data.check import _VerifiedFiles
+
+    assert _check(tiny_dataset, tmp_path, monkeypatch).ok
+    path = tiny_dataset.melspecs / load_split(tiny_dataset, "train").melspec_paths[2]
+    before = path.stat()
+    with open(path, "r+b") as handle:  # 4,000 bytes in place, the header untouched
+        handle.seek(before.st_size - 4000)
+        handle.write(np.full(1000, np.nan, np.float32).tobytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+    report = _check(tiny_dataset, tmp_path, monkeypatch)
+    assert len(report.problems["NaN or infinite values"]) == 1
+    assert str(path) in report.problems["NaN or infinite values"][0]
+
+    verified = _VerifiedFiles(tiny_dataset.melspecs)  # remembered as passed all the same
+    verified.add(path, verified.stamp(path))
+    verified.save()
+    assert _check(tiny_dataset, tmp_path, monkeypatch).ok
+    report = check_dataset(tiny_dataset, full=True)
+    assert [str(path) in found for found in report.problems["NaN or infinite values"]] == [True]

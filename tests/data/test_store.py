@@ -21,7 +21,15 @@ from mer_models.data.check import check_dataset
 from mer_models.data.dataset import EpochSampler, EvalWindows, TrainWindows, make_loader
 from mer_models.data.scaling import BandStats, compute_band_stats
 from mer_models.data.sources import MelspecFolder, window_source
-from mer_models.data.store import DATA, INDEX, MANIFEST, PROGRESS, open_store, pack
+from mer_models.data.store import (
+    DATA,
+    INDEX,
+    MANIFEST,
+    PROGRESS,
+    damaged_tracks,
+    open_store,
+    pack,
+)
 from mer_models.data.windows import PAD_DB
 from mer_models.train import main as train_main
 from tests.conftest import write_dataset
@@ -302,3 +310,116 @@ def test_store_batches_equal_melspec_batches_rounded_whatever_the_workers(packed
     torch.testing.assert_close(
         out, BatchPreprocess(stats)(expected[0][0], masks), atol=4e-3, rtol=0
     )
+
+
+def _overwrite_in_place_keeping_mtime(path: Path, offset: int, data: bytes) -> None:
+    """Write `data` at `offset` in the same file, then set its times back (`os.utime`)."""
+    before = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_ino, after.st_mtime_ns) == (
+        before.st_size,
+        before.st_ino,
+        before.st_mtime_ns,
+    )
+
+
+def test_a_store_changed_in_place_with_its_time_kept_is_verified_again(
+    packed, tmp_path, monkeypatch, capsys
+):
+    import mer_models.data.check as check
+
+    reads = []
+    monkeypatch.setattr(check, "damaged_tracks", lambda s: reads.append(s) or damaged_tracks(s))
+    assert check_dataset(packed).ok and check_dataset(packed).ok
+    assert len(reads) == 1  # the second check trusted the first
+    store = open_store(packed.store)
+    victim, entry = store.track_ids()[4], store.index[4]
+    finite = np.full(2000, 7.0, np.float16).tobytes()  # 4,000 bytes of finite values
+    _overwrite_in_place_keeping_mtime(
+        packed.store / DATA, int(entry["start"]) * 96 * 2 + 1000, finite
+    )
+    report = check_dataset(packed)
+    assert len(reads) == 2  # read again, not satisfied by what was remembered
+    assert len(report.problems["damaged store"]) == 1, report.describe_problems()
+    problem = report.problems["damaged store"][0]
+    assert f"track {victim}: its bytes in {store.path / DATA} changed since packing" in problem
+    assert f"expected {entry['digest'].tobytes().hex()} as packed" in problem
+    assert "NaN" not in problem
+    arguments = ["--out", str(tmp_path / "run"), "--metadata", str(packed.metadata)]
+    assert train_main([*arguments, "--store", str(packed.store)]) == 1  # training refuses it
+    refused = capsys.readouterr().err
+    assert "dataset check failed" in refused and f"track {victim}" in refused
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_check_full_reads_every_byte_whatever_was_remembered(packed, tmp_path):
+    from mer_models.data.check import _VerifiedFiles
+
+    store = open_store(packed.store)
+    victim, entry = store.track_ids()[7], store.index[7]
+    offset = int(entry["start"]) * 96 * 2 + 96 * 2 * 5
+    _overwrite_in_place_keeping_mtime(packed.store / DATA, offset, bytes(4000))
+    # What a stamp cannot see (a file system without change times, say): the damaged
+    # store remembered as verified.
+    verified = _VerifiedFiles(store.path)
+    verified.add_store(verified.store_stamp(store))
+    verified.save()
+    command = [
+        sys.executable,
+        "-m",
+        "mer_models.data",
+        "check",
+        "--metadata",
+        str(packed.metadata),
+        "--store",
+        str(packed.store),
+    ]
+    env = {"MER_MODELS_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    trusted = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert trusted.returncode == 0 and "dataset OK" in trusted.stdout, trusted.stderr
+    full = subprocess.run([*command, "--full"], capture_output=True, text=True, env=env)
+    assert full.returncode == 1, full.stdout
+    assert "- damaged store: 1" in full.stderr
+    first = int(entry["start"]) * 96 * 2
+    last = first + int(entry["frames"]) * 96 * 2 - 1
+    assert (
+        f"track {victim}: its bytes in {store.path / DATA} changed since packing "
+        f"(frames {entry['start']}..{entry['start'] + entry['frames'] - 1}, bytes {first}..{last})"
+    ) in full.stderr
+    assert f"expected {entry['digest'].tobytes().hex()} as packed (index.npy)" in full.stderr
+    assert "Traceback" not in full.stderr
+    help_text = subprocess.run([*command[:4], "--help"], capture_output=True, text=True, env=env)
+    assert "--full" in help_text.stdout and "read every byte again" in help_text.stdout
+
+
+def test_what_the_data_layer_writes_gets_the_mode_the_umask_gives(tiny_dataset, tmp_path, cache):
+    from mer_models.data.__main__ import main as data_main
+    from mer_models.data.scaling import band_stats
+
+    previous = os.umask(0o002)  # a group-shared folder: not tempfile's 0o600, nor 0o644
+    try:
+        pack(tiny_dataset, tmp_path / "store", progress=False)
+        paths = stored(tiny_dataset, tmp_path / "store")
+        assert check_dataset(paths).ok
+        band_stats(load_split(paths, "train"), paths, 256)
+        labels = tmp_path / "labels.npy"
+        split = tiny_dataset.split_file("test")
+        assert (
+            data_main(
+                ["labels", str(split), "--tags", str(tiny_dataset.tag_file())]
+                + ["--out", str(labels)]
+            )
+            == 0
+        )
+    finally:
+        os.umask(previous)
+    written = [tmp_path / "store" / name for name in (DATA, INDEX, MANIFEST)]
+    written += [labels, *(tmp_path / "cache").glob("*/*.json")]
+    assert {path.parent.name for path in written} >= {"store", "verified", "band_stats"}
+    assert {str(path): path.stat().st_mode & 0o777 for path in written} == {
+        str(path): 0o664 for path in written
+    }
