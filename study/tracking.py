@@ -1,23 +1,37 @@
 """MLflow tracking of a study: one experiment, a parent run, one nested run per trial.
 
-All MLflow writes happen in the driver process, one at a time, from Ray Tune
-callbacks: trials never open the tracking store themselves. That sidesteps
+All MLflow writes happen in the driver process, one at a time (Ray Tune
+callbacks queue them for one writer thread): trials never open the tracking
+store themselves. That sidesteps
 SQLite's lock contention under concurrent writers, and works the same for a
 file, SQLite or server store. Runs are found again by their tags, so a
 resumed study neither duplicates a run nor logs an epoch twice. Names and
 tags follow `tracking` (shared with the analysis package).
+
+A store that is locked or down does not stop the study: the driver's writes
+wait in order in memory, are retried with backoff, and are sent once it is
+back (see `StudyTracker`); the study's own records on disk stay complete
+either way, and a resume logs what never reached MLflow.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import sqlite3
 import tempfile
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import requests
 from mlflow.entities import DatasetInput, Metric, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mer_models.data.splits import DatasetPaths
@@ -48,6 +62,18 @@ from tracking.runs import (
 log = logging.getLogger(__name__)
 
 RESULT_ARTIFACTS = "study"  # the parent run's folder of the space YAML and the summary table
+PENDING = "pending-trial:"  # what `trial_run` returns before the trial's run is found or made
+WRITER = "mlflow-writer"  # the name of the thread that sends the queued writes
+FIRST_RETRY_S, LAST_RETRY_S = 1.0, 30.0  # the backoff between attempts at a waiting write
+_TRANSIENT_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
+_NETWORK_ERRORS = (
+    ConnectionError,
+    TimeoutError,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.RetryError,
+    requests.exceptions.ChunkedEncodingError,
+)
 
 
 def study_dataset(data: DatasetPaths, tracks: dict[str, int], tags: int) -> DatasetInput:
@@ -67,7 +93,21 @@ def study_dataset(data: DatasetPaths, tracks: dict[str, int], tags: int) -> Data
 
 
 class StudyTracker:
-    """The MLflow side of one study. Picklable: the client is made on first use."""
+    """The MLflow side of one study. Picklable: the client and the writer are made on use.
+
+    `start` and `log_result` (before and after the Tune run) call the store
+    directly. The calls made from the Tune callback (`trial_run`, `reopen`,
+    `log_epoch`, `log_missing_epochs`, `finish_trial`) and the study's end
+    (`close_open_runs`, `finish_study`) are queued, in order, for one writer
+    thread, so that a locked or unreachable store never stalls the Tune loop:
+    a write that fails for a transient reason (SQLite locked or busy, a
+    server refusing connections or timing out) stays first in the queue and
+    is tried again after 1, 2, 4 ... 30 s; any other failure is raised by the
+    next call. Every write can be sent twice without a trace: runs are found
+    by their tags before one is created, and an epoch sent again sends only
+    the values its run lacks. The store's outage is told once, and its
+    return once.
+    """
 
     def __init__(
         self,
@@ -76,22 +116,51 @@ class StudyTracker:
         artifact_root: Path | None = None,
         description: str = "",
         dataset: DatasetInput | None = None,
+        drain_timeout_s: float = 30.0,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.study = study
         self.artifact_root = artifact_root
         self.description = description
         self.dataset = dataset  # recorded as the input of the parent run and of every trial run
+        self.drain_timeout_s = drain_timeout_s  # what the study's end waits for queued writes
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._client: MlflowClient | None = None
-        self._runs: dict[str, str] = {}
-        self._last_step: dict[str, int] = {}
+        self._runs: dict[str, str] = {}  # trial id -> run id, set by the writer
+        self._last_step: dict[str, int] = {}  # run id -> last epoch logged, used by the writer
+        self._new_writer()
+
+    def _new_writer(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._queue: deque[_Write] = deque()
+        self._writer: threading.Thread | None = None
+        self._requested: set[str] = set()  # trials whose run is queued to be found or made
+        self._failure: Exception | None = None  # a write that failed for good, raised next
+        self._retry_now = False
+        self._unreachable = False
+        self._sent_since = 0  # writes sent since the store became unreachable
+        self._end_deadline: float | None = None
+        self._told_unsent = False
+        self._no_run: set[str] = set()  # trials told to have no run
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_client"] = None
+        keep = ("tracking_uri", "study", "artifact_root", "description", "dataset")
+        state = {key: self.__dict__[key] for key in keep}
+        state |= {
+            "drain_timeout_s": self.drain_timeout_s,
+            "experiment_id": self.experiment_id,
+            "parent_run_id": self.parent_run_id,
+            "_runs": dict(self._runs),
+            "_last_step": dict(self._last_step),
+        }
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._client = None
+        self._new_writer()
 
     @property
     def client(self) -> MlflowClient:
@@ -108,7 +177,7 @@ class StudyTracker:
         found = self.client.search_runs([self.experiment_id], study_run_filter(self.study))
         if found:
             self.parent_run_id = found[0].info.run_id
-            self.reopen(self.parent_run_id)
+            self._reopen(self.parent_run_id)
             return
         run = self.client.create_run(
             self.experiment_id, run_name=self.study, tags={ROLE_TAG: "study", STUDY_TAG: self.study}
@@ -117,81 +186,99 @@ class StudyTracker:
         self.client.log_batch(self.parent_run_id, params=params(values))
         self._log_dataset(self.parent_run_id)
 
+    # Queued: called from the Tune callback -----------------------------------
+
     def trial_run(self, trial_id: str, name: str, values: dict[str, Any]) -> str:
-        """The run of a trial, created (with its params) the first time it is asked for."""
+        """The run of a trial, created (with its params) the first time it is asked for.
+
+        Its run id once the writer has found or made it; until then a stable
+        handle (``pending-trial:<trial id>``) that the other calls take in its
+        place, and that a later tracker resolves by the trial's tag.
+        """
+        self._raise_failure()
         if trial_id in self._runs:
             return self._runs[trial_id]
-        found = self.client.search_runs(
-            [self.experiment_id], trial_run_filter(self.study, trial_id)
-        )
-        if found:
-            run_id = found[0].info.run_id
-            history = self.client.get_metric_history(run_id, SCHEDULER_METRIC)
-            self._last_step[run_id] = max((m.step for m in history), default=0)
-        else:
-            run_id = create_nested_run(
-                self.client,
-                self.experiment_id,
-                self.parent_run_id,
-                self.study,
-                "trial",
-                name,
-                {TRIAL_TAG: trial_id},
-            )
-            self.client.log_batch(run_id, params=params(values))
-            self._log_dataset(run_id)
-            self._last_step[run_id] = 0
-        self._runs[trial_id] = run_id
-        return run_id
+        if trial_id not in self._requested:
+            self._requested.add(trial_id)
+            self._submit(f"the run of trial {trial_id}", self._find_or_make, trial_id, name, values)
+        return PENDING + trial_id
 
     def log_epoch(self, run_id: str, record: dict[str, Any]) -> None:
         """Per-epoch metrics with step = epoch; epochs already logged are skipped."""
         epoch = int(record["epoch"])
-        if epoch <= self._last_step.get(run_id, 0):
-            return
         timestamp = int(record.get("timestamp", 0) * 1000)
         metrics = [
             Metric(name, value, timestamp, epoch)
             for name, value in mlflow_metrics(record, EPOCH_METRICS).items()
         ]
-        self.client.log_batch(run_id, metrics=metrics)
-        self._last_step[run_id] = epoch
+        self._submit(f"epoch {epoch} of run {run_id}", self._log_epoch, run_id, epoch, metrics)
 
     def log_missing_epochs(self, run_id: str, history: list[dict[str, Any]]) -> None:
         """Epochs a trial trained whose results never reached the driver (killed between a
         checkpoint and its report), logged from the trial's own history: one value per epoch."""
-        logged = {
-            m.step for m in self.client.get_metric_history(run_id, EPOCH_METRICS[SCHEDULER_METRIC])
-        }
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(name, value, now, int(record["epoch"]))
-            for record in history
-            if int(record["epoch"]) not in logged
-            for name, value in mlflow_metrics(record, EPOCH_METRICS).items()
-        ]
-        for start in range(0, len(metrics), 1000):  # MLflow's batch limit
-            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        self._submit(f"the epochs run {run_id} misses", self._log_missing, run_id, history)
 
     def finish_trial(
         self, run_id: str, metrics: dict[str, Any], end_state: str, artifacts: list[Path]
     ) -> None:
         """Close a trial's run with its results; once only, also when called again on resume."""
-        status = "FAILED" if end_state == "error" else "FINISHED"
-        run = self.client.get_run(run_id)
-        if run.info.status == status and run.data.tags.get(END_STATE_TAG) == end_state:
+        self._submit(
+            f"the end of run {run_id}", self._finish_trial, run_id, metrics, end_state, artifacts
+        )
+
+    def reopen(self, run_id: str) -> None:
+        """A run that continues after an interruption is RUNNING again."""
+        self._submit(f"reopening run {run_id}", self._reopen, run_id)
+
+    # The study's end: queued, then waited for -------------------------------
+
+    def close_open_runs(self, status: str) -> None:
+        """End every run of the study still RUNNING (KILLED on an interruption, else FAILED),
+        after the writes queued before; waits for them as `finish_study` does."""
+        if self.experiment_id is None:
             return
-        final = [
-            Metric(name, value, 0, 0)
-            for name, value in mlflow_metrics(metrics, FINAL_METRICS).items()
-            if name not in run.data.metrics
-        ]
-        self.client.log_batch(run_id, metrics=final, tags=[RunTag(END_STATE_TAG, end_state)])
-        logged = {artifact.path for artifact in self.client.list_artifacts(run_id)}
-        for path in artifacts:
-            if path.exists() and path.name not in logged:
-                self.client.log_artifact(run_id, str(path))
-        self.client.set_terminated(run_id, status=status)
+        self._submit("closing the open runs", self._close_open_runs, status)
+        self._drain_at_end()
+
+    def finish_study(self, status: str = "FINISHED") -> None:
+        """End the parent run, after the writes queued before, and wait for them all: up to
+        `drain_timeout_s` for the whole end of the study, then say what was not sent."""
+        if self.parent_run_id is not None:
+            self._submit("the end of the study's run", self._terminate, self.parent_run_id, status)
+        self._drain_at_end()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the queued writes, retrying a waiting one at once.
+
+        True when all were sent. Else False, and a warning (once) that says how
+        many were not and that a resume of the study logs what MLflow lacks.
+        A write that failed for good is raised here.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            self._retry_now = True
+            self._changed.notify_all()
+            while self._queue and (left := deadline - time.monotonic()) > 0:
+                self._changed.wait(left)
+            unsent = len(self._queue)
+        self._raise_failure()
+        if unsent and not self._told_unsent:
+            self._told_unsent = True
+            log.warning(
+                "MLflow store %s: %d write(s) not sent; the study's records on disk are "
+                "complete, and resuming the study (--resume) logs what MLflow lacks",
+                self.tracking_uri,
+                unsent,
+            )
+        return not unsent
+
+    @property
+    def pending(self) -> int:
+        """Writes queued and not yet sent."""
+        with self._lock:
+            return len(self._queue)
+
+    # Direct: after the Tune run --------------------------------------------
 
     def log_result(
         self,
@@ -210,6 +297,7 @@ class StudyTracker:
         ``files`` (artifact name -> text: the space YAML, the summary table)
         under ``study/``.
         """
+        self._raise_failure()
         metrics = {**mlflow_metrics(best_metrics, FINAL_METRICS), **fusion_metrics}
         tags = {
             BEST_TRIAL_TAG: best_id,
@@ -226,15 +314,206 @@ class StudyTracker:
                 (Path(folder) / name).write_text(text)
             self.client.log_artifacts(self.parent_run_id, folder, RESULT_ARTIFACTS)
 
-    def reopen(self, run_id: str) -> None:
-        """A run that continues after an interruption is RUNNING again."""
+    # The queue and its writer ----------------------------------------------
+
+    def _submit(self, what: str, write: Callable[..., None], *args: Any) -> None:
+        self._raise_failure()
+        with self._lock:
+            self._queue.append(_Write(what, write, args))
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_all, name=WRITER, daemon=True)
+                _quiet_store_errors()
+                self._writer.start()
+
+    def _raise_failure(self) -> None:
+        with self._lock:
+            failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def _drain_at_end(self) -> None:
+        if self._end_deadline is None:
+            self._end_deadline = time.monotonic() + self.drain_timeout_s
+        self.drain(max(self._end_deadline - time.monotonic(), 0.0))
+
+    def _write_all(self) -> None:
+        """The writer thread: the queue in order; it ends when the queue is empty."""
+        delay = FIRST_RETRY_S
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._writer = None
+                    return
+                write = self._queue[0]
+            failure = None
+            try:
+                write.function(*write.args, again=write.attempts > 0)
+            except _NoRun as error:
+                self._tell_no_run(error.trial_id)
+            except Exception as error:  # noqa: BLE001 - sorted below, raised by the next call
+                write.attempts += 1
+                if _transient(error):
+                    self._tell_unreachable(error)
+                    with self._lock:  # `drain` cuts the wait short once
+                        self._changed.wait_for(lambda: self._retry_now, timeout=delay)
+                        self._retry_now = False
+                    delay = min(2 * delay, LAST_RETRY_S)
+                    continue
+                failure = error
+            delay = FIRST_RETRY_S
+            with self._lock:
+                self._queue.popleft()
+                if failure is not None and self._failure is None:
+                    if hasattr(failure, "add_note"):  # Python 3.11+
+                        failure.add_note(f"(while sending {write.what} to {self.tracking_uri})")
+                    self._failure = failure
+                back = self._unreachable and not self._queue
+                if self._unreachable:
+                    self._sent_since += 1
+                if back:
+                    self._unreachable, sent = False, self._sent_since
+                self._changed.notify_all()
+            if back:
+                log.warning(
+                    "MLflow store %s is back; %d queued writes sent", self.tracking_uri, sent
+                )
+
+    def _tell_unreachable(self, error: Exception) -> None:
+        with self._lock:
+            told, self._unreachable = self._unreachable, True
+            if not told:
+                self._sent_since = 0
+        if not told:
+            log.warning(
+                "MLflow store %s unreachable (%s); training goes on, its records are kept and "
+                "sent when it is back",
+                self.tracking_uri,
+                _reason(error),
+            )
+
+    def _tell_no_run(self, trial_id: str) -> None:
+        if trial_id not in self._no_run:
+            self._no_run.add(trial_id)
+            log.warning(
+                "trial %s: no MLflow run was made for it (the store was unreachable while it "
+                "ran); its records are on disk",
+                trial_id,
+            )
+
+    # The writes: each may run again after a failure (``again``) -------------
+
+    def _find_or_make(self, trial_id: str, name: str, values: dict[str, Any], again: bool) -> None:
+        if trial_id in self._runs:
+            return
+        found = self.client.search_runs(
+            [self.experiment_id], trial_run_filter(self.study, trial_id)
+        )
+        if found:  # a resumed study's run, or one made by an attempt that failed later
+            run = found[0]
+            run_id = run.info.run_id
+            if not run.data.params:
+                self.client.log_batch(run_id, params=params(values))
+            if not run.inputs.dataset_inputs:
+                self._log_dataset(run_id)
+        else:
+            run_id = create_nested_run(
+                self.client,
+                self.experiment_id,
+                self.parent_run_id,
+                self.study,
+                "trial",
+                name,
+                {TRIAL_TAG: trial_id},
+            )
+            self.client.log_batch(run_id, params=params(values))
+            self._log_dataset(run_id)
+            self._last_step[run_id] = 0
+            self._runs[trial_id] = run_id
+            return
+        self._known(trial_id, run_id)
+
+    def _known(self, trial_id: str, run_id: str) -> None:
+        """A run found again: its epochs logged so far are not logged twice."""
+        self._last_step[run_id] = max(self._logged_steps(run_id, SCHEDULER_METRIC), default=0)
+        self._runs[trial_id] = run_id
+
+    def _resolve(self, run_id: str) -> str:
+        """The run id of a handle that `trial_run` returned (maybe by an earlier tracker)."""
+        if not run_id.startswith(PENDING):
+            return run_id
+        trial_id = run_id.removeprefix(PENDING)
+        if trial_id not in self._runs:
+            found = self.client.search_runs(
+                [self.experiment_id], trial_run_filter(self.study, trial_id)
+            )
+            if not found:
+                raise _NoRun(trial_id)
+            self._known(trial_id, found[0].info.run_id)
+        return self._runs[trial_id]
+
+    def _log_epoch(self, run_id: str, epoch: int, metrics: list[Metric], again: bool) -> None:
+        run_id = self._resolve(run_id)
+        if epoch <= self._last_step.get(run_id, 0):
+            return
+        if again:  # the last attempt may have landed (a server's reply lost): send what is not
+            metrics = [
+                metric
+                for metric in metrics
+                if metric.step not in self._logged_steps(run_id, metric.key)
+            ]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+        self._last_step[run_id] = epoch
+
+    def _logged_steps(self, run_id: str, key: str) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(run_id, key)}
+
+    def _log_missing(self, run_id: str, history: list[dict[str, Any]], again: bool) -> None:
+        run_id = self._resolve(run_id)
+        logged = {name: self._logged_steps(run_id, name) for name in EPOCH_METRICS.values()}
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(name, value, now, int(record["epoch"]))
+            for record in history
+            for name, value in mlflow_metrics(record, EPOCH_METRICS).items()
+            if int(record["epoch"]) not in logged[name]
+        ]
+        for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        last = max((int(record["epoch"]) for record in history), default=0)
+        self._last_step[run_id] = max(self._last_step.get(run_id, 0), last)
+
+    def _finish_trial(
+        self,
+        run_id: str,
+        metrics: dict[str, Any],
+        end_state: str,
+        artifacts: list[Path],
+        again: bool,
+    ) -> None:
+        run_id = self._resolve(run_id)
+        status = "FAILED" if end_state == "error" else "FINISHED"
+        run = self.client.get_run(run_id)
+        if run.info.status == status and run.data.tags.get(END_STATE_TAG) == end_state:
+            return
+        final = [
+            Metric(name, value, 0, 0)
+            for name, value in mlflow_metrics(metrics, FINAL_METRICS).items()
+            if name not in run.data.metrics
+        ]
+        self.client.log_batch(run_id, metrics=final, tags=[RunTag(END_STATE_TAG, end_state)])
+        logged = {artifact.path for artifact in self.client.list_artifacts(run_id)}
+        for path in artifacts:
+            if path.exists() and path.name not in logged:
+                self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id, status=status)
+
+    def _reopen(self, run_id: str, again: bool = False) -> None:
+        run_id = self._resolve(run_id)
         if self.client.get_run(run_id).info.status != "RUNNING":
             self.client.update_run(run_id, status="RUNNING")
 
-    def close_open_runs(self, status: str) -> None:
-        """End every run of the study still RUNNING (KILLED on an interruption, else FAILED)."""
-        if self.experiment_id is None:
-            return
+    def _close_open_runs(self, status: str, again: bool) -> None:
         for run in self.client.search_runs(
             [self.experiment_id],
             f"tags.`{STUDY_TAG}` = '{self.study}' and attributes.status = 'RUNNING'",
@@ -242,10 +521,76 @@ class StudyTracker:
         ):
             self.client.set_terminated(run.info.run_id, status=status)
 
-    def finish_study(self, status: str = "FINISHED") -> None:
-        if self.parent_run_id is not None:
-            self.client.set_terminated(self.parent_run_id, status=status)
+    def _terminate(self, run_id: str, status: str, again: bool) -> None:
+        self.client.set_terminated(run_id, status=status)
 
     def _log_dataset(self, run_id: str) -> None:
         if self.dataset is not None:
             self.client.log_inputs(run_id, datasets=[self.dataset])
+
+
+class _NoRun(Exception):
+    """A handle from `trial_run` whose trial's run was never made (by an earlier driver)."""
+
+    def __init__(self, trial_id: str) -> None:
+        super().__init__(trial_id)
+        self.trial_id = trial_id
+
+
+@dataclass
+class _Write:
+    what: str  # named when it fails for good
+    function: Callable[..., None]
+    args: tuple[Any, ...]
+    attempts: int = 0
+
+
+# SQLite's words for a database another connection holds, or cannot open for now.
+_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o")
+
+
+def _transient(error: BaseException) -> bool:
+    """Whether a failed write may succeed later as it is: the store locked, down or slow.
+
+    A bad request (an unknown run, an invalid value, a schema error) is not.
+    """
+    for cause in _chain(error):
+        if isinstance(cause, sqlite3.OperationalError):
+            return any(word in str(cause).lower() for word in _SQLITE_TRANSIENT)
+    for cause in _chain(error):
+        if isinstance(cause, MlflowException) and cause.error_code in _TRANSIENT_CODES:
+            return True
+        if isinstance(cause, _NETWORK_ERRORS):
+            return True
+    return False
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and what caused it, outermost first."""
+    found: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in found:
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost cause in a few words: 'database is locked', 'Connection refused'."""
+    text = str(_chain(error)[-1]).strip().splitlines()
+    reason = re.sub(r"^(\(\w+(\.\w+)*\)|\[Errno \d+\])\s*", "", text[0] if text else "")
+    reason = reason or type(_chain(error)[-1]).__name__
+    return reason if len(reason) <= 100 else reason[:97] + "..."
+
+
+def _quiet_store_errors() -> None:
+    """MLflow logs a traceback for every database error it raises; the writer's are its own
+    to retry or raise, so their tracebacks stay out of the console."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(found, _NotTheWriter) for found in logger.filters):
+        logger.addFilter(_NotTheWriter())
+
+
+class _NotTheWriter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName != WRITER
