@@ -1,4 +1,5 @@
-"""Real processes for the study tests: free ports, an `mlflow server`, whole sessions killed."""
+"""Real processes for the study tests: free ports, an `mlflow server`, whole sessions killed
+(at once, or as soon as they print a line)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +45,30 @@ def kill_session(process: subprocess.Popen) -> None:
     for pid in session_processes(process.pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def kill_at_line(process: subprocess.Popen, text: str, timeout: float) -> str:
+    """Read a session's text output until a line holds `text`, then SIGKILL the session at
+    once (whatever it would do next: a step that waits on the line, not on how fast the
+    process is). Returns the output read; a process that never prints it is killed after
+    `timeout` s and its output returned all the same."""
+    watchdog = threading.Timer(timeout, _kill_group, [process.pid])
+    watchdog.start()
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if text in line:
+                break
+    finally:
+        watchdog.cancel()
+        kill_session(process)
+    return "".join(lines)
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager
