@@ -199,7 +199,11 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     # After ray.init, which installs its own SIGTERM handler (an abrupt exit):
     # SIGTERM (kill, timeout, batch schedulers) stops the study as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
-    for name in ("ray.tune.tune", "ray.tune.execution.tune_controller"):
+    for name in (
+        "ray.tune.tune",
+        "ray.tune.execution.tune_controller",
+        "ray.tune.execution.experiment_state",
+    ):
         logging.getLogger(name).addFilter(_NoRayTrialNoise())
     retrying = frozenset(t.key for t in listed if t.end_state == "error" and options.retry_failed)
     recorder = StudyRecorder(
@@ -382,13 +386,16 @@ def write_study_file(options: StudyOptions, tracker: StudyTracker) -> None:
 
 
 class _NoRayTrialNoise(logging.Filter):
-    """Ray's own `Tuner.restore(...)` hint and its per-failure tracebacks: the driver
-    prints the study's resume command, and a failed trial as one paragraph (its cause
-    and the file of its full traceback)."""
+    """Ray's messages that the study says better or does not need: its `Tuner.restore(...)`
+    hint (the driver prints the study's resume command), its per-failure tracebacks (a
+    failed trial is one paragraph: its cause and the file of its full traceback), and the
+    failures to save its experiment state (never read back: the records are the truth)."""
+
+    NOISE = ("Tuner.restore(", "Trial task failed", "experiment state", "controller checkpointing")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return "Tuner.restore(" not in message and "Trial task failed" not in message
+        return not any(noise in message for noise in self.NOISE)
 
 
 def study_params(options: StudyOptions) -> dict[str, Any]:

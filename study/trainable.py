@@ -147,6 +147,13 @@ def _retryable(error: BaseException) -> bool:
 
 
 def _one_line(error: BaseException) -> str:
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list):
+        *_, why = error.args[0][0]  # copytree's list of (source, target, why): the first
+        why = str(why)  # "[Errno 28] No space left on device: 'source' -> 'target'"
+        if " -> " in why:
+            head, target = why.rsplit(" -> ", 1)
+            return f"{head.split(': ')[0]}: {target}"
+        return why
     text = str(error).strip()
     first = text.splitlines()[0] if text else ""
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
