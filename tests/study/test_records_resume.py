@@ -39,8 +39,10 @@ def test_a_resume_trusts_the_records_not_rays_state(small_synthetic, tmp_path):
     study = Study(tmp_path, small_synthetic, write_space(tmp_path, "records", epochs, rows=2))
     driver = study.start()
     wait_for(
-        lambda: len(study.stored_epochs()) == 2
-        and all(len(e) == 2 for e in study.stored_epochs().values()),
+        lambda: (
+            len(study.stored_epochs()) == 2
+            and all(len(e) == 2 for e in study.stored_epochs().values())
+        ),
         driver,
     )
     interrupt(driver, signal.SIGKILL)

@@ -118,8 +118,9 @@ def test_a_damaged_study_record_is_refused_naming_the_file(tmp_path, text, named
     [
         ("description: '{}'\nparameters: {{width: 4}}\n".format("x" * 20_001), "description"),
         (
-            "searcher: grid\nparameters:\n  lr: {grid: [%s]}\n  width: {grid: [%s]}\n"
-            % (", ".join(f"{i + 1}.0e-4" for i in range(200)), ", ".join(map(str, range(4, 64)))),
+            "searcher: grid\nparameters:\n"
+            f"  lr: {{grid: [{', '.join(f'{i + 1}.0e-4' for i in range(200))}]}}\n"
+            f"  width: {{grid: [{', '.join(map(str, range(4, 64)))}]}}\n",
             "plans 12,000 trials",
         ),
         ("# padding\n" * 120_000 + "parameters: {width: 4}\n", "1,048,576"),
