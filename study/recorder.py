@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from ray import tune
 
-from mer_models.config import applicable_fields
+from mer_models.config import TrainConfig, applicable_fields
 from mer_models.training.checkpoint import (
     STATE_FILE,
     TEST_PREDICTIONS,
@@ -29,7 +29,7 @@ from mer_models.training.checkpoint import (
 )
 from study import records
 from study.checkpoints import CheckpointStore
-from study.tracking import StudyTracker
+from study.tracking import PENDING, StudyTracker
 from study.trainable import (
     FAILED_KEY,
     SKIPPED_KEY,
@@ -240,6 +240,14 @@ class StudyRecorder(tune.Callback):
         try:
             metrics = json.loads((target / records.METRICS_FILE).read_text())
             history = json.loads((target / records.HISTORY_FILE).read_text())
+            if str(metrics.get("mlflow_run_id", "")).startswith(PENDING):
+                # Its whole life fell in a tracking outage: find or make its run now.
+                config = TrainConfig.from_dict(
+                    json.loads((target / records.CONFIG_FILE).read_text()), source=str(target)
+                )
+                metrics["mlflow_run_id"] = self.tracker.trial_run(
+                    target.name, metrics["trial_name"], applicable_fields(config)
+                )
             self._close(target, metrics, history)
         except Exception as failure:  # noqa: BLE001 - a trial's files never crash the driver
             log.warning("trial %s: its MLflow run could not be closed: %s", target.name, failure)
