@@ -186,6 +186,9 @@ def configure_console(verbose: bool) -> None:
     # Ray Tune's own progress output (its configuration box, TensorBoard hint); ours is printed.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow prints "View run ... at: URL" for every run a server closes; the study prints
+    # where its runs are once, at the end.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -200,6 +203,14 @@ def with_scheduler(space: SearchSpace, scheduler: str | None) -> SearchSpace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except KeyboardInterrupt:  # before the study began (run() handles it after)
+        print("\ninterrupted before the study began; nothing was started", file=sys.stderr)
+        return 130
+
+
+def run(argv: list[str] | None = None) -> int:
     args, parser = parse_args(argv)
     configure_console(args.verbose)
     # Until Ray takes over signals (the driver then maps SIGTERM to its Ctrl-C),
