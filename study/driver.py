@@ -239,12 +239,44 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     return ran
 
 
+def check_records(options: StudyOptions) -> None:
+    """A resumed study's records must read, and every recorded trial must be one its space
+    plans (grid and random); else RecordError naming the trial's file and the space."""
+    listed = records.read_trials(options.study_dir)
+    planned = planned_trials(options)
+    if planned is None:
+        return
+    left = Counter(_identity_key(config) for config in planned)
+    for trial in listed:
+        if left[_identity_key(trial.config)] > 0:
+            left[_identity_key(trial.config)] -= 1
+            continue
+        recorded = records.identity(trial.config)
+        nearest = min(planned, key=lambda c: sum(c.get(k) != v for k, v in recorded.items()))
+        differs = ", ".join(
+            f"{key} {value!r} (planned: {nearest.get(key)!r})"
+            for key, value in recorded.items()
+            if nearest.get(key) != value
+        )
+        path = records.trial_dir(options.study_dir, trial.key) / records.CONFIG_FILE
+        raise records.RecordError(
+            f"{path}: trial {trial.key}'s recorded config is not one that the study's space "
+            f"({options.space.file}, as recorded in study.json) plans: {differs or 'a repeat'}. "
+            "The records disagree with the space; restore the file, or start a new study "
+            "(another --name)"
+        )
+
+
+def _identity_key(config: dict[str, Any]) -> str:
+    return json.dumps(records.identity(config), sort_keys=True)
+
+
 def not_begun(planned: list[dict[str, Any]], listed: list[records.TrialRecord]) -> list[dict]:
     """The planned configs no listed trial has (as many times as they are planned)."""
-    begun = Counter(json.dumps(t.identity, sort_keys=True) for t in listed)
+    begun = Counter(_identity_key(t.config) for t in listed)
     remaining = []
     for config in planned:
-        identity = json.dumps(records.identity(config), sort_keys=True)
+        identity = _identity_key(config)
         if begun[identity] > 0:
             begun[identity] -= 1
         else:

@@ -266,6 +266,7 @@ def run(argv: list[str] | None = None) -> int:
         ClusterError,
         StorageFault,
         StudyOptions,
+        check_records,
         check_trial_configs,
         run_study,
         study_params,
@@ -298,6 +299,8 @@ def run(argv: list[str] | None = None) -> int:
     )
     try:
         check_trial_configs(options)
+        if args.resume:
+            check_records(options)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -181,3 +181,22 @@ def test_bad_places_are_refused_in_seconds_with_nothing_created(tiny_dataset, tm
     assert f"--tracking-uri http://127.0.0.1:{port}: no MLflow tracking server" in done.stderr
     assert time.monotonic() - started < 60
     assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_recorded_trial_the_space_does_not_plan_is_refused_naming_both(tmp_path):
+    from study.driver import StudyOptions, planned_trials
+    from study.search_space import load_space
+
+    study = recorded_study(tmp_path)
+    space = load_space("smoke")
+    planned = planned_trials(StudyOptions(space, "ek1", tmp_path, None, "sqlite:///x", "quick"))
+    (study / "trials" / "ek1_00000").mkdir(parents=True)
+    (study / "trials" / "ek1_00000" / "config.json").write_text(json.dumps(planned[0]))
+    edited = study / "trials" / "ek1_00001" / "config.json"
+    edited.parent.mkdir()
+    edited.write_text(json.dumps({**planned[1], "lr": 0.5}))
+    done = driver(tmp_path, "--name", "ek1", "--resume")
+    assert done.returncode == 2, done.stderr
+    assert str(edited) in done.stderr and "smoke.yaml" in done.stderr
+    assert "lr 0.5 (planned: 0.003)" in done.stderr
+    assert "Traceback" not in done.stderr
