@@ -186,5 +186,6 @@ def test_smoke_study_against_a_real_mlflow_server(small_synthetic, tmp_path):
                 assert m["epochs_run"] < 4
         assert "conv. attention" in done.stdout and "asha_stopped" in done.stdout
         assert f"open the MLflow UI at: {uri}" in done.stdout
+        assert "View run" not in done.stdout  # MLflow's per-run lines: only with --verbose
         assert json.loads((study_dir / "study.json").read_text())["tracking_uri"] == uri
         check_ui_api(uri, study_dir, metrics)

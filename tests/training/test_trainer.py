@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -96,6 +99,50 @@ def test_restored_run_equals_an_uninterrupted_run(dataset, tmp_path):
     weights_b = torch.load(tmp_path / "b" / "best_model.pt")["model"]
     for name, tensor in weights_a.items():
         torch.testing.assert_close(tensor, weights_b[name], rtol=0, atol=0)
+
+
+class Planted:
+    """Unpickled, it creates `path`: a checkpoint that would run code on load."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_planted_checkpoint_is_refused_and_runs_no_code(dataset, tmp_path):
+    """`mer_models.train --resume` on a checkpoint that holds code: a clear error, exit 1,
+    and the code never ran (checkpoints load with weights_only)."""
+    out, marker = tmp_path / "run", tmp_path / "planted-code-ran"
+    (out / "checkpoint").mkdir(parents=True)
+    torch.save({"model": Planted(marker)}, out / "checkpoint" / "checkpoint.pt")
+    config = tmp_path / "config.yaml"
+    config.write_text("width: 4\nunits: 8\nwindow: 64\nbatch_size: 8\nmax_epochs: 2\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mer_models.train",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            "--resume",
+            "--metadata",
+            str(dataset.metadata),
+            "--melspecs",
+            str(dataset.melspecs),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MER_MODELS_CACHE": str(tmp_path / "cache")},
+    )
+    assert done.returncode == 1, done.stderr
+    assert not marker.exists(), "the checkpoint ran code"
+    assert "checkpoint.pt: does not load as a checkpoint" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_early_stopping_keeps_the_best_epoch(dataset, tmp_path):
