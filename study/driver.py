@@ -35,10 +35,18 @@ from study import records
 from study.budgets import BUDGETS
 from study.checkpoints import FOLDER as CHECKPOINTS
 from study.checkpoints import CheckpointStore
+from study.local_cluster import start_local_cluster
 from study.recorder import StudyRecorder
 from study.search_space import MODE, SearchSpace
 from study.tracking import StudyTracker
-from study.trainable import RECORDED_KEY, ROW_KEY, SCRATCH_PREFIX, run_trial, trial_config
+from study.trainable import (
+    RECORDED_KEY,
+    ROW_KEY,
+    SCRATCH_PREFIX,
+    run_trial,
+    storage_fault,
+    trial_config,
+)
 from tracking.names import searched_fields
 
 log = logging.getLogger(__name__)
@@ -190,10 +198,15 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     and trials never begun start. Raises StorageFault when a full or unwritable
     disk stopped it.
     """
-    write_study_file(options, tracker)
-    write_groundtruth(options.study_dir, options.data)
-    records.recover_trials(options.study_dir)
-    remove_leftovers(options)
+    try:
+        write_study_file(options, tracker)
+        write_groundtruth(options.study_dir, options.data)
+        records.recover_trials(options.study_dir)
+        remove_leftovers(options)
+    except OSError as error:
+        if storage_fault(error):
+            raise StorageFault(f"the study's records: {error}") from None
+        raise
     listed = records.read_trials(options.study_dir)
     _start_ray(options)
     # After ray.init, which installs its own SIGTERM handler (an abrupt exit):
@@ -231,8 +244,10 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
         if to_run:
             ran += _fit(options, recorder, _explicit_space(options, to_run), None, len(to_run))
         remaining = options.space.num_samples - len(listed)
-        if remaining > 0 and recorder.fault is None:
-            searcher = make_searcher(options, records.read_trials(options.study_dir))
+        begun = records.read_trials(options.study_dir)
+        # Not after an interruption (Ray stops gracefully): only once the begun trials ended.
+        if remaining > 0 and all(t.metrics is not None for t in begun) and not recorder.fault:
+            searcher = make_searcher(options, begun)
             ran += _fit(options, recorder, param_space(options), searcher, remaining)
     if recorder.fault is not None:
         raise StorageFault(recorder.fault)
@@ -328,13 +343,9 @@ def _start_ray(options: StudyOptions) -> None:
     if ray.is_initialized():
         return
     if not options.address:
-        ray.init(
-            address="local",  # its own cluster, never one a `ray start` left on this node
-            num_cpus=os.cpu_count(),
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        # Its own cluster, never one a `ray start` left on this node, out of the way of a
+        # SIGTERM to the driver's process group.
+        start_local_cluster(num_cpus=os.cpu_count())
         return
     join_cluster(options.address)
     nodes = sum(node.get("Alive", False) for node in ray.nodes())

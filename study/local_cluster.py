@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -58,13 +59,13 @@ def start_local_cluster(num_cpus: int) -> None:
             [sys.executable, "-I", "-S", "-c", _REAPER],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
-            process_group=0,
+            **_in_group(0),
         )
     ray_popen = services.ConsolePopen
 
     class InClusterGroup(ray_popen):
         def __init__(self, *args, **kwargs) -> None:
-            kwargs.setdefault("process_group", _reaper.pid)
+            kwargs.update(_in_group(_reaper.pid, kwargs.pop("preexec_fn", None)))
             if kwargs.get("stdin") is None:
                 kwargs["stdin"] = subprocess.DEVNULL
             super().__init__(*args, **kwargs)
@@ -80,3 +81,17 @@ def start_local_cluster(num_cpus: int) -> None:
         )
     finally:
         services.ConsolePopen = ray_popen
+
+
+def _in_group(group: int, then=None) -> dict:
+    """Popen arguments that start a process in process group `group` (0: a new one that
+    it leads), before `then` (a preexec_fn Ray passes, e.g. its parent-death signal)."""
+    if sys.version_info >= (3, 11) and then is None:
+        return {"process_group": group}
+
+    def join() -> None:
+        os.setpgid(0, group)
+        if then is not None:
+            then()
+
+    return {"preexec_fn": join}

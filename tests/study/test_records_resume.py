@@ -138,3 +138,37 @@ def test_a_full_disk_stops_the_study_cleanly_and_a_resume_finishes(small_synthet
     finally:
         subprocess.run(["umount", "-l", str(storage)], check=False)
         shutil.rmtree(storage, ignore_errors=True)
+
+
+def test_an_optuna_study_resumes_its_begun_trials_then_samples_the_rest(small_synthetic, tmp_path):
+    """Killed with one trial ended and one training: the resume continues the second with
+    its recorded config, then Optuna (told the recorded results) samples the third."""
+    epochs = 6
+    space = tmp_path / "tpe.yaml"
+    space.write_text(
+        "searcher: optuna\nnum_samples: 3\nbudget: quick\nscheduler: {type: fifo}\n"
+        f"parameters: {{max_epochs: {epochs}, patience: 0, width: 4, window: 64, "
+        "batch_size: 16, seed: 0, layers: 1, cell: gru, units: 8, cbam: false, "
+        "lr: {loguniform: [1.0e-3, 1.0e-2]}}\n"
+    )
+    study = Study(tmp_path, small_synthetic, space, "--max-concurrent", "1")
+    driver = study.start()
+    wait_for(lambda: len(study.recorded()) == 1 and len(study.stored_epochs()) == 1, driver)
+    interrupt(driver, signal.SIGKILL)
+    first = study.recorded()
+    begun = {
+        p.parent.name: json.loads(p.read_text())["lr"]
+        for p in (study.dir / "trials").glob("*/config.json")
+    }
+    assert len(begun) == 2
+
+    study.run("--resume")
+    check_complete(study, trials=3, epochs=epochs)
+    recorded = study.recorded()
+    for key, lr in begun.items():  # the begun trials kept their keys and configs
+        assert json.loads((study.dir / "trials" / key / "config.json").read_text())["lr"] == lr
+    for key, metrics in first.items():  # the ended one was not run again
+        assert recorded[key] == metrics
+    (third,) = set(recorded) - set(begun)
+    lr = json.loads((study.dir / "trials" / third / "config.json").read_text())["lr"]
+    assert 1.0e-3 <= lr <= 1.0e-2 and lr not in begun.values()
