@@ -163,7 +163,9 @@ def make_searcher(options: StudyOptions, ended: list[records.TrialRecord] = ()):
     points = [{k: t.config[k] for k in sampled} for t in done]
     rewards = [max(row.get(options.space.metric, float("-inf")) for row in t.history) for t in done]
     searcher = OptunaSearch(
-        seed=options.space.search_seed,
+        # Its sampler's draws begin again from its seed: a resumed one is seeded past them,
+        # or its first draws would repeat the trials it was told of.
+        seed=options.space.search_seed + len(ended),
         points_to_evaluate=points or None,
         evaluated_rewards=rewards or None,
     )
