@@ -1,11 +1,12 @@
 """Driver-side Ray Tune callback: trial results to disk and MLflow, and progress.
 
-Every trial Ray knows of gets its folder, `STUDY_DIR/trials/<trial_id>/`,
-with its config at once. When a trial ends (finished, early-stopped, stopped
-by ASHA, or failed for good), its last checkpoint is turned into that folder's
-results: history, metrics with the end state, the best epoch's weights and
-prediction matrices. Each trial is written as it ends, so an interrupted study
-keeps everything finished so far.
+Every trial Ray knows of gets its folder, `STUDY_DIR/trials/<key>/` (see
+`study.records`), with its config at once. When a trial ends (finished,
+early-stopped, stopped by ASHA, or failed for good), its last checkpoint is
+turned into that folder's results: history, metrics with the end state, the
+best epoch's weights and prediction matrices. Each trial is written as it
+ends, so an interrupted study keeps everything finished so far. A full or
+unwritable disk stops the study (as Ctrl-C does) instead of crashing it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -141,8 +143,6 @@ class StudyRecorder(tune.Callback):
         if self.fault is not None:
             return
         self.fault = what
-        import signal
-
         signal.raise_signal(signal.SIGINT)
 
     def _list(self, trial) -> None:
