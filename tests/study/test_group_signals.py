@@ -119,7 +119,7 @@ def test_a_group_sigterm_stops_the_study_as_ctrl_c_does(small_synthetic, tmp_pat
     """`timeout -s TERM`, Slurm: SIGTERM to the driver and everything in its group while
     trials train. The study stops within seconds with its table and resume hint, its MLflow
     runs KILLED, and `--resume` finishes it."""
-    epochs = 30
+    epochs = 12
     study = Study(tmp_path, small_synthetic, write_space(tmp_path, "grouped", epochs, rows=2))
     driver = study.start()
     deadline = time.monotonic() + 300
@@ -139,7 +139,9 @@ def test_a_group_sigterm_stops_the_study_as_ctrl_c_does(small_synthetic, tmp_pat
     output = study.output()
     print(f"group SIGTERM: the driver ended {seconds:.1f} s after the signal, its cluster too")
     assert status != 0, output[-3000:]
-    assert seconds < 10, output[-3000:]
+    # About 5 s here (the figure is printed); the bound leaves room for a loaded machine
+    # and still fails the old way, a driver that waits 60 s for a GCS that is gone.
+    assert seconds < 45, output[-3000:]
     assert "trial(s) unfinished" in output, output[-3000:]
     assert f"--name {study.name} --resume" in output
     assert "Failed to connect to GCS" not in output and "Traceback" not in output

@@ -102,7 +102,7 @@ def test_a_full_disk_stops_the_study_cleanly_and_a_resume_finishes(small_synthet
     """Storage on a small tmpfs, filled while trials train: the study stops with one
     paragraph (place, error, how to continue), its table so far and its MLflow runs KILLED;
     with room again, a resume finishes it and leaves no half-written file."""
-    epochs = 30
+    epochs = 12
     storage = tmp_path / "small-disk"
     _tmpfs(storage, 64)
     try:
