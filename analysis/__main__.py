@@ -79,8 +79,16 @@ def _add_fuse_files(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("members", nargs="+", metavar="MEMBER", help="TEST.npy[:VALIDATION.npy]")
     parser.add_argument("--groundtruth", required=True, help="test labels .npy (bool or 0/1)")
-    parser.add_argument("--select", choices=("all", "topk", "greedy"), default="all")
-    parser.add_argument("--top-k", type=int, help="members kept by --select topk")
+    parser.add_argument(
+        "--select",
+        choices=("all", "topk", "greedy"),
+        default="all",
+        help="which members are fused: all (default), the --top-k best on validation, or "
+        "greedy (added while validation ROC-AUC improves)",
+    )
+    parser.add_argument(
+        "--top-k", type=int, help="members kept by --select topk (no default: required with it)"
+    )
     parser.add_argument("--weights", type=float, nargs="+", help="one weight > 0 per member")
     parser.add_argument("--validation-groundtruth", help="validation labels .npy (bool or 0/1)")
     parser.add_argument("--tags", help="tag list, one a line (names in thresholds.txt)")
@@ -163,8 +171,19 @@ def _add_fuse(subparsers: argparse._SubParsersAction) -> None:
         "STUDY_DIR/fusions) rewrites the study's report so that it lists this fusion too.",
     )
     _add_study_argument(parser)
-    parser.add_argument("--top-k", type=int, help="trials fused (topk) or considered (greedy)")
-    parser.add_argument("--select", choices=SELECTS, default="topk")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        help="trials fused (--select topk: required) or considered (greedy; default: every "
+        "finished trial)",
+    )
+    parser.add_argument(
+        "--select",
+        choices=SELECTS,
+        default="topk",
+        help="topk (default): the --top-k best trials by validation ROC-AUC; greedy: trials "
+        "added in that order while the fusion's validation ROC-AUC improves",
+    )
     parser.add_argument(
         "--external",
         action="append",

@@ -118,13 +118,21 @@ FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
 _FIELD_TYPES = {f.name: type(f.default) for f in fields(TrainConfig)}
 
 
-def applicable_fields(config: TrainConfig) -> dict[str, Any]:
-    """The fields the config's model reads: what a run records as its hyperparameters."""
+# Switches the trainer applies on CUDA only (trainer.py, training/step.py).
+CUDA_ONLY_FIELDS = ("bf16", "channels_last", "cuda_graphs")
+
+
+def applicable_fields(config: TrainConfig, device: str) -> dict[str, Any]:
+    """The fields the config's model reads, as they act on `device` ("cpu" or "cuda"), and
+    the device: what a run records as its hyperparameters. Off CUDA the CUDA-only
+    switches are recorded false, since nothing of theirs runs."""
     values = config.to_dict()
     if config.model != "crnn":
         for name in CRNN_FIELDS:
             del values[name]
-    return values
+    if device != "cuda":
+        values.update(dict.fromkeys(CUDA_ONLY_FIELDS, False))
+    return {**values, "device": device}
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

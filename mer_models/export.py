@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from torch import nn
 from mer_models.audio.frontend import FRAME_SIZE, HOP_SIZE, N_BANDS, SAMPLE_RATE
 from mer_models.data.augment import BatchPreprocess
 from mer_models.data.windows import PAD_DB
+from mer_models.files import PARTIAL, umask_mode
 from mer_models.tagging.sources import ModelSourceError, Tagger, TrainedModel, load_tagger
 
 METADATA = "metadata.json"
@@ -83,9 +86,16 @@ def export_model(tagger: Tagger, out: str | Path) -> Path:
         "config": model.config.to_dict(),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(out.stem + ".partial.pt2")
-    torch.export.save(program, staging, extra_files={METADATA: json.dumps(metadata, indent=2)})
-    staging.replace(out)
+    # The archive's root folder is named after the file, so the staging file has the final
+    # name, in a temporary folder beside the target (one rename away, on one filesystem).
+    staging_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL}-", dir=out.parent))
+    try:
+        staging = staging_dir / out.name
+        torch.export.save(program, staging, extra_files={METADATA: json.dumps(metadata, indent=2)})
+        staging.chmod(umask_mode())
+        staging.replace(out)
+    finally:
+        shutil.rmtree(staging_dir, ignore_errors=True)
     return out
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 PARTIAL = ".partial"  # the suffix of anything the project is still writing
 
 
-def _umask_mode(mode: int = 0o666) -> int:
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` as the umask lets a new file have it (what a plain `open` gives 0o666)."""
     umask = os.umask(0)
     os.umask(umask)
     return mode & ~umask
@@ -27,7 +28,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     path = Path(path)
     staging = path.with_name(f".{path.name}.{os.getpid()}{PARTIAL}")
     try:
-        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _umask_mode())
+        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, umask_mode())
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()

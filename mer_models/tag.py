@@ -9,8 +9,9 @@ fusion the study wrote (STUDY/fusions/NAME, e.g. top2). For each file it
 prints the N most probable tags and the tags whose probability passes the
 thresholds tuned on validation; --json prints one JSON object per line:
 {"file": PATH, "top": [{"tag": ..., "probability": ...}, ...], "passed": [...]}.
-A file that cannot be tagged is reported on stderr, the others are still
-tagged, and the exit code is 1.
+A file that cannot be tagged is reported on stderr (with --json also as
+{"file": PATH, "error": ...}), the others are still tagged, and the exit
+code is 1.
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     group.add_argument("--metadata", help="the dataset's metadata folder (data/splits, data/tags)")
     group.add_argument("--split", type=int, default=0, help="split number (default 0)")
-    group.add_argument("--subset", default="moodtheme", choices=SUBSETS)
+    group.add_argument(
+        "--subset",
+        default="moodtheme",
+        choices=SUBSETS,
+        help="the dataset subset whose split files --metadata holds (default moodtheme)",
+    )
     args = parser.parse_args(argv)
     if args.top < 1:
         parser.error(f"--top must be >= 1, got {args.top}")
@@ -80,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             melspec = melspec_file(path)
         except AudioError as error:
             print(f"error: {error}", file=sys.stderr)
+            if args.json:  # one line per file, failed ones too
+                print(json.dumps({"file": str(path), "error": str(error)}), flush=True)
             failed += 1
             continue
         probabilities, windows = tag_probabilities(

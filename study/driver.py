@@ -83,6 +83,11 @@ class StudyOptions:
         return f"{self.ray_storage_path.rstrip('/')}/{self.name}"
 
     @property
+    def device(self) -> str:
+        """Where the trials train: Ray gives a trial without GPUs none to see."""
+        return "cuda" if self.gpus_per_trial > 0 else "cpu"
+
+    @property
     def study_dir(self) -> Path:
         return self.storage / self.name
 
@@ -229,6 +234,7 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
         searched=options.searched,
         keep_checkpoints=options.keep_checkpoints,
         retrying=retrying,
+        device=options.device,
     )
     for trial in listed:
         if trial.metrics is not None:

@@ -59,8 +59,10 @@ class StudyRecorder(tune.Callback):
         searched: tuple[str, ...] = (),
         keep_checkpoints: bool = False,
         retrying: frozenset[str] = frozenset(),
+        device: str = "cpu",
     ) -> None:
         self.study_dir = Path(study_dir)
+        self.device = device  # where the trials train: their runs record what acts there
         self.tracker = tracker
         self.checkpoints = checkpoints  # the root of the trials' checkpoint stores
         self.progress_seconds = progress_seconds
@@ -156,7 +158,9 @@ class StudyRecorder(tune.Callback):
 
     def _run_id(self, trial) -> str:
         config = trial_config(trial.config)
-        return self.tracker.trial_run(self.key(trial), self._name(trial), applicable_fields(config))
+        return self.tracker.trial_run(
+            self.key(trial), self._name(trial), applicable_fields(config, self.device)
+        )
 
     def _finish(self, trial, failed: tuple[str, str] | None) -> None:
         """Record a trial that ended: its results from its newest checkpoint, whole.
@@ -246,7 +250,7 @@ class StudyRecorder(tune.Callback):
                     json.loads((target / records.CONFIG_FILE).read_text()), source=str(target)
                 )
                 metrics["mlflow_run_id"] = self.tracker.trial_run(
-                    target.name, metrics["trial_name"], applicable_fields(config)
+                    target.name, metrics["trial_name"], applicable_fields(config, self.device)
                 )
             self._close(target, metrics, history)
         except Exception as failure:  # noqa: BLE001 - a trial's files never crash the driver

@@ -35,12 +35,19 @@ def fusion_metrics(fusion_dir: Path | None) -> dict[str, float]:
 
 
 def record_result(
-    study: Study, tracker: StudyTracker, space_file: Path, table: str, fusion_dir: Path | None
+    study: Study,
+    tracker: StudyTracker,
+    space_file: Path,
+    table: str,
+    fusion_dir: Path | None,
+    device: str,
 ) -> list[str]:
-    """Log the result and the best model to MLflow; the console lines that say where they are."""
+    """Log the result and the best model to MLflow; the console lines that say where they are.
+
+    `device`: where the trials trained (the config printed is what acted there)."""
     best = finished_trials(study)[0]
     name = str(best.metrics.get("trial_name") or best.id)
-    config = applicable_fields(TrainConfig.from_dict(best.config, source=str(best.dir)))
+    config = applicable_fields(TrainConfig.from_dict(best.config, source=str(best.dir)), device)
     before = tracker.client.get_run(tracker.parent_run_id).data.tags
     tracker.log_result(
         best.id,

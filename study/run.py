@@ -98,7 +98,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
         help="training protocol (default: the space's, usually quick)",
     )
     resources = parser.add_argument_group("resources")
-    resources.add_argument("--cpus-per-trial", type=float, default=1.0)
+    resources.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        default=1.0,
+        help="CPU cores a trial holds (default 1; its training threads, and with a GPU its "
+        "loader workers, follow)",
+    )
     resources.add_argument(
         "--gpus-per-trial",
         type=float,
@@ -465,7 +471,12 @@ def report_best(options, tracker, table: str, fusion_dir) -> int:
 
     try:
         lines = record_result(
-            load_study(options.study_dir), tracker, options.space.file, table, fusion_dir
+            load_study(options.study_dir),
+            tracker,
+            options.space.file,
+            table,
+            fusion_dir,
+            options.device,
         )
     except (MlflowException, OSError) as error:
         print(

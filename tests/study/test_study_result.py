@@ -40,7 +40,8 @@ def test_the_parent_run_carries_the_result(smoke_study, tmp_path):
     tags, metrics = parent.data.tags, parent.data.metrics
     assert tags["mer.best_trial"] == best.id
     assert tags["mer.best_trial_name"] == best.metrics["trial_name"]
-    config = applicable_fields(TrainConfig.from_dict(best.config))
+    config = applicable_fields(TrainConfig.from_dict(best.config), "cpu")
+    assert config["bf16"] is False and config["device"] == "cpu"  # what ran, not what was asked
     assert json.loads(tags["mer.best_config"]) == config
     for key, name in FINAL_METRICS.items():
         assert metrics[name] == pytest.approx(best.metrics[key])

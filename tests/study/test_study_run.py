@@ -66,8 +66,9 @@ def check_study(client, study_dir, expected_trials):
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert run.data.tags["mer.end_state"] == metrics["end_state"]
         config = json.loads((folder / "config.json").read_text())
-        assert set(run.data.params) == set(applicable_fields(TrainConfig(**config)))
-        assert set(run.data.params) <= set(FIELD_NAMES)
+        assert set(run.data.params) == set(applicable_fields(TrainConfig(**config), "cpu"))
+        assert set(run.data.params) <= {*FIELD_NAMES, "device"}
+        assert run.data.params["device"] == "cpu" and run.data.params["bf16"] == "False"
         assert run.info.run_name == metrics["trial_name"]
         assert run.info.run_name.startswith(("block ", "no attention "))
         assert " lr=" in run.info.run_name  # smoke.yaml varies the learning rate

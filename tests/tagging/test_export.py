@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -41,6 +42,9 @@ def test_exported_run_gives_the_same_probabilities_without_the_project(runs, tmp
     out = tmp_path / "model.pt2"
     assert main([str(runs["seed0"]), "--out", str(out)]) == 0
     assert f"{out}: run {runs['seed0']}, 56 tags" in capsys.readouterr().out
+    with zipfile.ZipFile(out) as archive:  # its root folder is named after the file
+        assert {name.split("/")[0] for name in archive.namelist()} == {"model"}
+    assert list(tmp_path.glob("*.partial*")) == []
     tagger = load_tagger(runs["seed0"])
     reference = Probabilities(tagger.members[0]).eval()
     windows = _windows(tagger.members[0].config.window, 5)

@@ -61,7 +61,9 @@ def test_a_bad_file_is_named_and_the_others_are_still_tagged(runs, songs, capsys
     files = [str(songs["broken"]), str(songs["song"]), str(songs["empty"])]
     assert main([*files, "--model", str(runs["seed0"]), "--json", "--top", "2"]) == 1
     records, err = _lines(capsys)
-    assert [record["file"] for record in records] == [str(songs["song"])]
+    assert [record["file"] for record in records] == files  # one line per file, in order
+    assert ["error" in record for record in records] == [True, False, True]
+    assert "cannot decode the audio" in records[0]["error"] and "top" in records[1]
     assert "broken.mp3: cannot decode the audio" in err
     assert "empty.wav: the recording is empty" in err
     assert "2 of 3 file(s) could not be tagged" in err

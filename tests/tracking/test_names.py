@@ -76,10 +76,24 @@ def test_metric_names_tell_per_epoch_from_best_epoch_values():
 
 @pytest.mark.parametrize("model", ["crnn", "attention_cnn"])
 def test_only_the_fields_a_model_reads_are_its_params(model):
-    fields = applicable_fields(TrainConfig(model=model))
+    fields = applicable_fields(TrainConfig(model=model), "cpu")
     crnn_only = {"cell", "units", "layers", "cbam"}
     if model == "crnn":
         assert crnn_only <= set(fields)
     else:
         assert not crnn_only & set(fields)
         assert {"lr", "dropout", "width", "window"} <= set(fields)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_params_say_what_acts_on_the_device(device):
+    """bf16, channels_last and CUDA graphs act on CUDA only: a CPU run records them false."""
+    config = TrainConfig(bf16=True, channels_last=True, cuda_graphs=False)
+    fields = applicable_fields(config, device)
+    assert fields["device"] == device
+    on_cuda = device == "cuda"
+    assert (fields["bf16"], fields["channels_last"], fields["cuda_graphs"]) == (
+        on_cuda,
+        on_cuda,
+        False,
+    )
