@@ -11,6 +11,7 @@ so on a shared cluster folder the group can read what a study writes.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 PARTIAL = ".partial"  # the suffix of anything the project is still writing
@@ -47,8 +48,6 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 def remove_partials(folder: Path) -> list[Path]:
     """Delete what an interrupted writer left under `folder` (names holding `.partial`)."""
-    import shutil
-
     folder = Path(folder)
     if not folder.is_dir():
         return []

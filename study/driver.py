@@ -34,7 +34,6 @@ from mer_models.study_results import write_groundtruth
 from study import records
 from study.budgets import BUDGETS
 from study.checkpoints import FOLDER as CHECKPOINTS
-from study.checkpoints import CheckpointStore
 from study.local_cluster import start_local_cluster
 from study.recorder import StudyRecorder
 from study.search_space import MODE, SearchSpace
@@ -209,12 +208,12 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
         write_study_file(options, tracker)
         write_groundtruth(options.study_dir, options.data)
         records.recover_trials(options.study_dir)
-        remove_leftovers(options)
+        listed = records.read_trials(options.study_dir)
+        remove_leftovers(options, listed)
     except OSError as error:
         if storage_fault(error):
             raise StorageFault(f"the study's records: {error}") from None
         raise
-    listed = records.read_trials(options.study_dir)
     _start_ray(options)
     # After ray.init, which installs its own SIGTERM handler (an abrupt exit):
     # SIGTERM (kill, timeout, batch schedulers) stops the study as Ctrl-C does.
@@ -372,12 +371,12 @@ class StorageFault(RuntimeError):
     """A full or unwritable disk stopped the study; the message names the place and error."""
 
 
-def remove_leftovers(options: StudyOptions) -> None:
-    """What killed runs of this study left: half-written files in its folder and
-    checkpoint stores, and its trials' scratch folders on this node."""
+def remove_leftovers(options: StudyOptions, listed: list[records.TrialRecord]) -> None:
+    """What killed runs of this study left: half-written files in its folder (a local
+    checkpoint store included; a trial clears its own store when it starts) and its
+    trials' scratch folders on this node."""
     removed = remove_partials(options.study_dir)  # no writer runs: the study is claimed
-    for trial in records.read_trials(options.study_dir):
-        CheckpointStore(options.checkpoints, trial.key).remove_partials()
+    for trial in listed:
         for scratch in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{trial.key}-*"):
             if scratch.is_dir() and not _in_use(scratch):
                 shutil.rmtree(scratch, ignore_errors=True)

@@ -122,13 +122,9 @@ class TrialRecord:
     def end_state(self) -> str | None:
         return None if self.metrics is None else self.metrics.get("end_state")
 
-    @property
-    def identity(self) -> dict[str, Any]:
-        """What the trial is, whatever resources it runs with."""
-        return identity(self.config)
-
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What a trial is, whatever resources it runs with."""
     return {key: value for key, value in config.items() if key not in RESOURCE_FIELDS}
 
 

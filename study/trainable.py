@@ -26,6 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import torch
 from ray import tune
 
 from mer_models.config import TrainConfig
@@ -33,6 +34,7 @@ from mer_models.data.splits import DatasetPaths
 from mer_models.training.trainer import train
 from study.checkpoints import CheckpointStore
 from study.records import RESOURCE_FIELDS
+from study.search_space import METRIC
 
 ROW_KEY = "row"  # the param-space key of the explicit configuration list
 RECORDED_KEY = "recorded"  # a resumed trial: {"key": its key, "config": its recorded config}
@@ -77,7 +79,7 @@ def storage_fault(error: BaseException) -> bool:
 
 
 def run_trial(
-    config: dict[str, Any], data: dict[str, Any], checkpoints: str, metric: str = "val_roc_auc"
+    config: dict[str, Any], data: dict[str, Any], checkpoints: str, metric: str = METRIC
 ) -> None:
     """Train one trial, continuing from its newest checkpoint that loads.
 
@@ -141,8 +143,6 @@ class TrialCannotContinue(RuntimeError):
 
 def _retryable(error: BaseException) -> bool:
     """Errors a later attempt may not meet: memory taken by other trials, a network blip."""
-    import torch
-
     return isinstance(error, torch.OutOfMemoryError | ConnectionError | TimeoutError)
 
 

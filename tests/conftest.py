@@ -57,6 +57,16 @@ def write_dataset(
     return DatasetPaths(metadata, melspecs)
 
 
+def run_data_check(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python -m mer_models.data check ARGS` as a user runs it, its cache under tmp_path."""
+    return subprocess.run(
+        [sys.executable, "-m", "mer_models.data", "check", *args],
+        capture_output=True,
+        text=True,
+        env={"MER_MODELS_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"},
+    )
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> DatasetPaths:
     return write_dataset(

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 
 from mer_models.data import load_split
 from mer_models.data.check import check_dataset
+from tests.conftest import run_data_check
 
 
 def _check(paths, tmp_path, monkeypatch):
@@ -65,27 +64,18 @@ def test_values_are_scanned_once_then_remembered(tiny_dataset, tmp_path, monkeyp
 
 
 def test_check_command_exit_codes(tiny_dataset, tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "mer_models.data",
-        "check",
-        "--metadata",
-        str(tiny_dataset.metadata),
-        "--melspecs",
-        str(tiny_dataset.melspecs),
-    ]
-    env = {"MER_MODELS_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    metadata = ("--metadata", str(tiny_dataset.metadata))
+    melspecs = ("--melspecs", str(tiny_dataset.melspecs))
+    done = run_data_check(tmp_path, *metadata, *melspecs)
     assert done.returncode == 0 and "dataset OK: 12 tracks" in done.stdout
     tiny_dataset.split_file("validation").unlink()
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done = run_data_check(tmp_path, *metadata, *melspecs)
     assert done.returncode == 1
     assert (
         "split file not found" in done.stderr
         and "autotagging_moodtheme-validation.tsv" in done.stderr
     )
-    done = subprocess.run(command[:6], capture_output=True, text=True, env=env)
+    done = run_data_check(tmp_path, *metadata)
     assert done.returncode == 2 and "--metadata goes with --melspecs or --store" in done.stderr
 
 

@@ -32,7 +32,7 @@ from mer_models.data.store import (
 )
 from mer_models.data.windows import PAD_DB
 from mer_models.train import main as train_main
-from tests.conftest import write_dataset
+from tests.conftest import run_data_check, write_dataset
 
 HALF_ULP_BELOW_128 = 2.0**-5  # float16 spacing is 2^-4 for |x| in [64, 128)
 
@@ -242,22 +242,12 @@ def test_check_finds_a_damaged_store(packed):
 
 
 def test_check_command_verifies_a_store(packed, tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "mer_models.data",
-        "check",
-        "--metadata",
-        str(packed.metadata),
-        "--store",
-        str(packed.store),
-    ]
-    env = {"MER_MODELS_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    store = ("--metadata", str(packed.metadata), "--store", str(packed.store))
+    done = run_data_check(tmp_path, *store)
     assert done.returncode == 0 and "dataset OK: 12 tracks" in done.stdout, done.stderr
-    done = subprocess.run([*command, "--split", "2"], capture_output=True, text=True, env=env)
+    done = run_data_check(tmp_path, *store, "--split", "2")
     assert done.returncode == 1 and "asks for split-2" in done.stderr
-    done = subprocess.run([*command, "--melspecs", "x"], capture_output=True, text=True, env=env)
+    done = run_data_check(tmp_path, *store, "--melspecs", "x")
     assert done.returncode == 2 and "not allowed with argument" in done.stderr
 
 
@@ -368,20 +358,10 @@ def test_check_full_reads_every_byte_whatever_was_remembered(packed, tmp_path):
     verified = _VerifiedFiles(store.path)
     verified.add_store(verified.store_stamp(store))
     verified.save()
-    command = [
-        sys.executable,
-        "-m",
-        "mer_models.data",
-        "check",
-        "--metadata",
-        str(packed.metadata),
-        "--store",
-        str(packed.store),
-    ]
-    env = {"MER_MODELS_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
-    trusted = subprocess.run(command, capture_output=True, text=True, env=env)
+    store_args = ("--metadata", str(packed.metadata), "--store", str(packed.store))
+    trusted = run_data_check(tmp_path, *store_args)
     assert trusted.returncode == 0 and "dataset OK" in trusted.stdout, trusted.stderr
-    full = subprocess.run([*command, "--full"], capture_output=True, text=True, env=env)
+    full = run_data_check(tmp_path, *store_args, "--full")
     assert full.returncode == 1, full.stdout
     assert "- damaged store: 1" in full.stderr
     first = int(entry["start"]) * 96 * 2
@@ -392,7 +372,7 @@ def test_check_full_reads_every_byte_whatever_was_remembered(packed, tmp_path):
     ) in full.stderr
     assert f"expected {entry['digest'].tobytes().hex()} as packed (index.npy)" in full.stderr
     assert "Traceback" not in full.stderr
-    help_text = subprocess.run([*command[:4], "--help"], capture_output=True, text=True, env=env)
+    help_text = run_data_check(tmp_path, "--help")
     assert "--full" in help_text.stdout and "read every byte again" in help_text.stdout
 
 

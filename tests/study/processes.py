@@ -71,10 +71,9 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-@contextlib.contextmanager
-def mlflow_server(folder: Path) -> Iterator[str]:
-    """A real `mlflow server` (SQLite store, artifacts served from `folder`); its URL."""
-    port = free_port()
+def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` on `port` (SQLite store and artifacts in `folder`), in its own
+    session, once it answers; the same folder and port start it again with its data."""
     server = subprocess.Popen(
         [
             sys.executable,
@@ -97,18 +96,25 @@ def mlflow_server(folder: Path) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            MlflowClient(f"http://127.0.0.1:{port}").search_experiments()
+            return server
+        except Exception:
+            if time.monotonic() > deadline or server.poll() is not None:
+                kill_session(server)
+                raise
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path) -> Iterator[str]:
+    """A real `mlflow server` (SQLite store, artifacts served from `folder`); its URL."""
+    port = free_port()
+    server = start_mlflow_server(folder, port)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                MlflowClient(uri).search_experiments()
-                break
-            except Exception:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(1)
-        yield uri
+        yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

@@ -38,13 +38,7 @@ def test_a_resume_trusts_the_records_not_rays_state(small_synthetic, tmp_path):
     epochs = 12
     study = Study(tmp_path, small_synthetic, write_space(tmp_path, "records", epochs, rows=2))
     driver = study.start()
-    wait_for(
-        lambda: (
-            len(study.stored_epochs()) == 2
-            and all(len(e) == 2 for e in study.stored_epochs().values())
-        ),
-        driver,
-    )
+    wait_for(lambda: study.all_keep_two_checkpoints(2), driver)
     interrupt(driver, signal.SIGKILL)
     assert not study.recorded()
     configs = {

@@ -103,6 +103,11 @@ class Study:
     def stored_epochs(self) -> dict[str, list[int]]:
         return stored_epochs(self.dir)
 
+    def all_keep_two_checkpoints(self, trials: int) -> bool:
+        """Every one of `trials` trials holds its two newest checkpoints (mid-training)."""
+        stored = self.stored_epochs()
+        return len(stored) == trials and all(len(e) == 2 for e in stored.values())
+
     def runs(self) -> tuple[list, list]:
         client = MlflowClient(self.uri)
         experiment = client.get_experiment_by_name(self.name)
@@ -289,13 +294,7 @@ def test_damaged_checkpoints_fall_back_or_fail_with_the_file_named(small_synthet
     epochs = 40  # long enough that all four are mid-training at once, even on a busy machine
     study = Study(tmp_path, small_synthetic, write_space(tmp_path, "damaged", epochs))
     driver = study.start("--max-failures", "0")
-    wait_for(
-        lambda: (
-            len(study.stored_epochs()) == 4
-            and all(len(e) == 2 for e in study.stored_epochs().values())
-        ),
-        driver,
-    )
+    wait_for(lambda: study.all_keep_two_checkpoints(4), driver)
     interrupt(driver, signal.SIGKILL)
     assert not study.recorded()
     stored = study.stored_epochs()

@@ -14,7 +14,6 @@ import pickle
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from study.tracking import PENDING, StudyTracker
-from tests.study.processes import free_port, kill_session
+from tests.study.processes import free_port, kill_session, start_mlflow_server
 from tracking.names import EPOCH_METRICS, TRIAL_TAG
 from tracking.runs import dataset_input
 
@@ -219,42 +218,6 @@ def test_a_resumed_study_finds_its_runs_and_handles(tmp_path, caplog):
 # A real server, killed and started again ---------------------------------------------------
 
 
-def start_server(folder: Path, port: int) -> subprocess.Popen:
-    """`mlflow server` on `port` with its store in `folder`, once it answers."""
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'server.db'}",
-            "--artifacts-destination",
-            str(folder / "server-artifacts"),
-            "--workers",
-            "1",
-        ],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            MlflowClient(f"http://127.0.0.1:{port}").search_experiments()
-            return server
-        except MlflowException:
-            if time.monotonic() > deadline or server.poll() is not None:
-                kill_session(server)
-                raise
-            time.sleep(0.5)
-
-
 @pytest.mark.slow
 def test_a_killed_and_restarted_server_loses_nothing(
     tmp_path, caplog, said_unreachable, monkeypatch
@@ -264,7 +227,7 @@ def test_a_killed_and_restarted_server_loses_nothing(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     caplog.set_level(logging.WARNING)
     port = free_port()
-    server = start_server(tmp_path, port)
+    server = start_mlflow_server(tmp_path, port)
     try:
         tracker = StudyTracker(f"http://127.0.0.1:{port}", "outage")
         tracker.start({"space": "outage"})
@@ -279,7 +242,7 @@ def test_a_killed_and_restarted_server_loses_nothing(
         artifact = tmp_path / "config.json"
         artifact.write_text("{}")
         tracker.finish_trial(first, {"test_roc_auc": 0.7}, "finished", [artifact])
-        server = start_server(tmp_path, port)
+        server = start_mlflow_server(tmp_path, port)
 
         assert tracker.drain(60)
         client = MlflowClient(tracker.tracking_uri)
