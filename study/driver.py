@@ -36,7 +36,7 @@ from study.budgets import BUDGETS
 from study.checkpoints import FOLDER as CHECKPOINTS
 from study.local_cluster import start_local_cluster
 from study.recorder import StudyRecorder
-from study.search_space import MODE, SearchSpace
+from study.search_space import MODE, SearchSpace, tune_value
 from study.tracking import StudyTracker
 from study.trainable import (
     RECORDED_KEY,
@@ -118,25 +118,10 @@ def param_space(options: StudyOptions) -> dict[str, Any]:
 
 def space_values(space: SearchSpace) -> dict[str, Any]:
     """A search space in Ray Tune's terms: its values, distributions and `configs` rows."""
-    values = {key: _tune_value(spec) for key, spec in space.parameters.items()}
+    values = {key: tune_value(spec) for key, spec in space.parameters.items()}
     if space.configs:
         values[ROW_KEY] = tune.grid_search(space.configs)
     return values
-
-
-def _tune_value(spec: Any) -> Any:
-    if not isinstance(spec, dict):
-        return spec
-    ((kind, values),) = spec.items()
-    if kind == "grid":
-        return tune.grid_search(values)
-    if kind == "choice":
-        return tune.choice(values)
-    if kind == "uniform":
-        return tune.uniform(*values)
-    if kind == "loguniform":
-        return tune.loguniform(*values)
-    return tune.randint(values[0], values[1] + 1)  # both bounds included
 
 
 def max_epochs(options: StudyOptions) -> int:

@@ -24,11 +24,13 @@ file is refused in a second instead of loading for minutes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from ray import tune
 
 from mer_models.config import FIELD_NAMES, TrainConfig
 from study.budgets import BUDGETS
@@ -39,7 +41,6 @@ MODE = "max"
 METRICS = ("val_roc_auc", "val_pr_auc")
 SEARCHERS = ("grid", "random", "optuna")
 SCHEDULERS = ("asha", "fifo")
-DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 TOP_KEYS = (
     "description",
     "parameters",
@@ -61,6 +62,48 @@ MAX_DESCRIPTION = 20_000
 
 class SpaceError(ValueError):
     """A search space file is malformed; the message names file and key path."""
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One `{kind: values}` form a parameter may take: how its values are checked and
+    what Ray Tune draws from them. Random trials are drawn from `to_tune`'s domain by
+    Ray's variant generator (`study.driver.planned_trials`) and Optuna's from the same
+    domain (Ray's OptunaSearch converts it), so there is nothing else to say per kind."""
+
+    kind: str
+    to_tune: Callable[[list], Any]  # the values -> Ray Tune's domain (or grid_search)
+    example: tuple[str, list]  # a config field and valid values: the docs' and tests' case
+    bounds: bool = False  # [low, high]; else a non-empty list of values
+    integer: bool = False  # the bounds and the draws are integers
+    positive: bool = False  # the bounds must be > 0 (a log scale)
+    grid: bool = False  # every value in turn: multiplies the trials; optuna refuses it
+
+
+# Adding a distribution is one entry here (the module docstring and README name each kind);
+# tests/study/test_search_space.py runs every entry through validation, Ray and Optuna.
+DISTRIBUTIONS = {
+    d.kind: d
+    for d in (
+        Distribution("grid", tune.grid_search, ("cell", ["gru", "lstm"]), grid=True),
+        Distribution("choice", tune.choice, ("units", [128, 256])),
+        Distribution("uniform", lambda v: tune.uniform(*v), ("dropout", [0.0, 0.5]), bounds=True),
+        Distribution(
+            "loguniform",
+            lambda v: tune.loguniform(*v),
+            ("lr", [1.0e-5, 1.0e-2]),
+            bounds=True,
+            positive=True,
+        ),
+        Distribution(
+            "randint",
+            lambda v: tune.randint(v[0], v[1] + 1),  # Ray's high is exclusive; ours is not
+            ("batch_size", [16, 64]),
+            bounds=True,
+            integer=True,
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -95,8 +138,9 @@ class SearchSpace:
         times, Ray Tune's rule; optuna, which allows no grid, runs num_samples."""
         count = self.num_samples * max(len(self.configs), 1)
         for spec in self.parameters.values():
-            if _distribution(spec) == "grid":
-                count *= len(spec["grid"])
+            if _is_grid(spec):
+                ((_, values),) = spec.items()
+                count *= len(values)
         return count
 
 
@@ -184,7 +228,7 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
         where.unknown_keys(key, entry, FIELD_NAMES)
         for name, value in entry.items():
             where.field_value(f"{key}.{name}", name, value)
-    has_grid = bool(configs) or any(_distribution(s) == "grid" for s in parameters.values())
+    has_grid = bool(configs) or any(_is_grid(spec) for spec in parameters.values())
     if searcher == "optuna" and has_grid:
         raise where.error(
             "searcher",
@@ -232,8 +276,30 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
     return space
 
 
-def _distribution(spec: Any) -> str | None:
+def _kind(spec: Any) -> str | None:
     return next(iter(spec)) if isinstance(spec, dict) and len(spec) == 1 else None
+
+
+def distribution_of(spec: Any) -> Distribution | None:
+    """A parameter's distribution; None for a fixed value (or an unknown kind)."""
+    return DISTRIBUTIONS.get(_kind(spec))
+
+
+def _is_grid(spec: Any) -> bool:
+    distribution = distribution_of(spec)
+    return distribution is not None and distribution.grid
+
+
+def tune_value(spec: Any) -> Any:
+    """A validated parameter in Ray Tune's terms: a fixed value as is, else its domain."""
+    if not isinstance(spec, dict):
+        return spec
+    distribution = distribution_of(spec)
+    if distribution is None:  # parse_space refuses these; a hand-built space may not
+        raise SpaceError(
+            f"{spec!r}: not a distribution; expected one of {{{' | '.join(DISTRIBUTIONS)}: ...}}"
+        )
+    return distribution.to_tune(spec[distribution.kind])
 
 
 def _check_parameter(where: _Where, key: str, spec: Any) -> None:
@@ -243,15 +309,16 @@ def _check_parameter(where: _Where, key: str, spec: Any) -> None:
     if not isinstance(spec, dict):
         where.field_value(path, key, spec)
         return
-    kind = _distribution(spec)
-    if kind not in DISTRIBUTIONS:
+    distribution = distribution_of(spec)
+    if distribution is None:
         raise where.error(
             path,
             f"expected a fixed value or one of {{{' | '.join(DISTRIBUTIONS)}: ...}}, got {spec!r}",
         )
+    kind = distribution.kind
     values = spec[kind]
     path = f"{path}.{kind}"
-    if kind in ("grid", "choice"):
+    if not distribution.bounds:
         if not isinstance(values, list) or not values:
             raise where.error(path, "expected a non-empty list of values")
         for index, value in enumerate(values):
@@ -267,16 +334,16 @@ def _check_parameter(where: _Where, key: str, spec: Any) -> None:
             or not math.isfinite(value)
         ):
             raise where.error(path, f"{bound} bound must be a finite number, got {value!r}")
-        if kind == "randint" and not isinstance(value, int):
-            raise where.error(path, f"randint bounds must be integers, got {value!r}")
+        if distribution.integer and not isinstance(value, int):
+            raise where.error(path, f"{kind} bounds must be integers, got {value!r}")
     if not low < high:
         raise where.error(
             path, f"bounds the wrong way round or empty: low {low} must be < high {high}"
         )
-    if kind == "loguniform" and low <= 0:
-        raise where.error(path, f"loguniform bounds must be > 0, got low {low}")
+    if distribution.positive and low <= 0:
+        raise where.error(path, f"{kind} bounds must be > 0, got low {low}")
     for value in (low, high):
-        where.field_value(path, key, int(value) if kind == "randint" else value)
+        where.field_value(path, key, int(value) if distribution.integer else value)
 
 
 def _parse_scheduler(where: _Where, raw: Any) -> Scheduler:

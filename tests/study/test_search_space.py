@@ -4,10 +4,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from study.search_space import SEARCH_SPACES, SpaceError, load_space
+import study.search_space
+from mer_models.config import TrainConfig
+from study.search_space import (
+    DISTRIBUTIONS,
+    SEARCH_SPACES,
+    SpaceError,
+    load_space,
+    parse_space,
+    tune_value,
+)
 
 RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
 
@@ -131,3 +141,58 @@ def test_the_trial_count_is_what_rays_variant_generator_makes(path):
     variants = 1 if space.searcher == "optuna" else len(list(variants))
     assert space.trial_count == variants * space.num_samples
     assert space.trial_count > 1
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS.values(), ids=lambda d: d.kind)
+def test_every_distribution_validates_converts_and_draws_within_its_values(distribution):
+    from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.search.variant_generator import generate_variants
+
+    key, values = distribution.example
+    space = parse_space({"parameters": {key: {distribution.kind: values}}}, Path("example.yaml"))
+    domain = {key: tune_value(space.parameters[key])}
+    random_state = np.random.RandomState(0)
+    drawn = [v[key] for _ in range(50) for _, v in generate_variants(domain, random_state)]
+    if distribution.grid:
+        assert drawn[: len(values)] == values and space.trial_count == len(values)
+    elif distribution.bounds:
+        low, high = values
+        assert all(low <= value <= high for value in drawn)
+        assert len(set(drawn)) > 1
+    else:
+        assert set(drawn) <= set(values) and len(set(drawn)) > 1
+    if distribution.integer:
+        assert all(isinstance(value, int | np.integer) for value in drawn)
+    for value in drawn:
+        TrainConfig.from_dict({key: value})  # a draw is a valid config value
+    if not distribution.grid:  # optuna refuses grids; every other kind it must draw
+        assert key in OptunaSearch.convert_search_space(domain)
+        optuna_space = {key: {distribution.kind: values}}
+        parse_space({"parameters": optuna_space, "searcher": "optuna"}, Path("example.yaml"))
+
+
+def test_randint_includes_both_bounds():
+    from ray.tune.search.optuna import OptunaSearch
+
+    domain = tune_value({"randint": [3, 4]})
+    assert set(domain.sample(size=200).tolist()) == {3, 4}
+    optuna = OptunaSearch.convert_search_space({"x": domain})["x"]
+    assert (optuna.low, optuna.high) == (3, 4)
+
+
+@pytest.mark.parametrize("kind", DISTRIBUTIONS)
+def test_every_distribution_is_documented(kind):
+    assert f"{{{kind}: [" in study.search_space.__doc__
+    assert f"`{kind}`" in (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_an_unknown_distribution_names_the_file_the_key_and_the_kinds(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("parameters: {lr: {normal: [0.0, 1.0]}}\n")
+    with pytest.raises(SpaceError) as raised:
+        load_space(str(path))
+    message = str(raised.value)
+    assert message.startswith(f"{path}: parameters.lr: expected a fixed value or one of")
+    assert all(kind in message for kind in DISTRIBUTIONS)
+    with pytest.raises(SpaceError, match="grid | choice"):
+        tune_value({"normal": [0.0, 1.0]})  # a hand-built space is refused too
