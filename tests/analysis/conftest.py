@@ -9,19 +9,50 @@ unit checks of fusion arithmetic and bad input only.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from analysis.__main__ import main
 from mer_models.data import DatasetPaths
 from mer_models.data.splits import load_split
 from mer_models.study_results import GROUNDTRUTH_FILES, TAGS_FILE
 from tests.conftest import write_dataset
 
 TRACKING_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
+    """`python -m analysis ARGS` as a real subprocess, from the repository root."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def run_main(capsys, *args: str | Path) -> tuple[int, str, str]:
+    """The command line in this process (fast): exit code, stdout and stderr."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as stop:  # argparse usage errors
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def copy_study(source: Path, target: Path, tracking: bool = False) -> Path:

@@ -3,48 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from analysis.__main__ import main
 from analysis.evaluate import evaluate, metric_names
+from tests.analysis.conftest import REPO, run_cli, run_main
 
-REPO = Path(__file__).resolve().parents[2]
 MEDIAEVAL = REPO.parent / "shared" / "mtg-jamendo" / "results" / "mediaeval"
+# The official baseline's ground truth and scores, and its decisions: `evaluate`'s arguments.
+BASELINE = (MEDIAEVAL / "groundtruth.npy", MEDIAEVAL / "baseline_vggish_predictions.npy")
+DECISIONS = ("-d", MEDIAEVAL / "baseline_vggish_decisions.npy")
 needs_mediaeval = pytest.mark.skipif(
     not (MEDIAEVAL / "baseline_vggish_results.tsv").is_file(),
     reason=f"the official MediaEval artefacts are not at {MEDIAEVAL} (shared reference data)",
 )
-
-
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "analysis", *map(str, args)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def run_main(capsys, *args: str | Path) -> tuple[int, str, str]:
-    """The command line in this process (fast); the conformance tests use a real subprocess."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as stop:  # argparse usage errors
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def official_results() -> dict[str, str]:
@@ -54,14 +27,7 @@ def official_results() -> dict[str, str]:
 
 @needs_mediaeval
 def test_cli_json_reproduces_the_official_baseline_results_to_6_decimals():
-    done = run_cli(
-        "evaluate",
-        MEDIAEVAL / "groundtruth.npy",
-        MEDIAEVAL / "baseline_vggish_predictions.npy",
-        "-d",
-        MEDIAEVAL / "baseline_vggish_decisions.npy",
-        "--json",
-    )
+    done = run_cli("evaluate", *BASELINE, *DECISIONS, "--json")
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)
     official = official_results()
@@ -72,25 +38,14 @@ def test_cli_json_reproduces_the_official_baseline_results_to_6_decimals():
 
 @needs_mediaeval
 def test_cli_text_output_is_the_official_results_file():
-    done = run_cli(
-        "evaluate",
-        MEDIAEVAL / "groundtruth.npy",
-        MEDIAEVAL / "baseline_vggish_predictions.npy",
-        "-d",
-        MEDIAEVAL / "baseline_vggish_decisions.npy",
-    )
+    done = run_cli("evaluate", *BASELINE, *DECISIONS)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == (MEDIAEVAL / "baseline_vggish_results.tsv").read_text().split()
 
 
 @needs_mediaeval
 def test_cli_without_decisions_prints_only_score_metrics():
-    done = run_cli(
-        "evaluate",
-        MEDIAEVAL / "groundtruth.npy",
-        MEDIAEVAL / "baseline_vggish_predictions.npy",
-        "--json",
-    )
+    done = run_cli("evaluate", *BASELINE, "--json")
     assert done.returncode == 0, done.stderr
     assert list(json.loads(done.stdout)) == list(metric_names(with_decisions=False))
 

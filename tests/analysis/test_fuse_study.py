@@ -14,12 +14,11 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 import analysis.fuse_study
-from analysis.__main__ import main
 from analysis.evaluate import evaluate
 from analysis.fuse_study import fuse_study
 from mer_models.data.splits import DatasetPaths, load_split
 from mer_models.thresholds import read_thresholds, tune_thresholds
-from tests.analysis.conftest import copy_study, member_scores, read_json
+from tests.analysis.conftest import copy_study, member_scores, read_json, run_main
 
 RESAMPLES = "200"  # enough for the checks, quick on two cores
 
@@ -81,17 +80,11 @@ def check_fusion_folder(study: Path, out: Path, members: list[str]) -> dict:
     return metrics
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 # Hand-built studies: the arithmetic and the refusals ---------------------------------------
 
 
 def test_topk_is_the_numpy_mean_of_the_best_trials_on_validation(hand_study, capsys, tmp_path):
-    code, out, err = run_cli(capsys, "fuse", str(hand_study), "--top-k", "2", "--json")
+    code, out, err = run_main(capsys, "fuse", str(hand_study), "--top-k", "2", "--json")
     assert code == 0, err
     summary = json.loads(out)
     top2 = ranked_ids(hand_study)[:2]
@@ -150,7 +143,7 @@ def test_an_external_system_joins_the_mean(hand_study, labelled_dataset, tmp_pat
     np.save(tmp_path / "ext-test.npy", member_scores(test, 99, 0.9))
     np.save(tmp_path / "ext-validation.npy", member_scores(validation, 98, 0.9))
     spec = f"vgg={tmp_path / 'ext-test.npy'}:{tmp_path / 'ext-validation.npy'}"
-    code, _, err = run_cli(capsys, "fuse", str(hand_study), "--top-k", "2", "--external", spec)
+    code, _, err = run_main(capsys, "fuse", str(hand_study), "--top-k", "2", "--external", spec)
     assert code == 0, err
     out = hand_study / "fusions" / "top2+vgg"
     metrics = read_json(out / "metrics.json")
@@ -235,7 +228,7 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(
     if breakage is not None:
         breakage(hand_study)
     before = sorted(p.relative_to(hand_study) for p in hand_study.rglob("*"))
-    code, out, err = run_cli(capsys, "fuse", str(hand_study), *extra)
+    code, out, err = run_main(capsys, "fuse", str(hand_study), *extra)
     assert code == 2 and out == ""
     assert err.startswith("python -m analysis fuse: error: ") and err.count("\n") == 1, err
     assert expected in err
@@ -254,7 +247,7 @@ def test_an_errored_trial_is_not_fused(hand_study, labelled_dataset, capsys):
     from tests.analysis.conftest import write_hand_trial
 
     write_hand_trial(hand_study, "t4", labelled_dataset, 0.9, seed=4, end_state="error")
-    code, _, err = run_cli(capsys, "fuse", str(hand_study), "--top-k", "5")
+    code, _, err = run_main(capsys, "fuse", str(hand_study), "--top-k", "5")
     assert code == 2 and "4 of its 5 trial(s) finished" in err
     fusion = fuse_study(hand_study, top_k=1, resamples=50)
     assert fusion.result.members == ("t1",)
@@ -299,7 +292,7 @@ def test_fusing_a_copy_repeats_the_driver_and_greedy_holds_on_the_real_study(
     smoke_study, tmp_path, capsys
 ):
     study = copy_study(smoke_study.dir, tmp_path / "smoke")
-    code, _, err = run_cli(
+    code, _, err = run_main(
         capsys, "fuse", str(study), "--top-k", "2", "--out", str(tmp_path / "again")
     )
     assert code == 0, err
@@ -326,7 +319,7 @@ def test_fusing_a_copy_repeats_the_driver_and_greedy_holds_on_the_real_study(
         labels, predictions(study, best, "validation")
     )
 
-    code, _, err = run_cli(capsys, "fuse", str(study), "--top-k", "5")
+    code, _, err = run_main(capsys, "fuse", str(study), "--top-k", "5")
     assert code == 2 and "--top-k 5 is larger than the number of finished trials" in err
 
 
@@ -338,7 +331,7 @@ def test_a_fusion_from_the_command_line_is_a_run_nested_in_the_study(smoke_study
     uri = f"sqlite:///{tmp_path / 'copy.db'}"
     description = read_json(study / "study.json")
     (study / "study.json").write_text(json.dumps({**description, "tracking_uri": uri}))
-    code, out, err = run_cli(
+    code, out, err = run_main(
         capsys, "fuse", str(study), "--top-k", "3", "--resamples", RESAMPLES, "--json"
     )
     assert code == 0, err

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from analysis.__main__ import main
 from analysis.evaluate import evaluate_files
 from analysis.fusion import Member, fuse, run_fusion, select_members
 from mer_models.thresholds import read_thresholds, tune_thresholds
+from tests.analysis.conftest import run_cli, run_main
 
-REPO = Path(__file__).resolve().parents[2]
 TRACKS, TAGS = 150, 5
 
 
@@ -121,31 +117,6 @@ def test_bad_scores_and_labels_are_refused():
 
 
 # The fuse-files command line.
-
-
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "analysis", *map(str, args)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def run_main(capsys, *args: str | Path) -> tuple[int, str, str]:
-    """The command line in this process (fast); one test runs it as a real subprocess."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as stop:  # argparse usage errors
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

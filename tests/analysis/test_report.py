@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis.__main__ import main
 from analysis.plots import ASHA_LABEL, curve_from_history, validation_curves_figure
 from analysis.report import CURVES_FILE, PER_TAG_FILE, REPORT_FILE
 from mer_models.study_results import load_study
-from tests.analysis.conftest import copy_study, read_json
+from tests.analysis.conftest import copy_study, read_json, run_main
 from tracking.names import FINAL_METRICS
 
 pytestmark = pytest.mark.slow
@@ -125,17 +124,11 @@ def test_the_report_plots_and_mlflow_artifacts(smoke_study):
     assert artifacts == {f"report/{name}" for name in (REPORT_FILE, CURVES_FILE, PER_TAG_FILE)}
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_report_command_on_a_copy(smoke_study, tmp_path, capsys, monkeypatch):
     study = copy_study(smoke_study.dir, tmp_path / "results" / "smoke")
     # By name under --results; an earlier report folder is replaced as a whole.
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(
+    code, out, err = run_main(
         capsys, "report", "smoke", "--results", "results", "--resamples", "200"
     )
     assert code == 0, err
@@ -156,11 +149,11 @@ def test_report_command_on_a_copy(smoke_study, tmp_path, capsys, monkeypatch):
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.md").write_text("mine")
-    code, out, err = run_cli(capsys, "report", str(study), "--out", str(taken))
+    code, out, err = run_main(capsys, "report", str(study), "--out", str(taken))
     assert code == 2 and "already exists and is not empty" in err
     assert [p.name for p in taken.iterdir()] == ["notes.md"]
 
-    code, _, err = run_cli(capsys, "report", "nosuchstudy", "--results", "results")
+    code, _, err = run_main(capsys, "report", "nosuchstudy", "--results", "results")
     assert code == 2 and "study 'nosuchstudy' not found" in err
 
 
@@ -208,7 +201,7 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(smoke_study, tmp_path, 
     study = copy_study(smoke_study.dir, tmp_path / "smoke")
     expected = breakage(study)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    code, out, err = run_cli(capsys, "report", str(study), "--out", str(tmp_path / "new"))
+    code, out, err = run_main(capsys, "report", str(study), "--out", str(tmp_path / "new"))
     assert code == 2 and out == ""
     assert err.startswith("python -m analysis report: error: ") and err.count("\n") == 1, err
     assert expected in err
