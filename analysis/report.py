@@ -2,7 +2,8 @@
 
 Gerczuk et al. (MediaEval 2020) report one row per model (conv. attention,
 RNN cell, RNN units, validation and test macro ROC-AUC) and their fusions
-under it. `write_report` renders every trial of a study that way, with
+under it; ours adds a model column, the cells as the model registry writes
+them. `write_report` renders every trial of a study that way, with
 test bootstrap intervals, a paired bootstrap p-value against the best
 single model (chosen by validation ROC-AUC), the fusions found under
 ``STUDY_DIR/fusions/``, and the paper's published figures beside ours. The
@@ -29,12 +30,13 @@ from analysis.evaluate import check_groundtruth, check_scores, load_matrix
 from analysis.plots import curve_from_history, plot_per_tag_roc_auc, plot_validation_curves
 from analysis.staging import check_output_dir, staged_folder
 from analysis.tracking import find_study_run
+from mer_models.config import architecture
 from mer_models.data.splits import load_split
+from mer_models.models.registry import ARCHITECTURE_COLUMNS
 from mer_models.study_results import (
     FINISHED_STATES,
     Study,
     Trial,
-    architecture,
     check_finished,
     finished_trials,
     finite_number,
@@ -79,9 +81,7 @@ class Row:
     """One line of the results table; scores are fractions, None where unknown."""
 
     system: str
-    conv_attention: str
-    cell: str
-    units: str
+    architecture: tuple[str, ...]  # the cells under ARCHITECTURE_COLUMNS
     validation_roc_auc: float | None
     test_roc_auc: float | None
     test_roc_auc_ci: tuple[float, float] | None
@@ -129,14 +129,6 @@ def _p_value(p_roc: float | None, p_pr: float | None) -> str:
     return " / ".join(DASH if p is None else f"{p:.3f}" for p in (p_roc, p_pr))
 
 
-def table1_cells(config: dict[str, Any]) -> tuple[str, str, str]:
-    """(conv. attention, RNN cell, RNN units) cells of the report's table."""
-    cbam, cell, units = architecture(config)
-    if cbam is None:
-        return "attention CNN", DASH, DASH
-    return "yes" if cbam else "no", cell, units
-
-
 def data_description(study: Study) -> str:
     """Which data the study ran on, from study.json, and whether it is the synthetic stand-in."""
     data = study.data
@@ -168,7 +160,6 @@ def _trial_row(
 ) -> Row:
     """A trial's row: the scores its metrics.json logged, intervals from its test predictions."""
     metrics = trial.metrics
-    cells = table1_cells(trial.config)
     intervals = paired = None
     if trial.test_predictions is not None:
         scores = _check_predictions(
@@ -195,9 +186,7 @@ def _trial_row(
         epochs_text += f" (best {best_epoch})"
     return Row(
         system=f"{trial.id} (best single)" if is_best else trial.id,
-        conv_attention=cells[0],
-        cell=cells[1],
-        units=cells[2],
+        architecture=architecture(trial.config).cells(missing=DASH),
         validation_roc_auc=finite_number(metrics.get("validation_roc_auc")),
         test_roc_auc=finite_number(metrics.get("test_roc_auc")),
         test_roc_auc_ci=None if intervals is None else _bounds(intervals["ROC-AUC-macro"]),
@@ -250,9 +239,7 @@ def _fusion_row(
     members = metrics.get("members") or []
     return Row(
         system=f"fusion {fusion.name} ({' + '.join(map(str, members))})",
-        conv_attention=DASH,
-        cell=DASH,
-        units=DASH,
+        architecture=(DASH,) * len(ARCHITECTURE_COLUMNS),
         validation_roc_auc=finite_number(metrics.get("validation_roc_auc_macro")),
         test_roc_auc=finite_number(metrics.get("ROC-AUC-macro")),
         test_roc_auc_ci=_bounds(intervals["ROC-AUC-macro"]),
@@ -267,9 +254,7 @@ def _fusion_row(
 
 TABLE_HEADER = (
     "system",
-    "conv. attention",
-    "RNN cell",
-    "RNN units",
+    *ARCHITECTURE_COLUMNS,
     "validation ROC-AUC",
     "test ROC-AUC [95% CI]",
     "test PR-AUC [95% CI]",
@@ -288,9 +273,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
 def _row_cells(row: Row) -> tuple[str, ...]:
     return (
         row.system,
-        row.conv_attention,
-        row.cell,
-        row.units,
+        *row.architecture,
         percent(row.validation_roc_auc),
         _with_interval(row.test_roc_auc, row.test_roc_auc_ci),
         _with_interval(row.test_pr_auc, row.test_pr_auc_ci),

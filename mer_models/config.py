@@ -9,23 +9,30 @@ construction, and passed inward as keyword arguments.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-MODELS = ("crnn", "attention_cnn")
+from mer_models.models.registry import (
+    ARCHITECTURE_FIELDS,
+    MODEL_FIELDS,
+    MODEL_NAMES,
+    Architecture,
+    describe,
+    model_entry,
+)
+
 CELLS = ("gru", "lstm")
-# Fields only the CRNN reads: the attention CNN has no CBAM blocks and no recurrent head.
-CRNN_FIELDS = ("cell", "units", "layers", "cbam")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of one trial. Defaults are the paper's protocol."""
 
-    model: str = "crnn"  # crnn | attention_cnn
+    model: str = "crnn"  # a name in mer_models.models.registry: crnn | attention_cnn
     cell: str = "gru"  # recurrent cell of the CRNN head: gru | lstm
     units: int = 256  # hidden units per recurrent layer
     layers: int = 1  # recurrent layers (the paper: 1 x 256 or 2 x 128)
@@ -65,7 +72,7 @@ class TrainConfig:
                     f"config field '{f.name}' must be {expected.__name__}, "
                     f"got {value!r} ({type(value).__name__})"
                 )
-        _check_choice("model", self.model, MODELS)
+        _check_choice("model", self.model, MODEL_NAMES)
         _check_choice("cell", self.cell, CELLS)
         for name in (
             "units",
@@ -127,12 +134,21 @@ def applicable_fields(config: TrainConfig, device: str) -> dict[str, Any]:
     the device: what a run records as its hyperparameters. Off CUDA the CUDA-only
     switches are recorded false, since nothing of theirs runs."""
     values = config.to_dict()
-    if config.model != "crnn":
-        for name in CRNN_FIELDS:
+    reads = model_entry(config.model).fields
+    for name in MODEL_FIELDS:
+        if name not in reads:
             del values[name]
     if device != "cuda":
         values.update(dict.fromkeys(CUDA_ONLY_FIELDS, False))
     return {**values, "device": device}
+
+
+def architecture(values: Mapping[str, Any]) -> Architecture:
+    """The registry's description of the model a config mapping names (a trial's config.json,
+    a run's parameters): its run-name phrase and table cells. Only the architecture fields
+    are read; those missing take the defaults."""
+    known = {key: values[key] for key in ARCHITECTURE_FIELDS if key in values}
+    return describe(TrainConfig.from_dict(known, source="architecture"))
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -74,28 +74,6 @@ def finite_number(value: Any) -> float | None:
     return float(value)
 
 
-def architecture(config: dict[str, Any]) -> tuple[bool | None, str | None, str | None]:
-    """Table 1's columns of a trial: (CBAM on, RNN cell, RNN units); None where the model has none.
-
-    Fields missing from the config take the TrainConfig defaults. The attention
-    CNN has no CBAM blocks and no recurrent head; units read "256" for one
-    layer and "2 x 128" for a stack, as in the paper.
-    """
-    defaults = TrainConfig()
-
-    def get(name: str) -> Any:
-        return config.get(name, getattr(defaults, name))
-
-    if get("model") == "attention_cnn":
-        return None, None, None
-    units, layers = get("units"), get("layers")
-    return (
-        bool(get("cbam")),
-        str(get("cell")).upper(),
-        (str(units) if layers == 1 else f"{layers} x {units}"),
-    )
-
-
 @dataclass(frozen=True)
 class Trial:
     """One trial's folder, read."""

@@ -23,6 +23,7 @@ import torch
 from ray import tune
 
 from mer_models.config import TrainConfig, applicable_fields
+from mer_models.models.registry import ARCHITECTURE_COLUMNS, describe
 from mer_models.training.checkpoint import (
     STATE_FILE,
     TEST_PREDICTIONS,
@@ -272,10 +273,7 @@ class StudyRecorder(tune.Callback):
         rows = [
             (
                 "trial",
-                "model",
-                "cbam",
-                "cell",
-                "units",
+                *ARCHITECTURE_COLUMNS,
                 *extra,
                 "status",
                 "epoch",
@@ -290,10 +288,7 @@ class StudyRecorder(tune.Callback):
             rows.append(
                 (
                     self.key(trial),
-                    config.model,
-                    "yes" if config.cbam and config.model == "crnn" else "no",
-                    config.cell if config.model == "crnn" else "-",
-                    _units(config.units, config.layers) if config.model == "crnn" else "-",
+                    *describe(config).cells(missing="-"),
                     *(format_value(getattr(config, key)) for key in extra),
                     _status(self.study_dir, self.key(trial), trial),
                     str(last.get("epoch", "-")),
@@ -335,10 +330,6 @@ def _artifacts(target: Path) -> list[Path]:
         target / name
         for name in ("config.json", "best_model.pt", VALIDATION_PREDICTIONS, TEST_PREDICTIONS)
     ]
-
-
-def _units(units: int, layers: int) -> str:
-    return str(units) if layers == 1 else f"{layers} x {units}"
 
 
 def _best(trial) -> float | None:

@@ -9,15 +9,14 @@ and how it ended.
 
 from __future__ import annotations
 
-from mer_models.study_results import Study, architecture, ranked_trials
+from mer_models.config import architecture
+from mer_models.models.registry import ARCHITECTURE_COLUMNS
+from mer_models.study_results import Study, ranked_trials
 from tracking.names import ARCHITECTURE_FIELDS, format_value
 
 COLUMNS = (
     "trial",
-    "conv. attention",
-    "model",
-    "RNN cell",
-    "RNN units",
+    *ARCHITECTURE_COLUMNS,
     "val ROC-AUC",
     "test ROC-AUC",
     "test PR-AUC",
@@ -48,15 +47,10 @@ def table_rows(study: Study) -> list[tuple[str, ...]]:
     rows = []
     for trial in ranked + others:
         metrics = trial.metrics
-        cbam, cell, units = architecture(trial.config)
-        crnn = cbam is not None
         rows.append(
             (
                 trial.id,
-                ("block" if cbam else "none") if crnn else "self-attention",
-                "CRNN" if crnn else "attention CNN",
-                cell or "-",
-                units or "-",
+                *architecture(trial.config).cells(missing="-"),
                 *(format_value(trial.config[key]) if key in trial.config else "-" for key in extra),
                 _percent(metrics.get("validation_roc_auc")),
                 _percent(metrics.get("test_roc_auc")),

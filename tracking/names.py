@@ -12,6 +12,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mer_models.config import architecture
+from mer_models.models.registry import ARCHITECTURE_FIELDS
+
 # Run and experiment tags --------------------------------------------------------------------
 
 STUDY_TAG = "mer.study"  # the study a run belongs to
@@ -74,21 +77,17 @@ def mlflow_metrics(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[
 
 # Run names ---------------------------------------------------------------------------------
 
-# Fields that make up the architecture phrase ("block GRU 256", "attention CNN").
-ARCHITECTURE_FIELDS = ("model", "cbam", "cell", "units", "layers")
+# ARCHITECTURE_FIELDS (the registry's) make up the architecture phrase ("block GRU 256",
+# "attention CNN"): the model and the fields some models read and others do not.
 # Short labels of other searched fields in run names (others keep their field name).
 SHORT_LABELS = {"dropout": "drop", "batch_size": "batch", "window": "win", "weight_decay": "wd"}
 MAX_RUN_NAME = 250  # MLflow's limit is longer; the runs table shows far less
 
 
 def architecture_name(config: Mapping[str, Any]) -> str:
-    """``attention CNN``, or ``block GRU 256`` / ``no attention LSTM 2x128`` for a CRNN."""
-    if config.get("model", "crnn") == "attention_cnn":
-        return "attention CNN"
-    units, layers = config.get("units", 256), config.get("layers", 1)
-    size = str(units) if layers == 1 else f"{layers}x{units}"
-    attention = "block" if config.get("cbam", True) else "no attention"
-    return f"{attention} {str(config.get('cell', 'gru')).upper()} {size}"
+    """The model's registry phrase: ``attention CNN``, ``block GRU 256``, ``no attention LSTM
+    2x128``. Architecture fields missing from ``config`` take the TrainConfig defaults."""
+    return architecture(config).phrase
 
 
 def format_value(value: Any) -> str:

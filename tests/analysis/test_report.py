@@ -58,22 +58,23 @@ def test_the_report_holds_the_values_the_trials_logged(smoke_study):
         metrics, config = read_json(folder / "metrics.json"), read_json(folder / "config.json")
         name = f"{folder.name} (best single)" if folder.name == best else folder.name
         row = rows[name]
-        assert row[1:4] == [
-            "yes" if config["cbam"] else "no",
+        assert row[1:5] == [
+            "block" if config["cbam"] else "none",
+            "CRNN",
             config["cell"].upper(),
             str(config["units"])
             if config["layers"] == 1
             else f"{config['layers']} x {config['units']}",
         ]
-        assert row[4] == percent(metrics["validation_roc_auc"])
-        assert row[5].startswith(percent(metrics["test_roc_auc"]) + " [")
-        assert row[6].startswith(percent(metrics["test_pr_auc"]) + " [")
-        assert row[7] == f"{metrics['epochs_run']} (best {metrics['best_epoch']})"
-        assert row[8] == metrics["end_state"]
+        assert row[5] == percent(metrics["validation_roc_auc"])
+        assert row[6].startswith(percent(metrics["test_roc_auc"]) + " [")
+        assert row[7].startswith(percent(metrics["test_pr_auc"]) + " [")
+        assert row[8] == f"{metrics['epochs_run']} (best {metrics['best_epoch']})"
+        assert row[9] == metrics["end_state"]
         if folder.name == best:
-            assert row[9] == "–"
+            assert row[10] == "–"
         else:
-            p_roc, p_pr = (float(p) for p in row[9].split(" / "))
+            p_roc, p_pr = (float(p) for p in row[10].split(" / "))
             assert 0 <= p_roc <= 1 and 0 <= p_pr <= 1
         # ... which are also what MLflow recorded for the trial.
         run = client.get_run(metrics["mlflow_run_id"])
@@ -82,15 +83,15 @@ def test_the_report_holds_the_values_the_trials_logged(smoke_study):
 
     fusion = read_json(study / "fusions" / "top2" / "metrics.json")
     row = rows[f"fusion top2 ({' + '.join(fusion['members'])})"]
-    assert row[4] == percent(fusion["validation_roc_auc_macro"])
-    assert row[5].startswith(percent(fusion["ROC-AUC-macro"]) + " [")
-    assert row[6].startswith(percent(fusion["PR-AUC-macro"]) + " [")
+    assert row[5] == percent(fusion["validation_roc_auc_macro"])
+    assert row[6].startswith(percent(fusion["ROC-AUC-macro"]) + " [")
+    assert row[7].startswith(percent(fusion["PR-AUC-macro"]) + " [")
     assert list(rows)[-1].startswith("fusion top2")  # fusion rows under the trials
 
     published = report.split("## Ours beside the published figures", 1)[1]
     for figure in ("| 73.9 |", "| 75.3 |", "| 13.1 |", "| 72.58 |", "| 10.77 |"):
         assert figure in published
-    assert f"ours: trial {best} | {rows[f'{best} (best single)'][5].split(' [')[0]} |" in published
+    assert f"ours: trial {best} | {rows[f'{best} (best single)'][6].split(' [')[0]} |" in published
     assert "**Synthetic data**" in report
 
 

@@ -109,7 +109,7 @@ def test_the_console_shows_only_the_study(smoke_study):
     assert smoke_study.stderr.strip() == ""
     assert "best trial: " in smoke_study.stdout and "  config: model=crnn " in smoke_study.stdout
     # Progress and summary tables name their trials and show the searched learning rate.
-    progress = r"^trial\s+model\s+cbam\s+cell\s+units\s+lr\s+status\s+epoch"
+    progress = r"^trial\s+conv\. attention\s+model\s+RNN cell\s+RNN units\s+lr\s+status\s+epoch"
     summary = r"^trial\s+conv\. attention\s+model\s+RNN cell\s+RNN units\s+lr\s+val ROC-AUC"
     assert re.search(progress, smoke_study.stdout, re.MULTILINE)
     assert re.search(summary, smoke_study.stdout, re.MULTILINE)

@@ -63,7 +63,7 @@ def test_rows_are_ranked_by_validation_and_read_like_table_1(tmp_path):
     assert rows == [
         ("b", "none", "CRNN", "LSTM", "256", "72.0", "71.0", "12.3", "12", "finished"),
         ("a", "block", "CRNN", "GRU", "2 x 128", "61.0", "60.0", "12.3", "12", "asha_stopped"),
-        ("c", "self-attention", "attention CNN", "-", "-", "-", "-", "-", "1", "error"),
+        ("c", "-", "attention CNN", "-", "-", "-", "-", "-", "1", "error"),
     ]
     lines = format_table(load_study(study)).splitlines()
     assert lines[0].split("  ")[0] == COLUMNS[0] == "trial"
