@@ -54,7 +54,9 @@ def test_query_is_the_final_hidden_state_of_the_last_layer(cell, layers):
 
 
 def test_logits_are_the_linear_layer_on_the_context():
-    head = RecurrentAttentionHead(16, 5, units=12, dropout=0.5).eval()  # eval: dropout off
+    head = RecurrentAttentionHead(
+        16, 5, cell="gru", units=12, layers=1, dropout=0.5
+    ).eval()  # eval: dropout off
     features = _features()
     with torch.no_grad():
         context, _ = head.attend(features)
@@ -62,7 +64,7 @@ def test_logits_are_the_linear_layer_on_the_context():
 
 
 def test_attention_follows_the_frequency_mean_not_a_single_band():
-    head = RecurrentAttentionHead(16, 5, units=12).eval()
+    head = RecurrentAttentionHead(16, 5, cell="gru", units=12, layers=1).eval()
     features = _features()
     swapped = features.flip(dims=[2])  # the mean over frequency is unchanged
     with torch.no_grad():
@@ -71,8 +73,42 @@ def test_attention_follows_the_frequency_mean_not_a_single_band():
 
 def test_bad_arguments_raise_naming_the_culprit():
     with pytest.raises(ValueError, match="cell"):
-        RecurrentAttentionHead(16, 5, cell="rnn")
+        RecurrentAttentionHead(16, 5, cell="rnn", units=12, layers=1)
     with pytest.raises(ValueError, match="units"):
-        RecurrentAttentionHead(16, 5, units=0)
+        RecurrentAttentionHead(16, 5, cell="gru", units=0, layers=1)
     with pytest.raises(ValueError, match="features"):
-        RecurrentAttentionHead(16, 5)(torch.randn(2, 16, 11))
+        RecurrentAttentionHead(16, 5, cell="gru", units=12, layers=1)(torch.randn(2, 16, 11))
+
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_the_head_runs_in_float32_under_bf16_autocast(cell, device):
+    """cuDNN's autocast RNN wrapper would cast to float16 even in a bf16 context: the head
+    turns autocast off and runs (RNN, attention, output layer) in float32."""
+    head = RecurrentAttentionHead(16, 5, cell=cell, units=12, layers=2, dropout=0.5).to(device)
+    seen = {}
+    head.rnn.register_forward_hook(lambda m, inputs, out: seen.update(rnn=out[0].dtype))
+    features = _features().to(device, torch.bfloat16)  # a bf16 trunk's feature map
+    with torch.autocast(device, dtype=torch.bfloat16):
+        logits = head(features)
+        context, weights = head.attend(features)
+    assert seen["rnn"] == torch.float32
+    assert logits.dtype == context.dtype == weights.dtype == torch.float32
+    logits.sum().backward()
+    grads = {name: p.grad.dtype for name, p in head.named_parameters()}
+    assert grads and set(grads.values()) == {torch.float32}, grads
+    # Without autocast the head gives what it gives under it: float32 either way.
+    with torch.no_grad():
+        head.eval()
+        with torch.autocast(device, dtype=torch.bfloat16):
+            under = head(features)
+        torch.testing.assert_close(under, head(features))
