@@ -23,6 +23,7 @@ from pathlib import Path
 from mer_models.config import TrainConfig, load_config
 from mer_models.data.arguments import add_data_arguments, dataset_paths
 from mer_models.data.splits import DataError
+from mer_models.training.step import GraphCaptureFailed
 from mer_models.training.trainer import TrainingDiverged, train
 
 
@@ -38,11 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     parser.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    parser.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="on CUDA, run each training step eagerly instead of as one CUDA graph "
+        "(sets cuda_graphs: false; for a GPU where the graph's capture fails)",
+    )
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
         config = load_config(args.config) if args.config else TrainConfig()
+        if args.no_cuda_graphs:
+            config = config.replace(cuda_graphs=False)
         out = Path(args.out)
         restore = out / "checkpoint" if args.resume else None
         if restore is not None and not restore.is_dir():
@@ -55,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = train(
             config, dataset_paths(args, parser), out, restore=restore, device=args.device
         )
-    except (DataError, TrainingDiverged, ValueError) as error:
+    except (DataError, GraphCaptureFailed, TrainingDiverged, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

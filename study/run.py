@@ -111,6 +111,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
         default=0.0,
         help="fractions let several trials share one GPU",
     )
+    resources.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="run every trial's training step eagerly on its GPU, not as one CUDA graph "
+        "(cuda_graphs: false; give it again with --resume)",
+    )
     resources.add_argument("--max-concurrent", type=int, help="most trials at once")
     resources.add_argument(
         "--max-failures",
@@ -262,6 +268,8 @@ def run(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     space = with_scheduler(space, recorded.scheduler if recorded else args.scheduler)
+    if args.no_cuda_graphs:  # a fixed value for every trial, over the space's own
+        space = dataclasses.replace(space, parameters={**space.parameters, "cuda_graphs": False})
 
     if args.address:
         use_cluster_token()

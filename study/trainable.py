@@ -10,9 +10,10 @@ The trial works in a node-local temporary folder, so nothing it writes on the
 way lands in the trial folder that Ray syncs to storage.
 
 A failure that a retry cannot mend (no checkpoint loads, bad data, a
-diverged run, a bug) is reported as the trial's last result and the trial
-ends, so Ray does not run it again; a full or unwritable disk is reported so
-that the driver stops the study. A lost worker or node is Ray's to retry.
+diverged run, a CUDA graph that does not capture, a bug) is reported as
+the trial's last result and the trial ends, so Ray does not run it again
+and the study shows it once; a full or unwritable disk is reported so that
+the driver stops the study. A lost worker or node is Ray's to retry.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ray import tune
 
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
+from mer_models.training.step import GraphCaptureFailed
 from mer_models.training.trainer import train
 from study.checkpoints import CheckpointStore
 from study.records import RESOURCE_FIELDS
@@ -143,6 +145,8 @@ class TrialCannotContinue(RuntimeError):
 
 def _retryable(error: BaseException) -> bool:
     """Errors a later attempt may not meet: memory taken by other trials, a network blip."""
+    if isinstance(error, GraphCaptureFailed):  # shown once: every attempt would capture alike
+        return False
     return isinstance(error, torch.OutOfMemoryError | ConnectionError | TimeoutError)
 
 

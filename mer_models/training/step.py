@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -88,20 +89,14 @@ def autocast_for(config: TrainConfig, device: torch.device) -> Autocast:
     return contextlib.nullcontext
 
 
+@dataclass
 class EagerStep:
     """The step as plain PyTorch calls: the CPU path, and CUDA with `cuda_graphs` off."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        loss_fn: nn.Module,
-        autocast: Autocast,
-    ) -> None:
-        self.model = model
-        self.optimizer = optimizer
-        self.loss_fn = loss_fn
-        self.autocast = autocast
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    autocast: Autocast
 
     def __call__(self, windows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Train on one batch already on the device; returns the batch's mean loss (detached)."""
@@ -117,6 +112,28 @@ class EagerStep:
         return loss.detach()
 
 
+class GraphCaptureFailed(RuntimeError):
+    """The training step could not be captured as a CUDA graph; the message is one paragraph
+    that names the model, the batch and how to train without the graph.
+
+    The run ends here: a raise inside `torch.cuda.graph` can leave the capture
+    stream current, so continuing eagerly in the same process is not safe.
+    """
+
+
+def capture_failure(model_name: str, windows: torch.Tensor, error: BaseException) -> str:
+    """The one paragraph a failed capture ends a run with."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    cause = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return (
+        f"the training step of model {model_name} could not be captured as a CUDA graph on its "
+        f"first full batch (windows of shape {tuple(windows.shape)}, {windows.dtype}): {cause}. "
+        "The run stops here (an eager step in the same process is not safe after a failed "
+        "capture); train without the graph: --no-cuda-graphs (python -m mer_models.train, "
+        "study/run.py) or cuda_graphs: false in the config."
+    )
+
+
 class GraphedStep:
     """The step captured whole in one CUDA graph on its first full batch, then replayed.
 
@@ -130,30 +147,34 @@ class GraphedStep:
     too (each replay advances its Philox offset), so `torch.manual_seed`
     before an epoch fixes its masks.
 
-    The optimizer's state tensors must stay the ones the graph captured:
-    load any saved state before the first step. Its learning rate and weight
-    decay are captured as constants (the trainer keeps them fixed); a
-    schedule would need them as device tensors.
+    The optimizer must be capturable (`make_optimizer` builds it so), and its
+    state tensors must stay the ones the graph captured: load any saved
+    state before the first step. Its learning rate and weight decay are
+    captured as constants (the trainer keeps them fixed); a schedule would
+    need them as device tensors. A capture that fails raises
+    `GraphCaptureFailed`, whose one-paragraph message names `model_name`,
+    the batch's shape and the switch that turns the graph off.
     """
 
     def __init__(
         self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        loss_fn: nn.Module,
-        autocast: Autocast,
+        eager: EagerStep,
         batch_size: int,
         memory_format: torch.memory_format = torch.contiguous_format,
+        model_name: str | None = None,
     ) -> None:
-        for group in optimizer.param_groups:
-            if not group.get("capturable") and not group.get("fused"):
+        for index, group in enumerate(eager.optimizer.param_groups):
+            if not group.get("capturable"):
+                fused = " (fused alone is not enough)" if group.get("fused") else ""
                 raise ValueError(
-                    "GraphedStep: the optimizer must be capturable (or fused) to run in a CUDA "
-                    "graph; build it with make_optimizer"
+                    f"GraphedStep: the optimizer's parameter group {index} is not capturable"
+                    f"{fused}; an update replayed in a CUDA graph needs capturable=True, which "
+                    "keeps the step counts on the device: build it with make_optimizer"
                 )
-        self.eager = EagerStep(model, optimizer, loss_fn, autocast)
+        self.eager = eager
         self.batch_size = batch_size
         self.memory_format = memory_format
+        self.model_name = model_name or type(eager.model).__name__
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_windows: torch.Tensor | None = None
         self.static_labels: torch.Tensor | None = None
@@ -164,11 +185,15 @@ class GraphedStep:
         return self.graph is not None
 
     def __call__(self, windows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Train on one batch already on the device; returns the batch's mean loss."""
+        """Train on one batch already on the device; returns the batch's mean loss (detached)."""
         if windows.shape[0] != self.batch_size:
             return self._eager(windows, labels)
         if self.graph is None:
-            self._capture(windows, labels)
+            try:
+                self._capture(windows, labels)
+            except Exception as error:
+                message = capture_failure(self.model_name, windows, error)
+                raise GraphCaptureFailed(message) from error
         self.static_windows.copy_(windows, non_blocking=True)
         self.static_labels.copy_(labels, non_blocking=True)
         self.graph.replay()
@@ -202,9 +227,10 @@ class GraphedStep:
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             with self.eager.autocast():
                 logits = model(self.static_windows)
-            self.static_loss = self.eager.loss_fn(logits.float(), self.static_labels)
-            self.static_loss.backward()
+            loss = self.eager.loss_fn(logits.float(), self.static_labels)
+            loss.backward()
             optimizer.step()
+        self.static_loss = loss.detach()  # what a replay returns holds no autograd graph
         saved.restore_random_state()
         self.graph = graph
 
@@ -265,8 +291,7 @@ def make_step(
 ) -> EagerStep | GraphedStep:
     """The training step for this config and device: graphed on CUDA (unless
     `cuda_graphs` is off), eager everywhere else."""
-    loss_fn = nn.BCEWithLogitsLoss()
-    autocast = autocast_for(config, device)
+    eager = EagerStep(model, optimizer, nn.BCEWithLogitsLoss(), autocast_for(config, device))
     if uses_cuda_graphs(config, device):
-        return GraphedStep(model, optimizer, loss_fn, autocast, config.batch_size, memory_format)
-    return EagerStep(model, optimizer, loss_fn, autocast)
+        return GraphedStep(eager, config.batch_size, memory_format, model_name=config.model)
+    return eager

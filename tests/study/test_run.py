@@ -41,3 +41,25 @@ def test_the_console_keeps_library_loggers_quiet_unless_verbose(monkeypatch):
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
+
+
+def test_no_cuda_graphs_turns_the_graph_off_for_every_trial(monkeypatch, tmp_path):
+    """The flag is a fixed value of the study's space, so every trial's config has it."""
+    import study.driver
+    import study.run
+
+    seen = []
+
+    def stop_before_ray(options):
+        seen.append(options)
+        raise ValueError("stopped before Ray")
+
+    monkeypatch.setattr(study.driver, "check_trial_configs", stop_before_ray)
+    monkeypatch.setattr(study.run, "configure_console", lambda verbose: None)
+    monkeypatch.setattr(study.run.signal, "signal", lambda *args: None)
+    for flags in ([], ["--no-cuda-graphs"]):
+        assert study.run.run(["--space", "smoke", "--storage", str(tmp_path), *flags]) == 2
+    with_graphs, without = (study.driver.param_space(options) for options in seen)
+    assert "cuda_graphs" not in with_graphs  # the config's default: on
+    assert without["cuda_graphs"] is False
+    assert set(without) == {*with_graphs, "cuda_graphs"}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
+import time
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from mer_models.data.sources import window_source
 from mer_models.models import build_model
 from mer_models.training.step import (
     EagerStep,
+    GraphCaptureFailed,
     GraphedStep,
     TrainingSnapshot,
     load_optimizer_state,
@@ -81,10 +84,47 @@ def test_cpu_never_uses_the_graph():
     assert type(loop.step) is EagerStep
 
 
-def test_the_graphed_step_refuses_an_optimizer_it_cannot_capture():
-    model, optimizer = model_and_optimizer(SMALL, CPU)
-    with pytest.raises(ValueError, match="capturable"):
-        GraphedStep(model, optimizer, torch.nn.BCEWithLogitsLoss(), lambda: None, batch_size=4)
+def _eager_step(model, optimizer) -> EagerStep:
+    return EagerStep(model, optimizer, torch.nn.BCEWithLogitsLoss(), contextlib.nullcontext)
+
+
+@pytest.mark.parametrize(
+    ("adam", "says"),
+    [
+        ({}, "parameter group 0 is not capturable;"),
+        ({"fused": True}, "not capturable (fused alone is not enough)"),
+    ],
+)
+def test_the_graphed_step_refuses_an_optimizer_it_cannot_capture(adam, says):
+    """Plain, or fused but not capturable: Adam's update would fail at capture."""
+    model, optimizer = model_and_optimizer(SMALL, CPU, **adam)
+    with pytest.raises(ValueError, match=re.escape(says)) as refused:
+        GraphedStep(_eager_step(model, optimizer), batch_size=4)
+    assert "make_optimizer" in str(refused.value)
+    capturable = torch.optim.Adam(model.parameters(), capturable=True, fused=True)
+    assert GraphedStep(_eager_step(model, capturable), batch_size=4).model_name == "AttentionCRNN"
+
+
+def test_a_failed_capture_ends_the_run_with_one_paragraph():
+    """Here the capture fails for want of CUDA; any failure reads the same way: the model,
+    the batch, the cause, and the switch that trains without the graph."""
+    config = SMALL.replace(cuda_graphs=True)
+    model, _ = model_and_optimizer(config, CPU)
+    capturable = torch.optim.Adam(model.parameters(), capturable=True)
+    step = GraphedStep(_eager_step(model, capturable), batch_size=4, model_name="crnn")
+    windows, labels = batches(config, 1, CPU)[0]
+    with pytest.raises(GraphCaptureFailed) as failure:
+        step(windows, labels)
+    message = str(failure.value)
+    assert "\n" not in message
+    assert message.startswith("the training step of model crnn could not be captured")
+    assert "(windows of shape (4, 1, 96, 64), torch.float32)" in message
+    assert "--no-cuda-graphs" in message and "cuda_graphs: false" in message
+    assert isinstance(failure.value.__cause__, RuntimeError)
+    assert str(failure.value.__cause__).splitlines()[0] in message
+    assert not step.captured
+    with pytest.raises(GraphCaptureFailed):  # no eager fallback: it fails again, never trains
+        step(windows, labels)
 
 
 def test_the_eager_step_is_the_plain_pytorch_step():
@@ -203,7 +243,7 @@ def test_an_eager_runs_optimizer_state_loads_into_a_fused_adam():
     assert state["step"].dtype == torch.float32 and float(state["step"]) == 3.0
     windows, labels = data[0]
     expected = float(step(windows, labels))
-    fused_step = EagerStep(fused_model, fused, torch.nn.BCEWithLogitsLoss(), contextlib.nullcontext)
+    fused_step = _eager_step(fused_model, fused)
     assert float(fused_step(windows, labels)) == pytest.approx(expected, rel=1e-6)
     fused_weights = fused_model.state_dict()
     for name, tensor in model.state_dict().items():
@@ -279,3 +319,68 @@ def test_dropout_in_the_graph_is_seeded():
     first, *_ = _losses(config, graphed=True)
     second, *_ = _losses(config, graphed=True)
     assert first == second
+
+
+@needs_cuda
+def test_the_graphed_step_returns_a_detached_loss():
+    """A replay's loss holds no autograd graph: the epoch's running sum would keep nodes."""
+    config = SMALL.replace(batch_size=8, bf16=False)
+    model, optimizer = model_and_optimizer(config.replace(cuda_graphs=True), CUDA)
+    step = make_step(model, optimizer, config.replace(cuda_graphs=True), CUDA)
+    for windows, labels in batches(config, 2, CUDA):
+        loss = step(windows, labels)
+        assert loss.grad_fn is None and not loss.requires_grad
+    assert step.captured and step.static_loss.grad_fn is None
+
+
+@needs_cuda
+def test_dropout_masks_in_the_graph_are_the_eager_steps_masks():
+    """The same random state gives the same masks, replayed or eager: equal losses, where
+    another seed's masks (or none) would differ far beyond the tolerance."""
+    config = SMALL.replace(dropout=0.5, batch_size=8, bf16=False)
+    eager, *_ = _losses(config, graphed=False)
+    graph, step, _ = _losses(config, graphed=True)
+    assert step.captured
+    np.testing.assert_allclose(graph, eager, rtol=1e-4)
+    without, *_ = _losses(config.replace(dropout=0.0), graphed=False)
+    assert not np.allclose(without, eager, rtol=1e-3)  # the masks matter to the losses
+
+
+class SlowWindows(torch.utils.data.Dataset):
+    """The `batches` data, a few milliseconds a sample: loader workers still deliver (and
+    the pin-memory thread still pins) while the step is captured."""
+
+    def __init__(self, data: list) -> None:
+        self.windows = torch.cat([windows for windows, _ in data])
+        self.labels = torch.cat([labels for _, labels in data])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        time.sleep(0.003)
+        return self.windows[index], self.labels[index]
+
+
+@needs_cuda
+def test_the_graph_captures_while_pinned_loader_workers_run():
+    """The trainer's loader: 4 workers and pinned memory. Its pin-memory thread allocates
+    host memory during the capture, which a global-mode capture would refuse."""
+    config = SMALL.replace(batch_size=8, bf16=False)
+    data = batches(config, 24, CPU)
+    loader = make_loader(SlowWindows(data), config.batch_size, workers=4)
+    assert loader.pin_memory
+    model, optimizer = model_and_optimizer(config.replace(cuda_graphs=True), CUDA)
+    step = make_step(model, optimizer, config.replace(cuda_graphs=True), CUDA)
+    torch.manual_seed(5)
+    losses = []
+    for windows, labels in loader:
+        assert windows.is_pinned()
+        windows = windows.to(CUDA, non_blocking=True)
+        losses.append(float(step(windows, labels.to(CUDA, non_blocking=True))))
+    assert step.captured and len(losses) == 24
+    model, optimizer = model_and_optimizer(config.replace(cuda_graphs=True), CUDA)
+    eager = make_step(model, optimizer, config.replace(cuda_graphs=False), CUDA)
+    torch.manual_seed(5)
+    expected = [float(eager(w.to(CUDA), y.to(CUDA))) for w, y in data]
+    np.testing.assert_allclose(losses, expected, rtol=1e-4)
