@@ -187,25 +187,43 @@ def test_eval_crops_average_several_windows(dataset, tmp_path):
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@needs_cuda
-def test_a_graphed_run_restores_exactly_and_agrees_with_an_eager_run(dataset, tmp_path):
-    """On CUDA: every step is a replay, so a restored run repeats the uninterrupted one."""
-    config = SMALL.replace(cuda_graphs=True, bf16=False, dropout=0.0)
-    uninterrupted = train(config, dataset, tmp_path / "a", device="cuda")
+@pytest.fixture
+def deterministic_cudnn(monkeypatch):
+    """Exact equality between two CUDA runs: cuDNN's deterministic algorithms, no autotuning
+    (otherwise two runs may pick kernels that sum in another order)."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+
+
+def _crashed_and_resumed(config: TrainConfig, dataset, out) -> dict:
+    """A CUDA run that crashes after epoch 2, then continues from its checkpoint."""
 
     def crash_after_two(record, checkpoint):
         if record["epoch"] == 2:
             raise Crash
 
     with pytest.raises(Crash):
-        train(config, dataset, tmp_path / "b", on_epoch=crash_after_two, device="cuda")
-    resumed = train(config, dataset, tmp_path / "b", restore=tmp_path / "b" / "checkpoint")
+        train(config, dataset, out, on_epoch=crash_after_two, device="cuda")
+    return train(config, dataset, out, restore=out / "checkpoint", device="cuda")
+
+
+def _train_losses(run) -> list[float]:
+    return [row["train_loss"] for row in json.loads((run / "history.json").read_text())]
+
+
+@needs_cuda
+def test_a_graphed_run_restores_exactly_and_agrees_with_an_eager_run(
+    dataset, tmp_path, deterministic_cudnn
+):
+    """On CUDA: every step is a replay, so a restored run repeats the uninterrupted one."""
+    config = SMALL.replace(cuda_graphs=True, bf16=False, dropout=0.0)
+    uninterrupted = train(config, dataset, tmp_path / "a", device="cuda")
+    resumed = _crashed_and_resumed(config, dataset, tmp_path / "b")
     assert resumed == uninterrupted
+    assert _train_losses(tmp_path / "b") == _train_losses(tmp_path / "a")
     eager = train(config.replace(cuda_graphs=False), dataset, tmp_path / "c", device="cuda")
-    a = json.loads((tmp_path / "a" / "history.json").read_text())
-    c = json.loads((tmp_path / "c" / "history.json").read_text())
     np.testing.assert_allclose(
-        [r["train_loss"] for r in a], [r["train_loss"] for r in c], rtol=1e-3
+        _train_losses(tmp_path / "a"), _train_losses(tmp_path / "c"), rtol=1e-3
     )
     assert eager["best_epoch"] == uninterrupted["best_epoch"]
     # The graph run's checkpoint (capturable Adam, step counts on the GPU) continues on a CPU.
@@ -213,3 +231,23 @@ def test_a_graphed_run_restores_exactly_and_agrees_with_an_eager_run(dataset, tm
         config, dataset, tmp_path / "d", restore=tmp_path / "b" / "checkpoint", device="cpu"
     )
     assert on_cpu["epochs_run"] == config.max_epochs
+
+
+@needs_cuda
+def test_a_graphed_bf16_run_with_dropout_restores_exactly_and_agrees_with_an_eager_run(
+    dataset, tmp_path, deterministic_cudnn
+):
+    """The trainer's own CUDA defaults (bf16 autocast, channels_last, the graph) with dropout:
+    the masks are seeded per epoch, so a restored run is the uninterrupted one exactly, and
+    the eager step draws the same masks (bf16 tolerances)."""
+    config = SMALL.replace(cuda_graphs=True, bf16=True, channels_last=True, dropout=0.3)
+    uninterrupted = train(config, dataset, tmp_path / "a", device="cuda")
+    assert _crashed_and_resumed(config, dataset, tmp_path / "b") == uninterrupted
+    assert _train_losses(tmp_path / "b") == _train_losses(tmp_path / "a")
+    train(config.replace(cuda_graphs=False), dataset, tmp_path / "c", device="cuda")
+    graph, eager = _train_losses(tmp_path / "a"), _train_losses(tmp_path / "c")
+    assert np.isfinite(graph).all()
+    np.testing.assert_allclose(graph, eager, rtol=2e-2)
+    without = train(config.replace(dropout=0.0), dataset, tmp_path / "e", device="cuda")
+    assert without["epochs_run"] == config.max_epochs
+    assert not np.allclose(_train_losses(tmp_path / "e"), graph, rtol=1e-3)  # dropout acted
