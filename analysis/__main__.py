@@ -21,6 +21,7 @@ from analysis.fuse_study import SELECTS, fuse_study
 from analysis.fusion import fuse_files
 from analysis.report import REPORT_FILE, write_report
 from mer_models.study_results import resolve_study
+from mer_models.training.metrics import BY_EPOCH_NAME, DEFAULT_SELECTION
 
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 USAGE_ERROR = 2
@@ -84,7 +85,13 @@ def _add_fuse_files(subparsers: argparse._SubParsersAction) -> None:
         choices=("all", "topk", "greedy"),
         default="all",
         help="which members are fused: all (default), the --top-k best on validation, or "
-        "greedy (added while validation ROC-AUC improves)",
+        "greedy (added while the validation --metric improves)",
+    )
+    parser.add_argument(
+        "--metric",
+        choices=tuple(BY_EPOCH_NAME),
+        default=DEFAULT_SELECTION,
+        help=f"validation score that ranks and selects members (default: {DEFAULT_SELECTION})",
     )
     parser.add_argument(
         "--top-k", type=int, help="members kept by --select topk (no default: required with it)"
@@ -112,6 +119,7 @@ def _run_fuse_files(args: argparse.Namespace) -> int:
         out=args.out,
         resamples=args.resamples,
         seed=args.seed,
+        metric=args.metric,
     )
     if args.json:
         print(
@@ -181,8 +189,9 @@ def _add_fuse(subparsers: argparse._SubParsersAction) -> None:
         "--select",
         choices=SELECTS,
         default="topk",
-        help="topk (default): the --top-k best trials by validation ROC-AUC; greedy: trials "
-        "added in that order while the fusion's validation ROC-AUC improves",
+        help="topk (default): the --top-k best trials by the study's selection metric on "
+        "validation (macro ROC-AUC unless its space says otherwise); greedy: trials added in "
+        "that order while the fusion's validation score improves",
     )
     parser.add_argument(
         "--external",

@@ -3,7 +3,8 @@
 Gerczuk et al. (MediaEval 2020) average the sigmoid outputs of their best
 models (their Table 1 fusion) and also fuse with another challenge system's
 scores. `fuse_study` does both for a study folder: it ranks the trials that
-finished by their validation macro ROC-AUC (metrics.json), fuses the top K
+finished by the study's selection metric on validation (macro ROC-AUC unless
+its space names another; metrics.json), fuses the top K
 (``topk``) or the subset a forward selection picks on validation
 (``greedy``, among the top K when K is given), adds external systems, and
 scores the result on the study's own test labels. The fusion is compared
@@ -29,7 +30,6 @@ from analysis.evaluate import check_groundtruth, check_scores, evaluate, load_ma
 from analysis.fusion import (
     FusionResult,
     Member,
-    Selection,
     is_fusion_folder,
     parse_member,
     run_fusion,
@@ -46,6 +46,7 @@ from mer_models.study_results import (
     finished_trials,
     load_study,
 )
+from mer_models.training.metrics import BEST_VALUE_KEY, SELECTION_KEY
 from tracking.names import FUSION_TAG, fusion_metric, fusion_run_name, metric_key
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def _candidates(study: Study, top_k: int | None) -> list[Trial]:
         raise ValueError(
             f"study {study.dir} has no finished trial to fuse: none of its {len(study.trials)} "
             f"trial(s) ended in {', '.join(FINISHED_STATES)} with predictions and a validation "
-            f"ROC-AUC (states seen: {', '.join(states)})"
+            f"{study.selection.title} (states seen: {', '.join(states)})"
         )
     if top_k is not None and top_k > len(trials):
         raise ValueError(
@@ -184,7 +185,7 @@ def fuse_study(
 ) -> StudyFusion:
     """Fuse a study's trials (and externals), write the outputs and record an MLflow run.
 
-    ``topk`` averages the K best finished trials by validation ROC-AUC;
+    ``topk`` averages the K best finished trials by the study's selection metric;
     ``greedy`` runs forward selection on validation over the top K (all
     finished trials without K) and the externals. Externals always join a
     ``topk`` fusion. ``out`` defaults to ``STUDY_DIR/fusions/<fusion_name>``.
@@ -225,14 +226,13 @@ def fuse_study(
         select="greedy" if select == "greedy" else "all",
         resamples=resamples,
         seed=seed,
+        metric=study.metric,
     )
     if select == "topk":
         # run_fusion averaged all given members; they are the top K by validation.
         result = dataclasses.replace(
             result,
-            selection=Selection(
-                "topk", result.selection.indices, result.selection.validation_roc_auc
-            ),
+            selection=dataclasses.replace(result.selection, method="topk"),
         )
 
     # The candidates are the finished trials best first: the first is the best single trial.
@@ -250,7 +250,7 @@ def fuse_study(
         "member_details": [_member_detail(m, pool, parsed) for m in members if m.name in chosen],
         "best_single_trial": {
             "id": best.id,
-            "validation_roc_auc": best.metrics.get("validation_roc_auc"),
+            study.selection.validation: best.metrics.get(study.selection.validation),
             **evaluate(test_labels, best_test),
         },
         "paired_bootstrap_vs_best_single": {k: v.to_dict() for k, v in paired.items()},
@@ -268,7 +268,7 @@ def _member_detail(member: Member, pool: Sequence[Trial], externals: Sequence[Ex
         return {
             "name": trial.id,
             "kind": "trial",
-            "validation_roc_auc": trial.metrics.get("validation_roc_auc"),
+            **{key: trial.metrics.get(key) for key in (SELECTION_KEY, BEST_VALUE_KEY)},
             "test_predictions": str(trial.test_predictions.resolve()),
         }
     external = next(e for e in externals if e.name == member.name)
@@ -288,8 +288,8 @@ def fusion_metrics(result: FusionResult, paired: dict[str, PairedResult]) -> dic
     for name, interval in result.intervals.items():
         metrics[f"{fusion_metric(name)}_ci_low"] = interval.low
         metrics[f"{fusion_metric(name)}_ci_high"] = interval.high
-    if result.selection.validation_roc_auc is not None:
-        metrics["fusion_validation_roc_auc_macro"] = result.selection.validation_roc_auc
+    if result.selection.validation_score is not None:
+        metrics[f"fusion_{result.selection.validation_key}"] = result.selection.validation_score
     for name, test in paired.items():
         metrics[f"fusion_minus_best_single_{metric_key(name)}"] = test.observed_difference
         metrics[f"fusion_vs_best_single_p_value_{metric_key(name)}"] = test.p_value

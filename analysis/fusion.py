@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from analysis.bootstrap import Interval, bootstrap_intervals, paired_bootstrap
 from analysis.evaluate import (
@@ -34,6 +33,7 @@ from analysis.evaluate import (
 from analysis.staging import check_output_dir, staged_folder
 from mer_models.data.splits import read_tags
 from mer_models.thresholds import decide, tune_thresholds, write_thresholds
+from mer_models.training.metrics import DEFAULT_SELECTION, SELECTION_KEY, selection_metric
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,13 @@ class Selection:
 
     method: str
     indices: tuple[int, ...]
-    validation_roc_auc: float | None  # macro, of the fused chosen members; None without labels
+    validation_score: float | None  # of the fused chosen members; None without labels
+    metric: str = DEFAULT_SELECTION  # the selection metric that scored them
+
+    @property
+    def validation_key(self) -> str:
+        """metrics.json's key of the score: ``validation_roc_auc_macro``."""
+        return f"validation_{selection_metric(self.metric).official_key}"
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,8 @@ class FusionResult:
             "members": list(self.members),
             "weights": list(self.weights),
             "select": self.selection.method,
-            "validation_roc_auc_macro": self.selection.validation_roc_auc,
+            SELECTION_KEY: self.selection.metric,
+            self.selection.validation_key: self.selection.validation_score,
             "thresholds_tuned_on": self.thresholds_tuned_on,
             **self.context,
         }
@@ -183,10 +190,6 @@ def fuse(scores: Sequence[np.ndarray], weights: Sequence[float] | None = None) -
     return np.tensordot(w, stacked, axes=1)
 
 
-def _macro_roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(roc_auc_score(labels, scores, average="macro"))
-
-
 def select_members(
     validation_scores: Sequence[np.ndarray] | None,
     validation_groundtruth: np.ndarray | None,
@@ -194,16 +197,19 @@ def select_members(
     top_k: int | None = None,
     weights: Sequence[float] | None = None,
     count: int | None = None,
+    metric: str = DEFAULT_SELECTION,
 ) -> Selection:
     """Choose which members to fuse, looking at validation data only.
 
     ``all`` keeps every member (``count`` of them when no validation scores
-    are given). ``topk`` ranks members by their own validation macro
-    ROC-AUC and keeps the ``top_k`` best. ``greedy`` starts from the best
-    single member and keeps adding the member whose addition most raises
-    the validation macro ROC-AUC of the (weighted) mean, until no addition
-    raises it. Ties go to the member listed first.
+    are given). ``topk`` ranks members by their own validation score of
+    ``metric`` (a selection metric: macro ROC-AUC by default) and keeps the
+    ``top_k`` best. ``greedy`` starts from the best single member and keeps
+    adding the member whose addition most raises the validation score of the
+    (weighted) mean, until no addition raises it. Ties go to the member
+    listed first.
     """
+    measure = selection_metric(metric)
     if method not in SELECTIONS:
         raise ValueError(f"unknown selection {method!r}; expected one of {', '.join(SELECTIONS)}")
     n = len(validation_scores) if validation_scores is not None else count
@@ -223,22 +229,22 @@ def select_members(
                 f"the {method!r} selection ranks members on validation data: give every member's "
                 f"validation scores and the validation groundtruth (test labels are never used)"
             )
-        return Selection("all", tuple(range(n)), None)
+        return Selection("all", tuple(range(n)), None, measure.epoch)
     labels = check_groundtruth(validation_groundtruth, "validation groundtruth")
     for i, matrix in enumerate(validation_scores):
         check_scores(matrix, f"validation scores of member {i}", labels.shape)
 
     def score(indices: Sequence[int]) -> float:
         chosen = [validation_scores[i] for i in indices]
-        return _macro_roc_auc(labels, fuse(chosen, w[list(indices)]))
+        return measure.score(labels, fuse(chosen, w[list(indices)]))
 
     if method == "all":
-        return Selection("all", tuple(range(n)), score(range(n)))
+        return Selection("all", tuple(range(n)), score(range(n)), measure.epoch)
     single = [score([i]) for i in range(n)]
     ranking = sorted(range(n), key=lambda i: (-single[i], i))
     if method == "topk":
         chosen = tuple(ranking[:top_k])
-        return Selection("topk", chosen, score(chosen))
+        return Selection("topk", chosen, score(chosen), measure.epoch)
     chosen, best = [ranking[0]], single[ranking[0]]
     while len(chosen) < n:
         candidates = [(score([*chosen, i]), i) for i in range(n) if i not in chosen]
@@ -247,7 +253,7 @@ def select_members(
             break
         chosen.append(pick)
         best = value
-    return Selection("greedy", tuple(chosen), best)
+    return Selection("greedy", tuple(chosen), best, measure.epoch)
 
 
 def run_fusion(
@@ -259,8 +265,10 @@ def run_fusion(
     weights: Sequence[float] | None = None,
     resamples: int = 1000,
     seed: int = 0,
+    metric: str = DEFAULT_SELECTION,
 ) -> FusionResult:
-    """Select on validation, fuse, decide and evaluate on test: the whole fuse-files job.
+    """Select on validation (by the selection ``metric``), fuse, decide and evaluate on test:
+    the whole fuse-files job.
 
     Thresholds are tuned on the fused validation scores when every member
     has them and validation labels are given; otherwise on test, like the
@@ -289,6 +297,7 @@ def run_fusion(
         top_k,
         weights,
         count=len(members),
+        metric=metric,
     )
     all_weights = _normalised_weights(weights, len(members))
     chosen_weights = all_weights[list(selection.indices)]
@@ -320,16 +329,21 @@ def run_fusion(
 
 
 def best_single_member(
-    members: Sequence[Member], test_labels: np.ndarray, validation_labels: np.ndarray | None
+    members: Sequence[Member],
+    test_labels: np.ndarray,
+    validation_labels: np.ndarray | None,
+    metric: str = DEFAULT_SELECTION,
 ) -> tuple[Member, str]:
-    """The member with the best macro ROC-AUC on validation (on test without validation).
+    """The member with the best score of the selection `metric` on validation (on test
+    without validation).
 
     Returns it and the part it was chosen on ("validation" or "test").
     """
+    measure = selection_metric(metric)
     if validation_labels is not None and all(m.validation is not None for m in members):
-        scores = [_macro_roc_auc(validation_labels, m.validation) for m in members]
+        scores = [measure.score(validation_labels, m.validation) for m in members]
         return members[int(np.argmax(scores))], "validation"
-    scores = [_macro_roc_auc(test_labels, m.test) for m in members]
+    scores = [measure.score(test_labels, m.test) for m in members]
     return members[int(np.argmax(scores))], "test"
 
 
@@ -342,7 +356,9 @@ def with_best_single(
     seed: int,
 ) -> FusionResult:
     """The result with its paired bootstrap test against the best single member (as `fuse`)."""
-    best, chosen_on = best_single_member(members, test_labels, validation_labels)
+    best, chosen_on = best_single_member(
+        members, test_labels, validation_labels, result.selection.metric
+    )
     paired = paired_bootstrap(
         test_labels, result.predictions, best.test, resamples=resamples, seed=seed
     )
@@ -393,6 +409,7 @@ def fuse_files(
     out: str | Path | None = None,
     resamples: int = 1000,
     seed: int = 0,
+    metric: str = DEFAULT_SELECTION,
 ) -> FusionResult:
     """`run_fusion` on .npy files, then `write_fusion` into ``out`` if given.
 
@@ -428,7 +445,7 @@ def fuse_files(
                     f"has {validation_labels.shape}"
                 )
     result = run_fusion(
-        members, test_labels, validation_labels, select, top_k, weights, resamples, seed
+        members, test_labels, validation_labels, select, top_k, weights, resamples, seed, metric
     )
     result = with_best_single(result, members, test_labels, validation_labels, resamples, seed)
     if out is not None:

@@ -19,13 +19,14 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from mer_models.study_results import finite_number
+from mer_models.training.metrics import DEFAULT_SELECTION
 
 TAG_PREFIX = "mood/theme---"  # MTG-Jamendo mood/theme tag names; dropped on axis labels
 
 
 @dataclass(frozen=True)
 class Curve:
-    """One trial's validation macro ROC-AUC per epoch, and how the trial ended."""
+    """One trial's validation score (the study's selection metric) per epoch, and how it ended."""
 
     label: str
     epochs: tuple[int, ...]
@@ -33,11 +34,13 @@ class Curve:
     end_state: str | None  # finished, early_stopped, asha_stopped, error; None while running
 
 
-def curve_from_history(label: str, history: Sequence[Mapping], end_state: str | None) -> Curve:
-    """The (epoch, val_roc_auc) points of a history.json, skipping epochs without a finite value."""
+def curve_from_history(
+    label: str, history: Sequence[Mapping], end_state: str | None, key: str = DEFAULT_SELECTION
+) -> Curve:
+    """The (epoch, `key`) points of a history.json, skipping epochs without a finite value."""
     points = []
     for number, entry in enumerate(history, start=1):
-        value = finite_number(entry.get("val_roc_auc"))
+        value = finite_number(entry.get(key))
         if value is None:
             continue
         points.append((int(entry.get("epoch", number)), value))
@@ -52,13 +55,17 @@ def _save(figure: Figure, path: str | Path) -> None:
 ASHA_LABEL = "stopped by ASHA (last epoch)"
 
 
-def plot_validation_curves(curves: Sequence[Curve], path: str | Path, title: str = "") -> None:
+def plot_validation_curves(
+    curves: Sequence[Curve], path: str | Path, title: str = "", metric: str = "macro ROC-AUC"
+) -> None:
     """Save `validation_curves_figure` as a PNG."""
-    _save(validation_curves_figure(curves, title), path)
+    _save(validation_curves_figure(curves, title, metric), path)
 
 
-def validation_curves_figure(curves: Sequence[Curve], title: str = "") -> Figure:
-    """Validation macro ROC-AUC per epoch, one line a trial.
+def validation_curves_figure(
+    curves: Sequence[Curve], title: str = "", metric: str = "macro ROC-AUC"
+) -> Figure:
+    """A validation score (`metric` names it) per epoch, one line a trial.
 
     The last point of an ASHA-stopped trial is marked with a cross (its
     line's colour, label `ASHA_LABEL` in the legend) so that a line ending
@@ -93,8 +100,8 @@ def validation_curves_figure(curves: Sequence[Curve], title: str = "") -> Figure
         axes.legend(handles, labels, fontsize="small", ncol=1 + len(handles) // 12)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
-    axes.set_ylabel("validation macro ROC-AUC")
-    axes.set_title(title or "Validation ROC-AUC per epoch")
+    axes.set_ylabel(f"validation {metric}")
+    axes.set_title(title or f"Validation {metric} per epoch")
     axes.grid(alpha=0.3)
     figure.tight_layout()
     return figure

@@ -44,6 +44,7 @@ from mer_models.study_results import (
     ranked_trials,
 )
 from mer_models.synthetic import MARKER as SYNTHETIC_MARKER
+from mer_models.training.metrics import Metric
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Row:
 
     system: str
     architecture: tuple[str, ...]  # the cells under ARCHITECTURE_COLUMNS
-    validation_roc_auc: float | None
+    validation_score: float | None  # of the study's selection metric
     test_roc_auc: float | None
     test_roc_auc_ci: tuple[float, float] | None
     test_pr_auc: float | None
@@ -156,7 +157,13 @@ def _check_predictions(path: Path, role: str, shape: tuple[int, ...]) -> np.ndar
 
 
 def _trial_row(
-    trial: Trial, labels: np.ndarray, best: np.ndarray, is_best: bool, resamples: int, seed: int
+    trial: Trial,
+    selection: Metric,
+    labels: np.ndarray,
+    best: np.ndarray,
+    is_best: bool,
+    resamples: int,
+    seed: int,
 ) -> Row:
     """A trial's row: the scores its metrics.json logged, intervals from its test predictions."""
     metrics = trial.metrics
@@ -187,7 +194,7 @@ def _trial_row(
     return Row(
         system=f"{trial.id} (best single)" if is_best else trial.id,
         architecture=architecture(trial.config).cells(missing=DASH),
-        validation_roc_auc=finite_number(metrics.get("validation_roc_auc")),
+        validation_score=finite_number(metrics.get(selection.validation)),
         test_roc_auc=finite_number(metrics.get("test_roc_auc")),
         test_roc_auc_ci=None if intervals is None else _bounds(intervals["ROC-AUC-macro"]),
         test_pr_auc=finite_number(metrics.get("test_pr_auc")),
@@ -231,7 +238,12 @@ def read_fusions(study: Study, shape: tuple[int, ...]) -> list[Fusion]:
 
 
 def _fusion_row(
-    fusion: Fusion, labels: np.ndarray, best: np.ndarray, resamples: int, seed: int
+    fusion: Fusion,
+    selection: Metric,
+    labels: np.ndarray,
+    best: np.ndarray,
+    resamples: int,
+    seed: int,
 ) -> Row:
     metrics = fusion.metrics
     intervals = bootstrap_intervals(labels, fusion.predictions, resamples=resamples, seed=seed)
@@ -240,7 +252,7 @@ def _fusion_row(
     return Row(
         system=f"fusion {fusion.name} ({' + '.join(map(str, members))})",
         architecture=(DASH,) * len(ARCHITECTURE_COLUMNS),
-        validation_roc_auc=finite_number(metrics.get("validation_roc_auc_macro")),
+        validation_score=finite_number(metrics.get(f"validation_{selection.official_key}")),
         test_roc_auc=finite_number(metrics.get("ROC-AUC-macro")),
         test_roc_auc_ci=_bounds(intervals["ROC-AUC-macro"]),
         test_pr_auc=finite_number(metrics.get("PR-AUC-macro")),
@@ -252,16 +264,18 @@ def _fusion_row(
     )
 
 
-TABLE_HEADER = (
-    "system",
-    *ARCHITECTURE_COLUMNS,
-    "validation ROC-AUC",
-    "test ROC-AUC [95% CI]",
-    "test PR-AUC [95% CI]",
-    "epochs run",
-    "end state",
-    "p vs best (ROC / PR)",
-)
+def table_header(selection: Metric) -> tuple[str, ...]:
+    """The results table's columns; the validation column is the study's selection metric."""
+    return (
+        "system",
+        *ARCHITECTURE_COLUMNS,
+        f"validation {selection.short}",
+        "test ROC-AUC [95% CI]",
+        "test PR-AUC [95% CI]",
+        "epochs run",
+        "end state",
+        "p vs best (ROC / PR)",
+    )
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -274,7 +288,7 @@ def _row_cells(row: Row) -> tuple[str, ...]:
     return (
         row.system,
         *row.architecture,
-        percent(row.validation_roc_auc),
+        percent(row.validation_score),
         _with_interval(row.test_roc_auc, row.test_roc_auc_ci),
         _with_interval(row.test_pr_auc, row.test_pr_auc_ci),
         row.epochs,
@@ -303,6 +317,7 @@ def render_markdown(
     for trial in study.trials:
         states[str(trial.end_state)] = states.get(str(trial.end_state), 0) + 1
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    selection = study.selection.title
     lines = [
         f"# Study {study.name}: results in the layout of Table 1 of Gerczuk et al. (MediaEval 2020)",
         "",
@@ -317,16 +332,17 @@ def render_markdown(
         "## Results",
         "",
         "Macro ROC-AUC and PR-AUC in %. Trial values are those of each trial's metrics.json "
-        "(test scores at the epoch of best validation ROC-AUC); intervals are 95% percentile "
+        f"(test scores at the epoch of best validation {selection}); intervals are 95% "
+        "percentile "
         f"bootstrap intervals over the test tracks ({resamples} resamples, seed {seed}). "
         "p: two-sided paired bootstrap test of the row against the best single model, the "
-        f"finished trial ({', '.join(FINISHED_STATES)}) with the best validation ROC-AUC "
+        f"finished trial ({', '.join(FINISHED_STATES)}) with the best validation {selection} "
         f"({best_id}). Fusion rows come from `fusions/*/metrics.json`; their validation "
-        "ROC-AUC is that of the fused validation scores.",
+        f"{selection} is that of the fused validation scores.",
         "",
     ]
     rows = trial_rows + fusion_rows
-    lines += _table(TABLE_HEADER, [_row_cells(row) for row in rows])
+    lines += _table(table_header(study.selection), [_row_cells(row) for row in rows])
     if any(_outside(row) for row in rows):
         lines += [
             "",
@@ -402,12 +418,12 @@ def _outside(row: Row) -> bool:
 
 
 def _best_fusion(fusions: list[Fusion], rows: list[Row]) -> tuple[Fusion, Row] | None:
-    """The fusion with the best validation ROC-AUC (the only fair pick), else the first one."""
+    """The fusion with the best validation score (the only fair pick), else the first one."""
     if not fusions:
         return None
     pairs = list(zip(fusions, rows, strict=True))
-    scored = [pair for pair in pairs if pair[1].validation_roc_auc is not None]
-    return max(scored, key=lambda pair: pair[1].validation_roc_auc) if scored else pairs[0]
+    scored = [pair for pair in pairs if pair[1].validation_score is not None]
+    return max(scored, key=lambda pair: pair[1].validation_score) if scored else pairs[0]
 
 
 def is_report_folder(folder: Path) -> bool:
@@ -440,7 +456,8 @@ def write_report(
     if not finished:
         raise ValueError(
             f"study {study.dir} has no finished trial to report: none ended in "
-            f"{', '.join(FINISHED_STATES)} with predictions and a validation ROC-AUC"
+            f"{', '.join(FINISHED_STATES)} with predictions and a validation "
+            f"{study.selection.title}"
         )
     best_trial = finished[0]
     order = ranked + [t for t in study.trials if t not in ranked]
@@ -448,11 +465,14 @@ def write_report(
         best_trial.test_predictions, f"test predictions of trial {best_trial.id}", labels.shape
     )
     trial_rows = [
-        _trial_row(t, labels, best_scores, t is best_trial, resamples, seed) for t in order
+        _trial_row(t, study.selection, labels, best_scores, t is best_trial, resamples, seed)
+        for t in order
     ]
     best_row = trial_rows[order.index(best_trial)]
     fusions = read_fusions(study, labels.shape)
-    fusion_rows = [_fusion_row(f, labels, best_scores, resamples, seed) for f in fusions]
+    fusion_rows = [
+        _fusion_row(f, study.selection, labels, best_scores, resamples, seed) for f in fusions
+    ]
     chosen_fusion = _best_fusion(fusions, fusion_rows)
 
     series = {f"best single ({best_trial.id})": best_scores}
@@ -460,7 +480,10 @@ def write_report(
         series[f"fusion {chosen_fusion[0].name}"] = chosen_fusion[0].predictions
     per_tag = {name: roc_auc_score(labels, scores, average=None) for name, scores in series.items()}
     plots = [
-        ("validation ROC-AUC per epoch of every trial (x: stopped by ASHA)", CURVES_FILE),
+        (
+            f"validation {study.selection.title} per epoch of every trial (x: stopped by ASHA)",
+            CURVES_FILE,
+        ),
         ("per-tag test ROC-AUC of the best single model and the best fusion", PER_TAG_FILE),
     ]
     text = render_markdown(
@@ -475,11 +498,16 @@ def write_report(
         seed,
     )
     with staged_folder(out, is_report_folder) as staging:
+        selection = study.selection
         curves = [
-            curve_from_history(f"{t.id} ({t.end_state})", t.history, t.end_state) for t in order
+            curve_from_history(f"{t.id} ({t.end_state})", t.history, t.end_state, selection.epoch)
+            for t in order
         ]
         plot_validation_curves(
-            curves, staging / CURVES_FILE, f"Study {study.name}: validation ROC-AUC per epoch"
+            curves,
+            staging / CURVES_FILE,
+            f"Study {study.name}: validation {selection.title} per epoch",
+            selection.title,
         )
         plot_per_tag_roc_auc(
             test_split.tags, per_tag, staging / PER_TAG_FILE, "Per-tag test ROC-AUC"

@@ -49,7 +49,7 @@ class TrainConfig:
     eval_batch_size: int = 128
     window: int = 500  # frames per input window (46.9 frames/s: 10.7 s)
     max_epochs: int = 100
-    patience: int = 20  # epochs without a better validation ROC-AUC
+    patience: int = 20  # epochs without a better validation selection metric
     seed: int = 0
     eval_crops: int = 1  # 1: the centred window; K > 1: mean of K spread windows
     time_mask: int = 10  # SpecAugment: max width of the time mask, frames

@@ -2,7 +2,8 @@
 
 Layout (the contract with the driver)::
 
-    STUDY_DIR/study.json                      name, space, data, scheduler, searched (the
+    STUDY_DIR/study.json                      name, space, data, scheduler, metric (the
+                                              selection metric), searched (the
                                               fields the space varies), trials (how many the
                                               space runs), and (absent or null without
                                               MLflow) tracking_uri, experiment_id,
@@ -21,7 +22,8 @@ A trial folder without metrics.json (or history.json) is read with empty
 metrics or history, and one that errored before its first validation has
 no predictions; both are read so a report can name them. A
 ``trials/<id>.partial`` folder is the driver's write in progress and is
-skipped. Only trials with predictions and a validation ROC-AUC are ranked.
+skipped. Only trials with predictions and a validation score of the study's
+selection metric are ranked.
 """
 
 from __future__ import annotations
@@ -36,12 +38,12 @@ import numpy as np
 
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths, load_split
+from mer_models.training.metrics import DEFAULT_SELECTION, Metric, selection_metric
 
 STUDY_KEYS = ("name", "space", "data")
 # MLflow coordinates: absent or null in a study run without tracking; read as "".
 TRACKING_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")
 DATA_KEYS = ("metadata", "melspecs", "split", "subset")
-RANK_METRIC = "validation_roc_auc"  # macro ROC-AUC on the validation split
 PARTS = ("validation", "test")
 # End states of a trial that trained to a best epoch (ASHA-stopped ones included): fusable models.
 FINISHED_STATES = ("finished", "early_stopped", "asha_stopped")
@@ -124,6 +126,12 @@ class Study:
     searched: tuple[str, ...] = ()  # the config fields the search space varied
     planned: int | None = None  # the trials the space runs; None in a study.json that does not say
     scheduler: str = ""  # asha or fifo; "" in a study.json that does not say
+    metric: str = DEFAULT_SELECTION  # the selection metric: ranks trials, chose best epochs
+
+    @property
+    def selection(self) -> Metric:
+        """The metric that ranks the trials (and chose their best epochs)."""
+        return selection_metric(self.metric, str(self.dir / "study.json"))
 
 
 def _read_json(path: Path, expected: type) -> Any:
@@ -246,19 +254,22 @@ def load_study(study_dir: str | Path, require_results: bool = True) -> Study:
         searched=tuple(str(key) for key in description.get("searched") or ()),
         planned=description["trials"] if isinstance(description.get("trials"), int) else None,
         scheduler=_optional_text(description.get("scheduler")),
+        metric=str(description.get("metric") or DEFAULT_SELECTION),
     )
 
 
 def ranked_trials(study: Study) -> list[Trial]:
-    """Trials with predictions and a validation macro ROC-AUC, best first (ties: by id)."""
+    """Trials with predictions and a validation score of the study's selection metric, best
+    first (ties: by id)."""
+    key = study.selection.validation
 
     def score(trial: Trial) -> float | None:
-        return finite_number(trial.metrics.get(RANK_METRIC))
+        return finite_number(trial.metrics.get(key))
 
     ranked = [t for t in study.trials if t.has_predictions and score(t) is not None]
     if not ranked:
         raise ValueError(
-            f"study {study.dir}: no trial has predictions and a finite {RANK_METRIC} to rank by"
+            f"study {study.dir}: no trial has predictions and a finite {key} to rank by"
         )
     return sorted(ranked, key=lambda t: (-score(t), t.id))
 

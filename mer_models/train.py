@@ -23,6 +23,7 @@ from pathlib import Path
 from mer_models.config import TrainConfig, load_config
 from mer_models.data.arguments import add_data_arguments, dataset_paths
 from mer_models.data.splits import DataError
+from mer_models.training.metrics import BY_EPOCH_NAME, DEFAULT_SELECTION
 from mer_models.training.step import GraphCaptureFailed
 from mer_models.training.trainer import TrainingDiverged, train
 
@@ -45,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         help="on CUDA, run each training step eagerly instead of as one CUDA graph "
         "(sets cuda_graphs: false; for a GPU where the graph's capture fails)",
     )
+    parser.add_argument(
+        "--metric",
+        choices=tuple(BY_EPOCH_NAME),
+        default=DEFAULT_SELECTION,
+        help="validation metric that early stopping and the best epoch follow "
+        f"(default: {DEFAULT_SELECTION}, the paper's; MediaEval ranked by val_pr_auc)",
+    )
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
@@ -62,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
                 "--resume, or choose another --out"
             )
         metrics = train(
-            config, dataset_paths(args, parser), out, restore=restore, device=args.device
+            config,
+            dataset_paths(args, parser),
+            out,
+            restore=restore,
+            device=args.device,
+            selection=args.metric,
         )
     except (DataError, GraphCaptureFailed, TrainingDiverged, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -219,6 +219,7 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
         keep_checkpoints=options.keep_checkpoints,
         retrying=retrying,
         device=options.device,
+        metric=options.space.metric,
     )
     for trial in listed:
         if trial.metrics is not None:
@@ -409,6 +410,7 @@ def write_study_file(options: StudyOptions, tracker: StudyTracker) -> None:
             space_yaml=options.space.file.read_text(encoding="utf-8"),
             budget=options.budget,
             scheduler=options.space.scheduler.type,
+            metric=options.space.metric,
             searched=options.searched,
             trials=options.space.trial_count,
             data=options.data.to_dict(),

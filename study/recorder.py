@@ -30,6 +30,7 @@ from mer_models.training.checkpoint import (
     VALIDATION_PREDICTIONS,
     load_state,
 )
+from mer_models.training.metrics import DEFAULT_SELECTION
 from study import records
 from study.checkpoints import CheckpointStore
 from study.tracking import PENDING, StudyTracker
@@ -61,8 +62,10 @@ class StudyRecorder(tune.Callback):
         keep_checkpoints: bool = False,
         retrying: frozenset[str] = frozenset(),
         device: str = "cpu",
+        metric: str = DEFAULT_SELECTION,
     ) -> None:
         self.study_dir = Path(study_dir)
+        self.metric = metric  # the space's selection metric: the progress table shows it
         self.device = device  # where the trials train: their runs record what acts there
         self.tracker = tracker
         self.checkpoints = checkpoints  # the root of the trials' checkpoint stores
@@ -277,14 +280,14 @@ class StudyRecorder(tune.Callback):
                 *extra,
                 "status",
                 "epoch",
-                "val AUC",
+                self.metric,
                 "best",
             )
         ]
         for trial in trials:
             config = trial_config(trial.config)
             last = trial.last_result or {}
-            best = _best(trial)
+            best = _best(trial, self.metric)
             rows.append(
                 (
                     self.key(trial),
@@ -292,7 +295,7 @@ class StudyRecorder(tune.Callback):
                     *(format_value(getattr(config, key)) for key in extra),
                     _status(self.study_dir, self.key(trial), trial),
                     str(last.get("epoch", "-")),
-                    f"{last['val_roc_auc']:.4f}" if "val_roc_auc" in last else "-",
+                    f"{last[self.metric]:.4f}" if self.metric in last else "-",
                     f"{best:.4f}" if best is not None else "-",
                 )
             )
@@ -332,9 +335,9 @@ def _artifacts(target: Path) -> list[Path]:
     ]
 
 
-def _best(trial) -> float | None:
-    metric = trial.metric_analysis.get("val_roc_auc", {}) if trial.metric_analysis else {}
-    return metric.get("max")
+def _best(trial, metric: str) -> float | None:
+    analysis = trial.metric_analysis.get(metric, {}) if trial.metric_analysis else {}
+    return analysis.get("max")
 
 
 def _status(study_dir: Path, key: str, trial) -> str:

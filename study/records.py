@@ -5,7 +5,8 @@ read back (it is pickled: loading it would run whatever a file holds). Layout
 in the study folder::
 
     study.json                  the study: space (path and text), budget, scheduler,
-                                data, stores, planned trial count (StudyRecord)
+                                selection metric, data, stores, planned trial count
+                                (StudyRecord)
     trials/<key>/config.json    a trial's whole TrainConfig, written when Ray creates it
     trials/<key>/metrics.json   its end: best-epoch metrics, epochs_run, end_state, ...
     trials/<key>/history.json   its epochs
@@ -27,6 +28,7 @@ from typing import Any
 
 from mer_models.config import TrainConfig
 from mer_models.files import PARTIAL, atomic_write_text
+from mer_models.training.metrics import DEFAULT_SELECTION
 
 STUDY_FILE = "study.json"
 TRIALS = "trials"
@@ -55,6 +57,7 @@ class StudyRecord:
     data: dict[str, Any]  # DatasetPaths.to_dict()
     tracking_uri: str
     ray_storage: str | None = None  # a cloud URI for the checkpoints; None: the study folder
+    metric: str = DEFAULT_SELECTION  # what chose trials, best epochs and the registered model
     experiment_id: str | None = None
     parent_run_id: str | None = None
 
@@ -73,10 +76,11 @@ _STUDY_TYPES: dict[str, tuple[type, ...]] = {
     "data": (dict,),
     "tracking_uri": (str,),
     "ray_storage": (str, type(None)),
+    "metric": (str,),
     "experiment_id": (str, type(None)),
     "parent_run_id": (str, type(None)),
 }
-_OPTIONAL = {"ray_storage", "experiment_id", "parent_run_id"}
+_OPTIONAL = {"ray_storage", "experiment_id", "parent_run_id", "metric"}
 
 
 def read_study(study_dir: Path) -> StudyRecord | None:

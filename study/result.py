@@ -63,8 +63,8 @@ def record_result(
         uri = log_best_model(tracker.tracking_uri, tracker.parent_run_id, study.name, best).uri
         tracker.client.set_tag(tracker.parent_run_id, BEST_MODEL_TAG, uri)
     return [
-        f"best trial: {best.id} ({name}), validation ROC-AUC "
-        f"{100 * best.metrics['validation_roc_auc']:.1f}, test ROC-AUC "
+        f"best trial: {best.id} ({name}), validation {study.selection.title} "
+        f"{100 * best.metrics[study.selection.validation]:.1f}, test ROC-AUC "
         f"{100 * best.metrics['test_roc_auc']:.1f}",
         "  config: " + " ".join(f"{key}={format_value(value)}" for key, value in config.items()),
         f"  model:  {best.dir / 'best_model.pt'}",

@@ -12,7 +12,7 @@
     searcher: grid         # grid | random | optuna
     num_samples: 1         # grid: repeats of the grid; random and optuna: trials
     scheduler: {type: asha, grace_period: 2, reduction_factor: 2}   # or {type: fifo}
-    metric: {name: val_roc_auc, mode: max}
+    metric: {name: val_roc_auc, mode: max}   # or val_pr_auc: trials, epochs, models by it
     budget: quick          # quick | paper (see study.budgets)
     search_seed: 0         # seeds the random and optuna searchers: the same space, the same draws
 
@@ -33,12 +33,14 @@ import yaml
 from ray import tune
 
 from mer_models.config import FIELD_NAMES, TrainConfig
+from mer_models.training.metrics import BY_EPOCH_NAME, DEFAULT_SELECTION
 from study.budgets import BUDGETS
 
 SEARCH_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
-METRIC = "val_roc_auc"  # validation macro ROC-AUC, the paper's model selection
+METRIC = DEFAULT_SELECTION  # validation macro ROC-AUC, the paper's model selection
 MODE = "max"
-METRICS = ("val_roc_auc", "val_pr_auc")
+# The per-epoch validation scores a study may select trials, epochs and models by.
+METRICS = tuple(BY_EPOCH_NAME)
 SEARCHERS = ("grid", "random", "optuna")
 SCHEDULERS = ("asha", "fifo")
 TOP_KEYS = (

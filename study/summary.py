@@ -32,8 +32,10 @@ def searched_columns(study: Study) -> tuple[str, ...]:
 
 
 def columns(study: Study) -> tuple[str, ...]:
+    """The table's header: the validation column is the study's selection metric."""
     extra = searched_columns(study)
-    return COLUMNS[:_BEFORE_SCORES] + extra + COLUMNS[_BEFORE_SCORES:]
+    scores = (f"val {study.selection.short}", *COLUMNS[_BEFORE_SCORES + 1 :])
+    return COLUMNS[:_BEFORE_SCORES] + extra + scores
 
 
 def table_rows(study: Study) -> list[tuple[str, ...]]:
@@ -52,7 +54,7 @@ def table_rows(study: Study) -> list[tuple[str, ...]]:
                 trial.id,
                 *architecture(trial.config).cells(missing="-"),
                 *(format_value(trial.config[key]) if key in trial.config else "-" for key in extra),
-                _percent(metrics.get("validation_roc_auc")),
+                _percent(metrics.get(study.selection.validation)),
                 _percent(metrics.get("test_roc_auc")),
                 _percent(metrics.get("test_pr_auc")),
                 str(metrics.get("epochs_run", "-")),

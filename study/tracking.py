@@ -44,7 +44,6 @@ from tracking.names import (
     EPOCH_METRICS,
     FINAL_METRICS,
     ROLE_TAG,
-    SCHEDULER_METRIC,
     STUDY_TAG,
     TRIAL_TAG,
     mlflow_metrics,
@@ -434,7 +433,9 @@ class StudyTracker:
 
     def _known(self, trial_id: str, run_id: str) -> None:
         """A run found again: its epochs logged so far are not logged twice."""
-        self._last_step[run_id] = max(self._logged_steps(run_id, SCHEDULER_METRIC), default=0)
+        # Every epoch's metrics go in one batch: the loss's steps are the epochs logged.
+        logged = self._logged_steps(run_id, EPOCH_METRICS["train_loss"])
+        self._last_step[run_id] = max(logged, default=0)
         self._runs[trial_id] = run_id
 
     def _resolve(self, run_id: str) -> str:

@@ -85,7 +85,8 @@ def run_trial(
 ) -> None:
     """Train one trial, continuing from its newest checkpoint that loads.
 
-    `metric`: the searched metric, which Ray requires in every result.
+    `metric`: the space's selection metric: early stopping and the best epoch follow it,
+    and Ray requires it in every result.
     """
     key = trial_key(config, tune.get_context().get_trial_id())
     store = CheckpointStore(checkpoints, key)
@@ -122,6 +123,7 @@ def run_trial(
             on_epoch=report,
             restore=restore_dir,
             check_data=False,
+            selection=metric,
         )
     except (KeyboardInterrupt, SystemExit):
         raise

@@ -151,3 +151,23 @@ def test_tracking_coordinates_are_optional(study):
     write_trial(study, "t0", 0.70)
     result = load_study(study)
     assert (result.tracking_uri, result.experiment_id, result.parent_run_id) == ("", "", "")
+
+
+def test_a_study_selected_by_pr_auc_ranks_its_trials_by_it(study):
+    """The metric in study.json ranks the trials: PR-AUC's order here is ROC-AUC's reversed."""
+    for trial_id, roc in (("t0", 0.70), ("t1", 0.80), ("t2", 0.75)):
+        write_trial(study, trial_id, roc)
+        metrics_file = study / "trials" / trial_id / "metrics.json"
+        metrics = json.loads(metrics_file.read_text())
+        metrics["validation_pr_auc"] = 1.5 - roc
+        metrics_file.write_text(json.dumps(metrics))
+    assert [t.id for t in ranked_trials(load_study(study))] == ["t1", "t2", "t0"]
+    description = json.loads((study / "study.json").read_text())
+    (study / "study.json").write_text(json.dumps({**description, "metric": "val_pr_auc"}))
+    by_pr = load_study(study)
+    assert by_pr.selection.validation == "validation_pr_auc"
+    assert [t.id for t in ranked_trials(by_pr)] == ["t0", "t2", "t1"]
+    assert [t.id for t in finished_trials(by_pr)] == ["t0", "t2", "t1"]
+    (study / "study.json").write_text(json.dumps({**description, "metric": "val_f1"}))
+    with pytest.raises(ValueError, match=r"study.json: unknown selection metric 'val_f1'"):
+        ranked_trials(load_study(study))

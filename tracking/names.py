@@ -2,8 +2,9 @@
 
 A trial's files (history.json, metrics.json) keep the trainer's keys; MLflow
 gets the names below, which say what each number is: ``val_roc_auc`` is the
-per-epoch validation macro ROC-AUC that ASHA reads, ``best_val_roc_auc`` and
-``test_roc_auc`` are the scores at the epoch of best validation ROC-AUC.
+per-epoch validation macro ROC-AUC that ASHA reads by default,
+``best_val_roc_auc`` and ``test_roc_auc`` are the scores at the best epoch
+(the epoch of the best validation selection metric).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from mer_models.config import architecture
 from mer_models.models.registry import ARCHITECTURE_FIELDS
+from mer_models.training.metrics import BEST_VALUE_KEY, METRICS
 
 # Run and experiment tags --------------------------------------------------------------------
 
@@ -35,29 +37,22 @@ EXPERIMENT_KIND = "custom_model_development"
 
 ROLES = ("study", "trial", "fusion")
 
-# Metric names: trainer key -> MLflow name ---------------------------------------------------
+# Metric names: trainer key -> MLflow name (the scores from the one table, metrics.METRICS) -------
 
 EPOCH_METRICS: Mapping[str, str] = {  # one point per epoch, step = epoch
     "train_loss": "train_loss",
-    "val_roc_auc": "val_roc_auc",  # the metric schedulers read
-    "val_pr_auc": "val_pr_auc",
+    **{metric.epoch: metric.epoch for metric in METRICS},  # what schedulers read
     "lr": "lr",
     "seconds": "epoch_seconds",
     "samples_per_second": "samples_per_second",
 }
-FINAL_METRICS: Mapping[str, str] = {  # once per trial, at the epoch of best validation ROC-AUC
-    "validation_roc_auc": "best_val_roc_auc",
-    "validation_pr_auc": "best_val_pr_auc",
-    "validation_roc_auc_micro": "best_val_roc_auc_micro",
-    "validation_pr_auc_micro": "best_val_pr_auc_micro",
-    "test_roc_auc": "test_roc_auc",
-    "test_pr_auc": "test_pr_auc",
-    "test_roc_auc_micro": "test_roc_auc_micro",
-    "test_pr_auc_micro": "test_pr_auc_micro",
+FINAL_METRICS: Mapping[str, str] = {  # once per trial, at the best epoch
+    **{metric.validation: metric.best for metric in METRICS},
+    **{metric.test: metric.test for metric in METRICS},
+    BEST_VALUE_KEY: "best_val_selection_metric",
     "best_epoch": "best_epoch",
     "epochs_run": "epochs_run",
 }
-SCHEDULER_METRIC = "val_roc_auc"
 
 
 def metric_key(official: str) -> str:

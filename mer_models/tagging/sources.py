@@ -9,7 +9,7 @@ A model source is one of
   thresholds tuned on its validation predictions against the study's
   validation labels;
 - a study (its folder, or its name under the results root): its best finished
-  trial by validation ROC-AUC, or with ``fusion`` a fusion the study wrote
+  trial by its selection metric on validation, or with ``fusion`` a fusion it wrote
   (``STUDY/fusions/<name>``): the weighted mean of its member trials'
   probabilities, with the fusion's own thresholds.
 """

@@ -1,8 +1,8 @@
 """The training loop of one configuration.
 
-Adam on binary cross-entropy over logits, early stopping on the validation
-macro ROC-AUC, and the best epoch's weights for the test set (Gerczuk et al.,
-MediaEval 2020). One function serves a Ray Tune trial (through `on_epoch`)
+Adam on binary cross-entropy over logits, early stopping on a validation
+selection metric (macro ROC-AUC by default, as in the paper), and the best
+epoch's weights for the test set (Gerczuk et al., MediaEval 2020). One function serves a Ray Tune trial (through `on_epoch`)
 and the command line alike; this module never imports Ray or MLflow.
 """
 
@@ -37,7 +37,15 @@ from mer_models.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from mer_models.training.metrics import tagging_metrics
+from mer_models.training.metrics import (
+    BEST_VALUE_KEY,
+    DEFAULT_SELECTION,
+    METRICS,
+    SELECTION_KEY,
+    Metric,
+    selection_metric,
+    tagging_metrics,
+)
 from mer_models.training.step import autocast_for, load_optimizer_state, make_optimizer, make_step
 
 log = logging.getLogger(__name__)
@@ -62,6 +70,7 @@ def train(
     restore: Path | None = None,
     device: str | None = None,
     check_data: bool = True,
+    selection: str = DEFAULT_SELECTION,
 ) -> dict[str, Any]:
     """Train one configuration; returns the final metrics (also in `out_dir/metrics.json`).
 
@@ -70,7 +79,10 @@ def train(
     `best_model.pt`, `history.json`, `metrics.json` and `thresholds.txt` (per-tag
     decision thresholds tuned on validation). `restore` names a checkpoint
     folder to continue from; the result equals an uninterrupted run.
+    `selection`: the per-epoch validation metric (`metrics.METRICS`) that early
+    stopping and the best epoch follow.
     """
+    metric = selection_metric(selection, "selection")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -102,6 +114,7 @@ def train(
         state = TrainingState.from_dict(saved["state"])
         best_model = saved["best_model"]
         best_metrics = saved["best_metrics"]
+        _check_selection(restore, best_metrics, metric)
         stats = BandStats.from_dict(saved["band_stats"])
         log.info("restored %s at epoch %d", restore, state.epoch)
     preprocess = BatchPreprocess(stats).to(device)
@@ -139,7 +152,7 @@ def train(
         train_loss, samples, train_seconds = loop.train_epoch(train_loader, epoch)
         validation_scores = loop.predict(eval_loaders["validation"])
         validation = tagging_metrics(tables["validation"].labels, validation_scores)
-        if state.early_stopping.update(epoch, validation["roc_auc"]):
+        if state.early_stopping.update(epoch, validation[metric.key]):
             best_model = _cpu_copy(model.state_dict())
             test_scores = loop.predict(eval_loaders["test"])
             best_predictions = {
@@ -147,13 +160,12 @@ def train(
                 TEST_PREDICTIONS: test_scores,
             }
             best_metrics = _summary(
-                epoch, validation, tagging_metrics(tables["test"].labels, test_scores)
+                epoch, metric, validation, tagging_metrics(tables["test"].labels, test_scores)
             )
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
-            "val_roc_auc": validation["roc_auc"],
-            "val_pr_auc": validation["pr_auc"],
+            **{m.epoch: validation[m.key] for m in METRICS},
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - started,
             "samples_per_second": samples / train_seconds,
@@ -294,18 +306,27 @@ def _end_state(state: TrainingState, config: TrainConfig) -> str:
     return "finished" if state.epoch >= config.max_epochs else "running"
 
 
-def _summary(epoch: int, validation: dict[str, float], test: dict[str, float]) -> dict[str, Any]:
+def _summary(
+    epoch: int, metric: Metric, validation: dict[str, float], test: dict[str, float]
+) -> dict[str, Any]:
+    """The best epoch's metrics.json entries: every metric on both parts, and which chose it."""
     return {
-        "validation_roc_auc": validation["roc_auc"],
-        "validation_pr_auc": validation["pr_auc"],
-        "validation_roc_auc_micro": validation["roc_auc_micro"],
-        "validation_pr_auc_micro": validation["pr_auc_micro"],
-        "test_roc_auc": test["roc_auc"],
-        "test_pr_auc": test["pr_auc"],
-        "test_roc_auc_micro": test["roc_auc_micro"],
-        "test_pr_auc_micro": test["pr_auc_micro"],
+        **{m.validation: validation[m.key] for m in METRICS},
+        **{m.test: test[m.key] for m in METRICS},
         "best_epoch": epoch,
+        SELECTION_KEY: metric.epoch,
+        BEST_VALUE_KEY: validation[metric.key],
     }
+
+
+def _check_selection(restore: Path, best_metrics: dict[str, Any], metric: Metric) -> None:
+    """A checkpoint continues only under the metric its best epoch was chosen by."""
+    chosen_by = best_metrics.get(SELECTION_KEY, DEFAULT_SELECTION)
+    if best_metrics and chosen_by != metric.epoch:
+        raise ValueError(
+            f"checkpoint {restore} chose its best epoch by {chosen_by}, not {metric.epoch}: "
+            f"continue it with the selection metric {chosen_by}, or train afresh"
+        )
 
 
 def _cpu_copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

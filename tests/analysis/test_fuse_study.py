@@ -105,9 +105,9 @@ def test_greedy_beats_top1_on_validation_and_never_looks_at_test(
     top1 = ranked_ids(hand_study)[0]
     top1_roc = roc_auc_score(validation, predictions(hand_study, top1, "validation"))
     assert greedy.result.members[0] == top1
-    assert greedy.result.selection.validation_roc_auc >= top1_roc
+    assert greedy.result.selection.validation_score >= top1_roc
     chosen = [predictions(hand_study, m, "validation") for m in greedy.result.members]
-    assert greedy.result.selection.validation_roc_auc == pytest.approx(
+    assert greedy.result.selection.validation_score == pytest.approx(
         roc_auc_score(validation, np.mean(chosen, axis=0))
     )
 
@@ -315,7 +315,7 @@ def test_fusing_a_copy_repeats_the_driver_and_greedy_holds_on_the_real_study(
     best = ranked_ids(study)[0]
     labels = load_split(study_data(study), "validation").labels
     assert greedy.result.members[0] == best
-    assert greedy.result.selection.validation_roc_auc >= roc_auc_score(
+    assert greedy.result.selection.validation_score >= roc_auc_score(
         labels, predictions(study, best, "validation")
     )
 

@@ -44,9 +44,9 @@ def test_greedy_is_never_worse_on_validation_than_the_best_single_member(seed):
     validation = [member_scores(labels, seed * 10 + i, signal=0.2 + 0.1 * i) for i in range(5)]
     best_single = max(roc_auc_score(labels, v, average="macro") for v in validation)
     greedy = select_members(validation, labels, "greedy")
-    assert greedy.validation_roc_auc >= best_single
+    assert greedy.validation_score >= best_single
     chosen = [validation[i] for i in greedy.indices]
-    assert greedy.validation_roc_auc == pytest.approx(
+    assert greedy.validation_score == pytest.approx(
         roc_auc_score(labels, np.mean(chosen, axis=0), average="macro")
     )
 
@@ -283,3 +283,31 @@ def test_a_member_may_be_a_folder_of_predictions(study_files, tmp_path, capsys):
     files, folders_result = json.loads(by_files[1]), json.loads(by_folders[1])
     assert files["ROC-AUC-macro"] == folders_result["ROC-AUC-macro"]
     assert [f"trial{spec[-5]}" for spec in files["members"]] == folders_result["members"]
+
+
+def test_members_are_ranked_by_the_selection_metric():
+    """By validation PR-AUC, topk and the best single member follow PR-AUC where it and
+    ROC-AUC disagree; the summary names the metric and its score."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    labels = labels_for(7)
+    for seed in range(100):
+        members = [member_scores(labels, seed * 10 + i, 0.25) for i in range(4)]
+        roc = [roc_auc_score(labels, m, average="macro") for m in members]
+        pr = [average_precision_score(labels, m, average="macro") for m in members]
+        if np.argmax(roc) != np.argmax(pr):
+            break
+    else:
+        pytest.fail("no seed where ROC-AUC and PR-AUC pick different members")
+    by_roc = select_members(members, labels, "topk", top_k=1)
+    by_pr = select_members(members, labels, "topk", top_k=1, metric="val_pr_auc")
+    assert by_roc.indices == (int(np.argmax(roc)),) and by_roc.metric == "val_roc_auc"
+    assert by_pr.indices == (int(np.argmax(pr)),) and by_pr.metric == "val_pr_auc"
+    assert by_pr.validation_score == pytest.approx(max(pr))
+    fused = [Member(f"m{i}", m, m) for i, m in enumerate(members)]
+    result = run_fusion(fused, labels, labels, "topk", 1, resamples=10, metric="val_pr_auc")
+    summary = result.summary()
+    assert summary["selection_metric"] == "val_pr_auc"
+    assert summary["validation_pr_auc_macro"] == pytest.approx(max(pr))
+    with pytest.raises(ValueError, match="unknown selection metric 'val_f1'"):
+        select_members(members, labels, "topk", top_k=1, metric="val_f1")

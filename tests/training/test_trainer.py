@@ -67,6 +67,8 @@ def test_outputs_have_the_documented_shapes_and_keys(dataset, tmp_path):
         "train_loss",
         "val_roc_auc",
         "val_pr_auc",
+        "val_roc_auc_micro",
+        "val_pr_auc_micro",
         "lr",
         "seconds",
         "samples_per_second",
@@ -74,6 +76,26 @@ def test_outputs_have_the_documented_shapes_and_keys(dataset, tmp_path):
     best = max(history, key=lambda row: row["val_roc_auc"])
     assert saved["best_epoch"] == best["epoch"]
     assert saved["validation_roc_auc"] == pytest.approx(best["val_roc_auc"])
+    assert saved["selection_metric"] == "val_roc_auc"
+    assert saved["best_metric"] == saved["validation_roc_auc"]
+
+
+def test_the_selection_metric_chooses_the_best_epoch(dataset, tmp_path):
+    """Selected by validation PR-AUC, the best epoch is the epoch of the best PR-AUC, and a
+    checkpoint chosen by one metric does not continue under another."""
+    config = SMALL.replace(max_epochs=4, patience=0)
+    metrics = train(config, dataset, tmp_path / "pr", selection="val_pr_auc")
+    history = json.loads((tmp_path / "pr" / "history.json").read_text())
+    best = max(history, key=lambda row: (row["val_pr_auc"], -row["epoch"]))
+    assert metrics["best_epoch"] == best["epoch"]
+    assert metrics["validation_pr_auc"] == pytest.approx(best["val_pr_auc"])
+    assert metrics["selection_metric"] == "val_pr_auc"
+    assert metrics["best_metric"] == metrics["validation_pr_auc"]
+    assert len({row["epoch"] for row in history}) == 4
+    with pytest.raises(ValueError, match="by val_pr_auc, not val_roc_auc"):
+        train(config, dataset, tmp_path / "pr2", restore=tmp_path / "pr" / "checkpoint")
+    with pytest.raises(ValueError, match="unknown selection metric 'val_f1'.*val_pr_auc"):
+        train(config, dataset, tmp_path / "bad", selection="val_f1")
 
 
 def test_restored_run_equals_an_uninterrupted_run(dataset, tmp_path):
