@@ -14,20 +14,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import precision_recall_fscore_support
 
 from mer_models.matrices import check_binary, check_scores
+from mer_models.training.metrics import METRICS, Metric
 
 AVERAGES = ("macro", "micro")
-SCORE_METRICS = ("ROC-AUC", "PR-AUC")
 DECISION_METRICS = ("precision", "recall", "F-score")
+
+
+def _scores(average: str) -> tuple[Metric, ...]:
+    """The score metrics of the one table (ROC-AUC, PR-AUC) with this average, in its order."""
+    return tuple(metric for metric in METRICS if metric.average == average)
 
 
 def metric_names(with_decisions: bool = True) -> tuple[str, ...]:
     """The official metric names, in the order of the official results file."""
     names = []
     for average in AVERAGES:
-        names += [f"{metric}-{average}" for metric in SCORE_METRICS]
+        names += [metric.official for metric in _scores(average)]
         if with_decisions:
             names += [f"{metric}-{average}" for metric in DECISION_METRICS]
     return tuple(names)
@@ -103,10 +108,8 @@ def evaluate(
             )
     results: dict[str, float] = {}
     for average in AVERAGES:
-        results[f"ROC-AUC-{average}"] = float(roc_auc_score(labels, predictions, average=average))
-        results[f"PR-AUC-{average}"] = float(
-            average_precision_score(labels, predictions, average=average)
-        )
+        for metric in _scores(average):
+            results[metric.official] = metric.score(labels, predictions)
         if decisions is not None:
             # zero_division=0.0 is the value of the official default ('warn'), without the warning.
             precision, recall, fscore, _ = precision_recall_fscore_support(
