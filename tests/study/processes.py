@@ -1,5 +1,5 @@
-"""Real processes for the study tests: free ports, an `mlflow server`, whole sessions killed
-(at once, or as soon as they print a line)."""
+"""Real processes for the study tests: the study driver run to its end, free ports, an
+`mlflow server`, whole sessions killed (at once, or as soon as they print a line)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,31 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
+
+RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    """The driver's environment: its caches under `tmp_path`, no Ray usage reports."""
+    return {
+        **os.environ,
+        "MER_MODELS_CACHE": str(tmp_path / "cache"),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+
+
+def run_driver(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run the study driver's `command` in `tmp_path` to its end; it must succeed."""
+    done = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
 
 
 def free_port() -> int:

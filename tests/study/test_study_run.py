@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,11 +15,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from mer_models.config import FIELD_NAMES, TrainConfig, applicable_fields
-from tests.study.processes import mlflow_server
+from tests.study.processes import RUN, mlflow_server, run_driver
 from tracking.names import EPOCH_METRICS, FINAL_METRICS
 
 pytestmark = pytest.mark.slow
-RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
 
 
 def study_command(data, *extra):
@@ -35,14 +33,6 @@ def study_command(data, *extra):
         str(data.melspecs),
         *extra,
     ]
-
-
-def environment(tmp_path):
-    return {
-        **os.environ,
-        "MER_MODELS_CACHE": str(tmp_path / "cache"),
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
 
 
 def trial_runs(client, study):
@@ -166,17 +156,12 @@ def rendered_page(browser: str, url: str) -> str:
 
 def test_smoke_study_against_a_real_mlflow_server(small_synthetic, tmp_path):
     with mlflow_server(tmp_path) as uri:
-        done = subprocess.run(
+        done = run_driver(
             study_command(
                 small_synthetic, "--tracking-uri", uri, "--storage", str(tmp_path / "ray")
             ),
-            cwd=tmp_path,
-            env=environment(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=600,
+            tmp_path,
         )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         study_dir = tmp_path / "ray" / "smoke"
         metrics = check_study(MlflowClient(uri), study_dir, expected_trials=4)
         states = [m["end_state"] for m in metrics]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 
 from mer_models.data.store import pack
 from mer_models.synthetic import MARKER
-from tests.study.test_study_run import RUN, environment
+from tests.study.processes import RUN, run_driver
 
 pytestmark = pytest.mark.slow
 
@@ -43,15 +42,7 @@ def test_a_study_trains_from_a_packed_store(small_synthetic, tmp_path, monkeypat
         "--tracking-uri",
         f"sqlite:///{tmp_path / 'mlflow.db'}",
     ]
-    done = subprocess.run(
-        command,
-        cwd=tmp_path,
-        env=environment(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run_driver(command, tmp_path)
     assert f"windows from the packed store {store}" in done.stdout
     study_dir = tmp_path / "ray_results" / "stored"
     recorded = json.loads((study_dir / "study.json").read_text())["data"]
