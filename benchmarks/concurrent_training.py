@@ -1,6 +1,7 @@
 """Several real trainings at once, one process each, timed over the epochs they share.
 
-Used by `gpu_share.py` and `table1_projection.py`. Each process runs
+Used by `gpu_share.py` and `table1_projection.py`, which end through
+`exit_with`. Each process runs
 `mer_models.training.train` (the trainer's own code path: loader workers,
 the graphed or eager step, validation, checkpoints) on its config. All of
 them wait at a barrier after their first epoch, which holds start-up,
@@ -17,6 +18,7 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,3 +144,13 @@ def run_concurrently(
     if failures:
         raise RuntimeError("\n".join(failures))
     return [collected[name] for name in configs]
+
+
+def exit_with(main: Callable[[], int], script: str) -> None:
+    """A benchmark script's exit: `main`'s status, or its error on one line and status 1
+    (bad arguments raise ValueError, a failed trial RuntimeError), without a traceback."""
+    try:
+        sys.exit(main())
+    except (ValueError, RuntimeError) as error:
+        print(f"{Path(script).name}: {error}", file=sys.stderr)
+        sys.exit(1)

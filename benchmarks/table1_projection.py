@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from concurrent_training import run_concurrently  # noqa: E402
+from concurrent_training import exit_with, run_concurrently  # noqa: E402
 
 from mer_models.config import TrainConfig  # noqa: E402
 from mer_models.data.splits import PARTS, DatasetPaths  # noqa: E402
@@ -159,8 +159,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, RuntimeError) as error:
-        print(f"{Path(__file__).name}: {error}", file=sys.stderr)
-        sys.exit(1)
+    exit_with(main, __file__)
