@@ -160,6 +160,18 @@ def measure_compiled(config: TrainConfig, device: torch.device, steps: int, repe
     return {"samples_per_second": max(rates)}
 
 
+def cuda_variants(config: TrainConfig) -> dict[str, TrainConfig]:
+    """The trainer's step designs measured on CUDA, by key suffix: `config` as it is (bf16,
+    channels_last, graphed by default), the graph off, fp32 with and without the graph."""
+    fp32 = config.replace(bf16=False, channels_last=False)
+    return {
+        "": config,
+        "_eager": config.replace(cuda_graphs=False),
+        "_fp32": fp32,
+        "_fp32_eager": fp32.replace(cuda_graphs=False),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -183,14 +195,7 @@ def main() -> None:
         figures[f"{size}_gflops_per_sample"] = round(flops / 1e9, 3)
         variants = {"": config}
         if device.type == "cuda":
-            fp32 = config.replace(bf16=False, channels_last=False)
-            variants = {
-                "": config,
-                "_eager": config.replace(cuda_graphs=False),
-                "_fp32": fp32,
-                "_fp32_eager": fp32.replace(cuda_graphs=False),
-                "_compile": config,
-            }
+            variants = {**cuda_variants(config), "_compile": config}
         for suffix, variant in variants.items():
             if suffix == "_compile":
                 try:
