@@ -12,7 +12,8 @@ The graph changes no result's meaning: every step a run takes, the first
 included, is a replay (warm-up iterations run on a copy of the state that is
 then put back), a short batch runs the same step eagerly on the same
 gradient tensors, and the optimizer state loads between graph and eager runs
-(`load_optimizer_state`).
+(`load_optimizer_state`). A capture that fails ends the run with
+`GraphCaptureFailed` (one paragraph: the model, the batch, `--no-cuda-graphs`).
 """
 
 from __future__ import annotations
