@@ -36,7 +36,6 @@ from analysis.fusion import (
     write_fusion,
 )
 from analysis.staging import check_output_dir
-from analysis.tracking import find_study_run
 from mer_models.data.splits import load_split
 from mer_models.study_results import (
     FINISHED_STATES,
@@ -48,6 +47,7 @@ from mer_models.study_results import (
 )
 from mer_models.training.metrics import BEST_VALUE_KEY, SELECTION_KEY
 from tracking.names import FUSION_TAG, fusion_metric, fusion_run_name, metric_key
+from tracking.study_run import find_study_run
 
 log = logging.getLogger(__name__)
 

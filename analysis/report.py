@@ -29,7 +29,6 @@ from analysis.bootstrap import bootstrap_intervals, paired_bootstrap
 from analysis.evaluate import check_groundtruth, check_scores, load_matrix
 from analysis.plots import curve_from_history, plot_per_tag_roc_auc, plot_validation_curves
 from analysis.staging import check_output_dir, staged_folder
-from analysis.tracking import find_study_run
 from mer_models.config import architecture
 from mer_models.data.splits import load_split
 from mer_models.models.registry import ARCHITECTURE_COLUMNS
@@ -45,6 +44,7 @@ from mer_models.study_results import (
 )
 from mer_models.synthetic import MARKER as SYNTHETIC_MARKER
 from mer_models.training.metrics import Metric
+from tracking.study_run import find_study_run
 
 log = logging.getLogger(__name__)
 

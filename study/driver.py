@@ -35,9 +35,9 @@ from study import records
 from study.budgets import BUDGETS
 from study.checkpoints import FOLDER as CHECKPOINTS
 from study.local_cluster import start_local_cluster
+from study.mlflow_writer import StudyTracker
 from study.recorder import StudyRecorder
 from study.search_space import MODE, SearchSpace, tune_value
-from study.tracking import StudyTracker
 from study.trainable import (
     RECORDED_KEY,
     ROW_KEY,

@@ -33,7 +33,7 @@ from mer_models.training.checkpoint import (
 from mer_models.training.metrics import DEFAULT_SELECTION
 from study import records
 from study.checkpoints import CheckpointStore
-from study.tracking import PENDING, StudyTracker
+from study.mlflow_writer import PENDING, StudyTracker
 from study.trainable import (
     FAILED_KEY,
     SKIPPED_KEY,

@@ -285,7 +285,7 @@ def run(argv: list[str] | None = None) -> int:
         run_study,
         study_params,
     )
-    from study.tracking import StudyTracker, study_dataset
+    from study.mlflow_writer import StudyTracker, study_dataset
     from tracking.runs import default_tracking_uri
 
     configure_console(args.verbose)  # Ray and MLflow set their loggers' levels on import

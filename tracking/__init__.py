@@ -2,6 +2,7 @@
 
 `tracking.names` holds what the MLflow UI shows (tags, run names, metric
 names); `tracking.runs` the store-side helpers (the experiment, nested runs,
-the parent-run filter, the dataset input). Neither imports `study` or
-`analysis`, so both can import it.
+the parent-run filter, the dataset input); `tracking.study_run` finds a
+study's parent run again from its study.json, for the analysis commands.
+None imports `study` or `analysis`, so both can import them.
 """

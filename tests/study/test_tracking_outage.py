@@ -21,7 +21,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from study.tracking import PENDING, StudyTracker
+from study.mlflow_writer import PENDING, StudyTracker
 from tests.study.processes import free_port, kill_session, start_mlflow_server
 from tracking.names import EPOCH_METRICS, TRIAL_TAG
 from tracking.runs import dataset_input
@@ -76,7 +76,7 @@ class Said(logging.Handler):
 @pytest.fixture
 def said_unreachable() -> Iterator[threading.Event]:
     handler = Said(UNREACHABLE)
-    logger = logging.getLogger("study.tracking")
+    logger = logging.getLogger("study.mlflow_writer")
     logger.addHandler(handler)
     yield handler.event
     logger.removeHandler(handler)

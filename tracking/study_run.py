@@ -1,7 +1,7 @@
-"""Find a study's MLflow parent run, where the study driver made it.
+"""Find a study's MLflow parent run after the fact, where the study driver made it.
 
 study.json records the tracking URI the driver used; the parent run is
-found the way the driver finds it on resume (`tracking.runs`): in the
+found the way the driver finds it on resume (`study_run_filter`): in the
 experiment named after the study, the run tagged ``mer.role = study`` and
 ``mer.study = <name>``. Analysis results (reports, fusions) are logged
 there after the fact, so a store that cannot be reached, or a study run
