@@ -20,8 +20,8 @@ from analysis.evaluate import evaluate_files, format_results
 from analysis.fuse_study import SELECTS, fuse_study
 from analysis.fusion import fuse_files
 from analysis.report import REPORT_FILE, write_report
-from mer_models.study_results import resolve_study
 from mer_models.training.metrics import BY_EPOCH_NAME, DEFAULT_SELECTION
+from study.records import resolve_study
 
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 USAGE_ERROR = 2

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from analysis.fuse_study import StudyFusion, fuse_study, fusion_name
 from analysis.report import REPORT_FILE, Report, write_report
-from mer_models.study_results import finished_trials, load_study
+from study.records import finished_trials, load_study
 
 log = logging.getLogger(__name__)
 

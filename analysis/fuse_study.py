@@ -36,16 +36,16 @@ from analysis.fusion import (
     write_fusion,
 )
 from analysis.staging import check_output_dir
-from mer_models.data.splits import load_split
-from mer_models.study_results import (
+from mer_models.training.metrics import BEST_VALUE_KEY, SELECTION_KEY
+from study.records import (
     FINISHED_STATES,
     Study,
     Trial,
     check_finished,
     finished_trials,
     load_study,
+    read_labels,
 )
-from mer_models.training.metrics import BEST_VALUE_KEY, SELECTION_KEY
 from tracking.names import FUSION_TAG, fusion_metric, fusion_run_name, metric_key
 from tracking.study_run import find_study_run
 
@@ -207,12 +207,12 @@ def fuse_study(
     out = Path(out) if out is not None else study.dir / "fusions" / name
     check_output_dir(out, is_fusion_folder if replace else None)
 
-    validation_split = load_split(study.data, "validation")
-    test_split = load_split(study.data, "test")
-    validation_labels = check_groundtruth(
-        validation_split.labels, f"validation labels of {validation_split.file}"
+    # The labels the trials were scored on, as the study stored them.
+    validation_labels, tags = read_labels(study.dir, "validation")
+    validation_labels = check_groundtruth(validation_labels, f"validation labels of {study.dir}")
+    test_labels = check_groundtruth(
+        read_labels(study.dir, "test")[0], f"test labels of {study.dir}"
     )
-    test_labels = check_groundtruth(test_split.labels, f"test labels of {test_split.file}")
     members = [_trial_member(t, validation_labels.shape, test_labels.shape) for t in pool]
     members += [_external_member(e, validation_labels.shape, test_labels.shape) for e in parsed]
     with_validation = all(m.validation is not None for m in members)
@@ -256,7 +256,7 @@ def fuse_study(
         "paired_bootstrap_vs_best_single": {k: v.to_dict() for k, v in paired.items()},
     }
     result = dataclasses.replace(result, context=context)
-    write_fusion(result, out, test_split.tags, replace=replace)
+    write_fusion(result, out, tags, replace=replace)
     log.debug("fusion %s of %s written to %s", name, ", ".join(result.members), out)
     run_id = log_fusion_run(study, name, result, paired, out) if track else None
     return StudyFusion(name, out, result, best.id, paired, run_id)

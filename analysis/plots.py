@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from mer_models.study_results import finite_number
 from mer_models.training.metrics import DEFAULT_SELECTION
+from study.records import finite_number
 
 TAG_PREFIX = "mood/theme---"  # MTG-Jamendo mood/theme tag names; dropped on axis labels
 

@@ -30,9 +30,10 @@ from analysis.evaluate import check_groundtruth, check_scores, load_matrix
 from analysis.plots import curve_from_history, plot_per_tag_roc_auc, plot_validation_curves
 from analysis.staging import check_output_dir, staged_folder
 from mer_models.config import architecture
-from mer_models.data.splits import load_split
 from mer_models.models.registry import ARCHITECTURE_COLUMNS
-from mer_models.study_results import (
+from mer_models.synthetic import MARKER as SYNTHETIC_MARKER
+from mer_models.training.metrics import Metric
+from study.records import (
     FINISHED_STATES,
     Study,
     Trial,
@@ -41,9 +42,8 @@ from mer_models.study_results import (
     finite_number,
     load_study,
     ranked_trials,
+    read_labels,
 )
-from mer_models.synthetic import MARKER as SYNTHETIC_MARKER
-from mer_models.training.metrics import Metric
 from tracking.study_run import find_study_run
 
 log = logging.getLogger(__name__)
@@ -449,8 +449,8 @@ def write_report(
     study = load_study(study_dir)
     check_finished(study)
     out = check_output_dir(Path(out) if out is not None else study.dir / "report", is_report_folder)
-    test_split = load_split(study.data, "test")
-    labels = check_groundtruth(test_split.labels, f"test labels of {test_split.file}")
+    test_labels, tags = read_labels(study.dir, "test")  # the labels the trials were scored on
+    labels = check_groundtruth(test_labels, f"test labels of {study.dir}")
     ranked = ranked_trials(study)
     finished = finished_trials(study)
     if not finished:
@@ -509,9 +509,7 @@ def write_report(
             f"Study {study.name}: validation {selection.title} per epoch",
             selection.title,
         )
-        plot_per_tag_roc_auc(
-            test_split.tags, per_tag, staging / PER_TAG_FILE, "Per-tag test ROC-AUC"
-        )
+        plot_per_tag_roc_auc(tags, per_tag, staging / PER_TAG_FILE, "Per-tag test ROC-AUC")
         (staging / REPORT_FILE).write_text(text)
     files = tuple(out / name for name in REPORT_FILES)
     logged = _log_to_parent_run(study, files) if track else False

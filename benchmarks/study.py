@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # would hide the `study` package: the project root goes before it.
 sys.path.insert(0, str(ROOT))
 
-from mer_models.study_results import load_study, ranked_trials  # noqa: E402
+from study.records import load_study, ranked_trials  # noqa: E402
 from study.search_space import find_space  # noqa: E402
 
 ARCHITECTURE = ("model", "cbam", "cell", "units", "layers")

@@ -22,7 +22,7 @@ import torch
 
 from mer_models.config import TrainConfig
 from mer_models.models import build_model
-from mer_models.study_results import Trial
+from study.records import Trial
 
 log = logging.getLogger(__name__)
 

@@ -30,13 +30,13 @@ from ray.tune.search.variant_generator import generate_variants
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
 from mer_models.files import remove_partials
-from mer_models.study_results import write_groundtruth
 from study import records
 from study.budgets import BUDGETS
 from study.checkpoints import FOLDER as CHECKPOINTS
 from study.local_cluster import start_local_cluster
 from study.mlflow_writer import StudyTracker
 from study.recorder import StudyRecorder
+from study.records import write_groundtruth
 from study.search_space import MODE, SearchSpace, tune_value
 from study.trainable import (
     RECORDED_KEY,
@@ -72,6 +72,7 @@ class StudyOptions:
     ray_storage: str | None = None
     keep_checkpoints: bool = False  # a finished trial's checkpoints stay (else deleted)
     retry_failed: bool = False  # a resume runs failed trials again from their checkpoints
+    cuda_graphs: bool = True  # False (--no-cuda-graphs): every trial's step runs eagerly
 
     @property
     def ray_storage_path(self) -> str:
@@ -108,12 +109,18 @@ def fixed_values(options: StudyOptions) -> dict[str, Any]:
     # On CPU the trial's cores train; loading in the main process costs ~5%
     # there. With a GPU, spare cores feed it.
     values["workers"] = max(int(options.cpus_per_trial) - 1, 1) if options.gpus_per_trial else 0
+    if not options.cuda_graphs:
+        values["cuda_graphs"] = False
     return values
 
 
 def param_space(options: StudyOptions) -> dict[str, Any]:
-    """Ray Tune's param space: fixed values under the search space's own."""
-    return fixed_values(options) | space_values(options.space)
+    """Ray Tune's param space: fixed values under the search space's own (--no-cuda-graphs
+    over both)."""
+    values = fixed_values(options) | space_values(options.space)
+    if not options.cuda_graphs:
+        values["cuda_graphs"] = False
+    return values
 
 
 def space_values(space: SearchSpace) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""A study's own records: what it is and what each of its trials is, ran and ended as.
+"""A study's records: what it is and what each of its trials is, ran and ended as.
 
-The records are the truth a resume continues from; Ray's saved state is never
-read back (it is pickled: loading it would run whatever a file holds). Layout
-in the study folder::
+The one module that writes and reads a study folder: the driver and the
+recorder write through it, a resume continues from it, and the summary,
+analysis and tagging read it (`load_study`). The records are the truth a
+resume continues from; Ray's saved state is never read back (it is pickled:
+loading it would run whatever a file holds). Layout in the study folder::
 
     study.json                  the study: space (path and text), budget, scheduler,
                                 selection metric, data, stores, planned trial count
@@ -10,7 +12,12 @@ in the study folder::
     trials/<key>/config.json    a trial's whole TrainConfig, written when Ray creates it
     trials/<key>/metrics.json   its end: best-epoch metrics, epochs_run, end_state, ...
     trials/<key>/history.json   its epochs
+    trials/<key>/{validation,test}_predictions.npy   float32, split rows x tags
+    trials/<key>/best_model.pt  the best epoch's weights, config, tags, band_stats
     trials/<key>.partial/       a trial's results being written (replaced whole)
+    {validation,test}_groundtruth.npy, tags.txt   the labels the trials were scored on
+                                (bool, split rows x tag columns), and the tags
+    fusions/<name>/             a fusion (analysis.fusion.FUSION_FILES)
 
 A trial's key is the Ray trial id it was first created with; a resumed trial
 keeps it (it travels in the trial's config), so its folder, checkpoint store
@@ -20,23 +27,41 @@ and MLflow run stay its own. Every file is written whole or not at all
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mer_models.config import TrainConfig
-from mer_models.files import PARTIAL, atomic_write_text
-from mer_models.training.metrics import DEFAULT_SELECTION
+from mer_models.data.splits import DatasetPaths, load_split
+from mer_models.files import PARTIAL, atomic_write_bytes, atomic_write_text
+from mer_models.training.metrics import DEFAULT_SELECTION, Metric, selection_metric
 
 STUDY_FILE = "study.json"
 TRIALS = "trials"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
-# Config fields that follow the resources a run is given, not what the trial is.
-RESOURCE_FIELDS = ("threads", "workers")
+# Config fields that follow the resources a run is given, not what the trial is: a resume
+# may change them (cuda_graphs: --no-cuda-graphs after a capture failed on this GPU).
+RESOURCE_FIELDS = ("threads", "workers", "cuda_graphs")
+# The evaluated parts of a split: a trial's predictions and the study's labels.
+EVALUATED_PARTS = ("validation", "test")
+PREDICTION_FILES = {part: f"{part}_predictions.npy" for part in EVALUATED_PARTS}
+GROUNDTRUTH_FILES = {part: f"{part}_groundtruth.npy" for part in EVALUATED_PARTS}
+TAGS_FILE = "tags.txt"
+# End states of a trial that trained to a best epoch (ASHA-stopped ones included): fusable models.
+FINISHED_STATES = ("finished", "early_stopped", "asha_stopped")
+# What a reader needs of study.json (a resume needs all of StudyRecord).
+STUDY_KEYS = ("name", "space", "data")
+# MLflow coordinates: absent or null in a study run without tracking; read as "".
+TRACKING_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")
+DATA_KEYS = ("metadata", "melspecs", "split", "subset")
 
 
 class RecordError(ValueError):
@@ -111,6 +136,41 @@ def read_study(study_dir: Path) -> StudyRecord | None:
 
 def write_study(study_dir: Path, record: StudyRecord) -> None:
     atomic_write_text(Path(study_dir) / STUDY_FILE, json.dumps(record.to_dict(), indent=2))
+
+
+def write_groundtruth(study_dir: Path, data: DatasetPaths) -> None:
+    """Save the validation and test label matrices (bool) and the tag list into the study folder.
+
+    With them a study's prediction files are evaluated, fused and reported
+    (`python -m analysis ...`) without the dataset's split files.
+    """
+    for part, name in GROUNDTRUTH_FILES.items():
+        split = load_split(data, part)
+        buffer = io.BytesIO()
+        np.save(buffer, split.labels.astype(bool))
+        atomic_write_bytes(Path(study_dir) / name, buffer.getvalue())
+    atomic_write_text(Path(study_dir) / TAGS_FILE, "\n".join(split.tags) + "\n")
+
+
+def read_labels(study_dir: Path, part: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The labels a study's trials were scored on for `part` (bool, rows x tags), and the tags."""
+    if part not in GROUNDTRUTH_FILES:
+        raise ValueError(f"unknown part {part!r}; expected one of {', '.join(EVALUATED_PARTS)}")
+    path, tags_path = Path(study_dir) / GROUNDTRUTH_FILES[part], Path(study_dir) / TAGS_FILE
+    for needed in (path, tags_path):
+        if not needed.is_file():
+            raise ValueError(
+                f"study {study_dir} has no {needed.name}: the labels its trials were scored on "
+                "are written when the study starts; start the study again"
+            )
+    labels = np.load(path, allow_pickle=False)
+    tags = tuple(line for line in tags_path.read_text(encoding="utf-8").splitlines() if line)
+    if labels.ndim != 2 or labels.shape[1] != len(tags):
+        raise ValueError(
+            f"{path} has shape {labels.shape}; {tags_path} lists {len(tags)} tags: the study's "
+            "labels are damaged"
+        )
+    return labels.astype(bool), tags
 
 
 @dataclass(frozen=True)
@@ -244,3 +304,235 @@ def _read_json(path: Path) -> Any:
         raise RecordError(f"{path}: not readable JSON ({error})") from None
     except OSError as error:
         raise RecordError(f"{path}: cannot be read ({error.strerror or error})") from None
+
+
+# Reading a study for the summary, analysis and tagging -------------------------------------
+
+
+def finite_number(value: Any) -> float | None:
+    """A JSON value as a finite float; None for anything else (missing, bool, NaN, text)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial's folder, read."""
+
+    id: str
+    dir: Path
+    config: dict[str, Any]
+    history: tuple[dict[str, Any], ...]
+    metrics: dict[str, Any]
+    validation_predictions: Path | None  # None when the file is absent
+    test_predictions: Path | None
+
+    @property
+    def has_predictions(self) -> bool:
+        return self.validation_predictions is not None and self.test_predictions is not None
+
+    @property
+    def end_state(self) -> str | None:
+        """finished, early_stopped, asha_stopped or error; None while running."""
+        return self.metrics.get("end_state")
+
+    def train_config(self) -> TrainConfig:
+        """The config as the typed TrainConfig (errors name the config file)."""
+        return TrainConfig.from_dict(self.config, source=str(self.dir / CONFIG_FILE))
+
+    def load_predictions(self, part: str) -> np.ndarray:
+        """float32 (tracks, tags) scores of ``part``: validation or test."""
+        if part not in PREDICTION_FILES:
+            raise ValueError(f"unknown part {part!r}; expected one of {', '.join(EVALUATED_PARTS)}")
+        path = self.validation_predictions if part == "validation" else self.test_predictions
+        if path is None:
+            raise ValueError(f"trial {self.id} has no {part} predictions in {self.dir}")
+        return np.load(path, allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study folder: its description and its trials (sorted by id)."""
+
+    name: str
+    dir: Path
+    space: str
+    data: DatasetPaths
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    trials: tuple[Trial, ...]
+    searched: tuple[str, ...] = ()  # the config fields the search space varied
+    planned: int | None = None  # the trials the space runs; None in a study.json that does not say
+    scheduler: str = ""  # asha or fifo; "" in a study.json that does not say
+    metric: str = DEFAULT_SELECTION  # the selection metric: ranks trials, chose best epochs
+
+    @property
+    def selection(self) -> Metric:
+        """The metric that ranks the trials (and chose their best epochs)."""
+        return selection_metric(self.metric, str(self.dir / STUDY_FILE))
+
+
+def _read_json_as(path: Path, expected: type) -> Any:
+    value = _read_json(path)
+    if not isinstance(value, expected):
+        kind = {dict: "object", list: "array"}[expected]
+        raise RecordError(f"{path}: expected a JSON {kind}, got {type(value).__name__}")
+    return value
+
+
+def _read_trial(folder: Path) -> Trial:
+    config_file = folder / CONFIG_FILE
+    if not config_file.is_file():
+        raise ValueError(f"trial folder {folder} has no {CONFIG_FILE}")
+    history_file, metrics_file = folder / HISTORY_FILE, folder / METRICS_FILE
+    history = _read_json_as(history_file, list) if history_file.is_file() else []
+    for number, entry in enumerate(history, start=1):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{history_file}: entry {number} is not an object")
+    predictions = {
+        part: folder / name if (folder / name).is_file() else None
+        for part, name in PREDICTION_FILES.items()
+    }
+    return Trial(
+        id=folder.name,
+        dir=folder,
+        config=_read_json_as(config_file, dict),
+        history=tuple(history),
+        metrics=_read_json_as(metrics_file, dict) if metrics_file.is_file() else {},
+        validation_predictions=predictions["validation"],
+        test_predictions=predictions["test"],
+    )
+
+
+def _read_description(study_file: Path) -> dict[str, Any]:
+    description = _read_json_as(study_file, dict)
+    missing = [key for key in STUDY_KEYS if key not in description]
+    if missing:
+        raise ValueError(f"{study_file}: missing key(s) {', '.join(missing)}")
+    data = description["data"]
+    if not isinstance(data, dict) or any(key not in data for key in DATA_KEYS):
+        raise ValueError(f"{study_file}: 'data' must be an object with keys {', '.join(DATA_KEYS)}")
+    return description
+
+
+def _optional_text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def resolve_study(study: str | Path, results_root: str | Path) -> Path:
+    """The folder of ``study``: a study folder as given, else ``results_root/study`` by name.
+
+    A name is looked up under the results root (the study driver's storage);
+    neither existing is a ValueError naming both places.
+    """
+    given = Path(study)
+    if (given / STUDY_FILE).is_file():
+        return given
+    by_name = Path(results_root) / str(study)
+    if (by_name / STUDY_FILE).is_file():
+        return by_name
+    raise ValueError(
+        f"study {str(study)!r} not found: neither {given} nor {by_name} is a study folder "
+        f"(a folder with a study.json); give a study folder or a study name under --results"
+    )
+
+
+def load_study(study_dir: str | Path, require_results: bool = True) -> Study:
+    """Read a study folder; refuses a folder that is not a study or has no usable trial yet.
+
+    `require_results=False` accepts a study none of whose trials left predictions
+    (all failed, say), for a driver that lists what happened.
+    """
+    folder = Path(study_dir)
+    study_file = folder / STUDY_FILE
+    if not folder.is_dir() or not study_file.is_file():
+        raise ValueError(f"{folder} is not a study folder (no {STUDY_FILE} in it)")
+    description = _read_description(study_file)
+    data = description["data"]
+    try:
+        paths = DatasetPaths(
+            data["metadata"],
+            data["melspecs"],
+            int(data["split"]),
+            data["subset"],
+            store=data.get("store"),  # None: windows read from the melspec files
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{study_file}: bad 'data': {error}") from None
+    trials_dir = folder / TRIALS
+    trial_dirs = (
+        sorted(p for p in trials_dir.iterdir() if p.is_dir() and PARTIAL not in p.name)
+        if trials_dir.is_dir()
+        else []
+    )
+    if not trial_dirs:
+        raise ValueError(f"study {folder} has no trials yet ({trials_dir} is empty or absent)")
+    trials = tuple(_read_trial(p) for p in trial_dirs)
+    if require_results and not any(trial.has_predictions for trial in trials):
+        ended = all(trial.end_state is not None for trial in trials)
+        raise ValueError(
+            f"study {folder}: none of its {len(trials)} trial(s) has validation and test "
+            + (
+                "predictions: every one ended without results (see each trial's end state)"
+                if ended
+                else "predictions yet (unfinished)"
+            )
+        )
+    return Study(
+        name=str(description["name"]),
+        dir=folder,
+        space=str(description["space"]),
+        data=paths,
+        **{key: _optional_text(description.get(key)) for key in TRACKING_KEYS},
+        trials=trials,
+        searched=tuple(str(key) for key in description.get("searched") or ()),
+        planned=description["trials"] if isinstance(description.get("trials"), int) else None,
+        scheduler=_optional_text(description.get("scheduler")),
+        metric=str(description.get("metric") or DEFAULT_SELECTION),
+    )
+
+
+def ranked_trials(study: Study) -> list[Trial]:
+    """Trials with predictions and a validation score of the study's selection metric, best
+    first (ties: by id)."""
+    key = study.selection.validation
+
+    def score(trial: Trial) -> float | None:
+        return finite_number(trial.metrics.get(key))
+
+    ranked = [t for t in study.trials if t.has_predictions and score(t) is not None]
+    if not ranked:
+        raise ValueError(
+            f"study {study.dir}: no trial has predictions and a finite {key} to rank by"
+        )
+    return sorted(ranked, key=lambda t: (-score(t), t.id))
+
+
+def finished_trials(study: Study) -> list[Trial]:
+    """Ranked trials (best first) that ended in one of FINISHED_STATES.
+
+    These are the models a fusion may use and the pool the best single model
+    comes from: a trial still running or ended in error is left out even if
+    it saved predictions.
+    """
+    return [trial for trial in ranked_trials(study) if trial.end_state in FINISHED_STATES]
+
+
+def check_finished(study: Study) -> None:
+    """Refuse a study some of whose trials have not ended (no end state in metrics.json) or
+    not begun (fewer trial folders than the space runs)."""
+    running = [trial.id for trial in study.trials if trial.end_state is None]
+    unstarted = (study.planned or 0) - len(study.trials)
+    if running or unstarted > 0:
+        problems = [f"trial(s) {', '.join(running)} have no end state"] if running else []
+        if unstarted > 0:
+            problems.append(
+                f"{unstarted} of the {study.planned} trials its space runs have not started"
+            )
+        raise ValueError(
+            f"study {study.dir} is unfinished: {'; '.join(problems)} (no metrics.json with an "
+            f"end_state in {study.dir / 'trials'}/<id>); let the study finish, or resume it "
+            f"with study/run.py --resume"
+        )

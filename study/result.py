@@ -15,9 +15,9 @@ from pathlib import Path
 
 from analysis.evaluate import metric_names
 from mer_models.config import TrainConfig, applicable_fields
-from mer_models.study_results import Study, finished_trials, finite_number
 from study.best_model import log_best_model
 from study.mlflow_writer import StudyTracker
+from study.records import Study, finished_trials, finite_number
 from tracking.names import BEST_MODEL_TAG, BEST_TRIAL_TAG, format_value, fusion_metric
 
 log = logging.getLogger(__name__)

@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
         "--no-cuda-graphs",
         action="store_true",
         help="run every trial's training step eagerly on its GPU, not as one CUDA graph "
-        "(cuda_graphs: false; give it again with --resume)",
+        "(cuda_graphs: false); a --resume may add it, after a capture failed",
     )
     resources.add_argument("--max-concurrent", type=int, help="most trials at once")
     resources.add_argument(
@@ -268,8 +268,6 @@ def run(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     space = with_scheduler(space, recorded.scheduler if recorded else args.scheduler)
-    if args.no_cuda_graphs:  # a fixed value for every trial, over the space's own
-        space = dataclasses.replace(space, parameters={**space.parameters, "cuda_graphs": False})
 
     if args.address:
         use_cluster_token()
@@ -310,6 +308,7 @@ def run(argv: list[str] | None = None) -> int:
         resume=args.resume,
         keep_checkpoints=args.keep_checkpoints,
         retry_failed=args.retry_failed,
+        cuda_graphs=not args.no_cuda_graphs,
     )
     try:
         check_trial_configs(options)
@@ -404,7 +403,7 @@ def _close_runs(tracker, status: str) -> None:
 def finish(options, tracker, trials_started: int, fault: str | None = None) -> int:
     """Summary, report and fusion; then where everything is. With `fault` (a full or
     unwritable disk stopped the study), the summary so far and how to continue."""
-    from mer_models.study_results import load_study
+    from study.records import load_study
     from study.summary import format_table
 
     try:
@@ -474,7 +473,7 @@ def report_best(options, tracker, table: str, fusion_dir) -> int:
     """The result and the best model into MLflow, and where they are; 1 if MLflow failed."""
     from mlflow.exceptions import MlflowException
 
-    from mer_models.study_results import load_study
+    from study.records import load_study
     from study.result import record_result
 
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from mer_models.config import architecture
 from mer_models.models.registry import ARCHITECTURE_COLUMNS
-from mer_models.study_results import Study, ranked_trials
+from study.records import Study, ranked_trials
 from tracking.names import ARCHITECTURE_FIELDS, format_value
 
 COLUMNS = (

@@ -14,7 +14,7 @@ import pytest
 
 from analysis.evaluate import evaluate_files
 from mer_models.data.splits import load_split
-from mer_models.study_results import GROUNDTRUTH_FILES, TAGS_FILE, load_study
+from study.records import GROUNDTRUTH_FILES, TAGS_FILE, load_study
 from tests.analysis.conftest import copy_study
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mer_models.study_results import Study
+from study.records import Study
 from tracking.names import ROLE_TAG, STUDY_TAG
 
 log = logging.getLogger(__name__)

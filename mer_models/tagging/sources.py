@@ -28,15 +28,15 @@ from mer_models.config import TrainConfig
 from mer_models.data.scaling import BandStats
 from mer_models.data.splits import DataError, DatasetPaths, load_split
 from mer_models.models import build_model
-from mer_models.study_results import (
-    GROUNDTRUTH_FILES,
-    TAGS_FILE,
-    finished_trials,
-    load_study,
-    resolve_study,
-)
 from mer_models.thresholds import THRESHOLDS_FILE, read_thresholds, tune_thresholds
 from mer_models.training.checkpoint import VALIDATION_PREDICTIONS
+from study.records import (
+    GROUNDTRUTH_FILES,
+    finished_trials,
+    load_study,
+    read_labels,
+    resolve_study,
+)
 
 MODEL_FILE = "best_model.pt"
 _MODEL_KEYS = ("model", "config", "tags", "band_stats")
@@ -165,15 +165,12 @@ def _trial_tagger(
     folder: Path, study_dir: Path, metadata: DatasetPaths | None, best_of_study: bool = False
 ) -> Tagger:
     model = load_trained_model(folder)
-    stored = [study_dir / GROUNDTRUTH_FILES["validation"], study_dir / TAGS_FILE]
-    if metadata is None and all(path.is_file() for path in stored):
-        # The labels the study scored its trials on, saved beside study.json.
-        labels = np.load(stored[0], allow_pickle=False)
-        tags = tuple(line for line in stored[1].read_text().splitlines() if line)
-        thresholds = _tune(folder, model.tags, labels, tags, str(stored[0]))
+    if metadata is None:  # the labels the study scored its trials on, saved beside study.json
+        labels, tags = read_labels(study_dir, "validation")
+        source = str(study_dir / GROUNDTRUTH_FILES["validation"])
+        thresholds = _tune(folder, model.tags, labels, tags, source)
     else:
-        data = metadata if metadata is not None else load_study(study_dir).data
-        thresholds = _tune_on_dataset(folder, model.tags, data)
+        thresholds = _tune_on_dataset(folder, model.tags, metadata)
     what = f"best trial {folder.name}" if best_of_study else f"trial {folder.name}"
     return Tagger(f"{what} of study {study_dir}", (model,), (1.0,), model.tags, thresholds)
 

@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 from analysis.__main__ import main
 from mer_models.data import DatasetPaths
 from mer_models.data.splits import load_split
-from mer_models.study_results import GROUNDTRUTH_FILES, TAGS_FILE
+from study.records import GROUNDTRUTH_FILES, TAGS_FILE, write_groundtruth
 from tests.conftest import write_dataset
 
 TRACKING_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")
@@ -128,6 +128,7 @@ def hand_study(tmp_path, labelled_dataset) -> Path:
     folder.mkdir()
     description = {"name": "hand", "space": "hand.yaml", "data": labelled_dataset.to_dict()}
     (folder / "study.json").write_text(json.dumps(description))
+    write_groundtruth(folder, labelled_dataset)  # as the driver does when a study starts
     for i, signal in enumerate([0.3, 0.7, 0.1, 0.5]):
         write_hand_trial(folder, f"t{i}", labelled_dataset, signal, seed=i)
     return folder

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.plots import ASHA_LABEL, curve_from_history, validation_curves_figure
 from analysis.report import CURVES_FILE, PER_TAG_FILE, REPORT_FILE
-from mer_models.study_results import load_study
+from study.records import load_study
 from tests.analysis.conftest import copy_study, read_json, run_main
 from tracking.names import FINAL_METRICS
 

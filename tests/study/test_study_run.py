@@ -21,12 +21,12 @@ from tracking.names import EPOCH_METRICS, FINAL_METRICS
 pytestmark = pytest.mark.slow
 
 
-def study_command(data, *extra):
+def study_command(data, *extra, space="smoke"):
     return [
         sys.executable,
         str(RUN),
         "--space",
-        "smoke",
+        str(space),
         "--metadata",
         str(data.metadata),
         "--melspecs",
@@ -154,16 +154,49 @@ def rendered_page(browser: str, url: str) -> str:
     return done.stdout
 
 
+def check_selected_by_pr_auc(client, study_dir):
+    """Every choice follows the space's metric: each trial's best epoch, the ranking, the best
+    trial on the parent run (the registered model's) and the fusion's members."""
+    assert json.loads((study_dir / "study.json").read_text())["metric"] == "val_pr_auc"
+    trials = {
+        f.name: json.loads((f / "metrics.json").read_text()) for f in study_dir.glob("trials/*")
+    }
+    for key, metrics in trials.items():
+        history = json.loads((study_dir / "trials" / key / "history.json").read_text())
+        best = max(history, key=lambda row: (row["val_pr_auc"], -row["epoch"]))
+        assert metrics["selection_metric"] == "val_pr_auc"
+        assert metrics["best_epoch"] == best["epoch"]
+        assert metrics["best_metric"] == metrics["validation_pr_auc"] == best["val_pr_auc"]
+    ranked = sorted(
+        (key for key, m in trials.items() if m["end_state"] != "error"),
+        key=lambda key: (-trials[key]["validation_pr_auc"], key),
+    )
+    (parent,) = trial_runs(client, study_dir.name)[0]
+    assert parent.data.tags["mer.best_trial"] == ranked[0]
+    fusion = json.loads((study_dir / "fusions" / "top2" / "metrics.json").read_text())
+    assert fusion["members"] == ranked[:2] and fusion["selection_metric"] == "val_pr_auc"
+
+
 def test_smoke_study_against_a_real_mlflow_server(small_synthetic, tmp_path):
+    """The smoke study, selected by validation PR-AUC, against an `mlflow server`."""
+    space = tmp_path / "smoke.yaml"
+    text = (RUN.parents[1] / "search_spaces" / "smoke.yaml").read_text()
+    space.write_text(text.replace("{name: val_roc_auc", "{name: val_pr_auc"))
     with mlflow_server(tmp_path) as uri:
         done = run_driver(
             study_command(
-                small_synthetic, "--tracking-uri", uri, "--storage", str(tmp_path / "ray")
+                small_synthetic,
+                "--tracking-uri",
+                uri,
+                "--storage",
+                str(tmp_path / "ray"),
+                space=space,
             ),
             tmp_path,
         )
         study_dir = tmp_path / "ray" / "smoke"
         metrics = check_study(MlflowClient(uri), study_dir, expected_trials=4)
+        check_selected_by_pr_auc(MlflowClient(uri), study_dir)
         states = [m["end_state"] for m in metrics]
         assert "asha_stopped" in states
         assert all(s in ("finished", "early_stopped", "asha_stopped") for s in states)

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from mer_models.study_results import load_study
+from study.records import load_study
 from study.summary import COLUMNS, columns, format_table, table_rows
 
 

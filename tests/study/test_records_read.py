@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mer_models.study_results import (
+from study.records import (
     check_finished,
     finished_trials,
     load_study,
@@ -114,7 +114,7 @@ def test_a_malformed_study_file_is_named(study):
     with pytest.raises(ValueError, match="study.json: missing key"):
         load_study(study)
     (study / "study.json").write_text("{not json")
-    with pytest.raises(ValueError, match="study.json: not valid JSON"):
+    with pytest.raises(ValueError, match="study.json: not readable JSON"):
         load_study(study)
 
 
