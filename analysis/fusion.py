@@ -32,8 +32,8 @@ from analysis.evaluate import (
 )
 from analysis.staging import check_output_dir, staged_folder
 from mer_models.data.splits import read_tags
-from mer_models.thresholds import decide, tune_thresholds, write_thresholds
 from mer_models.training.metrics import DEFAULT_SELECTION, SELECTION_KEY, selection_metric
+from mer_models.training.thresholds import decide, tune_thresholds, write_thresholds
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from analysis.evaluate import check_groundtruth, check_scores, load_matrix
 from analysis.plots import curve_from_history, plot_per_tag_roc_auc, plot_validation_curves
 from analysis.staging import check_output_dir, staged_folder
 from mer_models.config import architecture
+from mer_models.data.synthetic import MARKER as SYNTHETIC_MARKER
 from mer_models.models.registry import ARCHITECTURE_COLUMNS
-from mer_models.synthetic import MARKER as SYNTHETIC_MARKER
 from mer_models.training.metrics import Metric
 from study.records import (
     FINISHED_STATES,

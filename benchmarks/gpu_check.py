@@ -64,8 +64,8 @@ from trainer import (  # noqa: E402
 )
 
 from mer_models.config import TrainConfig  # noqa: E402
+from mer_models.data.synthetic import synthetic_dataset  # noqa: E402
 from mer_models.models import build_model  # noqa: E402
-from mer_models.synthetic import synthetic_dataset  # noqa: E402
 from mer_models.training.step import make_optimizer, make_step  # noqa: E402
 from mer_models.training.trainer import train  # noqa: E402
 

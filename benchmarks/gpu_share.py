@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from concurrent_training import exit_with, run_concurrently  # noqa: E402
 
 from mer_models.config import TrainConfig  # noqa: E402
-from mer_models.synthetic import synthetic_dataset  # noqa: E402
+from mer_models.data.synthetic import synthetic_dataset  # noqa: E402
 
 SIZES = {
     # The paper's protocol: ResNet-18 width 64 with CBAM, GRU 256, 500-frame windows, batch 32.

@@ -43,7 +43,7 @@ from concurrent_training import exit_with, run_concurrently  # noqa: E402
 
 from mer_models.config import TrainConfig  # noqa: E402
 from mer_models.data.splits import PARTS, DatasetPaths  # noqa: E402
-from mer_models.synthetic import PART_SHARES, synthetic_dataset  # noqa: E402
+from mer_models.data.synthetic import PART_SHARES, synthetic_dataset  # noqa: E402
 from study.budgets import BUDGETS  # noqa: E402
 from study.search_space import load_space  # noqa: E402
 

@@ -35,7 +35,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mer_models.data.splits import DatasetPaths
-from mer_models.synthetic import MARKER as SYNTHETIC_MARKER
+from mer_models.data.synthetic import MARKER as SYNTHETIC_MARKER
 from tracking.names import (
     BEST_CONFIG_TAG,
     BEST_NAME_TAG,

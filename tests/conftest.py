@@ -82,7 +82,7 @@ def tiny_dataset(tmp_path: Path) -> DatasetPaths:
 @pytest.fixture(scope="session")
 def small_synthetic(tmp_path_factory) -> DatasetPaths:
     """A 150-track synthetic dataset, generated once per test session."""
-    from mer_models.synthetic import dataset_paths, write_synthetic
+    from mer_models.data.synthetic import dataset_paths, write_synthetic
 
     root = tmp_path_factory.mktemp("synthetic") / "small"
     write_synthetic(root, tracks=150, seed=0)

@@ -44,7 +44,7 @@ def dataset_paths(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             "--metadata goes with --melspecs or --store: give both, or neither for synthetic data"
         )
     if args.metadata is None:
-        from mer_models.synthetic import synthetic_dataset
+        from mer_models.data.synthetic import synthetic_dataset
 
         return synthetic_dataset()
     split, subset = args.split, args.subset

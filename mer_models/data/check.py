@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from mer_models.cache import cache_root
+from mer_models.data.cache import cache_root
 from mer_models.data.splits import (
     PARTS,
     DataError,

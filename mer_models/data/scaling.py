@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from filelock import FileLock
 
-from mer_models.cache import cache_root
+from mer_models.data.cache import cache_root
 from mer_models.data.sources import WindowSource, window_source
 from mer_models.data.splits import DatasetPaths, SplitTable
 from mer_models.data.windows import centred_starts

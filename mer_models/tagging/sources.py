@@ -28,8 +28,8 @@ from mer_models.config import TrainConfig
 from mer_models.data.scaling import BandStats
 from mer_models.data.splits import DataError, DatasetPaths, load_split
 from mer_models.models import build_model
-from mer_models.thresholds import THRESHOLDS_FILE, read_thresholds, tune_thresholds
 from mer_models.training.checkpoint import VALIDATION_PREDICTIONS
+from mer_models.training.thresholds import THRESHOLDS_FILE, read_thresholds, tune_thresholds
 from study.records import (
     GROUNDTRUTH_FILES,
     finished_trials,

@@ -28,7 +28,6 @@ from mer_models.data.scaling import BandStats, band_stats
 from mer_models.data.sources import window_source
 from mer_models.data.splits import DatasetPaths, SplitTable, load_split
 from mer_models.models import build_model
-from mer_models.thresholds import THRESHOLDS_FILE, tune_thresholds, write_thresholds
 from mer_models.training.checkpoint import (
     TEST_PREDICTIONS,
     VALIDATION_PREDICTIONS,
@@ -47,6 +46,7 @@ from mer_models.training.metrics import (
     tagging_metrics,
 )
 from mer_models.training.step import autocast_for, load_optimizer_state, make_optimizer, make_step
+from mer_models.training.thresholds import THRESHOLDS_FILE, tune_thresholds, write_thresholds
 
 log = logging.getLogger(__name__)
 

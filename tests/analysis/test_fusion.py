@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from analysis.evaluate import evaluate_files
 from analysis.fusion import Member, fuse, run_fusion, select_members
-from mer_models.thresholds import read_thresholds, tune_thresholds
+from mer_models.training.thresholds import read_thresholds, tune_thresholds
 from tests.analysis.conftest import run_cli, run_main
 
 TRACKS, TAGS = 150, 5

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mer_models.data.store import pack
-from mer_models.synthetic import MARKER
+from mer_models.data.synthetic import MARKER
 from tests.study.processes import RUN, run_driver
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 
 from mer_models.data.splits import load_split
 from mer_models.tagging.sources import ModelSourceError, load_tagger
-from mer_models.thresholds import read_thresholds, tune_thresholds
+from mer_models.training.thresholds import read_thresholds, tune_thresholds
 
 pytestmark = pytest.mark.slow
 

@@ -75,7 +75,7 @@ def test_a_failing_trial_fails_the_run_with_its_error(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from concurrent_training import run_concurrently
 
-    from mer_models.synthetic import synthetic_dataset
+    from mer_models.data.synthetic import synthetic_dataset
 
     paths = synthetic_dataset(tracks=60)
     config = TrainConfig(width=4, window=64, batch_size=8, cbam=False, units=16, workers=0)

@@ -10,8 +10,8 @@ import torch
 
 from mer_models.config import TrainConfig
 from mer_models.data import DatasetPaths, load_split
+from mer_models.data.synthetic import dataset_paths, write_synthetic
 from mer_models.models import build_model
-from mer_models.synthetic import dataset_paths, write_synthetic
 from mer_models.training.trainer import initialise_output_bias, train
 
 # A small CRNN: about 15 s of one CPU core for 12 epochs of 600 training tracks.

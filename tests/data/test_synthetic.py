@@ -22,26 +22,24 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-import mer_models.synthetic as synthetic
 from mer_models.data import DatasetPaths, load_split, read_split, read_tags
 from mer_models.data.check import check_dataset
 from mer_models.data.splits import HEADER, PARTS
-from mer_models.data.windows import FRAMES_PER_SECOND, N_BANDS, PAD_DB, open_melspec, read_window
-from mer_models.synthetic import (
+from mer_models.data.synthetic import command, write
+from mer_models.data.synthetic.catalogue import TAGS, plan_catalogue
+from mer_models.data.synthetic.render import render_track, tag_signatures
+from mer_models.data.synthetic.write import (
     GENERATOR_VERSION,
     MARKER,
     MIN_TRACKS,
-    TAGS,
     dataset_paths,
-    plan_catalogue,
-    render_track,
     synthetic_dataset,
-    tag_signatures,
     write_synthetic,
 )
+from mer_models.data.windows import FRAMES_PER_SECOND, N_BANDS, PAD_DB, open_melspec, read_window
 from tests.conftest import SHARED
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 needs_shared = pytest.mark.skipif(
     not SHARED.is_dir(),
     reason=f"the real MTG-Jamendo metadata is absent ({SHARED}); nothing to compare with",
@@ -396,13 +394,13 @@ def test_a_formant_tag_raises_the_energy_of_its_bands():
 def calls(monkeypatch) -> list:
     """The arguments of every dataset generation from here on (generation still runs)."""
     recorded = []
-    real_write = synthetic.write_synthetic
+    real_write = write.write_synthetic
 
     def counting_write(*args, **kwargs):
         recorded.append(args)
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "write_synthetic", counting_write)
+    monkeypatch.setattr(write, "write_synthetic", counting_write)
     return recorded
 
 
@@ -464,7 +462,7 @@ def test_a_folder_without_the_marker_is_regenerated(tmp_path):
 def test_the_command_rejects_bad_numbers_and_writes_nothing(tmp_path, capsys, argv, problem):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
-        synthetic.main(["--out", str(out), *argv])
+        command.main(["--out", str(out), *argv])
     assert exit_info.value.code == 2
     assert problem in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
@@ -475,7 +473,7 @@ def test_the_command_refuses_a_non_empty_folder_and_leaves_it_alone(tmp_path, ca
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     with pytest.raises(SystemExit) as exit_info:
-        synthetic.main(["--out", str(out), "--tracks", str(MIN_TRACKS)])
+        command.main(["--out", str(out), "--tracks", str(MIN_TRACKS)])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert str(out) in error and "not an empty folder" in error
@@ -544,7 +542,7 @@ def test_a_failure_mid_write_leaves_no_output(tmp_path, monkeypatch, failure):
         np.save(melspecs / "00" / "100.npy", np.zeros((N_BANDS, 10), np.float32))
         raise failure
 
-    monkeypatch.setattr(synthetic, "_write_melspecs", failing_write)
+    monkeypatch.setattr(write, "_write_melspecs", failing_write)
     out = tmp_path / "out"
     with pytest.raises(type(failure)):
         write_synthetic(out, tracks=MIN_TRACKS, seed=0, workers=1)

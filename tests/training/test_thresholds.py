@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from mer_models.thresholds import decide, read_thresholds, tune_thresholds, write_thresholds
+from mer_models.training.thresholds import (
+    decide,
+    read_thresholds,
+    tune_thresholds,
+    write_thresholds,
+)
 
-MEDIAEVAL = Path(__file__).resolve().parents[2] / "shared" / "mtg-jamendo" / "results" / "mediaeval"
+MEDIAEVAL = Path(__file__).resolve().parents[3] / "shared" / "mtg-jamendo" / "results" / "mediaeval"
 
 
 def best_f_by_brute_force(labels: np.ndarray, scores: np.ndarray) -> float:

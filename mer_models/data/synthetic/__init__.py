@@ -1,0 +1,37 @@
+"""An embedded synthetic dataset in exactly the MTG-Jamendo mood/theme formats.
+
+The real mel-spectrograms (68 GB) are not reachable from where the project is
+developed and tested, so the default study, the tests and new users run on a
+generated stand-in that the real loaders read unchanged: the repository layout
+(split TSVs with CRLF line ends like the real ones, the 56 real tag names in
+their official order), `NN/ID.npy` float32 (96, n_frames) dB arrays at
+46.875 frames/s, artist-disjoint 60/20/20 splits, and the real long tail of
+tag frequencies (the per-tag counts of split-0 train, scaled down).
+
+The audio is a toy world built to be learnable but not trivially: every tag
+plants its own spectro-temporal signature (a formant, a rhythm, a sweep, a
+vibrato, a modulation whose rate drifts along the track, or alternating
+sections), present throughout the track so that any window of 128+ frames
+shows it, at a per-track random strength, over a coloured noise floor, a bed
+of harmonic notes and drums at a track-specific tempo, and signature-like
+distractors tied to no tag; a few labels have no evidence and a few tracks
+carry the evidence of a tag they are not labelled with. Everything is drawn
+from numpy generators seeded by (seed, stream, track), so equal arguments
+give byte-identical files, whatever the number of worker processes.
+
+`catalogue` draws the metadata, `render` the mel-spectrograms, `write`
+writes a dataset folder and keeps the project's cached one, and `command`
+is the command line:
+
+    python -m mer_models.synthetic --out DIR [--tracks N] [--seed S] [--workers W]
+"""
+
+from mer_models.data.synthetic.catalogue import PART_SHARES
+from mer_models.data.synthetic.write import (
+    MARKER,
+    dataset_paths,
+    synthetic_dataset,
+    write_synthetic,
+)
+
+__all__ = ["MARKER", "PART_SHARES", "dataset_paths", "synthetic_dataset", "write_synthetic"]
