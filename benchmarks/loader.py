@@ -1,20 +1,23 @@
 """Loader benchmark: random training windows and finished training items per second, one core.
 
 Writes synthetic 10-minute tracks (96 x 28,125 float32, 10.8 MB each) in
-the MTG-Jamendo layout, packs them into a window store, and times three
+the MTG-Jamendo layout, packs them into a window store, and times four
 readers of a random 500-frame window: loading each whole `.npy` and
-cropping it (the official baseline's loader), our `.npy` reader (a memory
-map advised for random access, reading only the window's pages, one per
-band row) and the packed store (time-major float16: one contiguous 96 KB
-read). Each is measured with its data in the page cache (warm) and evicted
-before every read (cold: a 68 GB dataset does not stay in memory).
+cropping it (the official baseline's loader), a plain `np.load(mmap_mode="r")`
+crop (the control for the next), our `.npy` reader (a cached header, a
+memory map advised for random access, reading only the window's pages, all
+requested at once when they are not in memory) and the packed store
+(time-major float16: one contiguous 96 KB read). Each is measured with its
+data in the page cache (warm) and evicted before every read (cold: a 68 GB
+dataset does not stay in memory). `--fortran` writes the tracks time-major,
+as the dataset's extractor does; the default is band-major.
 
 Finished training items are what the trainer builds: a loader worker reads
 the raw window and draws its SpecAugment masks (`TrainWindows`), batches
 are collated, and `BatchPreprocess` standardises and masks them (timed
 here on the CPU, where a CPU run does it; a GPU run does it on the GPU).
 
-    python benchmarks/loader.py [--tracks 48] [--windows 3000] [--dir DIR]
+    python benchmarks/loader.py [--tracks 48] [--windows 3000] [--dir DIR] [--fortran]
 
 `--dir` should be on a real disk (not tmpfs) for the cold figures. The
 last line printed is a JSON object of the figures.
@@ -48,8 +51,9 @@ TAGS = tuple(f"mood/theme---tag{i:02d}" for i in range(56))
 HEADER = "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"
 
 
-def write_dataset(root: Path, tracks: int) -> DatasetPaths:
-    """`tracks` 10-minute training tracks (and one short track per evaluation part)."""
+def write_dataset(root: Path, tracks: int, fortran: bool = False) -> DatasetPaths:
+    """`tracks` 10-minute training tracks (and one short track per evaluation part); with
+    `fortran`, time-major on disk as the dataset's extractor writes them."""
     rng = np.random.default_rng(0)
     metadata, melspecs = root / "metadata", root / "melspecs"
     (metadata / "data" / "tags").mkdir(parents=True)
@@ -64,7 +68,7 @@ def write_dataset(root: Path, tracks: int) -> DatasetPaths:
             relative = f"{track % 100:02d}/{track}"
             (melspecs / relative).parent.mkdir(parents=True, exist_ok=True)
             values = rng.normal(-40, 12, (96, frames)).astype(np.float32)
-            np.save(melspecs / f"{relative}.npy", values)
+            np.save(melspecs / f"{relative}.npy", np.asfortranarray(values) if fortran else values)
             seconds = frames / FRAMES_PER_SECOND
             rows.append(f"track_{track}\tartist\talbum\t{relative}.mp3\t{seconds:.1f}\t{TAGS[0]}")
             track += 1
@@ -81,7 +85,7 @@ def evict(path: Path, offset: int = 0, length: int = 0) -> None:
 
 
 class Readers:
-    """The three ways of reading a random window of training track `index`."""
+    """The four ways of reading a random window of training track `index`."""
 
     def __init__(self, paths: DatasetPaths, store: Path) -> None:
         self.table = load_split(paths, "train")
@@ -94,6 +98,11 @@ class Readers:
         array = np.load(self.files[index])
         start = random_start(array.shape[1], WINDOW, rng)
         return array[:, start : start + WINDOW].copy()
+
+    def plain_mmap(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        array = np.load(self.files[index], mmap_mode="r")
+        start = random_start(array.shape[1], WINDOW, rng)
+        return np.array(array[:, start : start + WINDOW], dtype=np.float32)
 
     def melspec(self, index: int, rng: np.random.Generator) -> np.ndarray:
         array = open_melspec(self.files[index])
@@ -198,13 +207,14 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=48)
     parser.add_argument("--windows", type=int, default=3000)
     parser.add_argument("--dir", help="where to write the tracks (default: a temporary folder)")
+    parser.add_argument("--fortran", action="store_true", help="time-major tracks on disk")
     args = parser.parse_args()
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="loader-bench-", dir=args.dir))
     os.environ.setdefault("MER_MODELS_CACHE", str(root / "cache"))
     try:
-        paths = write_dataset(root, args.tracks)
+        paths = write_dataset(root, args.tracks, args.fortran)
         started = time.perf_counter()
         store = pack(paths, root / "store", progress=False).store
         pack_seconds = time.perf_counter() - started
@@ -214,11 +224,18 @@ def main() -> None:
         (root / "store" / DATA).read_bytes()
         slow_count = max(args.windows // 20, 50)
         figures: dict = {"track_frames": FRAMES, "window": WINDOW, "tracks": args.tracks}
+        figures["layout"] = "time-major" if args.fortran else "band-major"
         figures["pack_mb_per_second"] = store.manifest["frames_total"] * 96 * 4 / 1e6 / pack_seconds
-        for reader, count in (("melspec", args.windows), ("whole_file", slow_count)):
+        warm = (("melspec", args.windows), ("plain_mmap", args.windows), ("whole_file", slow_count))
+        for reader, count in warm:
             figures[f"{reader}_warm"] = windows_per_second(readers, reader, count, cold=False)
         figures["store_warm"] = windows_per_second(readers, "store", args.windows * 3, cold=False)
-        for reader, count in (("melspec", slow_count * 4), ("whole_file", slow_count)):
+        cold = (
+            ("melspec", slow_count * 4),
+            ("plain_mmap", slow_count * 4),
+            ("whole_file", slow_count),
+        )
+        for reader, count in cold:
             figures[f"{reader}_cold"] = windows_per_second(readers, reader, count, cold=True)
         figures["store_cold"] = windows_per_second(readers, "store", slow_count * 4, cold=True)
 
@@ -246,13 +263,17 @@ def main() -> None:
         )
         figures["speedup"] = figures["melspec_warm"] / figures["whole_file_warm"]
         figures["speedup_cold"] = figures["melspec_cold"] / figures["whole_file_cold"]
+        # What the cached header, the random-access advice and the prefetch buy.
+        figures["vs_plain_mmap"] = figures["melspec_warm"] / figures["plain_mmap_warm"]
+        figures["vs_plain_mmap_cold"] = figures["melspec_cold"] / figures["plain_mmap_cold"]
         figures["packed_speedup"] = figures["store_warm"] / figures["whole_file_warm"]
         figures["packed_speedup_cold"] = figures["store_cold"] / figures["whole_file_cold"]
         figures = {k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()}
         print(f"random {WINDOW}-frame windows per second from 10-minute tracks, one core:")
         for cache in ("warm", "cold"):
             print(
-                f"  page cache {cache}: whole file {figures[f'whole_file_{cache}']:.0f}/s, .npy "
+                f"  page cache {cache}: whole file {figures[f'whole_file_{cache}']:.0f}/s, plain "
+                f"np.load memory map {figures[f'plain_mmap_{cache}']:.0f}/s, .npy "
                 f"reader {figures[f'melspec_{cache}']:.0f}/s, packed store "
                 f"{figures[f'store_{cache}']:.0f}/s"
             )
@@ -260,6 +281,10 @@ def main() -> None:
             f"  speedup over the whole file, warm: .npy reader {figures['speedup']:.1f}x, packed "
             f"store {figures['packed_speedup']:.1f}x (cold: {figures['speedup_cold']:.1f}x, "
             f"{figures['packed_speedup_cold']:.1f}x)"
+        )
+        print(
+            f"  .npy reader over a plain np.load memory map: {figures['vs_plain_mmap']:.1f}x warm, "
+            f"{figures['vs_plain_mmap_cold']:.1f}x cold"
         )
         print(
             f"finished training items per second, one core (worker read + masks, collation, "

@@ -80,7 +80,10 @@ def _read_header(descriptor: int) -> tuple[tuple[int, ...], bool, np.dtype, int]
     """Shape, order, dtype and data offset of an open .npy file.
 
     Parsed headers are cached by their bytes: numpy's parser costs more than
-    reading a window, and every epoch reopens the same files.
+    reading a window, and every epoch reopens the same files. Measured on the
+    2-core VM (2026-12): 36,000 opens/s against 7,000 for `np.load(mmap_mode="r")`,
+    and up to twice the warm windows/s (`benchmarks/loader.py`, `vs_plain_mmap`);
+    no difference when the disk is read.
     """
     prefix = os.pread(descriptor, _HEADER_PREFIX, 0)
     if len(prefix) < 10 or prefix[:6] != b"\x93NUMPY":
@@ -140,7 +143,10 @@ def _prefetch(array: np.ndarray, start: int, stop: int) -> None:
     on a page that is not in memory waits for the disk: 96 reads in series.
     When the window's first or last row is missing from the page cache
     (mincore(2) on those few pages), a WILLNEED hint per row queues all the
-    reads together. A warm page cache costs two small system calls.
+    reads together. A warm page cache costs two small system calls. Measured
+    on the 2-core VM (2026-12), each read's file evicted first: 5x the windows/s
+    without it, band-major or time-major; warm, no cost band-major, about a
+    fifth time-major.
     """
     memory = array
     while isinstance(memory, np.ndarray):
