@@ -110,7 +110,7 @@ DISTRIBUTIONS = {
 
 @dataclass(frozen=True)
 class Scheduler:
-    type: str = "asha"
+    type: str = "fifo"  # what a space without a scheduler gets
     grace_period: int = 1
     reduction_factor: int = 2
     max_epochs: int | None = None  # None: the budget's max_epochs
@@ -237,7 +237,7 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
             "optuna samples its own points: use choice instead of grid "
             "and configs, or searcher: grid",
         )
-    scheduler = _parse_scheduler(where, raw.get("scheduler", {"type": "fifo"}))
+    scheduler = _parse_scheduler(where, raw["scheduler"]) if "scheduler" in raw else Scheduler()
     metric = raw.get("metric", {"name": METRIC, "mode": MODE}) or {}
     if not isinstance(metric, dict):
         raise where.error("metric", "expected {name: val_roc_auc, mode: max}")

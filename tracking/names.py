@@ -35,8 +35,6 @@ NOTE_TAG = "mlflow.note.content"  # MLflow's own: the description shown in the U
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
-ROLES = ("study", "trial", "fusion")
-
 # Metric names: trainer key -> MLflow name (the scores from the one table, metrics.METRICS) -------
 
 EPOCH_METRICS: Mapping[str, str] = {  # one point per epoch, step = epoch

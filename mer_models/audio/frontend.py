@@ -37,7 +37,6 @@ LOW_HZ = 0.0
 HIGH_HZ = SAMPLE_RATE / 2
 RESAMPLE_QUALITY = 4  # Essentia's quality 4: libsamplerate's linear converter
 DB_SCALE = 2.0  # lin2db's result times 2: 20 * log10(power)
-DB_FLOOR = DB_SCALE * -100.0  # lin2db gives -100 below a power of 1e-10
 
 
 class AudioError(ValueError):
