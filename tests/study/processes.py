@@ -19,6 +19,21 @@ from mlflow.tracking import MlflowClient
 RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
 
 
+def study_command(data, *extra: str, space: str | Path = "smoke") -> list[str]:
+    """The study driver's command line on a dataset (its `metadata` and `melspecs`)."""
+    return [
+        sys.executable,
+        str(RUN),
+        "--space",
+        str(space),
+        "--metadata",
+        str(data.metadata),
+        "--melspecs",
+        str(data.melspecs),
+        *extra,
+    ]
+
+
 def environment(tmp_path: Path) -> dict[str, str]:
     """The driver's environment: its caches under `tmp_path`, no Ray usage reports."""
     return {

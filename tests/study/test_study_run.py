@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -15,24 +14,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from mer_models.config import FIELD_NAMES, TrainConfig, applicable_fields
-from tests.study.processes import RUN, mlflow_server, run_driver
+from tests.study.processes import RUN, mlflow_server, run_driver, study_command
 from tracking.names import EPOCH_METRICS, FINAL_METRICS
 
 pytestmark = pytest.mark.slow
-
-
-def study_command(data, *extra, space="smoke"):
-    return [
-        sys.executable,
-        str(RUN),
-        "--space",
-        str(space),
-        "--metadata",
-        str(data.metadata),
-        "--melspecs",
-        str(data.melspecs),
-        *extra,
-    ]
 
 
 def trial_runs(client, study):

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-
 from study.checkpoints import FOLDER, CheckpointStore
-from tests.study.processes import session_processes
+
+from tests.study.processes import environment, session_processes, study_command
 
 pytestmark = pytest.mark.slow
-RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
 ROWS = (
     "{cbam: true, cell: gru, units: 8, lr: 3.0e-3}",
     "{cbam: false, cell: gru, units: 8, lr: 3.0e-3}",
@@ -53,26 +52,10 @@ class Study:
         self.name = space.stem
         self.dir = tmp_path / "ray_results" / self.name
         self.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        self.command = [
-            sys.executable,
-            str(RUN),
-            "--space",
-            str(space),
-            "--metadata",
-            str(data.metadata),
-            "--melspecs",
-            str(data.melspecs),
-            "--tracking-uri",
-            self.uri,
-            "--cpus-per-trial",
-            "0.5",
-            *extra,
-        ]
-        self.env = {
-            **os.environ,
-            "MER_MODELS_CACHE": str(tmp_path / "cache"),
-            "RAY_USAGE_STATS_ENABLED": "0",
-        }
+        self.command = study_command(
+            data, "--tracking-uri", self.uri, "--cpus-per-trial", "0.5", *extra, space=space
+        )
+        self.env = environment(tmp_path)
         self.logs = 0
 
     def start(self, *extra: str) -> subprocess.Popen:
