@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+import pytest
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from study.driver import StudyOptions, make_scheduler
@@ -43,8 +44,9 @@ def test_the_console_keeps_library_loggers_quiet_unless_verbose(monkeypatch):
             logging.getLogger(name).setLevel(level)
 
 
-def test_no_cuda_graphs_turns_the_graph_off_for_every_trial(monkeypatch, tmp_path):
-    """The flag is a fixed value over the study's space, so every trial's config has it."""
+@pytest.fixture
+def options_of_run(monkeypatch, tmp_path):
+    """`run(flags)` in process, stopped before Ray: the StudyOptions each call built."""
     import study.driver
     import study.run
 
@@ -57,35 +59,35 @@ def test_no_cuda_graphs_turns_the_graph_off_for_every_trial(monkeypatch, tmp_pat
     monkeypatch.setattr(study.driver, "check_trial_configs", stop_before_ray)
     monkeypatch.setattr(study.run, "configure_console", lambda verbose: None)
     monkeypatch.setattr(study.run.signal, "signal", lambda *args: None)
-    for flags in ([], ["--no-cuda-graphs"]):
+
+    def run(*flags):
         assert study.run.run(["--space", "smoke", "--storage", str(tmp_path), *flags]) == 2
-    with_graphs, without = (study.driver.param_space(options) for options in seen)
+        return seen[-1]
+
+    return run
+
+
+def test_no_cuda_graphs_turns_the_graph_off_for_every_trial(options_of_run):
+    """The flag is a fixed value over the study's space, so every trial's config has it."""
+    from study.driver import param_space
+
+    with_graphs = param_space(options_of_run())
+    without = param_space(options_of_run("--no-cuda-graphs"))
     assert "cuda_graphs" not in with_graphs  # the config's default: on
     assert without["cuda_graphs"] is False
     assert set(without) == {*with_graphs, "cuda_graphs"}
 
 
-def test_a_resume_may_turn_the_graph_off_for_the_trials_it_continues(monkeypatch, tmp_path):
+def test_a_resume_may_turn_the_graph_off_for_the_trials_it_continues(options_of_run):
     """After a capture failed, `--resume --no-cuda-graphs` continues the recorded trials
     eagerly: cuda_graphs follows the run, like threads and workers, not the record."""
-    import study.driver
-    import study.run
     from mer_models.config import TrainConfig
+    from study.driver import _explicit_space
     from study.records import identity
     from study.trainable import RECORDED_KEY, trial_config
 
-    seen = []
-
-    def stop_before_ray(options):
-        seen.append(options)
-        raise ValueError("stopped before Ray")
-
-    monkeypatch.setattr(study.driver, "check_trial_configs", stop_before_ray)
-    monkeypatch.setattr(study.run, "configure_console", lambda verbose: None)
-    monkeypatch.setattr(study.run.signal, "signal", lambda *args: None)
-    study.run.run(["--space", "smoke", "--storage", str(tmp_path), "--no-cuda-graphs"])
     recorded = {"key": "k1", "config": TrainConfig(cuda_graphs=True).to_dict()}
-    space = study.driver._explicit_space(seen[0], [recorded])
+    space = _explicit_space(options_of_run("--no-cuda-graphs"), [recorded])
     ray_config = {**{k: v for k, v in space.items() if k != RECORDED_KEY}, RECORDED_KEY: recorded}
     assert trial_config(ray_config).cuda_graphs is False
     assert identity(TrainConfig(cuda_graphs=False).to_dict()) == identity(recorded["config"])
