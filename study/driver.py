@@ -32,7 +32,7 @@ from mer_models.data.splits import DatasetPaths
 from mer_models.files import remove_partials
 from study import records
 from study.budgets import BUDGETS
-from study.checkpoints import FOLDER as CHECKPOINTS
+from study.checkpoint_store import FOLDER as CHECKPOINTS
 from study.local_cluster import start_local_cluster
 from study.mlflow_writer import StudyTracker
 from study.recorder import StudyRecorder
@@ -98,7 +98,7 @@ class StudyOptions:
 
     @property
     def checkpoints(self) -> str:
-        """The root of the trials' own checkpoint stores (see study.checkpoints)."""
+        """The root of the trials' own checkpoint stores (see study.checkpoint_store)."""
         return f"{self.ray_experiment}/{CHECKPOINTS}"
 
 

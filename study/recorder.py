@@ -32,7 +32,7 @@ from mer_models.training.checkpoint import (
 )
 from mer_models.training.metrics import DEFAULT_SELECTION
 from study import records
-from study.checkpoints import CheckpointStore
+from study.checkpoint_store import CheckpointStore
 from study.mlflow_writer import PENDING, StudyTracker
 from study.trainable import (
     FAILED_KEY,

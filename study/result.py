@@ -22,7 +22,7 @@ from tracking.names import BEST_MODEL_TAG, BEST_TRIAL_TAG, format_value, fusion_
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE = "summary.txt"
+SUMMARY_TABLE = "summary.txt"
 
 
 def fusion_metrics(fusion_dir: Path | None) -> dict[str, float]:
@@ -55,7 +55,7 @@ def record_result(
         config,
         best.metrics,
         fusion_metrics(fusion_dir),
-        {space_file.name: space_file.read_text(), SUMMARY_FILE: table + "\n"},
+        {space_file.name: space_file.read_text(), SUMMARY_TABLE: table + "\n"},
     )
     if before.get(BEST_TRIAL_TAG) == best.id and before.get(BEST_MODEL_TAG):
         uri = before[BEST_MODEL_TAG]  # a resumed study whose best trial is logged already

@@ -203,58 +203,58 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def parse_space(raw: Any, path: Path) -> SearchSpace:
-    where = _Where(path)
+    check = _Checks(path)
     if not isinstance(raw, dict):
-        raise where.error("", f"expected a mapping with keys {', '.join(TOP_KEYS)}")
-    where.unknown_keys("", raw, TOP_KEYS)
+        raise check.error("", f"expected a mapping with keys {', '.join(TOP_KEYS)}")
+    check.unknown_keys("", raw, TOP_KEYS)
     searcher = raw.get("searcher", "grid")
-    where.choice("searcher", searcher, SEARCHERS)
+    check.choice("searcher", searcher, SEARCHERS)
     num_samples = raw.get("num_samples", 1)
-    where.integer("num_samples", num_samples, minimum=1)
+    check.integer("num_samples", num_samples, minimum=1)
     budget = raw.get("budget", "quick")
-    where.choice("budget", budget, tuple(BUDGETS))
+    check.choice("budget", budget, tuple(BUDGETS))
     parameters = raw.get("parameters", {}) or {}
     if not isinstance(parameters, dict):
-        raise where.error("parameters", "expected a mapping of config fields")
+        raise check.error("parameters", "expected a mapping of config fields")
     for key, spec in parameters.items():
-        _check_parameter(where, key, spec)
+        _check_parameter(check, key, spec)
     configs = raw.get("configs", []) or []
     if not isinstance(configs, list):
-        raise where.error("configs", "expected a list of mappings of config fields")
+        raise check.error("configs", "expected a list of mappings of config fields")
     if "configs" in raw and not configs:
-        raise where.error("configs", "the list is empty; give at least one configuration")
+        raise check.error("configs", "the list is empty; give at least one configuration")
     for index, entry in enumerate(configs):
         key = f"configs[{index}]"
         if not isinstance(entry, dict) or not entry:
-            raise where.error(key, "expected a non-empty mapping of config fields")
-        where.unknown_keys(key, entry, FIELD_NAMES)
+            raise check.error(key, "expected a non-empty mapping of config fields")
+        check.unknown_keys(key, entry, FIELD_NAMES)
         for name, value in entry.items():
-            where.field_value(f"{key}.{name}", name, value)
+            check.field_value(f"{key}.{name}", name, value)
     has_grid = bool(configs) or any(_is_grid(spec) for spec in parameters.values())
     if searcher == "optuna" and has_grid:
-        raise where.error(
+        raise check.error(
             "searcher",
             "optuna samples its own points: use choice instead of grid "
             "and configs, or searcher: grid",
         )
-    scheduler = _parse_scheduler(where, raw["scheduler"]) if "scheduler" in raw else Scheduler()
+    scheduler = _parse_scheduler(check, raw["scheduler"]) if "scheduler" in raw else Scheduler()
     metric = raw.get("metric", {"name": METRIC, "mode": MODE}) or {}
     if not isinstance(metric, dict):
-        raise where.error("metric", "expected {name: val_roc_auc, mode: max}")
-    where.unknown_keys("metric", metric, ("name", "mode"))
-    where.choice("metric.name", metric.get("name", METRIC), METRICS)
-    where.choice("metric.mode", metric.get("mode", MODE), ("max",))
+        raise check.error("metric", "expected {name: val_roc_auc, mode: max}")
+    check.unknown_keys("metric", metric, ("name", "mode"))
+    check.choice("metric.name", metric.get("name", METRIC), METRICS)
+    check.choice("metric.mode", metric.get("mode", MODE), ("max",))
     description = raw.get("description", "")
     if not isinstance(description, str):
-        raise where.error("description", "expected a string")
+        raise check.error("description", "expected a string")
     if len(description.strip()) > MAX_DESCRIPTION:
-        raise where.error(
+        raise check.error(
             "description",
             f"{len(description.strip()):,} characters; MLflow keeps at most {MAX_DESCRIPTION:,} "
             "as the experiment's note: shorten it",
         )
     search_seed = raw.get("search_seed", 0)
-    where.integer("search_seed", search_seed, minimum=0)
+    check.integer("search_seed", search_seed, minimum=0)
     space = SearchSpace(
         file=path,
         parameters=dict(parameters),
@@ -269,7 +269,7 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
         search_seed=search_seed,
     )
     if space.trial_count > MAX_TRIALS:
-        raise where.error(
+        raise check.error(
             "",
             f"plans {space.trial_count:,} trials (grids crossed, configs, num_samples); a study "
             f"runs at most {MAX_TRIALS:,}: each is a Ray trial, an MLflow run and a folder. "
@@ -304,16 +304,16 @@ def tune_value(spec: Any) -> Any:
     return distribution.to_tune(spec[distribution.kind])
 
 
-def _check_parameter(where: _Where, key: str, spec: Any) -> None:
+def _check_parameter(check: _Checks, key: str, spec: Any) -> None:
     path = f"parameters.{key}"
     if key not in FIELD_NAMES:
-        raise where.error(path, f"unknown config field; valid fields are: {', '.join(FIELD_NAMES)}")
+        raise check.error(path, f"unknown config field; valid fields are: {', '.join(FIELD_NAMES)}")
     if not isinstance(spec, dict):
-        where.field_value(path, key, spec)
+        check.field_value(path, key, spec)
         return
     distribution = distribution_of(spec)
     if distribution is None:
-        raise where.error(
+        raise check.error(
             path,
             f"expected a fixed value or one of {{{' | '.join(DISTRIBUTIONS)}: ...}}, got {spec!r}",
         )
@@ -322,12 +322,12 @@ def _check_parameter(where: _Where, key: str, spec: Any) -> None:
     path = f"{path}.{kind}"
     if not distribution.bounds:
         if not isinstance(values, list) or not values:
-            raise where.error(path, "expected a non-empty list of values")
+            raise check.error(path, "expected a non-empty list of values")
         for index, value in enumerate(values):
-            where.field_value(f"{path}[{index}]", key, value)
+            check.field_value(f"{path}[{index}]", key, value)
         return
     if not isinstance(values, list) or len(values) != 2:
-        raise where.error(path, "expected [low, high]")
+        raise check.error(path, "expected [low, high]")
     low, high = values
     for bound, value in (("low", low), ("high", high)):
         if (
@@ -335,46 +335,46 @@ def _check_parameter(where: _Where, key: str, spec: Any) -> None:
             or isinstance(value, bool)
             or not math.isfinite(value)
         ):
-            raise where.error(path, f"{bound} bound must be a finite number, got {value!r}")
+            raise check.error(path, f"{bound} bound must be a finite number, got {value!r}")
         if distribution.integer and not isinstance(value, int):
-            raise where.error(path, f"{kind} bounds must be integers, got {value!r}")
+            raise check.error(path, f"{kind} bounds must be integers, got {value!r}")
     if not low < high:
-        raise where.error(
+        raise check.error(
             path, f"bounds the wrong way round or empty: low {low} must be < high {high}"
         )
     if distribution.positive and low <= 0:
-        raise where.error(path, f"{kind} bounds must be > 0, got low {low}")
+        raise check.error(path, f"{kind} bounds must be > 0, got low {low}")
     for value in (low, high):
-        where.field_value(path, key, int(value) if distribution.integer else value)
+        check.field_value(path, key, int(value) if distribution.integer else value)
 
 
-def _parse_scheduler(where: _Where, raw: Any) -> Scheduler:
+def _parse_scheduler(check: _Checks, raw: Any) -> Scheduler:
     if not isinstance(raw, dict):
-        raise where.error(
+        raise check.error(
             "scheduler",
             "expected {type: asha, grace_period: N, reduction_factor: N} or {type: fifo}",
         )
     kind = raw.get("type")
-    where.choice("scheduler.type", kind, SCHEDULERS)
+    check.choice("scheduler.type", kind, SCHEDULERS)
     if kind == "fifo":
-        where.unknown_keys("scheduler", raw, ("type",))
+        check.unknown_keys("scheduler", raw, ("type",))
         return Scheduler(type="fifo")
-    where.unknown_keys("scheduler", raw, ("type", "grace_period", "reduction_factor", "max_epochs"))
+    check.unknown_keys("scheduler", raw, ("type", "grace_period", "reduction_factor", "max_epochs"))
     grace = raw.get("grace_period", 1)
-    where.integer("scheduler.grace_period", grace, minimum=1)
+    check.integer("scheduler.grace_period", grace, minimum=1)
     factor = raw.get("reduction_factor", 2)
-    where.integer("scheduler.reduction_factor", factor, minimum=2)
+    check.integer("scheduler.reduction_factor", factor, minimum=2)
     max_epochs = raw.get("max_epochs")
     if max_epochs is not None:
-        where.integer("scheduler.max_epochs", max_epochs, minimum=1)
+        check.integer("scheduler.max_epochs", max_epochs, minimum=1)
         if max_epochs < grace:
-            raise where.error(
+            raise check.error(
                 "scheduler.max_epochs", f"{max_epochs} is below the grace period {grace}"
             )
     return Scheduler("asha", grace, factor, max_epochs)
 
 
-class _Where:
+class _Checks:
     """Builds errors that name the file and the key path."""
 
     def __init__(self, path: Path) -> None:

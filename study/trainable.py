@@ -5,7 +5,7 @@ Ray Tune hands the trial a flat config dict: sampled parameters, and under
 trials carry their recorded key and config under `recorded` instead (see
 `study.records`). Every epoch is reported to Ray (schedulers read the
 validation metric) and its checkpoint kept in the study's checkpoint store
-(`study.checkpoints`), from which a crashed, moved or resumed trial continues.
+(`study.checkpoint_store`), from which a crashed, moved or resumed trial continues.
 The trial works in a node-local temporary folder, so nothing it writes on the
 way lands in the trial folder that Ray syncs to storage.
 
@@ -34,7 +34,7 @@ from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
 from mer_models.training.step import GraphCaptureFailed
 from mer_models.training.trainer import train
-from study.checkpoints import CheckpointStore
+from study.checkpoint_store import CheckpointStore
 from study.records import RESOURCE_FIELDS
 from study.search_space import METRIC
 

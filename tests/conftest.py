@@ -82,11 +82,11 @@ def tiny_dataset(tmp_path: Path) -> DatasetPaths:
 @pytest.fixture(scope="session")
 def small_synthetic(tmp_path_factory) -> DatasetPaths:
     """A 150-track synthetic dataset, generated once per test session."""
-    from mer_models.data.synthetic import dataset_paths, write_synthetic
+    from mer_models.data.synthetic import synthetic_paths, write_synthetic
 
     root = tmp_path_factory.mktemp("synthetic") / "small"
     write_synthetic(root, tracks=150, seed=0)
-    return dataset_paths(root)
+    return synthetic_paths(root)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import torch
 from mer_models.audio.frontend import AudioError, melspec_file
 from mer_models.data.splits import SUBSETS, DataError, DatasetPaths
 from mer_models.tagging.scoring import tag_probabilities
-from mer_models.tagging.sources import ModelSourceError, Tagger, load_tagger
+from mer_models.tagging.tagger import ModelSourceError, Tagger, load_tagger
 
 
 def main(argv: list[str] | None = None) -> int:

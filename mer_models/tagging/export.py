@@ -35,7 +35,7 @@ from mer_models.audio.frontend import FRAME_SIZE, HOP_SIZE, N_BANDS, SAMPLE_RATE
 from mer_models.data.augment import BatchPreprocess
 from mer_models.data.windows import PAD_DB
 from mer_models.files import PARTIAL, umask_mode
-from mer_models.tagging.sources import ModelSourceError, Tagger, TrainedModel, load_tagger
+from mer_models.tagging.tagger import ModelSourceError, Tagger, TrainedModel, load_tagger
 
 METADATA = "metadata.json"
 _MAX_BATCH = 1 << 16

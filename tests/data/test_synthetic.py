@@ -32,8 +32,8 @@ from mer_models.data.synthetic.write import (
     GENERATOR_VERSION,
     MARKER,
     MIN_TRACKS,
-    dataset_paths,
     synthetic_dataset,
+    synthetic_paths,
     write_synthetic,
 )
 from mer_models.data.windows import FRAMES_PER_SECOND, N_BANDS, PAD_DB, open_melspec, read_window
@@ -54,7 +54,7 @@ def dataset(tmp_path_factory) -> DatasetPaths:
     """The default-size dataset (1000 tracks, seed 0), generated once for the module."""
     root = tmp_path_factory.mktemp("synthetic") / "default"
     write_synthetic(root, tracks=DEFAULT_TRACKS, seed=0, workers=2)
-    return dataset_paths(root)
+    return synthetic_paths(root)
 
 
 @pytest.fixture
@@ -410,7 +410,7 @@ def test_the_cache_generates_once_then_reuses(tmp_path, calls):
     assert folder.parent == tmp_path.resolve()
     assert folder.name == f"synthetic-v{GENERATOR_VERSION}-t{MIN_TRACKS}-s1"
     assert (folder / MARKER).is_file()
-    assert paths == dataset_paths(folder)
+    assert paths == synthetic_paths(folder)
     assert len(load_split(paths, "train")) + len(load_split(paths, "test")) < MIN_TRACKS
     sample = paths.split_file("test")
     stamp = sample.stat().st_mtime_ns
@@ -572,7 +572,7 @@ def test_the_command_writes_a_dataset_and_prints_the_summary(tmp_path):
         r"validation \d+, test \d+\), 56 tags, \d+ frames \(\d+\.\d h\), \d+ MB, \d+\.\d s",
         lines[0],
     ), lines[0]
-    paths = dataset_paths(out)
+    paths = synthetic_paths(out)
     sizes = [len(load_split(paths, part)) for part in PARTS]
     assert lines[0].find(f"train {sizes[0]}, validation {sizes[1]}, test {sizes[2]}") > 0
     assert sum(1 for _ in paths.melspecs.rglob("*.npy")) == 60

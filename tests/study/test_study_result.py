@@ -16,7 +16,7 @@ from mer_models.config import TrainConfig, applicable_fields
 from study.best_model import load_trial_model
 from study.mlflow_writer import RESULT_ARTIFACTS
 from study.records import finished_trials, load_study
-from study.result import SUMMARY_FILE
+from study.result import SUMMARY_TABLE
 from tracking.names import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, FINAL_METRICS, NOTE_TAG
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def test_the_parent_run_carries_the_result(smoke_study, tmp_path):
     assert metrics["fusion_test_roc_auc_macro"] == pytest.approx(fusion["ROC-AUC-macro"])
     assert metrics["fusion_test_pr_auc_macro"] == pytest.approx(fusion["PR-AUC-macro"])
     folder = client.download_artifacts(parent.info.run_id, RESULT_ARTIFACTS, str(tmp_path))
-    summary = (tmp_path / RESULT_ARTIFACTS / SUMMARY_FILE).read_text()
+    summary = (tmp_path / RESULT_ARTIFACTS / SUMMARY_TABLE).read_text()
     assert summary.strip() in smoke_study.stdout and best.id in summary
     assert "scheduler: {type: asha" in (tmp_path / RESULT_ARTIFACTS / "smoke.yaml").read_text()
     assert folder.endswith(RESULT_ARTIFACTS)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from study.checkpoints import FOLDER, CheckpointStore
 
+from study.checkpoint_store import FOLDER, CheckpointStore
 from tests.study.processes import environment, session_processes, study_command
 
 pytestmark = pytest.mark.slow

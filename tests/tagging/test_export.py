@@ -15,7 +15,7 @@ from mer_models.config import TrainConfig
 from mer_models.data.scaling import BandStats
 from mer_models.models import build_model
 from mer_models.tagging.export import Probabilities, export_model, main
-from mer_models.tagging.sources import ModelSourceError, Tagger, TrainedModel, load_tagger
+from mer_models.tagging.tagger import ModelSourceError, Tagger, TrainedModel, load_tagger
 from mer_models.training.thresholds import read_thresholds
 
 pytestmark = pytest.mark.slow

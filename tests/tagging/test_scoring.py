@@ -6,7 +6,7 @@ import torch
 
 from mer_models.audio.frontend import melspec_file
 from mer_models.tagging.scoring import model_probabilities, window_starts
-from mer_models.tagging.sources import load_trained_model
+from mer_models.tagging.tagger import load_trained_model
 from tests.tagging.conftest import expected_probabilities
 
 

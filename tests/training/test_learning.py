@@ -10,7 +10,7 @@ import torch
 
 from mer_models.config import TrainConfig
 from mer_models.data import DatasetPaths, load_split
-from mer_models.data.synthetic import dataset_paths, write_synthetic
+from mer_models.data.synthetic import synthetic_paths, write_synthetic
 from mer_models.models import build_model
 from mer_models.training.trainer import initialise_output_bias, train
 
@@ -35,7 +35,7 @@ LABEL_COLUMNS = 5  # TRACK_ID ARTIST_ID ALBUM_ID PATH DURATION, then the tags
 def synthetic(tmp_path_factory) -> DatasetPaths:
     root = tmp_path_factory.mktemp("learning") / "synthetic"
     write_synthetic(root, tracks=1000, seed=0)
-    return dataset_paths(root)
+    return synthetic_paths(root)
 
 
 def with_shuffled_training_labels(paths: DatasetPaths, root, seed: int = 0) -> DatasetPaths:

@@ -29,9 +29,9 @@ is the command line:
 from mer_models.data.synthetic.catalogue import PART_SHARES
 from mer_models.data.synthetic.write import (
     MARKER,
-    dataset_paths,
     synthetic_dataset,
+    synthetic_paths,
     write_synthetic,
 )
 
-__all__ = ["MARKER", "PART_SHARES", "dataset_paths", "synthetic_dataset", "write_synthetic"]
+__all__ = ["MARKER", "PART_SHARES", "synthetic_paths", "synthetic_dataset", "write_synthetic"]

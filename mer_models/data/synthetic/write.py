@@ -63,7 +63,7 @@ class Summary:
         )
 
 
-def dataset_paths(root: str | Path) -> DatasetPaths:
+def synthetic_paths(root: str | Path) -> DatasetPaths:
     """The `DatasetPaths` of a dataset written under `root` (split 0, moodtheme)."""
     root = Path(root)
     return DatasetPaths(root / "metadata", root / "melspecs", split=0, subset="moodtheme")
@@ -205,4 +205,4 @@ def synthetic_dataset(
                     log.warning("removing incomplete synthetic dataset %s", folder)
                     shutil.rmtree(folder)
                 write_synthetic(folder, tracks=tracks, seed=seed)
-    return dataset_paths(folder)
+    return synthetic_paths(folder)

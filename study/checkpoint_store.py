@@ -42,7 +42,7 @@ _EPOCH = re.compile(r"^epoch-(\d+)$")
 
 
 @dataclass(frozen=True)
-class Found:
+class NewestCheckpoint:
     """The newest checkpoint that loads (None: none does), and those skipped on the way."""
 
     folder: Path | None
@@ -120,7 +120,7 @@ class CheckpointStore:
             self._delete(self._epoch_path(older))
 
     @contextlib.contextmanager
-    def newest(self) -> Iterator[Found]:
+    def newest(self) -> Iterator[NewestCheckpoint]:
         """The newest checkpoint that loads, as a local folder while the context is open."""
         skipped: list[str] = []
         with tempfile.TemporaryDirectory(prefix=f"mer-checkpoint-{self.trial_id}-") as temp:
@@ -131,9 +131,9 @@ class CheckpointStore:
                 except CheckpointDamaged as error:
                     skipped.append(f"skipped epoch-{epoch:04d}: {error}")
                     continue
-                yield Found(folder, summary, tuple(skipped))
+                yield NewestCheckpoint(folder, summary, tuple(skipped))
                 return
-            yield Found(None, {}, tuple(skipped))
+            yield NewestCheckpoint(None, {}, tuple(skipped))
 
     def remove_partials(self) -> None:
         """Drop checkpoints a kill left half-copied (`epoch-NNNN.partial`)."""
