@@ -232,3 +232,19 @@ def test_a_failed_report_does_not_fail_the_study(smoke_study, tmp_path, capsys):
     assert ended == ["FINISHED"]  # the study itself did finish
     assert sorted(p.relative_to(study) for p in (study / "trials").rglob("*")) == trials_before
     assert not (study / "report").exists()
+
+
+@pytest.mark.parametrize("subset", ["moodtheme", "genre"])
+def test_the_published_figures_stand_only_beside_their_own_subset(hand_study, subset):
+    """The paper's and the baseline's figures are of the mood/theme subset: a study of another
+    subset is reported without them (its labels are the study's own)."""
+    from analysis.report import write_report
+
+    description = read_json(hand_study / "study.json")
+    description["data"]["subset"] = subset
+    (hand_study / "study.json").write_text(json.dumps(description))
+    report = write_report(hand_study, resamples=20, track=False)
+    text = (report.out / REPORT_FILE).read_text()
+    assert ("## Ours beside the published figures" in text) == (subset == "moodtheme")
+    assert ("Gerczuk et al., MediaEval 2020, and the challenge" in text) == (subset == "moodtheme")
+    assert f"subset {subset}" in text
