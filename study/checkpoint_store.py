@@ -35,6 +35,7 @@ from mer_models.training.checkpoint import (
     CheckpointDamaged,
     load_checkpoint,
 )
+from study.places import is_cloud, local_path
 
 FOLDER = "checkpoints"  # under the study's storage folder
 KEEP = 2  # the newest checkpoint and one to fall back on
@@ -71,11 +72,11 @@ class CheckpointStore:
     def __init__(self, root: str, trial_id: str) -> None:
         self.root = root
         self.trial_id = trial_id
-        if "://" in root and not root.startswith("file://"):
+        if is_cloud(root):
             self.fs, base = pafs.FileSystem.from_uri(root)
         else:
             self.fs = pafs.LocalFileSystem()
-            base = str(Path(root.removeprefix("file://")).expanduser().resolve())
+            base = str(local_path(root))
         self.path = f"{base.rstrip('/')}/{trial_id}"
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
 

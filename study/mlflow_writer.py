@@ -51,12 +51,12 @@ from tracking.names import (
 from tracking.runs import (
     create_nested_run,
     dataset_input,
-    is_local_store,
     params,
     study_experiment,
     study_run_filter,
     trial_run_filter,
 )
+from tracking.store import TrackingStore
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class StudyTracker:
     def start(self, values: dict[str, Any]) -> None:
         """Find or create the experiment and the study's parent run."""
         location = None
-        if self.artifact_root is not None and is_local_store(self.tracking_uri):
+        if self.artifact_root is not None and TrackingStore(self.tracking_uri).is_local:
             location = (self.artifact_root / self.study).resolve().as_uri()
         self.experiment_id = study_experiment(self.client, self.study, self.description, location)
         found = self.client.search_runs([self.experiment_id], study_run_filter(self.study))

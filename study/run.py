@@ -29,7 +29,7 @@ from mer_models.data.check import check_dataset  # noqa: E402
 from mer_models.data.splits import DataError, DatasetPaths  # noqa: E402
 from study.budgets import BUDGETS  # noqa: E402
 from study.claim import StudyClaimed, claim_study  # noqa: E402
-from study.places import PlaceError, artifact_root, check_places  # noqa: E402
+from study.places import PlaceError, Storage, is_cloud  # noqa: E402
 from study.records import RecordError, StudyRecord, read_study  # noqa: E402
 from study.search_space import (  # noqa: E402
     SearchSpace,
@@ -38,6 +38,7 @@ from study.search_space import (  # noqa: E402
     load_space,
     space_from_text,
 )
+from tracking.store import TrackingStore  # noqa: E402
 
 log = logging.getLogger("study")
 DEFAULT_SPACE = "table1.yaml"
@@ -171,9 +172,8 @@ def resume_conflicts(
         conflicts.append(
             f"--tracking-uri {args.tracking_uri}: it began with {recorded.tracking_uri}"
         )
-    storage = args.storage if args.storage and "://" in args.storage else None
-    if storage and not storage.startswith("file://") and storage != recorded.ray_storage:
-        conflicts.append(f"--storage {storage}: it began with {recorded.ray_storage}")
+    if args.storage and is_cloud(args.storage) and args.storage != recorded.ray_storage:
+        conflicts.append(f"--storage {args.storage}: it began with {recorded.ray_storage}")
     return conflicts
 
 
@@ -222,6 +222,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class Refusal(Exception):
+    """A study that cannot start as asked: `text` says why (printed as is), `code` is the
+    exit status. Raised before anything is written."""
+
+    def __init__(self, text: str, code: int = 2) -> None:
+        super().__init__(text)
+        self.text, self.code = text, code
+
+
 def run(argv: list[str] | None = None) -> int:
     args, parser = parse_args(argv)
     configure_console(args.verbose)
@@ -229,32 +238,43 @@ def run(argv: list[str] | None = None) -> int:
     # SIGTERM interrupts like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
     working = Path.cwd()
-    storage = args.storage or str(working / "ray_results")
-    local_storage = "://" not in storage or storage.startswith("file://")
-    # A cloud URI holds Ray's checkpoints and experiment state; the results
-    # folder (summary, predictions, report) then stays on the driver.
-    storage_dir = (
-        Path(storage.removeprefix("file://")).expanduser().resolve()
-        if local_storage
-        else working / "ray_results"
-    )
-    space_name = Path(args.space or DEFAULT_SPACE).name.removesuffix(".yaml")
-    name = study_name(args, storage_dir, space_name)
-    study_dir = storage_dir / name
+    try:
+        # Everything that can be checked is checked before anything is written.
+        recorded, space, study_dir = study_to_run(args, parser, working)
+        if args.address:
+            use_cluster_token()
+        options = study_options(args, parser, working, recorded, space, study_dir)
+        data_report = check_before_start(options)
+        claim = claim_study(study_dir, new=not args.resume)  # noqa: F841 - held until exit
+    except Refusal as refusal:
+        print(refusal.text, file=sys.stderr)
+        return refusal.code
+    except StudyClaimed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(data_report.summary())
+    return run_tracked(options, data_report, working)
+
+
+def study_to_run(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, working: Path
+) -> tuple[StudyRecord | None, SearchSpace, Path]:
+    """The study the flags name: its record (on --resume), its space and its folder."""
+    storage = Storage.from_flag(args.storage, working)
+    name = study_name(args, storage.results, Path(args.space or DEFAULT_SPACE).stem)
+    study_dir = storage.results / name
     if args.resume and not study_dir.is_dir():
-        print(f"error: --resume: no study named {name} in {storage_dir}", file=sys.stderr)
-        return 2
+        raise Refusal(f"error: --resume: no study named {name} in {storage.results}")
     if not args.resume and study_dir.exists():
-        print(
-            f"error: a study named {name} exists in {storage_dir}; continue it with --resume, "
-            "or choose another --name",
-            file=sys.stderr,
+        raise Refusal(
+            f"error: a study named {name} exists in {storage.results}; continue it with "
+            "--resume, or choose another --name"
         )
-        return 2
-    # Everything that can be checked is checked before anything is written.
     try:
         recorded = read_study(study_dir) if args.resume else None
-        if recorded is not None:
+        if recorded is None:
+            space = load_space(args.space or DEFAULT_SPACE)
+        else:
             conflicts = resume_conflicts(args, parser, recorded)
             if conflicts:
                 raise SpaceError(
@@ -262,42 +282,46 @@ def run(argv: list[str] | None = None) -> int:
                     "leave out, or start a new study (another --name) for: " + "; ".join(conflicts)
                 )
             space = space_from_text(recorded.space_yaml, Path(recorded.space))
-        else:
-            space = load_space(args.space or DEFAULT_SPACE)
     except (SpaceError, DataError, RecordError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    space = with_scheduler(space, recorded.scheduler if recorded else args.scheduler)
+        raise Refusal(f"error: {error}") from None
+    return (
+        recorded,
+        with_scheduler(space, recorded.scheduler if recorded else args.scheduler),
+        study_dir,
+    )
 
-    if args.address:
-        use_cluster_token()
-    # Imported here so that a bad space fails fast, without loading Ray.
+
+def study_options(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    working: Path,
+    recorded: StudyRecord | None,
+    space: SearchSpace,
+    study_dir: Path,
+):
+    """The study's options, once: a resume takes what it began with from its record.
+
+    Imports Ray (about two seconds), so that a bad space above fails fast without it."""
     # Checkpoints every epoch are the point here, not a bottleneck to warn about.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    from study.driver import (
-        ClusterError,
-        StorageFault,
-        StudyOptions,
-        check_records,
-        check_trial_configs,
-        run_study,
-        study_params,
-    )
-    from study.mlflow_writer import StudyTracker, study_dataset
-    from tracking.runs import default_tracking_uri
+    from study.driver import StudyOptions
 
     configure_console(args.verbose)  # Ray and MLflow set their loggers' levels on import
-
-    options = StudyOptions(
+    storage = Storage.from_flag(args.storage, working)
+    try:
+        data = DatasetPaths(**recorded.data) if recorded else dataset_paths(args, parser)
+    except DataError as error:
+        raise Refusal(f"error: {error}", 1) from None
+    return StudyOptions(
         space=space,
-        name=name,
-        storage=storage_dir,
-        ray_storage=recorded.ray_storage if recorded else None if local_storage else storage,
-        data=None,  # type: ignore[arg-type]
+        name=study_dir.name,
+        storage=storage.results,
+        ray_storage=recorded.ray_storage if recorded else storage.cloud,
+        data=data,
         tracking_uri=(
             recorded.tracking_uri
             if recorded
-            else args.tracking_uri or default_tracking_uri(working)
+            else args.tracking_uri or TrackingStore.default(working).uri
         ),
         budget=recorded.budget if recorded else args.budget or space.budget,
         cpus_per_trial=args.cpus_per_trial,
@@ -310,47 +334,50 @@ def run(argv: list[str] | None = None) -> int:
         retry_failed=args.retry_failed,
         cuda_graphs=not args.no_cuda_graphs,
     )
-    try:
-        check_trial_configs(options)
-        if args.resume:
-            check_records(options)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        data = DatasetPaths(**recorded.data) if recorded else dataset_paths(args, parser)
-        report = check_dataset(data)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if not report.ok:
-        print(report.describe_problems(), file=sys.stderr)
-        return 1
-    print(report.summary())
-    options = StudyOptions(**{**options.__dict__, "data": data})
+
+
+def check_before_start(options):
+    """Every trial's config, a resume's records, the data and the places written to; the
+    data check's report. A problem is a Refusal naming it."""
+    import study.driver  # its checks are looked up when called
 
     try:
-        check_places(storage_dir, options.tracking_uri)
-    except PlaceError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        study.driver.check_trial_configs(options)
+        if options.resume:
+            study.driver.check_records(options)
+    except ValueError as error:
+        raise Refusal(f"error: {error}") from None
     try:
-        claim = claim_study(study_dir, new=not args.resume)  # noqa: F841 - held until exit
-    except StudyClaimed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        report = check_dataset(options.data)
+    except DataError as error:
+        raise Refusal(f"error: {error}", 1) from None
+    if not report.ok:
+        raise Refusal(report.describe_problems(), 1)
+    try:
+        Storage(options.storage).check()
+        TrackingStore(options.tracking_uri).check()
+    except PlaceError as error:
+        raise Refusal(f"error: {error}") from None
+    return report
+
+
+def run_tracked(options, data_report, working: Path) -> int:
+    """The study with its MLflow runs, from the parent run's start to the last line."""
+    from study.driver import ClusterError, StorageFault, run_study, study_params
+    from study.mlflow_writer import StudyTracker, study_dataset
+
     tracker = StudyTracker(
         options.tracking_uri,
-        name,
-        artifact_root=artifact_root(options.tracking_uri, working),
-        description=space.description,
-        dataset=study_dataset(data, report.tracks, report.tags),
+        options.name,
+        artifact_root=TrackingStore(options.tracking_uri).artifact_root(working),
+        description=options.space.description,
+        dataset=study_dataset(options.data, data_report.tracks, data_report.tags),
     )
     try:
         tracker.start(study_params(options))
         print(
-            f"study {name}: space {space.file}, budget {options.budget}, "
-            f"{'resuming' if args.resume else 'starting'} in {options.study_dir}"
+            f"study {options.name}: space {options.space.file}, budget {options.budget}, "
+            f"{'resuming' if options.resume else 'starting'} in {options.study_dir}"
         )
         trials_run = run_study(options, tracker)
         return finish(options, tracker, trials_started=trials_run)
@@ -362,7 +389,7 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         _close_runs(tracker, "KILLED")
-        print(f"\nstudy {name} interrupted; {_resume_hint(options)}")
+        print(f"\nstudy {options.name} interrupted; {_resume_hint(options)}")
         return 130
     except BaseException:
         _close_runs(tracker, "FAILED")
@@ -418,10 +445,7 @@ def finish(options, tracker, trials_started: int, fault: str | None = None) -> i
     print()
     print(f"results: {options.study_dir} ({_size(options.study_dir)})")
     print(f"MLflow:  {tracker.tracking_uri} (experiment {options.name})")
-    if tracker.tracking_uri.startswith(("http://", "https://")):
-        print(f"open the MLflow UI at: {tracker.tracking_uri}")
-    else:
-        print(f"open the MLflow UI with: mlflow ui --backend-store-uri {tracker.tracking_uri}")
+    print(TrackingStore(tracker.tracking_uri).ui_line())
     if fault is not None:
         print(
             f"error: the study stopped because its storage failed: {fault}. Its records are "

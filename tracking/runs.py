@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
@@ -28,18 +26,6 @@ from tracking.names import (
 )
 
 MAX_PARAM = 6000  # MLflow's limit on a param value
-
-
-def default_tracking_uri(working_dir: Path) -> str:
-    """`MLFLOW_TRACKING_URI`, else a SQLite store in the working folder."""
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{(working_dir / 'mlflow.db').resolve()}"
-    )
-
-
-def is_local_store(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
 def study_run_filter(study: str) -> str:

@@ -14,13 +14,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse
+from typing import Any, Protocol
 
-from study.records import Study
 from tracking.names import ROLE_TAG, STUDY_TAG
+from tracking.store import TrackingStore
 
 log = logging.getLogger(__name__)
+
+
+class StudyFolder(Protocol):
+    """What is read of a study folder (`study.records.Study` is one): tracking imports no study."""
+
+    name: str
+    dir: Path
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
 
 
 @dataclass(frozen=True)
@@ -32,21 +41,7 @@ class StudyRun:
     parent_run_id: str
 
 
-def _local_store_missing(uri: str) -> Path | None:
-    """The file of a SQLite or file store that does not exist (MLflow would create it empty)."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "sqlite":
-        name = uri.removeprefix("sqlite:///")  # sqlite:////abs.db -> /abs.db
-    elif parsed.scheme == "file":
-        name = parsed.path
-    elif parsed.scheme == "":
-        name = uri
-    else:
-        return None  # a tracking server
-    return Path(name) if name and not Path(name).exists() else None
-
-
-def find_study_run(study: Study) -> StudyRun | None:
+def find_study_run(study: StudyFolder) -> StudyRun | None:
     """The study's parent run in the store named by study.json; None (logged why) if not found."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -57,7 +52,7 @@ def find_study_run(study: Study) -> StudyRun | None:
     if not uri:
         log.warning("%s records no MLflow tracking_uri: nothing is logged to MLflow", study.dir)
         return None
-    missing = _local_store_missing(uri)
+    missing = TrackingStore(uri).missing_file()
     if missing is not None:
         log.warning(
             "the study's MLflow store %s (from %s) does not exist: nothing is logged to MLflow",
