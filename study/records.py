@@ -192,6 +192,20 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key not in RESOURCE_FIELDS}
 
 
+# Config fields that make a trial one draw of its row (a configuration the study compares).
+DRAW_FIELDS = ("seed",)
+
+
+def row_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The row a trial is a draw of: what it is, without its seed."""
+    return {key: value for key, value in identity(config).items() if key not in DRAW_FIELDS}
+
+
+def row_key(config: dict[str, Any]) -> str:
+    """A row as one string: trials of the same row, and only they, share it."""
+    return json.dumps(row_of(config), sort_keys=True)
+
+
 def trial_dir(study_dir: Path, key: str) -> Path:
     return Path(study_dir) / TRIALS / key
 

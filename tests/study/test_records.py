@@ -107,3 +107,13 @@ def test_a_random_space_draws_the_same_trials_for_the_same_search_seed(tmp_path)
     assert len(first) == 5 and first == again
     assert [c["lr"] for c in first] != [c["lr"] for c in other]
     assert len({c["lr"] for c in first}) == 5
+
+
+def test_trials_that_differ_only_in_seed_and_resources_are_one_row():
+    from study.records import row_key, row_of
+
+    base = TrainConfig(cell="lstm").to_dict()
+    again = TrainConfig(cell="lstm", seed=3, threads=4, workers=2).to_dict()
+    other = TrainConfig(cell="gru", seed=3).to_dict()
+    assert row_key(base) == row_key(again) != row_key(other)
+    assert "seed" not in row_of(base) and row_of(base)["cell"] == "lstm"
