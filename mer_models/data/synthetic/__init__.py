@@ -8,16 +8,10 @@ their official order), `NN/ID.npy` float32 (96, n_frames) dB arrays at
 46.875 frames/s, artist-disjoint 60/20/20 splits, and the real long tail of
 tag frequencies (the per-tag counts of split-0 train, scaled down).
 
-The audio is a toy world built to be learnable but not trivially: every tag
-plants its own spectro-temporal signature (a formant, a rhythm, a sweep, a
-vibrato, a modulation whose rate drifts along the track, or alternating
-sections), present throughout the track so that any window of 128+ frames
-shows it, at a per-track random strength, over a coloured noise floor, a bed
-of harmonic notes and drums at a track-specific tempo, and signature-like
-distractors tied to no tag; a few labels have no evidence and a few tracks
-carry the evidence of a tag they are not labelled with. Everything is drawn
-from numpy generators seeded by (seed, stream, track), so equal arguments
-give byte-identical files, whatever the number of worker processes.
+The audio is a toy world, learnable but not trivially: every tag plants its
+own spectro-temporal signature in each track it labels, over a music bed,
+with a little label noise. Equal arguments give byte-identical files,
+whatever the number of worker processes.
 
 `catalogue` draws the metadata, `render` the mel-spectrograms, `write`
 writes a dataset folder and keeps the project's cached one, and `command`
