@@ -165,12 +165,14 @@ def _trial_tagger(
     folder: Path, study_dir: Path, metadata: DatasetPaths | None, best_of_study: bool = False
 ) -> Tagger:
     model = load_trained_model(folder)
-    if metadata is None:  # the labels the study scored its trials on, saved beside study.json
+    stored = study_dir / GROUNDTRUTH_FILES["validation"]
+    if metadata is None and stored.is_file():
+        # The labels the study scored its trials on, saved beside study.json.
         labels, tags = read_labels(study_dir, "validation")
-        source = str(study_dir / GROUNDTRUTH_FILES["validation"])
-        thresholds = _tune(folder, model.tags, labels, tags, source)
-    else:
-        thresholds = _tune_on_dataset(folder, model.tags, metadata)
+        thresholds = _tune(folder, model.tags, labels, tags, str(stored))
+    else:  # given a dataset, or a study folder that lost its labels: the split files
+        data = metadata if metadata is not None else load_study(study_dir).data
+        thresholds = _tune_on_dataset(folder, model.tags, data)
     what = f"best trial {folder.name}" if best_of_study else f"trial {folder.name}"
     return Tagger(f"{what} of study {study_dir}", (model,), (1.0,), model.tags, thresholds)
 
