@@ -22,6 +22,7 @@ import torch
 
 from mer_models.config import TrainConfig
 from mer_models.models import build_model
+from mer_models.training.checkpoint import BEST_MODEL_FILE, load_best_model
 from study.records import Trial
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,9 @@ class LoggedModel:
 
 def load_trial_model(trial: Trial) -> tuple[torch.nn.Module, dict]:
     """The best epoch's network of a trial (eval mode) and the rest of its best_model.pt."""
-    saved = torch.load(trial.dir / "best_model.pt", map_location="cpu", weights_only=False)
-    config = TrainConfig.from_dict(saved["config"], source=str(trial.dir / "best_model.pt"))
+    path = trial.dir / BEST_MODEL_FILE
+    saved = load_best_model(path)  # tensors and plain values only: a planted pickle is refused
+    config = TrainConfig.from_dict(saved["config"], source=str(path))
     n_bands = len(saved["band_stats"]["mean"])
     model = build_model(config, n_tags=len(saved["tags"]), n_bands=n_bands)
     model.load_state_dict(saved["model"])

@@ -21,14 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 from mer_models.config import TrainConfig
 from mer_models.data.scaling import BandStats
 from mer_models.data.splits import DataError, DatasetPaths, load_split
 from mer_models.models import build_model
-from mer_models.training.checkpoint import VALIDATION_PREDICTIONS
+from mer_models.training.checkpoint import (
+    BEST_MODEL_FILE,
+    VALIDATION_PREDICTIONS,
+    CheckpointDamaged,
+    load_best_model,
+)
 from mer_models.training.thresholds import THRESHOLDS_FILE, read_thresholds, tune_thresholds
 from study.records import (
     GROUNDTRUTH_FILES,
@@ -38,8 +42,7 @@ from study.records import (
     resolve_study,
 )
 
-MODEL_FILE = "best_model.pt"
-_MODEL_KEYS = ("model", "config", "tags", "band_stats")
+MODEL_FILE = BEST_MODEL_FILE
 
 
 class ModelSourceError(ValueError):
@@ -78,12 +81,10 @@ def load_trained_model(folder: str | Path) -> TrainedModel:
             f"python -m mer_models.train --out, or a study trial folder)"
         )
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many kinds for a damaged file
-        raise ModelSourceError(f"{path}: unreadable model file ({error})") from None
-    missing = [key for key in _MODEL_KEYS if not isinstance(saved, dict) or key not in saved]
-    if missing:
-        raise ModelSourceError(f"{path}: missing {', '.join(missing)} (not a best_model.pt)")
+        saved = load_best_model(path)  # tensors and plain values only
+    except CheckpointDamaged as error:
+        why = str(error).removeprefix(f"{path}: ")
+        raise ModelSourceError(f"{path}: unreadable model file ({why})") from None
     try:
         config = TrainConfig.from_dict(saved["config"], source=str(path))
         tags = tuple(saved["tags"])

@@ -10,6 +10,7 @@ that should not need torch, such as the study driver.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
@@ -20,10 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from mer_models.files import atomic_write_bytes
+
 STATE_FILE = "checkpoint.pt"
 SUMMARY_FILE = "summary.json"  # the state and best metrics, readable without torch
 VALIDATION_PREDICTIONS = "validation_predictions.npy"
 TEST_PREDICTIONS = "test_predictions.npy"
+# A run's or trial's best epoch: its weights and what rebuilds and feeds the network.
+BEST_MODEL_FILE = "best_model.pt"
+BEST_MODEL_KEYS = ("model", "config", "tags", "band_stats")
 
 
 @dataclass
@@ -124,6 +130,30 @@ def load_state(path: Path) -> dict[str, Any]:
         raise CheckpointDamaged(f"{path}: does not load as a checkpoint ({reason})") from None
     if not isinstance(saved, dict):
         raise CheckpointDamaged(f"{path}: not a checkpoint (a {type(saved).__name__})")
+    return saved
+
+
+def save_best_model(
+    path: Path,
+    weights: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    tags: list[str],
+    band_stats: dict[str, Any],
+) -> None:
+    """Write a `best_model.pt`, whole or not at all (the one writer of the format)."""
+    buffer = io.BytesIO()
+    torch.save(
+        {"model": weights, "config": config, "tags": list(tags), "band_stats": band_stats}, buffer
+    )
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def load_best_model(path: Path) -> dict[str, Any]:
+    """A `best_model.pt`'s contents, loaded as tensors and plain values only."""
+    saved = load_state(path)
+    missing = [key for key in BEST_MODEL_KEYS if key not in saved]
+    if missing:
+        raise CheckpointDamaged(f"{path}: missing {', '.join(missing)} (not a {BEST_MODEL_FILE})")
     return saved
 
 

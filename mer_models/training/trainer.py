@@ -8,6 +8,7 @@ and the command line alike; this module never imports Ray or MLflow.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -27,13 +28,16 @@ from mer_models.data.dataset import EpochSampler, EvalWindows, TrainWindows, mak
 from mer_models.data.scaling import BandStats, band_stats
 from mer_models.data.sources import window_source
 from mer_models.data.splits import DatasetPaths, SplitTable, load_split
+from mer_models.files import atomic_write_bytes, atomic_write_text
 from mer_models.models import build_model
 from mer_models.training.checkpoint import (
+    BEST_MODEL_FILE,
     TEST_PREDICTIONS,
     VALIDATION_PREDICTIONS,
     EarlyStopping,
     TrainingState,
     load_checkpoint,
+    save_best_model,
     save_checkpoint,
 )
 from mer_models.training.metrics import (
@@ -343,20 +347,17 @@ def _write_outputs(
     state: TrainingState,
     metrics: dict[str, Any],
 ) -> None:
+    """Each file whole or not at all; metrics.json, which says the run ended, last."""
     for name, scores in best_predictions.items():
-        np.save(out_dir / name, scores)
-    torch.save(
-        {
-            "model": best_model,
-            "config": config.to_dict(),
-            "tags": list(tags),
-            "band_stats": stats.to_dict(),
-        },
-        out_dir / "best_model.pt",
+        buffer = io.BytesIO()
+        np.save(buffer, scores)
+        atomic_write_bytes(out_dir / name, buffer.getvalue())
+    save_best_model(
+        out_dir / BEST_MODEL_FILE, best_model, config.to_dict(), list(tags), stats.to_dict()
     )
-    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    (out_dir / "history.json").write_text(json.dumps(state.history, indent=2))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(out_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+    atomic_write_text(out_dir / "history.json", json.dumps(state.history, indent=2))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
 
 
 def split_tables(paths: DatasetPaths) -> dict[str, SplitTable]:
