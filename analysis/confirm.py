@@ -1,0 +1,118 @@
+"""Search, then confirm: a study's best rows as a space that repeats them under FIFO.
+
+A wide search (ASHA, one seed per configuration) ranks rows on a single,
+unequally budgeted draw each. `write_confirm` turns its top K rows (by the
+mean validation selection metric, `analysis.rows`) into
+``STUDY/confirm.yaml``: the rows as explicit ``configs``, ``repeats: 5``
+(seeds 0-4) and ``scheduler: {type: fifo}``, under the study's budget and
+selection metric, so that
+
+    python study/run.py --space ray_results/NAME/confirm.yaml
+
+reruns them as a comparison whose rows have intervals and whose factors
+have paired tests. Each config holds the row's searched fields and every
+field in which the K rows differ; fields the K rows share and that differ
+from the budget's (and TrainConfig's) values are the space's fixed
+``parameters``, so each confirmed row trains exactly the configuration
+that was ranked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from analysis.rows import RowTable
+from mer_models.config import TrainConfig
+from mer_models.files import atomic_write_text
+from study.budgets import BUDGETS
+from study.records import DRAW_FIELDS, RESOURCE_FIELDS, STUDY_FILE, Study
+
+CONFIRM_FILE = "confirm.yaml"
+CONFIRM_TOP = 3  # rows confirmed by default
+CONFIRM_REPEATS = 5  # seeds per confirmed row
+DEFAULT_BUDGET = "quick"  # a space's budget when it names none (study.search_space)
+
+
+def confirm_space(
+    study: Study, table: RowTable, top: int = CONFIRM_TOP, repeats: int = CONFIRM_REPEATS
+) -> dict[str, Any]:
+    """The confirmation space of a study's rows, as the mapping its YAML holds."""
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    budget = _budget(study)
+    rows = table.rows[:top]
+    skip = set(DRAW_FIELDS) | set(RESOURCE_FIELDS)
+    searched = [field for field in table.searched if field not in skip]
+    base = TrainConfig().to_dict() | dict(BUDGETS[budget])
+    fields = [key for key in rows[0].config if key not in skip]
+    differing = {key for key in fields if len({repr(row.config.get(key)) for row in rows}) > 1}
+    fixed = {
+        key: rows[0].config[key]
+        for key in fields
+        if key not in differing and key not in searched and rows[0].config[key] != base.get(key)
+    }
+    configs = [
+        {
+            key: row.config[key]
+            for key in fields
+            if key in row.config and (key in searched or key in differing)
+        }
+        for row in rows
+    ]
+    if not all(configs):  # one row and nothing searched: the row's whole config
+        configs = [{key: rows[0].config[key] for key in fields if key not in fixed}]
+    ranking = "; ".join(
+        f"{i}. {row.name} (validation {table.selection.title} {100 * row.validation.mean:.2f}, "
+        f"n={row.n})"
+        for i, row in enumerate(rows, start=1)
+    )
+    description = (
+        f"Confirmation of study {study.name} (space {study.space}, scheduler "
+        f"{study.scheduler or 'unrecorded'}, budget {budget}): its top {len(rows)} of "
+        f"{len(table.rows)} rows by mean validation {table.selection.title}: {ranking}. "
+        f"Each is trained with seeds 0-{repeats - 1} under FIFO (equal budgets), so that "
+        "their differences are measured against seed noise. Written by analysis.confirm "
+        f"from {study.dir.resolve()}."
+    )
+    space: dict[str, Any] = {
+        "description": description,
+        "searcher": "grid",
+        "num_samples": 1,
+        "repeats": repeats,
+        "budget": budget,
+        "metric": {"name": table.selection.epoch, "mode": "max"},
+        "scheduler": {"type": "fifo"},
+    }
+    if fixed:
+        space["parameters"] = fixed
+    space["configs"] = configs
+    return space
+
+
+def _budget(study: Study) -> str:
+    """The budget study.json records (a study.json without one ran the default, quick)."""
+    description = json.loads((study.dir / STUDY_FILE).read_text(encoding="utf-8"))
+    budget = description.get("budget") or DEFAULT_BUDGET
+    if budget not in BUDGETS:
+        raise ValueError(
+            f"{study.dir / STUDY_FILE}: budget {budget!r} is none of {', '.join(BUDGETS)}"
+        )
+    return budget
+
+
+def write_confirm(
+    study: Study, table: RowTable, top: int = CONFIRM_TOP, repeats: int = CONFIRM_REPEATS
+) -> Path:
+    """``STUDY/confirm.yaml``, written whole; its path."""
+    space = confirm_space(study, table, top, repeats)
+    path = study.dir / CONFIRM_FILE
+    header = (
+        "# Written at the study's end: its best rows, repeated over seeds under FIFO.\n"
+        f"# Run it with: python study/run.py --space {path}\n"
+    )
+    atomic_write_text(path, header + yaml.safe_dump(space, sort_keys=False, width=88))
+    return path

@@ -1,0 +1,270 @@
+"""Per-row results of a study: what each configuration scores over its repeated draws.
+
+A row is a configuration without its draw (`study.records.row_of`: the
+seed); a study with ``repeats: N`` trains every row N times, seeds 0..N-1.
+For each row: n, the mean best epoch, and for test macro ROC-AUC, test
+macro PR-AUC and the validation selection metric the mean, the standard
+deviation (ddof 1) and a 95% Student-t interval with n - 1 degrees of
+freedom (none for n = 1), plus the row's seed ensemble: the mean of its
+trials' test predictions, scored on the study's stored test labels. Rows
+are ranked by the mean validation selection metric, as single trials are.
+
+`write_rows` writes them as ``STUDY/rows.json``; `analysis.effects` pairs
+the rows' trials by draw to measure what each factor changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from mer_models.files import atomic_write_text
+from mer_models.training.metrics import Metric, tagging_metrics
+from study.records import (
+    DRAW_FIELDS,
+    FINISHED_STATES,
+    Study,
+    Trial,
+    finite_number,
+    read_labels,
+    row_key,
+    row_of,
+)
+
+log = logging.getLogger(__name__)
+
+ROWS_FILE = "rows.json"
+CONFIDENCE = 0.95
+# The per-trial scores a row summarises (metrics.json keys); the selection metric joins them.
+TEST_KEYS = ("test_roc_auc", "test_pr_auc")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, sd (ddof 1) and 95% t interval of n values; sd and interval None for n = 1."""
+
+    n: int
+    mean: float
+    sd: float | None
+    low: float | None
+    high: float | None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"mean": self.mean, "sd": self.sd, "low": self.low, "high": self.high}
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        return None if self.low is None or self.high is None else (self.low, self.high)
+
+
+def summarise(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
+    """The mean of ``values`` with its Student-t interval (n - 1 degrees of freedom)."""
+    data = np.asarray(values, dtype=np.float64)
+    if data.size == 0:
+        raise ValueError("no values to summarise")
+    mean = float(data.mean())
+    if data.size == 1:
+        return Summary(1, mean, None, None, None)
+    sd = float(data.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, data.size - 1)) * sd / math.sqrt(data.size)
+    return Summary(int(data.size), mean, sd, mean - half, mean + half)
+
+
+def draw_of(config: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Which draw of its row a trial is: its values of DRAW_FIELDS (the seed).
+
+    Trials of two rows are paired on it; a split field added to DRAW_FIELDS
+    joins the pairing without a change here.
+    """
+    return tuple(config.get(name) for name in DRAW_FIELDS)
+
+
+def draw_label(draw: tuple[Any, ...]) -> str:
+    """``seed 3`` (``seed 3, split 1`` once splits are draws too)."""
+    return ", ".join(f"{name} {value}" for name, value in zip(DRAW_FIELDS, draw, strict=True))
+
+
+def row_name(config: Mapping[str, Any], searched: Sequence[str]) -> str:
+    """A row's name as the run names say it ("block GRU 256"), without its draw fields."""
+    from tracking import names
+
+    varied = [field for field in searched if field not in DRAW_FIELDS]
+    if hasattr(names, "row_name"):
+        return names.row_name(dict(config), varied)
+    return names.trial_run_name(config, varied)
+
+
+def trial_name(trial: Trial) -> str:
+    """A trial as the MLflow runs table names it (metrics.json's trial_name), with its id."""
+    name = trial.metrics.get("trial_name")
+    return f"{name} ({trial.id})" if name else trial.id
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """One row: its trials (by draw) and what they score together."""
+
+    name: str
+    key: str  # study.records.row_key
+    config: dict[str, Any]  # the row's config (without seed and resources)
+    trials: tuple[Trial, ...]
+    test_roc_auc: Summary
+    test_pr_auc: Summary
+    validation: Summary  # of the study's selection metric
+    mean_best_epoch: float | None
+    ensemble_test_roc_auc: float
+    ensemble_test_pr_auc: float
+
+    @property
+    def n(self) -> int:
+        return len(self.trials)
+
+    def summary(self, metric: str) -> Summary:
+        """A summary by its metrics.json key (test_roc_auc, test_pr_auc) or "validation"."""
+        return {
+            "test_roc_auc": self.test_roc_auc,
+            "test_pr_auc": self.test_pr_auc,
+            "validation": self.validation,
+        }[metric]
+
+
+@dataclass(frozen=True)
+class RowTable:
+    """A study's rows, best first, and the trials no row counts (with why)."""
+
+    rows: tuple[RowResult, ...]
+    selection: Metric
+    searched: tuple[str, ...]
+    left_out: tuple[tuple[str, str], ...]  # (trial id, why)
+
+    @property
+    def repeated(self) -> bool:
+        """Whether any row has more than one trial: the rows' intervals and effects exist."""
+        return any(row.n > 1 for row in self.rows)
+
+    @property
+    def validation_key(self) -> str:
+        """rows.json's key of the validation selection metric: ``val_roc_auc``."""
+        return self.selection.epoch
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "row": row.name,
+                "n": row.n,
+                "config": row.config,
+                "trials": [trial.id for trial in row.trials],
+                "trial_names": [str(trial.metrics.get("trial_name") or "") for trial in row.trials],
+                "draws": [list(draw_of(trial.config)) for trial in row.trials],
+                "mean_best_epoch": row.mean_best_epoch,
+                "test_roc_auc": row.test_roc_auc.to_dict(),
+                "test_pr_auc": row.test_pr_auc.to_dict(),
+                self.validation_key: row.validation.to_dict(),
+                "ensemble_test_roc_auc": row.ensemble_test_roc_auc,
+                "ensemble_test_pr_auc": row.ensemble_test_pr_auc,
+            }
+            for row in self.rows
+        ]
+
+
+def _why_left_out(trial: Trial, needed: tuple[str, ...]) -> str | None:
+    if trial.end_state not in FINISHED_STATES:
+        return f"end state {trial.end_state or 'none (running)'}"
+    if not trial.has_predictions:
+        return "no validation and test predictions"
+    missing = [key for key in needed if finite_number(trial.metrics.get(key)) is None]
+    if missing:
+        return f"no finite {', '.join(missing)} in metrics.json"
+    return None
+
+
+def _unique_names(rows: list[tuple[str, str]]) -> dict[str, str]:
+    """Row key -> name; rows whose names coincide get a number after it (never two alike)."""
+    names, seen = {}, {}
+    for key, name in rows:
+        seen[name] = seen.get(name, 0) + 1
+        names[key] = name if seen[name] == 1 else f"{name} ({seen[name]})"
+    return names
+
+
+def row_results(study: Study) -> RowTable:
+    """Group the study's finished trials with predictions by row and summarise each row."""
+    selection = study.selection
+    needed = (*TEST_KEYS, selection.validation)
+    grouped: dict[str, list[Trial]] = {}
+    left_out = []
+    for trial in study.trials:
+        why = _why_left_out(trial, needed)
+        if why is not None:
+            left_out.append((trial.id, why))
+            continue
+        grouped.setdefault(row_key(trial.config), []).append(trial)
+    if left_out:
+        log.info(
+            "study %s: trial(s) in no row: %s",
+            study.name,
+            "; ".join(f"{key} ({why})" for key, why in left_out),
+        )
+    if not grouped:
+        raise ValueError(
+            f"study {study.dir}: no trial ended in {', '.join(FINISHED_STATES)} with predictions "
+            f"and finite {', '.join(needed)}; there is no row to summarise"
+        )
+    labels, _ = read_labels(study.dir, "test")
+    names = _unique_names(
+        [
+            (key, row_name(row_of(trials[0].config), study.searched))
+            for key, trials in grouped.items()
+        ]
+    )
+    rows = [_row(names[key], key, trials, selection, labels) for key, trials in grouped.items()]
+    rows.sort(key=lambda row: (-row.validation.mean, row.name))
+    return RowTable(tuple(rows), selection, tuple(study.searched), tuple(left_out))
+
+
+def _row(
+    name: str, key: str, trials: list[Trial], selection: Metric, labels: np.ndarray
+) -> RowResult:
+    trials = sorted(trials, key=lambda trial: (repr(draw_of(trial.config)), trial.id))
+
+    def values(metric_key: str) -> list[float]:
+        return [float(trial.metrics[metric_key]) for trial in trials]
+
+    epochs = [finite_number(trial.metrics.get("best_epoch")) for trial in trials]
+    epochs = [epoch for epoch in epochs if epoch is not None]
+    scores = np.mean(
+        [trial.load_predictions("test").astype(np.float64) for trial in trials], axis=0
+    )
+    if scores.shape != labels.shape:
+        raise ValueError(
+            f"row {name}: test predictions of shape {scores.shape}, the study's test labels "
+            f"{labels.shape}"
+        )
+    ensemble = tagging_metrics(labels, scores)
+    return RowResult(
+        name=name,
+        key=key,
+        config=row_of(trials[0].config),
+        trials=tuple(trials),
+        test_roc_auc=summarise(values("test_roc_auc")),
+        test_pr_auc=summarise(values("test_pr_auc")),
+        validation=summarise(values(selection.validation)),
+        mean_best_epoch=float(np.mean(epochs)) if epochs else None,
+        ensemble_test_roc_auc=float(ensemble["roc_auc"]),
+        ensemble_test_pr_auc=float(ensemble["pr_auc"]),
+    )
+
+
+def write_rows(table: RowTable, study_dir: str | Path) -> Path:
+    """``STUDY/rows.json``, written whole; its path."""
+    path = Path(study_dir) / ROWS_FILE
+    atomic_write_text(path, json.dumps(table.to_json(), indent=2) + "\n")
+    return path

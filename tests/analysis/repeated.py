@@ -1,0 +1,100 @@
+"""Hand-built studies with repeated seeds: rows of a grid, each trained (here: scored) per seed.
+
+A trial's scores separate its labels by its row's ``signal`` plus noise drawn
+from its own (row, seed, part): rows of equal signal differ by noise only,
+and a row of signal 0 cannot learn. metrics.json holds what those scores
+score, as the driver writes it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mer_models.config import TrainConfig
+from mer_models.data import DatasetPaths
+from mer_models.training.metrics import tagging_metrics
+from study.budgets import BUDGETS
+from study.records import read_labels, write_groundtruth
+from tracking.names import trial_run_name
+
+BASE = {"model": "crnn", "cbam": True, "cell": "gru", "units": 256, "layers": 1}
+
+
+def scores(labels: np.ndarray, signal: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random(labels.shape) + signal * labels).astype(np.float32)
+
+
+def write_trial(
+    study: Path,
+    trial_id: str,
+    config: dict[str, Any],
+    signal: float,
+    noise_seed: int,
+    searched: tuple[str, ...],
+    end_state: str = "finished",
+    best_epoch: int = 3,
+) -> dict[str, Any]:
+    """A trial folder as the driver writes it; its metrics."""
+    folder = study / "trials" / trial_id
+    folder.mkdir(parents=True)
+    whole = TrainConfig.from_dict(config).to_dict()
+    (folder / "config.json").write_text(json.dumps(whole))
+    metrics: dict[str, Any] = {
+        "end_state": end_state,
+        "epochs_run": best_epoch + 1,
+        "best_epoch": best_epoch,
+        "selection_metric": "val_roc_auc",
+        "trial_name": trial_run_name(whole, searched),
+    }
+    history = []
+    for offset, part in enumerate(("validation", "test")):
+        labels, _ = read_labels(study, part)
+        predicted = scores(labels, signal, 1000 * noise_seed + offset)
+        np.save(folder / f"{part}_predictions.npy", predicted)
+        values = tagging_metrics(labels, predicted)
+        metrics[f"{part}_roc_auc"] = values["roc_auc"]
+        metrics[f"{part}_pr_auc"] = values["pr_auc"]
+    metrics["best_metric"] = metrics["validation_roc_auc"]
+    for epoch in range(1, best_epoch + 2):
+        value = 0.5 + (metrics["validation_roc_auc"] - 0.5) * min(epoch / best_epoch, 1.0)
+        history.append({"epoch": epoch, "val_roc_auc": value, "val_pr_auc": value / 2})
+    (folder / "history.json").write_text(json.dumps(history))
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return metrics
+
+
+def repeated_study(
+    folder: Path,
+    data: DatasetPaths,
+    rows: list[tuple[dict[str, Any], float]],
+    seeds: range | list[int],
+    searched: tuple[str, ...],
+    scheduler: str = "fifo",
+    skip: set[tuple[int, int]] = frozenset(),
+) -> Path:
+    """A finished study of ``rows`` (overrides of BASE, signal) x ``seeds``; (row, seed) pairs
+    in ``skip`` are never trained. Trial ids are ``r<row>s<seed>``."""
+    folder.mkdir(parents=True)
+    trials = [(r, s) for r in range(len(rows)) for s in seeds if (r, s) not in skip]
+    description = {
+        "name": folder.name,
+        "space": "repeated.yaml",
+        "data": data.to_dict(),
+        "searched": [*searched, "seed"],
+        "metric": "val_roc_auc",
+        "scheduler": scheduler,
+        "budget": "quick",
+        "trials": len(trials),
+    }
+    (folder / "study.json").write_text(json.dumps(description))
+    write_groundtruth(folder, data)
+    for r, s in trials:
+        overrides, signal = rows[r]
+        config = {**BUDGETS["quick"], **BASE, **overrides, "seed": s}  # as the driver merges
+        write_trial(folder, f"r{r}s{s}", config, signal, 100 * r + s, (*searched, "seed"))
+    return folder

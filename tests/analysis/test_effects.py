@@ -1,0 +1,167 @@
+"""Factor effects: the right trials are paired, a planted effect is found after FDR, no effect
+is found where there is none, and a row pair that cannot be paired is named."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from analysis.effects import (
+    EFFECTS_FILE,
+    PAIRED_T,
+    SIGN_FLIP,
+    factor_effects,
+    paired_test,
+    sign_flip_p,
+    write_effects,
+)
+from analysis.rows import row_results
+from study.records import load_study
+from tests.analysis.repeated import repeated_study
+
+SEARCHED = ("cell", "units")
+SEEDS = range(8)  # the sign-flip test's smallest p is 2 / 2^8: room below 0.05 after FDR
+KEYS = {
+    "factor", "from", "to", "metric", "pairs", "mean_difference", "low", "high", "p_value",
+    "p_adjusted", "test",
+}  # fmt: skip
+
+
+def grid(cell_signal: dict[str, float]) -> list[tuple[dict, float]]:
+    return [
+        ({"cell": cell, "units": units}, cell_signal[cell])
+        for cell, units in itertools.product(("gru", "lstm"), (128, 256))
+    ]
+
+
+def effects_of(study):
+    return factor_effects(row_results(load_study(study)))
+
+
+def metric(study, trial_id: str, key: str) -> float:
+    return json.loads((study / "trials" / trial_id / "metrics.json").read_text())[key]
+
+
+def test_effects_pair_the_trials_of_one_seed(tmp_path, labelled_dataset):
+    study = repeated_study(
+        tmp_path / "s", labelled_dataset, grid({"gru": 0.5, "lstm": 0.5}), SEEDS, SEARCHED
+    )
+    found = effects_of(study)
+    # Two factors, each between two row pairs, on two metrics.
+    assert len(found.effects) == 8 and not found.unmatched
+    rows = {"r0": ("gru", 128), "r1": ("gru", 256), "r2": ("lstm", 128), "r3": ("lstm", 256)}
+    by_values = {values: row for row, values in rows.items()}
+    for effect in found.effects:
+        assert effect.pairs == len(SEEDS)
+        assert [draw[0] for draw in effect.draws] == list(SEEDS)
+        for seed, difference in zip(SEEDS, effect.differences, strict=True):
+            if effect.factor == "cell":
+                units = int(effect.from_row.split()[-1])
+                source, target = by_values[("gru", units)], by_values[("lstm", units)]
+            else:
+                cell = effect.from_row.split()[1].lower()
+                source, target = by_values[(cell, 128)], by_values[(cell, 256)]
+            expected = metric(study, f"{target}s{seed}", effect.metric) - metric(
+                study, f"{source}s{seed}", effect.metric
+            )
+            assert difference == pytest.approx(expected)
+        d = np.array(effect.differences)
+        half = stats.t.ppf(0.975, d.size - 1) * stats.sem(d)
+        assert effect.mean_difference == pytest.approx(d.mean())
+        assert (effect.low, effect.high) == pytest.approx((d.mean() - half, d.mean() + half))
+        assert effect.p_t == pytest.approx(stats.ttest_rel(d, np.zeros_like(d)).pvalue)
+        assert effect.test == SIGN_FLIP
+    assert {(e.factor, e.source, e.target) for e in found.effects} == {
+        ("cell", "gru", "lstm"),
+        ("units", 128, 256),
+    }
+
+
+def test_a_planted_effect_is_significant_after_fdr_and_nothing_else(tmp_path, labelled_dataset):
+    # LSTM rows cannot learn (their scores are noise); units change nothing.
+    study = repeated_study(
+        tmp_path / "planted", labelled_dataset, grid({"gru": 0.6, "lstm": 0.0}), SEEDS, SEARCHED
+    )
+    found = effects_of(study)
+    for effect in found.effects:
+        if effect.factor == "cell":
+            assert effect.mean_difference < 0 and effect.high < 0
+            assert effect.p_value == pytest.approx(2 / 2 ** len(SEEDS))  # every seed agrees
+            assert effect.p_adjusted < 0.05
+        else:
+            assert effect.p_adjusted >= 0.05
+    ps = [effect.p_value for effect in found.effects]
+    assert [e.p_adjusted for e in found.effects] == pytest.approx(
+        list(stats.false_discovery_control(ps))
+    )
+
+
+def test_no_difference_gives_no_significant_effect(tmp_path, labelled_dataset):
+    study = repeated_study(
+        tmp_path / "null", labelled_dataset, grid({"gru": 0.5, "lstm": 0.5}), SEEDS, SEARCHED
+    )
+    found = effects_of(study)
+    assert len(found.effects) == 8
+    assert all(effect.p_adjusted >= 0.05 for effect in found.effects)
+
+
+def test_an_unmatched_pair_is_named(tmp_path, labelled_dataset, caplog):
+    # Row 2 (lstm 128) has seed 0 only; row 3 (lstm 256) lacks seeds 6 and 7.
+    skip = {(2, s) for s in SEEDS if s != 0} | {(3, 6), (3, 7)}
+    study = repeated_study(
+        tmp_path / "gaps",
+        labelled_dataset,
+        grid({"gru": 0.5, "lstm": 0.5}),
+        SEEDS,
+        SEARCHED,
+        skip=skip,
+    )
+    found = effects_of(study)
+    names = {(u.factor, u.from_row, u.to_row) for u in found.unmatched}
+    assert names == {
+        ("cell", "block GRU 128", "block LSTM 128"),
+        ("units", "block LSTM 128", "block LSTM 256"),
+    }
+    assert all("1 paired draw(s)" in u.why for u in found.unmatched)
+    assert "effect not tested: cell: block GRU 128 -> block LSTM 128" in caplog.text
+    partial = [e for e in found.effects if e.from_row == "block GRU 256" and e.factor == "cell"]
+    assert partial and all(e.pairs == 6 for e in partial)
+    assert partial[0].unmatched == (
+        "seed 6 only in block GRU 256 (1 trial(s))",
+        "seed 7 only in block GRU 256 (1 trial(s))",
+    )
+
+
+def test_effects_json_has_the_named_keys(tmp_path, labelled_dataset):
+    study = repeated_study(
+        tmp_path / "j", labelled_dataset, grid({"gru": 0.6, "lstm": 0.0}), SEEDS, SEARCHED
+    )
+    path = write_effects(effects_of(study), study)
+    assert path == study / EFFECTS_FILE
+    entries = json.loads(path.read_text())
+    assert len(entries) == 8
+    for entry in entries:
+        assert KEYS <= set(entry)
+        assert entry["metric"] in ("test_roc_auc", "test_pr_auc") and entry["pairs"] == 8
+
+
+def test_single_seed_rows_have_no_effects_only_reasons(tmp_path, labelled_dataset):
+    study = repeated_study(
+        tmp_path / "one", labelled_dataset, grid({"gru": 0.6, "lstm": 0.0}), [0], SEARCHED
+    )
+    found = effects_of(study)
+    assert found.effects == () and len(found.unmatched) == 4
+
+
+def test_sign_flip_is_exact_and_large_samples_use_the_t_test():
+    # Differences 1, 2, 3: of the 8 sign patterns, only all + and all - reach |mean| 2.
+    assert sign_flip_p([1.0, 2.0, 3.0]) == pytest.approx(2 / 8)
+    assert sign_flip_p([1.0, -1.0]) == pytest.approx(1.0)
+    many = list(np.linspace(0.01, 0.02, 12))
+    p, p_t, test = paired_test(many)
+    assert test == PAIRED_T and p == p_t == pytest.approx(stats.ttest_1samp(many, 0).pvalue)
+    assert paired_test([0.0, 0.0, 0.0])[:2] == (1.0, 1.0)
