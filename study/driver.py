@@ -46,7 +46,7 @@ from study.trainable import (
     storage_fault,
     trial_config,
 )
-from tracking.names import searched_fields
+from tracking.names import SEED_FIELD, searched_fields
 
 log = logging.getLogger(__name__)
 
@@ -173,18 +173,26 @@ def planned_trials(options: StudyOptions) -> list[dict[str, Any]] | None:
     None for optuna, whose points depend on the results so far.
 
     Drawn here, not by Ray's searcher, seeded by the space's `search_seed`: the same
-    space gives the same trials, and a resume knows which have not begun.
+    space gives the same trials, and a resume knows which have not begun. With
+    `repeats: N` every configuration drawn (a row) runs with seeds 0..N-1, seed by seed:
+    every row's seed 0 first, so a study stopped early has each row once.
     """
     space = options.space
     if space.searcher == "optuna":
         return None
     random_state = np.random.RandomState(space.search_seed)
     fixed = fixed_values(options)
-    planned = []
+    rows = []
     for _ in range(space.num_samples):
         for _, variant in generate_variants(space_values(space), random_state=random_state):
-            planned.append(trial_config({**fixed, **variant}).to_dict())
-    return planned
+            rows.append({**fixed, **variant})
+    if space.repeats == 1:
+        return [trial_config(row).to_dict() for row in rows]
+    return [
+        trial_config({**row, SEED_FIELD: seed}).to_dict()
+        for seed in range(space.repeats)
+        for row in rows
+    ]
 
 
 def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
@@ -227,6 +235,7 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
         retrying=retrying,
         device=options.device,
         metric=options.space.metric,
+        repeats=options.space.repeats,
     )
     for trial in listed:
         if trial.metrics is not None:
@@ -420,6 +429,7 @@ def write_study_file(options: StudyOptions, tracker: StudyTracker) -> None:
             metric=options.space.metric,
             searched=options.searched,
             trials=options.space.trial_count,
+            repeats=options.space.repeats,
             data=options.data.to_dict(),
             tracking_uri=tracker.tracking_uri,
             ray_storage=options.ray_storage,
@@ -449,6 +459,7 @@ def study_params(options: StudyOptions) -> dict[str, Any]:
         "searcher": options.space.searcher,
         "scheduler": options.space.scheduler.type,
         "num_samples": options.space.num_samples,
+        "repeats": options.space.repeats,
         "budget": options.budget,
         "metric": options.space.metric,
         **{f"data.{k}": v for k, v in options.data.to_dict().items()},

@@ -187,8 +187,11 @@ class StudyTracker:
 
     # Queued: called from the Tune callback -----------------------------------
 
-    def trial_run(self, trial_id: str, name: str, values: dict[str, Any]) -> str:
-        """The run of a trial, created (with its params) the first time it is asked for.
+    def trial_run(
+        self, trial_id: str, name: str, values: dict[str, Any], tags: dict[str, str] | None = None
+    ) -> str:
+        """The run of a trial, created (with its params and `tags`: its row and seed) the
+        first time it is asked for.
 
         Its run id once the writer has found or made it; until then a stable
         handle (``pending-trial:<trial id>``) that the other calls take in its
@@ -199,7 +202,14 @@ class StudyTracker:
             return self._runs[trial_id]
         if trial_id not in self._requested:
             self._requested.add(trial_id)
-            self._submit(f"the run of trial {trial_id}", self._find_or_make, trial_id, name, values)
+            self._submit(
+                f"the run of trial {trial_id}",
+                self._find_or_make,
+                trial_id,
+                name,
+                values,
+                dict(tags or {}),
+            )
         return PENDING + trial_id
 
     def log_epoch(self, run_id: str, record: dict[str, Any]) -> None:
@@ -401,7 +411,9 @@ class StudyTracker:
 
     # The writes: each may run again after a failure (``again``) -------------
 
-    def _find_or_make(self, trial_id: str, name: str, values: dict[str, Any], again: bool) -> None:
+    def _find_or_make(
+        self, trial_id: str, name: str, values: dict[str, Any], tags: dict[str, str], again: bool
+    ) -> None:
         if trial_id in self._runs:
             return
         found = self.client.search_runs(
@@ -414,6 +426,9 @@ class StudyTracker:
                 self.client.log_batch(run_id, params=params(values))
             if not run.inputs.dataset_inputs:
                 self._log_dataset(run_id)
+            missing = {k: v for k, v in tags.items() if run.data.tags.get(k) != v}
+            if missing:  # a run made before its study tagged rows
+                self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in missing.items()])
         else:
             run_id = create_nested_run(
                 self.client,
@@ -422,7 +437,7 @@ class StudyTracker:
                 self.study,
                 "trial",
                 name,
-                {TRIAL_TAG: trial_id},
+                {**tags, TRIAL_TAG: trial_id},
             )
             self.client.log_batch(run_id, params=params(values))
             self._log_dataset(run_id)

@@ -43,7 +43,16 @@ from study.trainable import (
     trial_config,
     trial_key,
 )
-from tracking.names import ARCHITECTURE_FIELDS, format_value, trial_run_name
+from tracking.names import (
+    ARCHITECTURE_FIELDS,
+    ROW_TAG,
+    SEED_FIELD,
+    SEED_TAG,
+    format_value,
+    repeated_run_name,
+    row_name,
+    trial_run_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +72,7 @@ class StudyRecorder(tune.Callback):
         retrying: frozenset[str] = frozenset(),
         device: str = "cpu",
         metric: str = DEFAULT_SELECTION,
+        repeats: int = 1,
     ) -> None:
         self.study_dir = Path(study_dir)
         self.metric = metric  # the space's selection metric: the progress table shows it
@@ -71,6 +81,7 @@ class StudyRecorder(tune.Callback):
         self.checkpoints = checkpoints  # the root of the trials' checkpoint stores
         self.progress_seconds = progress_seconds
         self.searched = searched  # the fields the space varies: they name the trial runs
+        self.repeats = repeats  # seeds per row: > 1 puts the seed in run names and the table
         self.keep_checkpoints = keep_checkpoints
         self.retrying = set(retrying)  # failed trials run again: their records are replaced
         self.fault: str | None = None  # set when storage fails: the study stops, resumable
@@ -158,12 +169,25 @@ class StudyRecorder(tune.Callback):
         records.list_trial(self.study_dir, self.key(trial), _config(trial))
 
     def _name(self, trial) -> str:
-        return trial_run_name(trial_config(trial.config).to_dict(), self.searched)
+        return self._name_of(trial_config(trial.config).to_dict())
+
+    def _name_of(self, config: dict[str, Any]) -> str:
+        """A trial's run name: its row's, with its seed when the space repeats rows."""
+        if self.repeats > 1:
+            return repeated_run_name(config, self.searched)
+        return trial_run_name(config, self.searched)
+
+    def _tags(self, config: dict[str, Any]) -> dict[str, str]:
+        """A trial run's row and seed, which MLflow's runs table groups by."""
+        return {ROW_TAG: row_name(config, self.searched), SEED_TAG: str(config[SEED_FIELD])}
 
     def _run_id(self, trial) -> str:
         config = trial_config(trial.config)
         return self.tracker.trial_run(
-            self.key(trial), self._name(trial), applicable_fields(config, self.device)
+            self.key(trial),
+            self._name(trial),
+            applicable_fields(config, self.device),
+            self._tags(config.to_dict()),
         )
 
     def _finish(self, trial, failed: tuple[str, str] | None) -> None:
@@ -198,6 +222,7 @@ class StudyRecorder(tune.Callback):
                 "end_state": end_state,
                 "failures": trial.num_failures,  # crashes, retried within --max-failures
                 "trial_name": self._name(trial),
+                "row": row_name(_config(trial), self.searched),
                 "mlflow_run_id": self._run_id(trial),
             }
             if skipped:
@@ -254,7 +279,10 @@ class StudyRecorder(tune.Callback):
                     json.loads((target / records.CONFIG_FILE).read_text()), source=str(target)
                 )
                 metrics["mlflow_run_id"] = self.tracker.trial_run(
-                    target.name, metrics["trial_name"], applicable_fields(config, self.device)
+                    target.name,
+                    metrics["trial_name"],
+                    applicable_fields(config, self.device),
+                    self._tags(config.to_dict()),
                 )
             self._close(target, metrics, history)
         except Exception as failure:  # noqa: BLE001 - a trial's files never crash the driver
@@ -273,6 +301,8 @@ class StudyRecorder(tune.Callback):
     def _print_table(self, trials: list) -> None:
         self._last_table = time.monotonic()
         extra = [key for key in self.searched if key not in ARCHITECTURE_FIELDS]
+        if self.repeats > 1:
+            extra.append(SEED_FIELD)
         rows = [
             (
                 "trial",

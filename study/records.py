@@ -7,8 +7,8 @@ resume continues from; Ray's saved state is never read back (it is pickled:
 loading it would run whatever a file holds). Layout in the study folder::
 
     study.json                  the study: space (path and text), budget, scheduler,
-                                selection metric, data, stores, planned trial count
-                                (StudyRecord)
+                                selection metric, data, stores, planned trial count,
+                                seeds per row (repeats) (StudyRecord)
     trials/<key>/config.json    a trial's whole TrainConfig, written when Ray creates it
     trials/<key>/metrics.json   its end: best-epoch metrics, epochs_run, end_state, ...
     trials/<key>/history.json   its epochs
@@ -85,6 +85,7 @@ class StudyRecord:
     metric: str = DEFAULT_SELECTION  # what chose trials, best epochs and the registered model
     experiment_id: str | None = None
     parent_run_id: str | None = None
+    repeats: int = 1  # seeds per row (0..repeats-1); a study.json without it: one
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "searched": list(self.searched)}
@@ -104,8 +105,9 @@ _STUDY_TYPES: dict[str, tuple[type, ...]] = {
     "metric": (str,),
     "experiment_id": (str, type(None)),
     "parent_run_id": (str, type(None)),
+    "repeats": (int,),
 }
-_OPTIONAL = {"ray_storage", "experiment_id", "parent_run_id", "metric"}
+_OPTIONAL = {"ray_storage", "experiment_id", "parent_run_id", "metric", "repeats"}
 
 
 def read_study(study_dir: Path) -> StudyRecord | None:
@@ -381,6 +383,7 @@ class Study:
     planned: int | None = None  # the trials the space runs; None in a study.json that does not say
     scheduler: str = ""  # asha or fifo; "" in a study.json that does not say
     metric: str = DEFAULT_SELECTION  # the selection metric: ranks trials, chose best epochs
+    repeats: int = 1  # seeds per row; 1 in a study.json that does not say
 
     @property
     def selection(self) -> Metric:
@@ -433,6 +436,10 @@ def _read_description(study_file: Path) -> dict[str, Any]:
 
 def _optional_text(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def _repeats(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
 def resolve_study(study: str | Path, results_root: str | Path) -> Path:
@@ -505,6 +512,7 @@ def load_study(study_dir: str | Path, require_results: bool = True) -> Study:
         planned=description["trials"] if isinstance(description.get("trials"), int) else None,
         scheduler=_optional_text(description.get("scheduler")),
         metric=str(description.get("metric") or DEFAULT_SELECTION),
+        repeats=_repeats(description.get("repeats")),
     )
 
 

@@ -15,6 +15,7 @@
     metric: {name: val_roc_auc, mode: max}   # or val_pr_auc: trials, epochs, models by it
     budget: quick          # quick | paper (see study.budgets)
     search_seed: 0         # seeds the random and optuna searchers: the same space, the same draws
+    repeats: 1             # every configuration (row) with seeds 0..N-1 (grid and random)
 
 Every error names the file, the key path and what is allowed. Spaces are
 bounded (MAX_SPACE_BYTES, MAX_TRIALS, MAX_DESCRIPTION) so that a mistaken
@@ -53,6 +54,7 @@ TOP_KEYS = (
     "metric",
     "budget",
     "search_seed",
+    "repeats",
 )
 # A space is a hand-written file: 1 MiB of YAML holds thousands of explicit configs.
 MAX_SPACE_BYTES = 1 << 20
@@ -129,6 +131,7 @@ class SearchSpace:
     budget: str = "quick"
     description: str = ""
     search_seed: int = 0
+    repeats: int = 1  # seeds per configuration (row): 0..repeats-1
 
     @property
     def name(self) -> str:
@@ -137,8 +140,9 @@ class SearchSpace:
     @property
     def trial_count(self) -> int:
         """The study's trials: every grid combination (configs rows included) num_samples
-        times, Ray Tune's rule; optuna, which allows no grid, runs num_samples."""
-        count = self.num_samples * max(len(self.configs), 1)
+        times, Ray Tune's rule, each with `repeats` seeds; optuna, which allows no grid and
+        no repeats, runs num_samples."""
+        count = self.num_samples * max(len(self.configs), 1) * self.repeats
         for spec in self.parameters.values():
             if _is_grid(spec):
                 ((_, values),) = spec.items()
@@ -255,6 +259,8 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
         )
     search_seed = raw.get("search_seed", 0)
     check.integer("search_seed", search_seed, minimum=0)
+    repeats = raw.get("repeats", 1)
+    _check_repeats(check, repeats, searcher, parameters, configs)
     space = SearchSpace(
         file=path,
         parameters=dict(parameters),
@@ -267,15 +273,41 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
         budget=budget,
         description=description,
         search_seed=search_seed,
+        repeats=repeats,
     )
     if space.trial_count > MAX_TRIALS:
         raise check.error(
             "",
-            f"plans {space.trial_count:,} trials (grids crossed, configs, num_samples); a study "
+            f"plans {space.trial_count:,} trials (grids crossed, configs, num_samples, repeats); a study "
             f"runs at most {MAX_TRIALS:,}: each is a Ray trial, an MLflow run and a folder. "
             "Sample the space (searcher: random or optuna, num_samples) or split the study",
         )
     return space
+
+
+def _check_repeats(
+    check: _Checks, repeats: Any, searcher: str, parameters: dict, configs: list[dict]
+) -> None:
+    """`repeats` seeds every row itself (0..N-1): the space may not set `seed` too, and
+    optuna, which learns from one score per point it samples, takes no repeats."""
+    check.integer("repeats", repeats, minimum=1)
+    if repeats == 1:
+        return
+    if searcher == "optuna":
+        raise check.error(
+            "repeats",
+            "optuna learns from one trial per point it samples and cannot repeat a point over "
+            "seeds; search with optuna first, then repeat its best rows in a grid space "
+            "(configs: [...], repeats: N)",
+        )
+    setting = ["parameters.seed"] if "seed" in parameters else []
+    setting += [f"configs[{i}].seed" for i, entry in enumerate(configs) if "seed" in entry]
+    if setting:
+        raise check.error(
+            setting[0],
+            f"repeats: {repeats} runs every row with seeds 0..{repeats - 1}; the space may not "
+            "fix or search seed too: remove it, or drop repeats",
+        )
 
 
 def _kind(spec: Any) -> str | None:

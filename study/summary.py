@@ -2,8 +2,9 @@
 
 Each row names its trial (the id the fusion line and the trial folders use)
 and shows every field the search space varied besides the architecture
-(``lr``, ``dropout``, ``batch_size``, ``window`` for wide.yaml), so that no
-two rows look alike; the last columns say how many epochs each trial ran
+(``lr``, ``dropout``, ``batch_size``, ``window`` for wide.yaml), and the seed
+when the space repeats its rows (``repeats``), so that no two rows look
+alike; the last columns say how many epochs each trial ran
 and how it ended.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from mer_models.config import architecture
 from mer_models.models.registry import ARCHITECTURE_COLUMNS
 from study.records import Study, ranked_trials
-from tracking.names import ARCHITECTURE_FIELDS, format_value
+from tracking.names import ARCHITECTURE_FIELDS, SEED_FIELD, format_value
 
 COLUMNS = (
     "trial",
@@ -31,9 +32,15 @@ def searched_columns(study: Study) -> tuple[str, ...]:
     return tuple(key for key in study.searched if key not in ARCHITECTURE_FIELDS)
 
 
+def config_columns(study: Study) -> tuple[str, ...]:
+    """The config fields the table shows besides the architecture: the searched ones, then
+    the seed when every row ran with several (repeats > 1)."""
+    return searched_columns(study) + ((SEED_FIELD,) if study.repeats > 1 else ())
+
+
 def columns(study: Study) -> tuple[str, ...]:
     """The table's header: the validation column is the study's selection metric."""
-    extra = searched_columns(study)
+    extra = config_columns(study)
     scores = (f"val {study.selection.short}", *COLUMNS[_BEFORE_SCORES + 1 :])
     return COLUMNS[:_BEFORE_SCORES] + extra + scores
 
@@ -45,7 +52,7 @@ def table_rows(study: Study) -> list[tuple[str, ...]]:
     except ValueError:  # no trial has results to rank (all failed): list them as they are
         ranked = []
     others = [trial for trial in study.trials if trial not in ranked]
-    extra = searched_columns(study)
+    extra = config_columns(study)
     rows = []
     for trial in ranked + others:
         metrics = trial.metrics

@@ -22,6 +22,8 @@ from mer_models.training.metrics import BEST_VALUE_KEY, METRICS
 STUDY_TAG = "mer.study"  # the study a run belongs to
 ROLE_TAG = "mer.role"  # study (the parent run), trial or fusion
 TRIAL_TAG = "mer.trial_id"  # Ray Tune's trial id of a trial run
+ROW_TAG = "mer.row"  # a trial run's row (its configuration without its seed): `row_name`
+SEED_TAG = "mer.seed"  # a trial run's seed (repeats: N runs each row with seeds 0..N-1)
 END_STATE_TAG = "mer.end_state"  # finished, early_stopped, asha_stopped or error
 FUSION_TAG = "mer.fusion"  # a fusion run's folder name (top2, greedy-top4, ...)
 BEST_TRIAL_TAG = "mer.best_trial"  # on the parent run: the best trial's id
@@ -68,6 +70,32 @@ def mlflow_metrics(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[
     return {mlflow: float(values[key]) for key, mlflow in names.items() if key in values}
 
 
+# The parent run's comparison: each row's aggregates, each factor's effects (analysis.rows,
+# analysis.effects), named by row and factor so that the UI's metric search finds them.
+# MLflow allows letters, digits, _ - . space and / in a metric name (a colon too, but not on
+# Windows); / separates the parts here, so a part has none of its own.
+_NOT_IN_METRIC_NAME = re.compile(r"[^A-Za-z0-9_\-. ]+")
+MAX_NAME_PART = 100  # MLflow allows 250 characters in a whole name
+
+
+def metric_name_part(text: str) -> str:
+    """Text as one part of a metric name: ``lr=4.1e-4`` -> ``lr_4.1e-4``, never empty."""
+    part = _NOT_IN_METRIC_NAME.sub("_", str(text))
+    return re.sub(r" {2,}", " ", part)[:MAX_NAME_PART].strip(" .") or "_"
+
+
+def row_metric(row: str, statistic: str) -> str:
+    """A row's aggregate on the parent run: ``row/block GRU 256/test_roc_auc_mean``."""
+    return f"row/{metric_name_part(row)}/{metric_name_part(statistic)}"
+
+
+def effect_metric(factor: str, from_row: str, to_row: str, statistic: str) -> str:
+    """A factor's effect between two rows on the parent run:
+    ``effect/cell/block GRU 256 to block LSTM 256/test_roc_auc_difference``."""
+    pair = f"{metric_name_part(from_row)} to {metric_name_part(to_row)}"
+    return f"effect/{metric_name_part(factor)}/{pair}/{metric_name_part(statistic)}"
+
+
 # Run names ---------------------------------------------------------------------------------
 
 # ARCHITECTURE_FIELDS (the registry's) make up the architecture phrase ("block GRU 256",
@@ -110,6 +138,25 @@ def trial_run_name(config: Mapping[str, Any], searched: Iterable[str]) -> str:
         if key not in ARCHITECTURE_FIELDS:
             parts.append(f"{SHORT_LABELS.get(key, key)}={format_value(config[key])}")
     return " ".join(parts)[:MAX_RUN_NAME]
+
+
+# The config field that makes a trial one draw of its row (`study.records.DRAW_FIELDS`).
+SEED_FIELD = "seed"
+
+
+def row_name(config: Mapping[str, Any], searched: Iterable[str]) -> str:
+    """A row's name: the run name of its trials without their seed, ``block GRU 256``.
+
+    Trials of one row (the same configuration, other seeds) share it; a space
+    that searches ``seed`` itself has one row per configuration, too.
+    """
+    return trial_run_name(config, [key for key in searched if key != SEED_FIELD])
+
+
+def repeated_run_name(config: Mapping[str, Any], searched: Iterable[str]) -> str:
+    """A trial's run name in a space with ``repeats`` > 1: its row's name and its seed,
+    ``block GRU 256 seed=3``."""
+    return f"{row_name(config, searched)} {SEED_FIELD}={config[SEED_FIELD]}"
 
 
 def fusion_run_name(fusion: str, members: Iterable[str]) -> str:

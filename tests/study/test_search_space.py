@@ -139,7 +139,7 @@ def test_the_trial_count_is_what_rays_variant_generator_makes(path):
     space = load_space(str(path))
     variants = generate_variants(space_values(space))
     variants = 1 if space.searcher == "optuna" else len(list(variants))
-    assert space.trial_count == variants * space.num_samples
+    assert space.trial_count == variants * space.num_samples * space.repeats
     assert space.trial_count > 1
 
 

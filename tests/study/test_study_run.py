@@ -45,6 +45,9 @@ def check_study(client, study_dir, expected_trials):
         assert set(run.data.params) <= {*FIELD_NAMES, "device"}
         assert run.data.params["device"] == "cpu" and run.data.params["bf16"] == "False"
         assert run.info.run_name == metrics["trial_name"]
+        # One seed per row (no repeats): the row's name is the run's, its tags say both.
+        assert run.data.tags["mer.row"] == metrics["row"] == metrics["trial_name"]
+        assert run.data.tags["mer.seed"] == str(config["seed"])
         assert run.info.run_name.startswith(("block ", "no attention "))
         assert " lr=" in run.info.run_name  # smoke.yaml varies the learning rate
         assert run.data.params["units"] == str(config["units"])
