@@ -19,16 +19,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from ray import tune
 
 from mer_models.config import TrainConfig, applicable_fields
 from mer_models.models.registry import ARCHITECTURE_COLUMNS, describe
 from mer_models.training.checkpoint import (
+    BEST_MODEL_FILE,
     STATE_FILE,
     TEST_PREDICTIONS,
     VALIDATION_PREDICTIONS,
     load_state,
+    save_best_model,
 )
 from mer_models.training.metrics import DEFAULT_SELECTION
 from study import records
@@ -346,10 +347,12 @@ def _copy_newest(store: CheckpointStore, staging: Path) -> tuple[dict[str, Any],
             if (found.folder / name).is_file():
                 shutil.copyfile(found.folder / name, staging / name)
         saved = load_state(found.folder / STATE_FILE)
-        torch.save(
-            {key: saved[key] for key in ("config", "tags", "band_stats")}
-            | {"model": saved["best_model"]},
-            staging / "best_model.pt",
+        save_best_model(
+            staging / BEST_MODEL_FILE,
+            saved["best_model"],
+            saved["config"],
+            saved["tags"],
+            saved["band_stats"],
         )
         return found.summary, list(found.skipped)
 
@@ -361,7 +364,7 @@ def _config(trial) -> dict[str, Any]:
 def _artifacts(target: Path) -> list[Path]:
     return [
         target / name
-        for name in ("config.json", "best_model.pt", VALIDATION_PREDICTIONS, TEST_PREDICTIONS)
+        for name in ("config.json", BEST_MODEL_FILE, VALIDATION_PREDICTIONS, TEST_PREDICTIONS)
     ]
 
 
