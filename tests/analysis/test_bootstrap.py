@@ -1,4 +1,4 @@
-"""Fast weighted AUCs equal scikit-learn's; bootstrap intervals and paired tests behave."""
+"""Fast weighted AUCs equal scikit-learn's; BCa bootstrap intervals and paired tests behave."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from scipy import integrate, stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from analysis.bootstrap import (
@@ -13,6 +14,7 @@ from analysis.bootstrap import (
     paired_bootstrap,
     resample_counts,
     resampled_macro,
+    undefined_share,
     weighted_auc_ap,
 )
 
@@ -77,6 +79,101 @@ def test_tags_without_a_positive_in_a_resample_are_skipped_not_fatal():
     assert np.isfinite(roc).all() and np.isfinite(ap).all()
 
 
+def test_distinct_copies_ap_is_sklearns_at_unit_weights_and_of_copies_broken_apart():
+    rng = np.random.default_rng(11)
+    for _ in range(10):
+        labels = rng.random(50) < 0.3
+        scores = rng.random(50) + 0.3 * labels
+        tied = np.round(scores, 1)  # tied positives too
+        for values in (scores, tied):
+            _, ap = weighted_auc_ap(labels, values, np.ones((1, 50)), distinct_copies=True)
+            assert ap[0] == pytest.approx(average_precision_score(labels, values), abs=1e-12)
+        # Integer weights: each copy a track of its own, just below the previous copy.
+        weights = rng.integers(0, 4, size=50)
+        rows = np.repeat(np.arange(50), weights)
+        copy = np.concatenate([np.arange(w) for w in weights])
+        jittered = scores[rows] - 1e-9 * copy
+        _, ap = weighted_auc_ap(labels, scores, weights[None, :], distinct_copies=True)
+        assert ap[0] == pytest.approx(average_precision_score(labels[rows], jittered), abs=1e-12)
+        # The digamma form (any weight) agrees with the harmonic table (integer weights).
+        _, smooth = weighted_auc_ap(labels, scores, weights[None, :] + 1e-13, distinct_copies=True)
+        assert smooth[0] == pytest.approx(ap[0], abs=1e-9)
+
+
+def skewed(seed: int, tracks: int = 200, signal: float = 0.3):
+    """A weak system on 80 tags with 1 to 3 positive tracks each, several with one."""
+    rng = np.random.default_rng(seed)
+    positives = (1, 2, 2, 3) * 20
+    labels = np.zeros((tracks, len(positives)), dtype=bool)
+    for j, k in enumerate(positives):
+        labels[rng.choice(tracks, k, replace=False), j] = True
+    return labels, rng.normal(size=labels.shape) + signal * labels
+
+
+def test_bca_holds_the_estimate_where_the_percentile_interval_misses_it():
+    missed = 0
+    for seed in range(4, 12):
+        labels, scores = skewed(seed)
+        interval = bootstrap_intervals(labels, scores, resamples=500, seed=0)["PR-AUC-macro"]
+        # The percentile interval of the same resamples, as sklearn scores them (before BCa).
+        counts = resample_counts(labels.shape[0], 500, np.random.default_rng(0))
+        low, high = np.percentile(resampled_macro(labels, scores, counts)[1], [2.5, 97.5])
+        missed += not low <= interval.point <= high
+        assert interval.low <= interval.point <= interval.high, seed
+        assert interval.method == "BCa"
+    assert missed >= 4  # of 8: the skew this module corrects is there
+
+
+def _binormal_ap(prevalence: float, shift: float) -> float:
+    """Population AP of scores N(shift, 1) for positives and N(0, 1) for negatives."""
+
+    def precision_density(t: float) -> float:
+        tpr, fpr = stats.norm.sf(t - shift), stats.norm.sf(t)
+        precision = prevalence * tpr / (prevalence * tpr + (1 - prevalence) * fpr)
+        return precision * stats.norm.pdf(t - shift)
+
+    return integrate.quad(precision_density, -12.0, 12.0 + shift, limit=200)[0]
+
+
+def test_intervals_cover_the_true_values_at_about_the_nominal_rate():
+    # Well posed: 300 tracks, 3 tags of prevalence 0.3, binormal scores.
+    shift, prevalence, sims = 1.0, 0.3, 120
+    truth = {
+        "ROC-AUC-macro": stats.norm.cdf(shift / np.sqrt(2.0)),
+        "PR-AUC-macro": _binormal_ap(prevalence, shift),
+    }
+    rng = np.random.default_rng(12)
+    covered = dict.fromkeys(truth, 0)
+    for sim in range(sims):
+        labels = rng.random((300, 3)) < prevalence
+        scores = rng.normal(size=labels.shape) + shift * labels
+        for name, interval in bootstrap_intervals(labels, scores, 200, seed=sim).items():
+            covered[name] += interval.low <= truth[name] <= interval.high
+    for name, hits in covered.items():
+        assert 0.86 <= hits / sims <= 0.99, (name, hits)  # measured: 0.975 and 0.908
+
+
+def test_undefined_resamples_are_counted():
+    rng = np.random.default_rng(13)
+    labels = rng.random((40, 3)) < 0.5
+    labels[:, 2] = False
+    labels[5, 2] = True  # tag 2 is undefined exactly where track 5 is not drawn
+    scores = rng.random((40, 3)) + 0.3 * labels
+    interval = bootstrap_intervals(labels, scores, resamples=400, seed=3)["ROC-AUC-macro"]
+    counts = resample_counts(40, 400, np.random.default_rng(3))
+    undefined = (counts @ labels == 0) | (counts @ ~labels == 0)  # (resamples, tags)
+    assert undefined[:, 2].sum() == (counts[:, 5] == 0).sum()
+    assert interval.skipped == undefined.sum()
+    assert interval.undefined_resamples == undefined.any(axis=1).sum()
+    assert interval.undefined_share == pytest.approx(interval.undefined_resamples / 400)
+    assert interval.undefined_share == pytest.approx((1 - 1 / 40) ** 40, abs=0.06)
+    assert undefined_share(labels, 400, seed=3) == interval.undefined_share  # from labels alone
+    saved = interval.to_dict()
+    assert saved["undefined_resamples"] == interval.undefined_resamples
+    assert saved["undefined_share"] == interval.undefined_share and saved["method"] == "BCa"
+    assert np.isfinite([interval.low, interval.high]).all()
+
+
 def test_intervals_contain_the_point_estimate():
     labels, scores = system(4)
     intervals = bootstrap_intervals(labels, scores, resamples=300, seed=0)
@@ -115,6 +212,16 @@ def test_paired_test_detects_a_clearly_better_system():
     assert result.p_value < 0.01
     reverse = paired_bootstrap(labels, weak, strong, resamples=500, seed=0)["ROC-AUC-macro"]
     assert reverse.mean_difference == pytest.approx(-result.mean_difference)
+
+
+def test_paired_p_value_is_below_the_level_where_the_interval_excludes_zero():
+    labels, strong = system(9, signal=0.8)
+    rng = np.random.default_rng(1)
+    for noise in (0.05, 0.1, 0.2, 0.4, 0.8):
+        weak = strong + rng.normal(0.0, noise, size=strong.shape)
+        for result in paired_bootstrap(labels, strong, weak, resamples=400, seed=0).values():
+            excludes_zero = not result.low <= 0.0 <= result.high
+            assert excludes_zero == (result.p_value < 0.05), (noise, result)
 
 
 def test_1000_resamples_of_a_challenge_sized_test_set_take_seconds():
