@@ -1,8 +1,11 @@
-"""The end of a study: fuse its best trials, then write its report.
+"""The end of a study: fuse its best trials, write its report, and its confirm.yaml.
 
 The study driver calls `conclude_study` once every trial has ended, so a
-finished study comes with the paper's fusion of its two best models and
-the Table 1 report (which shows that fusion). Fusing needs that many
+finished study comes with the paper's fusion of its two best models, the
+Table 1 report (which shows that fusion; with repeated seeds also its rows'
+intervals and factors' effects, rows.json and effects.json), and
+``confirm.yaml``: its best rows as a space that repeats them under FIFO
+(`analysis.confirm`). Fusing needs that many
 finished trials; with fewer the fusion is skipped and the report says
 what there is. A study resumed after it concluded keeps a fusion whose
 members are still the best trials, and replaces one whose members are not.
@@ -15,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.confirm import CONFIRM_TOP, write_confirm
 from analysis.fuse_study import StudyFusion, fuse_study, fusion_name
 from analysis.report import REPORT_FILE, Report, write_report
 from study.records import finished_trials, load_study
@@ -44,9 +48,14 @@ def _fusion_members(folder: Path) -> list[str] | None:
 
 
 def conclude_study(
-    study_dir: str | Path, fuse_top: int = FUSE_TOP, resamples: int = 1000, seed: int = 0
+    study_dir: str | Path,
+    fuse_top: int = FUSE_TOP,
+    resamples: int = 1000,
+    seed: int = 0,
+    confirm_top: int = CONFIRM_TOP,
 ) -> Conclusion:
-    """Fuse the top ``fuse_top`` finished trials (when that many finished), then the report."""
+    """Fuse the top ``fuse_top`` finished trials (when that many finished), then the report,
+    then confirm.yaml of the top ``confirm_top`` rows."""
     study = load_study(study_dir)
     finished = finished_trials(study)
     lines, fusion, fusion_dir = [], None, None
@@ -75,4 +84,12 @@ def conclude_study(
         f"report: {report.out / REPORT_FILE}"
         + (" (also in the study's MLflow run, under report/)" if report.mlflow_logged else "")
     )
+    if report.rows is not None and report.rows.rows:
+        confirm = write_confirm(study, report.rows, top=confirm_top)
+        lines.append(
+            f"confirm: {confirm} (its top {min(confirm_top, len(report.rows.rows))} rows, "
+            f"5 seeds each, FIFO): python study/run.py --space {confirm}"
+        )
+    else:
+        lines.append("confirm.yaml skipped: no row finished with predictions and scores")
     return Conclusion(report, fusion, fusion_dir, tuple(lines))

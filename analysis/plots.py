@@ -1,4 +1,5 @@
-"""PNG figures of a study report: validation curves and per-tag test ROC-AUC.
+"""PNG figures of a study report: validation curves (per trial, and per row as a mean with
+its band over seeds), per-tag test ROC-AUC, and a forest plot of rows and effects.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas rather
 than through pyplot, so no global figure state or interactive backend is
@@ -8,6 +9,7 @@ test, a Ray worker).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,27 @@ def _save(figure: Figure, path: str | Path) -> None:
     figure.savefig(path, format="png", dpi=100)
 
 
+LEGEND_COLUMNS = 3  # entries side by side in a legend under the axes
+
+
+def _legend_height(entries: int, columns: int = LEGEND_COLUMNS) -> float:
+    """Inches a legend of `entries` under the axes takes (about 0.22 a line)."""
+    return 0.3 + 0.22 * math.ceil(entries / max(columns, 1))
+
+
+def _legend_below(axes, handles, labels, columns: int = LEGEND_COLUMNS) -> None:
+    """A legend under the axes, never over the data (the figure's layout makes room)."""
+    axes.legend(
+        handles,
+        labels,
+        fontsize="small",
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        ncol=min(columns, max(len(labels), 1)),
+        frameon=False,
+    )
+
+
 ASHA_LABEL = "stopped by ASHA (last epoch)"
 
 
@@ -71,7 +94,8 @@ def validation_curves_figure(
     line's colour, label `ASHA_LABEL` in the legend) so that a line ending
     early reads as stopped by the scheduler, not as converged.
     """
-    figure = Figure(figsize=(8, 5))
+    shown = sum(bool(curve.epochs) for curve in curves) + 1
+    figure = Figure(figsize=(9, 5 + _legend_height(shown)), layout="constrained")
     axes = figure.add_subplot()
     stopped = False
     for curve in curves:
@@ -97,13 +121,12 @@ def validation_curves_figure(
         )
         labels.append(ASHA_LABEL)
     if handles:
-        axes.legend(handles, labels, fontsize="small", ncol=1 + len(handles) // 12)
+        _legend_below(axes, handles, labels)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
     axes.set_ylabel(f"validation {metric}")
     axes.set_title(title or f"Validation {metric} per epoch")
     axes.grid(alpha=0.3)
-    figure.tight_layout()
     return figure
 
 
@@ -120,7 +143,10 @@ def plot_per_tag_roc_auc(
             )
     positions = np.arange(len(tags))
     width = 0.8 / len(series)
-    figure = Figure(figsize=(max(8.0, 0.3 * len(tags)), 5))
+    figure = Figure(
+        figsize=(max(8.0, 0.3 * len(tags)), 5.5 + _legend_height(len(series))),
+        layout="constrained",
+    )
     axes = figure.add_subplot()
     for i, (name, values) in enumerate(series.items()):
         axes.bar(positions + (i - (len(series) - 1) / 2) * width, values, width, label=name)
@@ -131,7 +157,126 @@ def plot_per_tag_roc_auc(
     axes.set_ylim(0.0, 1.0)
     axes.set_ylabel("test ROC-AUC")
     axes.set_title(title or "Per-tag test ROC-AUC")
-    axes.legend(fontsize="small")
+    _legend_below(axes, *axes.get_legend_handles_labels())
     axes.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
     _save(figure, path)
+
+
+# Rows over repeated seeds ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Band:
+    """A row's validation score per epoch over its trials: mean, min and max, and how many
+    trials reached the epoch (fewer where ASHA or early stopping ended some)."""
+
+    label: str
+    epochs: tuple[int, ...]
+    mean: tuple[float, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    trials: tuple[int, ...]
+
+
+def band_from_curves(label: str, curves: Sequence[Curve]) -> Band:
+    """Per epoch, the mean and range of the curves that have a value there."""
+    by_epoch: dict[int, list[float]] = {}
+    for curve in curves:
+        for epoch, value in zip(curve.epochs, curve.values, strict=True):
+            by_epoch.setdefault(epoch, []).append(value)
+    epochs = tuple(sorted(by_epoch))
+    values = [np.asarray(by_epoch[epoch]) for epoch in epochs]
+    return Band(
+        label,
+        epochs,
+        tuple(float(v.mean()) for v in values),
+        tuple(float(v.min()) for v in values),
+        tuple(float(v.max()) for v in values),
+        tuple(int(v.size) for v in values),
+    )
+
+
+def plot_row_curves(
+    bands: Sequence[Band], path: str | Path, title: str = "", metric: str = "macro ROC-AUC"
+) -> None:
+    """Save `row_curves_figure` as a PNG."""
+    _save(row_curves_figure(bands, title, metric), path)
+
+
+def row_curves_figure(
+    bands: Sequence[Band], title: str = "", metric: str = "macro ROC-AUC"
+) -> Figure:
+    """One line a row (its trials' mean per epoch) in a band from their min to their max."""
+    figure = Figure(figsize=(9, 5 + _legend_height(len(bands))), layout="constrained")
+    axes = figure.add_subplot()
+    for band in bands:
+        if not band.epochs:
+            continue
+        (line,) = axes.plot(band.epochs, band.mean, marker=".", label=band.label)
+        axes.fill_between(band.epochs, band.low, band.high, color=line.get_color(), alpha=0.2)
+    _legend_below(axes, *axes.get_legend_handles_labels())
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(f"validation {metric}")
+    axes.set_title(title or f"Validation {metric} per epoch: mean over seeds, band min to max")
+    axes.grid(alpha=0.3)
+    return figure
+
+
+@dataclass(frozen=True)
+class ForestItem:
+    """One estimate and its interval (None: no interval, n = 1) on a forest plot's line."""
+
+    label: str
+    estimate: float
+    low: float | None
+    high: float | None
+    marked: bool = False  # drawn filled (a significant effect); others hollow
+
+
+@dataclass(frozen=True)
+class ForestPanel:
+    title: str
+    xlabel: str
+    items: tuple[ForestItem, ...]
+    reference: float | None = None  # a vertical line: 0 for differences
+
+
+def plot_forest(panels: Sequence[ForestPanel], path: str | Path, title: str = "") -> None:
+    """Save `forest_figure` as a PNG."""
+    _save(forest_figure(panels, title), path)
+
+
+def forest_figure(panels: Sequence[ForestPanel], title: str = "") -> Figure:
+    """Panels of estimates with their intervals, one line each, top to bottom as given."""
+    panels = [panel for panel in panels if panel.items]
+    if not panels:
+        raise ValueError("a forest plot needs at least one estimate")
+    heights = [1.0 + 0.32 * len(panel.items) for panel in panels]
+    figure = Figure(figsize=(10, sum(heights) + 0.6), layout="constrained")
+    grid = figure.add_gridspec(len(panels), 1, height_ratios=heights)
+    for index, panel in enumerate(panels):
+        axes = figure.add_subplot(grid[index])
+        positions = np.arange(len(panel.items))[::-1]
+        for y, item in zip(positions, panel.items, strict=True):
+            if item.low is not None and item.high is not None:
+                axes.hlines(y, item.low, item.high, color="C0", linewidth=2)
+            axes.plot(
+                item.estimate,
+                y,
+                marker="o",
+                markerfacecolor="C0" if item.marked else "white",
+                markeredgecolor="C0",
+                linestyle="none",
+            )
+        if panel.reference is not None:
+            axes.axvline(panel.reference, color="grey", linewidth=0.8, linestyle="--")
+        axes.set_yticks(positions)
+        axes.set_yticklabels([item.label for item in panel.items], fontsize="small")
+        axes.set_ylim(-0.7, len(panel.items) - 0.3)
+        axes.set_xlabel(panel.xlabel)
+        axes.set_title(panel.title, fontsize="medium")
+        axes.grid(axis="x", alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    return figure

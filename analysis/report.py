@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,19 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from analysis.bootstrap import bootstrap_intervals, paired_bootstrap
+from analysis.bootstrap import bootstrap_intervals, paired_bootstrap, undefined_share
+from analysis.comparison import effects_section, forest_panels, parent_metrics, rows_section
+from analysis.effects import Effects, factor_effects, write_effects
 from analysis.evaluate import check_groundtruth, check_scores, load_matrix
-from analysis.plots import curve_from_history, plot_per_tag_roc_auc, plot_validation_curves
+from analysis.plots import (
+    band_from_curves,
+    curve_from_history,
+    plot_forest,
+    plot_per_tag_roc_auc,
+    plot_row_curves,
+    plot_validation_curves,
+)
+from analysis.rows import RowTable, row_results, trial_name, write_rows
 from analysis.staging import check_output_dir, staged_folder
 from mer_models.config import architecture
 from mer_models.data.synthetic import MARKER as SYNTHETIC_MARKER
@@ -51,8 +62,11 @@ log = logging.getLogger(__name__)
 REPORT_FILE = "report.md"
 CURVES_FILE = "validation_curves.png"
 PER_TAG_FILE = "per_tag_test_roc_auc.png"
-REPORT_FILES = (REPORT_FILE, CURVES_FILE, PER_TAG_FILE)
+ROW_CURVES_FILE = "validation_curves_rows.png"  # with repeated seeds: a row's mean and band
+FOREST_FILE = "forest.png"  # with repeated seeds: rows' and effects' intervals
+REPORT_FILES = (REPORT_FILE, CURVES_FILE, PER_TAG_FILE, ROW_CURVES_FILE, FOREST_FILE)
 MLFLOW_ARTIFACT_PATH = "report"
+MLFLOW_BATCH = 1000  # metrics per log_batch call: MLflow's limit
 DASH = "–"
 
 
@@ -76,6 +90,9 @@ PUBLISHED = (
     Published("fusion (Gerczuk et al.)", 75.3, 13.1, "fusion"),
     Published("challenge baseline, VGG-ish (official results)", 72.58, 10.77, None),
 )
+# The single runs of Table 1 this repository has a source for, by architecture phrase: the
+# paper's abstract gives its best single model, block attention with one GRU layer, 73.9.
+PUBLISHED_ROWS = {"block GRU 256": 73.9}
 
 
 @dataclass(frozen=True)
@@ -112,6 +129,8 @@ class Report:
     out: Path
     files: tuple[Path, ...]
     mlflow_logged: bool
+    rows: RowTable | None = None  # the study's rows (analysis.rows), also in STUDY/rows.json
+    effects: Effects | None = None  # its factor effects, also in STUDY/effects.json
 
 
 def percent(value: float | None) -> str:
@@ -193,7 +212,7 @@ def _trial_row(
     if epochs is not None and best_epoch is not None:
         epochs_text += f" (best {best_epoch})"
     return Row(
-        system=f"{trial.id} (best single)" if is_best else trial.id,
+        system=f"{trial_name(trial)} (best single)" if is_best else trial_name(trial),
         architecture=architecture(trial.config).cells(missing=DASH),
         validation_score=finite_number(metrics.get(selection.validation)),
         test_roc_auc=finite_number(metrics.get("test_roc_auc")),
@@ -312,8 +331,11 @@ def render_markdown(
     plots: list[tuple[str, str]],
     resamples: int,
     seed: int,
+    row_table: RowTable | None = None,
+    effects: Effects | None = None,
+    undefined: float | None = None,
 ) -> str:
-    """The report's Markdown text."""
+    """The report's Markdown text; with repeated seeds (a row of n > 1) its Rows and Effects."""
     states: dict[str, int] = {}
     for trial in study.trials:
         states[str(trial.end_state)] = states.get(str(trial.end_state), 0) + 1
@@ -325,7 +347,7 @@ def render_markdown(
         f"Study folder `{study.dir.resolve()}`, search space `{study.space}`; "
         f"{len(study.trials)} trial(s): {counts}.",
         "",
-        *_scheduler_note(study),
+        *_scheduler_note(study, row_table is not None and row_table.repeated),
         "## Data",
         "",
         data_description(study),
@@ -334,11 +356,12 @@ def render_markdown(
         "",
         "Macro ROC-AUC and PR-AUC in %. Trial values are those of each trial's metrics.json "
         f"(test scores at the epoch of best validation {selection}); intervals are 95% "
-        "percentile "
+        "BCa (bias-corrected and accelerated) "
         f"bootstrap intervals over the test tracks ({resamples} resamples, seed {seed}). "
-        "p: two-sided paired bootstrap test of the row against the best single model, the "
+        + _undefined_note(undefined)
+        + "p: two-sided paired bootstrap test of the row against the best single model, the "
         f"finished trial ({', '.join(FINISHED_STATES)}) with the best validation {selection} "
-        f"({best_id}). Fusion rows come from `fusions/*/metrics.json`; their validation "
+        f"({best.system.removesuffix(' (best single)')}). Fusion rows come from `fusions/*/metrics.json`; their validation "
         f"{selection} is that of the fused validation scores.",
         "",
     ]
@@ -348,9 +371,8 @@ def render_markdown(
         lines += [
             "",
             "Some intervals do not contain their point estimate: with few positive test tracks "
-            "per tag, a resample leaves out the tags that lost all their positives and counts "
-            "duplicated positives twice, which skews the AUCs (PR-AUC upwards most of all); "
-            "read such intervals as rough.",
+            "per tag, nearly all resamples score on one side of it, a bias larger than BCa "
+            "corrects; read such intervals as rough.",
         ]
     # The published figures are of the mood/theme subset: another subset has none to stand by.
     if study.data.subset == PUBLISHED_SUBSET:
@@ -365,7 +387,7 @@ def render_markdown(
         ]
         ours = {"best_single": best, "fusion": best_fusion}
         ours_names = {
-            "best_single": f"trial {best_id}",
+            "best_single": f"trial {best.system.removesuffix(' (best single)')}",
             "fusion": None if best_fusion is None else best_fusion.system,
         }
         published_rows = []
@@ -391,6 +413,10 @@ def render_markdown(
             ),
             published_rows,
         )
+    if row_table is not None and row_table.repeated:
+        published = PUBLISHED_ROWS if study.data.subset == PUBLISHED_SUBSET else None
+        lines += ["", *rows_section(row_table, published)]
+        lines += ["", *effects_section(effects if effects is not None else Effects((), ()))]
     if plots:
         lines += ["", "## Plots", ""]
         for title, file in plots:
@@ -398,19 +424,38 @@ def render_markdown(
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _scheduler_note(study: Study) -> list[str]:
+def _scheduler_note(study: Study, repeated: bool = False) -> list[str]:
     """Which scheduler ran the study, and whether the rows had equal budgets."""
     if not study.scheduler:
         return []
     if study.scheduler == "fifo":
         return ["Scheduler: FIFO; every trial trained until its own stop (equal budgets).", ""]
     stopped = sum(trial.end_state == "asha_stopped" for trial in study.trials)
+    repeats = (
+        " With repeated seeds the budgets were unequal within rows too: ASHA stops a seed "
+        "of a row on its own scores, so a row's mean and interval mix trials trained for "
+        "different numbers of epochs, and an effect pairs trials of unequal budgets. The "
+        "study's `confirm.yaml` reruns its best rows under FIFO."
+        if repeated
+        else ""
+    )
     return [
         f"Scheduler: ASHA; it stopped {stopped} trial(s) early (end state asha_stopped), so the "
         "rows' budgets differ (column epochs run). For equal budgets, as in the paper, run the "
-        "study with `--scheduler fifo`.",
+        f"study with `--scheduler fifo`.{repeats}",
         "",
     ]
+
+
+def _undefined_note(share: float | None) -> str:
+    """How often a resample left a tag without a positive (or negative) test track."""
+    if share is None:
+        return ""
+    return (
+        f"In {100.0 * share:.1f}% of the resamples at least one tag had no positive (or no "
+        "negative) test track; such a tag is left out of that resample's change from the full "
+        "test set, not out of its macro average. "
+    )
 
 
 def _outside(row: Row) -> bool:
@@ -478,8 +523,10 @@ def write_report(
         _fusion_row(f, study.selection, labels, best_scores, resamples, seed) for f in fusions
     ]
     chosen_fusion = _best_fusion(fusions, fusion_rows)
+    rows = row_results(study)
+    effects = factor_effects(rows) if rows.repeated else Effects((), ())
 
-    series = {f"best single ({best_trial.id})": best_scores}
+    series = {f"best single: {trial_name(best_trial)}": best_scores}
     if chosen_fusion is not None:
         series[f"fusion {chosen_fusion[0].name}"] = chosen_fusion[0].predictions
     per_tag = {name: roc_auc_score(labels, scores, average=None) for name, scores in series.items()}
@@ -490,6 +537,15 @@ def write_report(
         ),
         ("per-tag test ROC-AUC of the best single model and the best fusion", PER_TAG_FILE),
     ]
+    if rows.repeated:
+        plots += [
+            (
+                f"validation {study.selection.title} per epoch of every row: the mean over its "
+                "seeds, in a band from their minimum to their maximum",
+                ROW_CURVES_FILE,
+            ),
+            ("rows' test scores and the factors' effects with their 95% intervals", FOREST_FILE),
+        ]
     text = render_markdown(
         study,
         trial_rows,
@@ -500,11 +556,16 @@ def write_report(
         plots,
         resamples,
         seed,
+        rows,
+        effects,
+        undefined=undefined_share(labels, resamples, seed),
     )
     with staged_folder(out, is_report_folder) as staging:
         selection = study.selection
         curves = [
-            curve_from_history(f"{t.id} ({t.end_state})", t.history, t.end_state, selection.epoch)
+            curve_from_history(
+                f"{trial_name(t)}: {t.end_state}", t.history, t.end_state, selection.epoch
+            )
             for t in order
         ]
         plot_validation_curves(
@@ -514,22 +575,55 @@ def write_report(
             selection.title,
         )
         plot_per_tag_roc_auc(tags, per_tag, staging / PER_TAG_FILE, "Per-tag test ROC-AUC")
+        if rows.repeated:
+            bands = [
+                band_from_curves(
+                    f"{row.name} (n={row.n})",
+                    [
+                        curve_from_history(t.id, t.history, None, selection.epoch)
+                        for t in row.trials
+                    ],
+                )
+                for row in rows.rows
+            ]
+            plot_row_curves(
+                bands,
+                staging / ROW_CURVES_FILE,
+                f"Study {study.name}: validation {selection.title} per epoch, mean over seeds "
+                "(band: min to max)",
+                selection.title,
+            )
+            plot_forest(forest_panels(rows, effects), staging / FOREST_FILE, f"Study {study.name}")
         (staging / REPORT_FILE).write_text(text)
-    files = tuple(out / name for name in REPORT_FILES)
-    logged = _log_to_parent_run(study, files) if track else False
-    return Report(out, files, logged)
+    files = tuple(out / name for name in REPORT_FILES if (out / name).is_file())
+    # The comparison's records: in the study folder, whatever folder the report went to.
+    tables = (write_rows(rows, study.dir), write_effects(effects, study.dir))
+    logged = (
+        _log_to_parent_run(study, files + tables, parent_metrics(rows, effects)) if track else False
+    )
+    return Report(out, files, logged, rows, effects)
 
 
-def _log_to_parent_run(study: Study, files: tuple[Path, ...]) -> bool:
-    """Log the report files to the study's parent run; a warning (False) if that cannot be done."""
+def _log_to_parent_run(
+    study: Study, files: tuple[Path, ...], metrics: dict[str, float] | None = None
+) -> bool:
+    """Log the report files (and the comparison's metrics, named by row and factor) to the
+    study's parent run; a warning (False) if that cannot be done."""
     study_run = find_study_run(study)
     if study_run is None:
         return False
+    from mlflow.entities import Metric as MlflowMetric
     from mlflow.exceptions import MlflowException
 
     try:
         for path in files:
             study_run.client.log_artifact(study_run.parent_run_id, str(path), MLFLOW_ARTIFACT_PATH)
+        now = int(time.time() * 1000)
+        entries = [MlflowMetric(key, value, now, 0) for key, value in (metrics or {}).items()]
+        for start in range(0, len(entries), MLFLOW_BATCH):
+            study_run.client.log_batch(
+                study_run.parent_run_id, metrics=entries[start : start + MLFLOW_BATCH]
+            )
     except (MlflowException, OSError) as error:
         log.warning(
             "report written but not logged to MLflow run %s: %s", study_run.parent_run_id, error

@@ -38,6 +38,7 @@ from study.records import (
     row_key,
     row_of,
 )
+from tracking import names
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +94,8 @@ def draw_label(draw: tuple[Any, ...]) -> str:
 
 
 def row_name(config: Mapping[str, Any], searched: Sequence[str]) -> str:
-    """A row's name as the run names say it ("block GRU 256"), without its draw fields."""
-    from tracking import names
-
-    varied = [field for field in searched if field not in DRAW_FIELDS]
-    if hasattr(names, "row_name"):
-        return names.row_name(dict(config), varied)
-    return names.trial_run_name(config, varied)
+    """A row's name as its trials' MLflow tag ``mer.row`` says it ("block GRU 256")."""
+    return names.row_name(config, [field for field in searched if field not in DRAW_FIELDS])
 
 
 def trial_name(trial: Trial) -> str:
@@ -214,10 +210,13 @@ def row_results(study: Study) -> RowTable:
             "; ".join(f"{key} ({why})" for key, why in left_out),
         )
     if not grouped:
-        raise ValueError(
-            f"study {study.dir}: no trial ended in {', '.join(FINISHED_STATES)} with predictions "
-            f"and finite {', '.join(needed)}; there is no row to summarise"
+        log.warning(
+            "study %s: no trial ended in %s with predictions and finite %s: no row to summarise",
+            study.dir,
+            ", ".join(FINISHED_STATES),
+            ", ".join(needed),
         )
+        return RowTable((), selection, tuple(study.searched), tuple(left_out))
     labels, _ = read_labels(study.dir, "test")
     names = _unique_names(
         [

@@ -116,11 +116,13 @@ class StudyTracker:
         description: str = "",
         dataset: DatasetInput | None = None,
         drain_timeout_s: float = 30.0,
+        searched: tuple[str, ...] = (),
     ) -> None:
         self.tracking_uri = tracking_uri
         self.study = study
         self.artifact_root = artifact_root
         self.description = description
+        self.searched = tuple(searched)  # the params the UI's view of the trials shows
         self.dataset = dataset  # recorded as the input of the parent run and of every trial run
         self.drain_timeout_s = drain_timeout_s  # what the study's end waits for queued writes
         self.experiment_id: str | None = None
@@ -145,7 +147,7 @@ class StudyTracker:
         self._no_run: set[str] = set()  # trials told to have no run
 
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("tracking_uri", "study", "artifact_root", "description", "dataset")
+        keep = ("tracking_uri", "study", "artifact_root", "description", "dataset", "searched")
         state = {key: self.__dict__[key] for key in keep}
         state |= {
             "drain_timeout_s": self.drain_timeout_s,
@@ -172,7 +174,9 @@ class StudyTracker:
         location = None
         if self.artifact_root is not None and TrackingStore(self.tracking_uri).is_local:
             location = (self.artifact_root / self.study).resolve().as_uri()
-        self.experiment_id = study_experiment(self.client, self.study, self.description, location)
+        self.experiment_id = study_experiment(
+            self.client, self.study, self.description, location, self.searched
+        )
         found = self.client.search_runs([self.experiment_id], study_run_filter(self.study))
         if found:
             self.parent_run_id = found[0].info.run_id

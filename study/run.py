@@ -39,6 +39,7 @@ from study.search_space import (  # noqa: E402
     space_from_text,
 )
 from tracking.store import TrackingStore  # noqa: E402
+from tracking.ui import comparison_url  # noqa: E402
 
 log = logging.getLogger("study")
 DEFAULT_SPACE = "table1.yaml"
@@ -372,6 +373,7 @@ def run_tracked(options, data_report, working: Path) -> int:
         artifact_root=TrackingStore(options.tracking_uri).artifact_root(working),
         description=options.space.description,
         dataset=study_dataset(options.data, data_report.tracks, data_report.tags),
+        searched=options.searched,
     )
     try:
         tracker.start(study_params(options))
@@ -445,7 +447,9 @@ def finish(options, tracker, trials_started: int, fault: str | None = None) -> i
     print()
     print(f"results: {options.study_dir} ({_size(options.study_dir)})")
     print(f"MLflow:  {tracker.tracking_uri} (experiment {options.name})")
-    print(TrackingStore(tracker.tracking_uri).ui_line())
+    store = TrackingStore(tracker.tracking_uri)
+    print(store.ui_line())
+    print(f"open:    {comparison_url(store.ui_address, tracker.experiment_id)}")
     if fault is not None:
         print(
             f"error: the study stopped because its storage failed: {fault}. Its records are "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mlflow import MlflowClient
@@ -24,6 +24,7 @@ from tracking.names import (
     STUDY_TAG,
     TRIAL_TAG,
 )
+from tracking.ui import comparison_tag
 
 MAX_PARAM = 6000  # MLflow's limit on a param value
 
@@ -39,14 +40,21 @@ def trial_run_filter(study: str, trial_id: str) -> str:
 
 
 def study_experiment(
-    client: MlflowClient, study: str, description: str, artifact_location: str | None = None
+    client: MlflowClient,
+    study: str,
+    description: str,
+    artifact_location: str | None = None,
+    searched: Iterable[str] = (),
 ) -> str:
-    """The id of the study's experiment, created if new; kind and description set either way.
+    """The id of the study's experiment, created if new; kind, description and the view of
+    its trials set either way.
 
     The kind tag makes MLflow 3's UI open the experiment on its runs table
-    (not on a GenAI dashboard); the description is the space's.
+    (not on a GenAI dashboard); the description is the space's; the view
+    (`tracking.ui`) shows the trials with their scores and `searched` params.
     """
-    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: description.strip()}
+    view_key, view = comparison_tag(searched)
+    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: description.strip(), view_key: view}
     experiment = client.get_experiment_by_name(study)
     if experiment is None:
         return client.create_experiment(study, artifact_location=artifact_location, tags=tags)

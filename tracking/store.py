@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+DEFAULT_UI = "http://127.0.0.1:5000"  # `mlflow ui`'s address without --host or --port
+
 
 class PlaceError(ValueError):
     """A place the study writes to is unusable; the message names the flag."""
@@ -87,6 +89,12 @@ class TrackingStore:
             writable_folder(self.local_path.parent, "--tracking-uri")
         elif self.is_local:
             writable_folder(self.local_path, "--tracking-uri")
+
+    @property
+    def ui_address(self) -> str:
+        """Where this store's UI is served: the server itself, else where `mlflow ui` serves
+        by default."""
+        return self.uri.rstrip("/") if self.is_server else DEFAULT_UI
 
     def ui_line(self) -> str:
         """How to open this store's UI: its address, or the `mlflow ui` command."""

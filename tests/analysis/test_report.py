@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from analysis.effects import EFFECTS_FILE
 from analysis.plots import ASHA_LABEL, curve_from_history, validation_curves_figure
 from analysis.report import CURVES_FILE, PER_TAG_FILE, REPORT_FILE
+from analysis.rows import ROWS_FILE
 from study.records import load_study
 from tests.analysis.conftest import copy_study, read_json, run_main
-from tracking.names import FINAL_METRICS
+from tracking.names import FINAL_METRICS, row_metric
 
 pytestmark = pytest.mark.slow
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -38,6 +40,11 @@ def trial_folders(study: Path) -> list[Path]:
     return sorted((study / "trials").iterdir())
 
 
+def system(folder: Path) -> str:
+    """A trial's first cell in the results table: its run name and its id."""
+    return f"{read_json(folder / 'metrics.json')['trial_name']} ({folder.name})"
+
+
 def best_single(study: Path) -> str:
     finished = [
         (read_json(f / "metrics.json")["validation_roc_auc"], f.name)
@@ -56,7 +63,7 @@ def test_the_report_holds_the_values_the_trials_logged(smoke_study):
     client = MlflowClient(smoke_study.tracking_uri)
     for folder in trial_folders(study):
         metrics, config = read_json(folder / "metrics.json"), read_json(folder / "config.json")
-        name = f"{folder.name} (best single)" if folder.name == best else folder.name
+        name = f"{system(folder)} (best single)" if folder.name == best else system(folder)
         row = rows[name]
         assert row[1:5] == [
             "block" if config["cbam"] else "none",
@@ -91,7 +98,9 @@ def test_the_report_holds_the_values_the_trials_logged(smoke_study):
     published = report.split("## Ours beside the published figures", 1)[1]
     for figure in ("| 73.9 |", "| 75.3 |", "| 13.1 |", "| 72.58 |", "| 10.77 |"):
         assert figure in published
-    assert f"ours: trial {best} | {rows[f'{best} (best single)'][6].split(' [')[0]} |" in published
+    best_name = system(study / "trials" / best)
+    ours = rows[f"{best_name} (best single)"][6].split(" [")[0]
+    assert f"ours: trial {best_name} | {ours} |" in published
     assert "**Synthetic data**" in report
 
 
@@ -122,7 +131,14 @@ def test_the_report_plots_and_mlflow_artifacts(smoke_study):
     )
     assert parent.info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert artifacts == {f"report/{name}" for name in (REPORT_FILE, CURVES_FILE, PER_TAG_FILE)}
+    # One seed per row: no forest plot or row curves, but the rows' and effects' records.
+    logged = (REPORT_FILE, CURVES_FILE, PER_TAG_FILE, ROWS_FILE, EFFECTS_FILE)
+    assert artifacts == {f"report/{name}" for name in logged}
+    rows = read_json(study / ROWS_FILE)
+    assert len(rows) == len([t for t in trials if t.end_state != "error"])
+    assert parent.data.metrics[row_metric(rows[0]["row"], "test_roc_auc_mean")] == pytest.approx(
+        rows[0]["test_roc_auc"]["mean"]
+    )
 
 
 def test_report_command_on_a_copy(smoke_study, tmp_path, capsys, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import urllib.request
@@ -16,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from mer_models.config import FIELD_NAMES, TrainConfig, applicable_fields
 from tests.study.processes import RUN, mlflow_server, run_driver, study_command
 from tracking.names import EPOCH_METRICS, FINAL_METRICS
+from tracking.ui import SHARED_VIEW_TAG, VIEW_KEY, comparison_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -82,12 +84,21 @@ def api(uri: str, path: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-def check_ui_api(uri: str, study_dir: Path, metrics: list[dict]) -> None:
-    """What the UI shows: an experiment of runs, runs named by what they are, the best model."""
+def check_ui_api(uri: str, study_dir: Path, metrics: list[dict], stdout: str) -> None:
+    """What the UI shows: an experiment of runs, runs named by what they are, the best model,
+    and the printed link's page: the trials flat, best first, with their scores as columns."""
     experiment = api(uri, "experiments/get-by-name?experiment_name=smoke")["experiment"]
     tags = {tag["key"]: tag["value"] for tag in experiment["tags"]}
     assert tags["mlflow.experimentKind"] == "custom_model_development"
     assert tags["mlflow.note.content"].startswith("A seconds-long study")
+    view = json.loads(tags[SHARED_VIEW_TAG + VIEW_KEY])
+    assert view["orderByKey"] == "metrics.`best_val_selection_metric`" and not view["orderByAsc"]
+    assert "params.`lr`" in view["selectedColumns"]
+    (opened,) = [line.split()[1] for line in stdout.splitlines() if line.startswith("open:")]
+    assert opened == (
+        f"{uri}/#/experiments/{experiment['experiment_id']}/runs"
+        f"?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
+    )
     runs = api(
         uri,
         "runs/search",
@@ -120,6 +131,13 @@ def check_ui_api(uri: str, study_dir: Path, metrics: list[dict]) -> None:
         )
         assert trial["info"]["run_name"] in run_page
         assert "best_val_roc_auc" in run_page and "epoch_seconds" in run_page
+        comparison = rendered_page(browser, opened)  # an empty profile: the view is the tag's
+        assert all(name in comparison for name in trial_names)
+        shown = re.sub(r"<[^>]+>", " ", comparison)
+        assert re.search(rf"\b{len(trial_names)}\s+matching runs", shown)  # no parent run
+        for name in comparison_metrics():
+            assert f'col-id="metrics.`{name}`"' in comparison  # a column of the runs table
+        assert 'col-id="params.`lr`"' in comparison
 
 
 def rendered_page(browser: str, url: str) -> str:
@@ -132,6 +150,7 @@ def rendered_page(browser: str, url: str) -> str:
             "--disable-gpu",
             "--disable-dev-shm-usage",
             "--virtual-time-budget=20000",
+            "--window-size=2600,1000",  # the table renders only the columns in view
             "--dump-dom",
             url,
         ],
@@ -195,4 +214,4 @@ def test_smoke_study_against_a_real_mlflow_server(small_synthetic, tmp_path):
         assert f"open the MLflow UI at: {uri}" in done.stdout
         assert "View run" not in done.stdout  # MLflow's per-run lines: only with --verbose
         assert json.loads((study_dir / "study.json").read_text())["tracking_uri"] == uri
-        check_ui_api(uri, study_dir, metrics)
+        check_ui_api(uri, study_dir, metrics, done.stdout)

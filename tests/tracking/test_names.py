@@ -9,7 +9,10 @@ from study.search_space import load_space
 from tracking.names import (
     EPOCH_METRICS,
     FINAL_METRICS,
+    effect_metric,
     fusion_run_name,
+    metric_name_part,
+    row_metric,
     searched_fields,
     trial_run_name,
 )
@@ -96,4 +99,15 @@ def test_params_say_what_acts_on_the_device(device):
         on_cuda,
         on_cuda,
         False,
+    )
+
+
+def test_comparison_metric_names_keep_to_mlflows_characters():
+    assert metric_name_part("block GRU 2x128 lr=4.1e-4 drop=0.12") == (
+        "block GRU 2x128 lr_4.1e-4 drop_0.12"
+    )
+    assert metric_name_part("a/b:c") == "a_b_c" and metric_name_part("...") == "_"
+    assert row_metric("no attention LSTM 256", "n") == "row/no attention LSTM 256/n"
+    assert effect_metric("cell", "block GRU 256", "block LSTM 256", "test_roc_auc_low") == (
+        "effect/cell/block GRU 256 to block LSTM 256/test_roc_auc_low"
     )

@@ -1,0 +1,155 @@
+"""The report of a study with repeated seeds: its Rows and Effects sections, the forest plot
+and per-row curves, rows.json and effects.json, the parent MLflow run's metrics named by row
+and factor, and the end of a study writing confirm.yaml (hand-built studies: no Ray run)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from mlflow import MlflowClient
+
+from analysis.conclude import conclude_study
+from analysis.confirm import CONFIRM_FILE
+from analysis.effects import EFFECTS_FILE
+from analysis.plots import (
+    Band,
+    ForestItem,
+    ForestPanel,
+    band_from_curves,
+    curve_from_history,
+    forest_figure,
+    row_curves_figure,
+    validation_curves_figure,
+)
+from analysis.report import FOREST_FILE, REPORT_FILE, ROW_CURVES_FILE, write_report
+from analysis.rows import ROWS_FILE
+from study.search_space import load_space
+from tests.analysis.repeated import repeated_study
+from tracking.names import effect_metric, row_metric
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SEARCHED = ("cell", "units")
+SEEDS = range(8)  # sign-flip p floor 2 / 2^8: below 0.05 after FDR over 8 effects
+
+
+def grid(scheduler: str = "fifo") -> list[tuple[dict, float]]:
+    signal = {"gru": 0.6, "lstm": 0.0}  # LSTM rows cannot learn
+    return [
+        ({"cell": cell, "units": units}, signal[cell])
+        for cell, units in itertools.product(("gru", "lstm"), (128, 256))
+    ]
+
+
+@pytest.fixture
+def study(tmp_path, labelled_dataset):
+    return repeated_study(tmp_path / "rep", labelled_dataset, grid(), SEEDS, SEARCHED)
+
+
+def section(report: str, title: str) -> str:
+    return report.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_report_has_rows_effects_and_their_plots(study):
+    report = write_report(study, resamples=20, track=False)
+    text = (report.out / REPORT_FILE).read_text()
+    rows = section(text, "Rows")
+    assert "| block GRU 256 | block | CRNN | GRU | 256 | 8 |" in rows
+    for row in report.rows.rows:
+        summary = row.test_roc_auc
+        half = 100 * (summary.high - summary.low) / 2
+        assert f"{100 * summary.mean:.2f} ± {half:.2f}" in rows
+        for trial in row.trials:  # trials by their run names, with their ids
+            assert f"{trial.metrics['trial_name']} ({trial.id})" in rows
+    effects = section(text, "Effects")
+    assert "cell gru → lstm" in effects and "units 128 → 256" in effects
+    assert "*" in effects.split("cell gru → lstm", 1)[1].splitlines()[0]  # significant
+    assert "2 / 2^n (0.007812 at 8 pairs)" in effects
+    # Published single runs stand beside the rows of the mood/theme subset only.
+    assert "published test ROC-AUC (single run)" in rows
+    assert "| 73.9 |" in rows.split("| block GRU 256 |", 1)[1].splitlines()[0]
+    for name in (FOREST_FILE, ROW_CURVES_FILE):
+        assert (report.out / name).read_bytes().startswith(PNG)
+        assert f"]({name})" in text
+    assert set(report.files) >= {report.out / FOREST_FILE, report.out / ROW_CURVES_FILE}
+    assert json.loads((study / ROWS_FILE).read_text())[0]["row"] == report.rows.rows[0].name
+    assert len(json.loads((study / EFFECTS_FILE).read_text())) == 8
+
+
+def test_asha_with_repeats_says_the_budgets_were_unequal(tmp_path, labelled_dataset):
+    folder = repeated_study(
+        tmp_path / "asha", labelled_dataset, grid(), range(2), SEARCHED, scheduler="asha"
+    )
+    text = (write_report(folder, resamples=20, track=False).out / REPORT_FILE).read_text()
+    assert "budgets were unequal within rows too" in text
+
+
+def test_a_single_seed_study_has_no_rows_section_but_its_records(tmp_path, labelled_dataset):
+    folder = repeated_study(tmp_path / "one", labelled_dataset, grid(), [0], SEARCHED)
+    report = write_report(folder, resamples=20, track=False)
+    text = (report.out / REPORT_FILE).read_text()
+    assert "## Rows" not in text and "## Effects" not in text
+    assert not (report.out / FOREST_FILE).exists()
+    assert len(json.loads((folder / ROWS_FILE).read_text())) == 4
+    assert json.loads((folder / EFFECTS_FILE).read_text()) == []
+
+
+def test_the_parent_run_gets_rows_and_effects_as_metrics(study, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("rep")
+    parent = client.create_run(experiment, tags={"mer.role": "study", "mer.study": "rep"})
+    description = json.loads((study / "study.json").read_text())
+    (study / "study.json").write_text(json.dumps({**description, "tracking_uri": uri}))
+    report = write_report(study, resamples=20)
+    assert report.mlflow_logged
+    metrics = client.get_run(parent.info.run_id).data.metrics
+    best = report.rows.rows[0]
+    assert metrics[row_metric(best.name, "test_roc_auc_mean")] == pytest.approx(
+        best.test_roc_auc.mean
+    )
+    assert metrics[row_metric(best.name, "val_roc_auc_high")] == pytest.approx(best.validation.high)
+    assert metrics[row_metric(best.name, "n")] == 8
+    effect = report.effects.effects[0]
+    name = effect_metric(effect.factor, effect.from_row, effect.to_row, "test_roc_auc_p_adjusted")
+    assert name == f"effect/cell/{effect.from_row} to {effect.to_row}/test_roc_auc_p_adjusted"
+    assert metrics[name] == pytest.approx(effect.p_adjusted)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {f"report/{ROWS_FILE}", f"report/{EFFECTS_FILE}", f"report/{FOREST_FILE}"} <= artifacts
+
+
+def test_conclude_writes_a_confirm_yaml_that_loads(study):
+    conclusion = conclude_study(study, resamples=20)
+    assert any(line.startswith("confirm: ") for line in conclusion.lines)
+    space = load_space(str(study / CONFIRM_FILE))
+    assert space.repeats == 5 and space.scheduler.type == "fifo" and len(space.configs) == 3
+
+
+def test_legends_stay_outside_the_axes():
+    """Every legend sits under its axes, so no line or band is hidden behind it."""
+    curves = [
+        curve_from_history(
+            f"trial {i}", [{"epoch": e, "val_roc_auc": 0.5 + e / 20} for e in (1, 2)], "finished"
+        )
+        for i in range(8)
+    ]
+    band = band_from_curves("row", curves)
+    assert band.trials == (8, 8) and band.low[0] == band.high[0] == pytest.approx(0.55)
+    for figure in (
+        validation_curves_figure(curves),
+        row_curves_figure([band, Band("empty", (), (), (), (), ())]),
+    ):
+        FigureCanvasAgg(figure).draw()
+        axes = figure.axes[0]
+        legend = axes.get_legend().get_window_extent()
+        assert legend.y1 <= axes.get_window_extent().y0  # entirely below the axes
+    forest = forest_figure(
+        [
+            ForestPanel(
+                "p", "x", (ForestItem("a", 1.0, 0.5, 1.5), ForestItem("b", 2.0, None, None)), 0.0
+            )
+        ]
+    )
+    assert len(forest.axes) == 1

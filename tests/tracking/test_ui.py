@@ -1,0 +1,77 @@
+"""The link that opens a study's trials in the MLflow UI, and the view its experiment carries."""
+
+from __future__ import annotations
+
+import json
+
+from mlflow import MlflowClient
+
+from tracking.names import FINAL_METRICS
+from tracking.runs import create_nested_run, study_experiment
+from tracking.store import TrackingStore
+from tracking.ui import (
+    RUN_NAME_COLUMN,
+    SHARED_VIEW_TAG,
+    VIEW_KEY,
+    comparison_metrics,
+    comparison_url,
+    comparison_view,
+)
+
+SEARCHED = ("cbam", "cell", "lr")
+
+
+def test_the_view_shows_the_trials_scores_and_searched_params_best_first():
+    view = comparison_view(SEARCHED)
+    assert view["orderByKey"] == "metrics.`best_val_selection_metric`"
+    assert view["orderByAsc"] is False
+    assert set(comparison_metrics()) <= set(FINAL_METRICS.values())
+    assert {"best_val_roc_auc", "best_val_pr_auc", "test_roc_auc", "test_pr_auc"} <= set(
+        comparison_metrics()
+    )
+    assert view["selectedColumns"] == [
+        *(f"metrics.`{name}`" for name in comparison_metrics()),
+        "params.`cbam`",
+        "params.`cell`",
+        "params.`lr`",
+    ]
+    # The UI sizes only the columns its order lists: the run name first, wide enough to read.
+    assert view["columnOrder"] == [RUN_NAME_COLUMN, *view["selectedColumns"]]
+    assert set(view["columnWidths"]) == set(view["columnOrder"])
+    assert view["columnWidths"]["metrics.`best_val_selection_metric`"] >= 7 * 25
+
+
+def test_the_experiment_carries_the_view_and_its_filter_finds_only_the_trials(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = study_experiment(client, "s", "", searched=SEARCHED)
+    tag = client.get_experiment(experiment_id).tags[SHARED_VIEW_TAG + VIEW_KEY]
+    assert json.loads(tag) == comparison_view(SEARCHED)
+    parent = client.create_run(experiment_id, tags={"mer.role": "study", "mer.study": "s"})
+    trials = [
+        create_nested_run(client, experiment_id, parent.info.run_id, "s", "trial", name, {})
+        for name in ("block GRU 8", "no attention GRU 8")
+    ]
+    for run_id, score in zip(trials, (0.4, 0.6), strict=True):
+        client.log_metric(run_id, "best_val_selection_metric", score)
+    found = client.search_runs(
+        [experiment_id],
+        comparison_view(SEARCHED)["searchFilter"],
+        order_by=["metrics.`best_val_selection_metric` DESC"],
+    )
+    assert [run.info.run_id for run in found] == trials[::-1]  # no parent: the UI shows them flat
+    # A study that searches other fields later gets the view of those.
+    study_experiment(client, "s", "", searched=("dropout",))
+    tag = client.get_experiment(experiment_id).tags[SHARED_VIEW_TAG + VIEW_KEY]
+    assert json.loads(tag)["selectedColumns"][-1] == "params.`dropout`"
+
+
+def test_the_link_opens_the_view_on_the_runs_table_of_the_store_ui():
+    server = TrackingStore("http://mlflow.example.org:5000/")
+    local = TrackingStore("sqlite:////data/mlflow.db")
+    assert comparison_url(server.ui_address, "7") == (
+        "http://mlflow.example.org:5000/#/experiments/7/runs"
+        "?viewStateShareKey=trials&workflowType=machine_learning"
+    )
+    assert comparison_url(local.ui_address, "1").startswith(
+        "http://127.0.0.1:5000/#/experiments/1/"
+    )

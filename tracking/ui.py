@@ -1,0 +1,92 @@
+"""The MLflow UI's view of a study's trials: the link that opens it on their comparison.
+
+MLflow 3's UI keeps what its runs table shows (filter, sort, columns) in the
+browser: the search in the URL, the columns in localStorage. The one place it
+reads a whole view from the store is a *shared view*: an experiment tag
+``mlflow.sharedViewState.<key>`` holding the view as JSON, applied when the
+page's URL carries ``viewStateShareKey=<key>`` (the UI's own "Share" button
+writes the same tag). The study writes that tag on its experiment, so the
+link works in any browser, an empty profile included, for as long as the
+experiment lives:
+
+- ``searchFilter`` keeps the trial runs only: without their parent run in
+  the page, the UI shows them flat, not folded under it;
+- ``orderByKey``/``orderByAsc``: best validation selection metric first;
+- ``selectedColumns``: the best-epoch validation and test scores, the epochs
+  run and the searched params.
+
+``workflowType=machine_learning`` in the URL overrides the UI's sidebar
+toggle (kept in localStorage, GenAI by default), so the page opens on the
+runs table, not the GenAI overview. Read from MLflow 3.17's UI build
+(``mlflow/server/js/build/static/js``): the shared-view hook reads the tag
+and picks the search keys (``searchFilter``, ``orderByKey``, ``orderByAsc``,
+...) and the UI-state keys (``selectedColumns``, ``columnWidths``, ...; not
+``runsExpanded``); the workflow-type provider prefers the URL's
+``workflowType`` to localStorage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from urllib.parse import urlencode
+
+from mer_models.training.metrics import BEST_VALUE_KEY, METRICS
+from tracking.names import FINAL_METRICS, ROLE_TAG
+
+SHARED_VIEW_TAG = "mlflow.sharedViewState."  # MLflow's prefix of a shared view's tag
+VIEW_KEY = "trials"  # the study's view: `mlflow.sharedViewState.trials`
+RUN_NAME_COLUMN = "attributes.`Run Name`"  # the UI's id of the run name column
+RUN_NAME_WIDTH = 260  # pixels: wide enough for "no attention LSTM 2x128 lr=3.0e-3"
+CHARACTER_WIDTH, HEADER_PADDING, MIN_WIDTH = 7, 28, 72  # pixels: a column that fits its header
+
+
+def column(kind: str, key: str) -> str:
+    """A runs-table column's id as the UI names it: ``metrics.`test_roc_auc```."""
+    return f"{kind}.`{key}`"
+
+
+def comparison_metrics() -> tuple[str, ...]:
+    """The trial runs' metrics the view shows: the selection metric's best-epoch value, the
+    macro scores at the best epoch (validation, then test) and the epochs run."""
+    macro = [metric for metric in METRICS if metric.average == "macro"]
+    return (
+        FINAL_METRICS[BEST_VALUE_KEY],
+        *(metric.best for metric in macro),
+        *(metric.test for metric in macro),
+        FINAL_METRICS["epochs_run"],
+    )
+
+
+def comparison_view(searched: Iterable[str]) -> dict:
+    """The shared view of a study's trials: flat, best first, its scores and `searched`
+    params (the fields its space varies) as columns."""
+    columns = [
+        *(column("metrics", name) for name in comparison_metrics()),
+        *(column("params", name) for name in searched),
+    ]
+    # The UI applies widths only to the columns its order lists; a header's width fits it.
+    widths = {RUN_NAME_COLUMN: RUN_NAME_WIDTH} | {
+        name: max(MIN_WIDTH, CHARACTER_WIDTH * len(name.split("`")[1]) + HEADER_PADDING)
+        for name in columns
+    }
+    return {
+        "searchFilter": f"tags.`{ROLE_TAG}` = 'trial'",
+        "orderByKey": column("metrics", FINAL_METRICS[BEST_VALUE_KEY]),
+        "orderByAsc": False,
+        "selectedColumns": columns,
+        "columnOrder": list(widths),
+        "columnWidths": widths,
+        "runsHiddenMode": "SHOW_ALL",  # every trial in the charts, not the first ten
+    }
+
+
+def comparison_tag(searched: Iterable[str]) -> tuple[str, str]:
+    """The experiment tag that holds the view: its key and JSON value."""
+    return SHARED_VIEW_TAG + VIEW_KEY, json.dumps(comparison_view(searched), sort_keys=True)
+
+
+def comparison_url(ui: str, experiment_id: str) -> str:
+    """The address of the experiment's trials in the UI at `ui` (``http://host:port``)."""
+    query = urlencode({"viewStateShareKey": VIEW_KEY, "workflowType": "machine_learning"})
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
