@@ -237,6 +237,7 @@ def test_a_failed_report_does_not_fail_the_study(smoke_study, tmp_path, capsys):
     )
     tracker = SimpleNamespace(
         tracking_uri="sqlite:///unused.db",
+        experiment_id="1",  # finish() prints the link to the experiment's runs
         finish_study=lambda status="FINISHED": ended.append(status),
     )
     trials_before = sorted(p.relative_to(study) for p in (study / "trials").rglob("*"))
