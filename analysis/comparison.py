@@ -16,7 +16,7 @@ from analysis.plots import ForestItem, ForestPanel
 from analysis.rows import RowResult, RowTable, Summary, trial_name
 from mer_models.config import architecture
 from mer_models.models.registry import ARCHITECTURE_COLUMNS
-from tracking.names import effect_metric, row_metric
+from tracking.names import effect_metric, format_value, row_metric
 
 DASH = "–"
 ALPHA = 0.05  # an effect whose adjusted p is below it is marked significant
@@ -109,7 +109,8 @@ def rows_section(table: RowTable, published: Mapping[str, float] | None = None) 
 
 
 def _effect_label(effect: Effect) -> str:
-    return f"{effect.factor} {effect.source} → {effect.target}"
+    """``cbam false → true``: the values as run names write them."""
+    return f"{effect.factor} {format_value(effect.source)} → {format_value(effect.target)}"
 
 
 def significant(effect: Effect) -> bool:

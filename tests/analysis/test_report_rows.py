@@ -153,3 +153,16 @@ def test_legends_stay_outside_the_axes():
         ]
     )
     assert len(forest.axes) == 1
+
+
+def test_effect_levels_read_as_run_names_write_them():
+    from analysis.comparison import effects_section
+    from analysis.effects import SIGN_FLIP, Effect, Effects
+
+    effect = Effect(
+        "cbam", False, True, "no attention GRU 8", "block GRU 8", "test_roc_auc", ((0,), (1,)),
+        (0.01, 0.03), 0.02, -0.1, 0.14, 0.5, 0.3, SIGN_FLIP, 0.5,
+    )  # fmt: skip
+    text = "\n".join(effects_section(Effects((effect,), ())))
+    assert "| cbam false → true | no attention GRU 8 → block GRU 8 | ROC-AUC | 2 |" in text
+    assert "+2.00 [-10.00, +14.00]" in text
