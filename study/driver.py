@@ -65,7 +65,7 @@ class StudyOptions:
     max_failures: int = 2
     address: str | None = None
     resume: bool = False
-    progress_seconds: float = 20.0
+    progress_seconds: float = 300.0  # off a terminal: the whole progress table at most this often
     # Where Ray Tune keeps trial checkpoints and its experiment state: the
     # storage folder, or a cloud URI (s3://, gs://) when the results folder
     # stays on the driver. None: `storage`.

@@ -15,7 +15,6 @@ import json
 import logging
 import shutil
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,10 @@ from mer_models.training.checkpoint import (
     load_state,
     save_best_model,
 )
-from mer_models.training.metrics import DEFAULT_SELECTION
+from mer_models.training.metrics import BEST_VALUE_KEY, DEFAULT_SELECTION
 from study import records
 from study.checkpoint_store import CheckpointStore
+from study.console import TABLE_SECONDS, StudyConsole
 from study.mlflow_writer import PENDING, StudyTracker
 from study.trainable import (
     FAILED_KEY,
@@ -67,7 +67,7 @@ class StudyRecorder(tune.Callback):
         study_dir: Path,
         tracker: StudyTracker,
         checkpoints: str,
-        progress_seconds: float = 20.0,
+        progress_seconds: float = TABLE_SECONDS,
         searched: tuple[str, ...] = (),
         keep_checkpoints: bool = False,
         retrying: frozenset[str] = frozenset(),
@@ -89,14 +89,20 @@ class StudyRecorder(tune.Callback):
         self._skipped: dict[str, list[str]] = {}
         self._failed: dict[str, tuple[str, str]] = {}  # key -> (cause, traceback)
         self._listed: set[str] = set()  # trials whose folder holds at least their config
-        self._last_table = 0.0
+        # A live table on a terminal; off one, a line per event and the table every
+        # `progress_seconds`.
+        self.console = StudyConsole(table_seconds=progress_seconds)
 
     # Ray Tune hooks -------------------------------------------------------
+
+    def setup(self, total_num_samples: int | None = None, **info) -> None:
+        self.console.begin(total_num_samples)
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         if self._guard(self._list, trial):
             return
         key = self.key(trial)
+        self.console.trial_started(key, self._name(trial))
         recorded = (records.trial_dir(self.study_dir, key) / records.METRICS_FILE).is_file()
         if not recorded or key in self.retrying:
             self.tracker.reopen(self._run_id(trial))  # KILLED or FAILED when interrupted
@@ -118,11 +124,11 @@ class StudyRecorder(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         failed = self._failed.pop(self.key(trial), None)
         self._guard(self._finish, trial, failed)
-        self._print_table(trials)
+        self.on_step_end(iteration, trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._guard(self._finish, trial, _ray_error(trial))
-        self._print_table(trials)
+        self.on_step_end(iteration, trials)
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
         for trial in trials:
@@ -130,11 +136,11 @@ class StudyRecorder(tune.Callback):
                 self._guard(self._list, trial)
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
-        if time.monotonic() - self._last_table >= self.progress_seconds:
-            self._print_table(trials)
+        if self.console.table_due():  # the table is built only when it is shown
+            self.console.table(self.table(trials))
 
     def on_experiment_end(self, trials: list, **info) -> None:
-        self._print_table(trials)
+        self.console.end(self.table(trials))
 
     # ----------------------------------------------------------------------
 
@@ -201,6 +207,9 @@ class StudyRecorder(tune.Callback):
         target = records.trial_dir(self.study_dir, key)
         if (target / records.METRICS_FILE).is_file() and key not in self.retrying:
             self.close_recorded(target)  # recorded before an interruption: close its run too
+            self.console.trial_ended(
+                f"trial {key} ({self._name(trial)}): recorded before an interruption"
+            )
             return
         self.retrying.discard(key)
         outcome: dict[str, Any] = {}
@@ -238,25 +247,19 @@ class StudyRecorder(tune.Callback):
         target = records.write_trial_results(self.study_dir, key, build)
         metrics = outcome["metrics"]
         self._close(target, metrics, outcome["history"])
+        said = f"trial {key} ({metrics['trial_name']})"
         if metrics["end_state"] == "error":
             details = target / ERROR_FILE
-            log.warning(
-                "trial %s (%s) failed after %d epoch(s): %s%s",
-                key,
-                metrics["trial_name"],
-                metrics["epochs_run"],
-                metrics["error"],
-                f" (full traceback: {details})" if details.is_file() else "",
+            where = f" (full traceback: {details})" if details.is_file() else ""
+            self.console.trial_ended(
+                f"{said} failed after {metrics['epochs_run']} epoch(s): {metrics['error']}{where}"
             )
             return
         retries = f" ({trial.num_failures} crash(es))" if trial.num_failures else ""
-        log.info(
-            "trial %s (%s): %s after %d epochs%s",
-            key,
-            metrics["trial_name"],
-            metrics["end_state"],
-            metrics["epochs_run"],
-            retries,
+        best = metrics.get(BEST_VALUE_KEY)
+        score = f", best {self.metric} {best:.4f}" if best is not None else ""
+        self.console.trial_ended(
+            f"{said}: {metrics['end_state']} after {metrics['epochs_run']} epochs{retries}{score}"
         )
 
     def _copy_results(self, key: str, staging: Path) -> tuple[dict[str, Any], list[str]]:
@@ -299,8 +302,8 @@ class StudyRecorder(tune.Callback):
         if metrics["end_state"] != "error" and not self.keep_checkpoints:
             CheckpointStore(self.checkpoints, target.name).delete()
 
-    def _print_table(self, trials: list) -> None:
-        self._last_table = time.monotonic()
+    def table(self, trials: list) -> list[tuple[str, ...]]:
+        """The progress table: a header, then a row per trial (its last and best score)."""
         extra = [key for key in self.searched if key not in ARCHITECTURE_FIELDS]
         if self.repeats > 1:
             extra.append(SEED_FIELD)
@@ -330,12 +333,7 @@ class StudyRecorder(tune.Callback):
                     f"{best:.4f}" if best is not None else "-",
                 )
             )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = [
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-            for row in rows
-        ]
-        print("\n".join(lines), flush=True)
+        return rows
 
 
 def _copy_newest(store: CheckpointStore, staging: Path) -> tuple[dict[str, Any], list[str]]:

@@ -192,7 +192,7 @@ def configure_console(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stdout
     )
-    for name in ("study", "analysis"):
+    for name in ("study", "analysis", "mer_models.data"):  # the data's: its progress
         logging.getLogger(name).setLevel(logging.INFO)
     if verbose:
         return
@@ -348,6 +348,7 @@ def check_before_start(options):
             study.driver.check_records(options)
     except ValueError as error:
         raise Refusal(f"error: {error}") from None
+    log.info("checking the dataset (%s) ...", options.data.metadata)
     try:
         report = check_dataset(options.data)
     except DataError as error:

@@ -13,6 +13,7 @@ import yaml
 
 from mer_models.config import TrainConfig
 from study import records
+from study.console import table_lines
 from study.driver import StudyOptions, check_records, not_begun, planned_trials
 from study.mlflow_writer import StudyTracker
 from study.recorder import StudyRecorder
@@ -226,12 +227,11 @@ def test_trial_runs_carry_their_row_and_seed(tmp_path):
     assert old.data.tags[ROW_TAG] == "block GRU 256" and old.data.tags[SEED_TAG] == "0"
 
 
-def test_the_progress_table_shows_the_seed_only_when_rows_repeat(tmp_path, capsys):
+def test_the_progress_table_shows_the_seed_only_when_rows_repeat(tmp_path):
     trials = [fake_trial("a", ROWS[0], 0), fake_trial("b", ROWS[0], 1)]
     for repeats in (1, 2):
         recorder = StudyRecorder(tmp_path, None, "", searched=SEARCHED, repeats=repeats)
-        recorder._print_table(trials)
-        header, *rows = capsys.readouterr().out.splitlines()
+        header, *rows = table_lines(recorder.table(trials))
         assert ("seed" in header.split()) == (repeats > 1)
         if repeats > 1:
             at = header.index(" seed ") + 1  # the cells line up under their header

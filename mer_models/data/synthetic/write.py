@@ -204,5 +204,6 @@ def synthetic_dataset(
                 if folder.exists():  # not ours: complete datasets always carry the marker
                     log.warning("removing incomplete synthetic dataset %s", folder)
                     shutil.rmtree(folder)
+                log.info("generating the synthetic dataset (%d tracks, once) in %s", tracks, folder)
                 write_synthetic(folder, tracks=tracks, seed=seed)
     return synthetic_paths(folder)
