@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from analysis.effects import SIGN_FLIP, Effect, Effects
+from analysis.effects import EXACT_UP_TO, SIGN_FLIP, Effect, Effects
 from analysis.plots import ForestItem, ForestPanel
 from analysis.rows import RowResult, RowTable, Summary, trial_name
 from mer_models.config import architecture
@@ -121,18 +121,19 @@ def effects_section(effects: Effects) -> list[str]:
     """The "Effects" section: every factor's paired effects, and the row pairs not compared."""
     lines = ["## Effects", ""]
     pairs = sorted({effect.pairs for effect in effects.effects})
-    floors = ", ".join(f"{2 / 2**n:.4g} at {n} pairs" for n in pairs if n <= 10)
+    floors = ", ".join(f"{2 / 2**n:.4g} at {n} pairs" for n in pairs if n <= EXACT_UP_TO)
     lines += [
         "For every searched factor, the rows that differ in it alone, their trials paired by "
         "seed (the same seed gives both the same data order, masks and initial draws). "
         "Difference: to - from in points of %, the mean over the pairs with its 95% t "
-        "interval. p: two-sided, of the exact sign-flip permutation test for up to 10 "
-        "pairs, else of the paired t-test (whose p is shown beside either way); p adj.: "
+        f"interval. p: two-sided, of the exact sign-flip permutation test for up to "
+        f"{EXACT_UP_TO} pairs, else of the paired t-test (the other test's p stands beside "
+        "either way); p adj.: "
         "Benjamini-Hochberg over all "
         f"{len(effects.effects)} effects in the table; * marks p adj. < {ALPHA}."
         + (
-            f" The sign-flip test cannot go below 2 / 2^n ({floors}): with 5 seeds no "
-            "effect reaches 0.05 under it, however large."
+            f" The sign-flip test cannot go below 2 / 2^n ({floors}): rows with so few "
+            "seeds cannot show an effect; give them 5 or more."
             if floors
             else ""
         ),

@@ -9,8 +9,11 @@ differences ``to - from`` of test macro ROC-AUC and PR-AUC are tested:
 - the mean difference with a 95% Student-t interval (n - 1 df);
 - a two-sided p-value: with n <= `EXACT_UP_TO` pairs the exact sign-flip
   permutation test (every one of the 2^n sign patterns of the differences;
-  its smallest possible p is 2 / 2^n, 0.0625 for 5 pairs), else the paired
-  t-test (`scipy.stats.ttest_1samp` on the differences); both are kept;
+  its smallest possible p is 2 / 2^n, 0.125 for 4 pairs: so few seeds cannot
+  show an effect, and a t-test on 1 to 3 degrees of freedom would pretend
+  they can), else the paired t-test (`scipy.stats.ttest_1samp` on the
+  differences), from 5 pairs, where the sign-flip floor (0.0625 at 5) would
+  hide any effect however large; both p are kept;
 - the Benjamini-Hochberg adjusted p over every effect reported
   (`scipy.stats.false_discovery_control`).
 
@@ -40,7 +43,7 @@ from study.records import DRAW_FIELDS, Trial
 log = logging.getLogger(__name__)
 
 EFFECTS_FILE = "effects.json"
-EXACT_UP_TO = 10  # pairs up to which the exact sign-flip test gives the reported p (2^10 patterns)
+EXACT_UP_TO = 4  # pairs up to which the exact sign-flip test gives the reported p (see above)
 SIGN_FLIP = "sign-flip permutation"
 PAIRED_T = "paired t"
 MIN_PAIRS = 2  # an interval and a test need at least two paired differences

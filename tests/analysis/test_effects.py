@@ -24,7 +24,7 @@ from study.records import load_study
 from tests.analysis.repeated import repeated_study
 
 SEARCHED = ("cell", "units")
-SEEDS = range(8)  # the sign-flip test's smallest p is 2 / 2^8: room below 0.05 after FDR
+SEEDS = range(8)  # more than EXACT_UP_TO pairs: the paired t-test decides
 KEYS = {
     "factor", "from", "to", "metric", "pairs", "mean_difference", "low", "high", "p_value",
     "p_adjusted", "test",
@@ -74,7 +74,7 @@ def test_effects_pair_the_trials_of_one_seed(tmp_path, labelled_dataset):
         assert effect.mean_difference == pytest.approx(d.mean())
         assert (effect.low, effect.high) == pytest.approx((d.mean() - half, d.mean() + half))
         assert effect.p_t == pytest.approx(stats.ttest_rel(d, np.zeros_like(d)).pvalue)
-        assert effect.test == SIGN_FLIP
+        assert effect.test == PAIRED_T and effect.p_value == effect.p_t  # 8 pairs: the t-test
     assert {(e.factor, e.source, e.target) for e in found.effects} == {
         ("cell", "gru", "lstm"),
         ("units", 128, 256),
@@ -90,7 +90,7 @@ def test_a_planted_effect_is_significant_after_fdr_and_nothing_else(tmp_path, la
     for effect in found.effects:
         if effect.factor == "cell":
             assert effect.mean_difference < 0 and effect.high < 0
-            assert effect.p_value == pytest.approx(2 / 2 ** len(SEEDS))  # every seed agrees
+            assert effect.p_value == effect.p_t < 2 / 2 ** len(SEEDS)  # below the sign-flip floor
             assert effect.p_adjusted < 0.05
         else:
             assert effect.p_adjusted >= 0.05
@@ -165,3 +165,6 @@ def test_sign_flip_is_exact_and_large_samples_use_the_t_test():
     p, p_t, test = paired_test(many)
     assert test == PAIRED_T and p == p_t == pytest.approx(stats.ttest_1samp(many, 0).pvalue)
     assert paired_test([0.0, 0.0, 0.0])[:2] == (1.0, 1.0)
+    # Up to 4 pairs the exact test decides: four agreeing seeds cannot reach 0.05.
+    p, p_t, test = paired_test([0.1, 0.11, 0.12, 0.13])
+    assert test == SIGN_FLIP and p == pytest.approx(2 / 16) and p_t < 0.001
