@@ -336,6 +336,9 @@ def _fit(options: StudyOptions, recorder, space: dict[str, Any], searcher, sampl
             search_alg=searcher,
             num_samples=samples if searcher is not None else 1,
             max_concurrent_trials=options.max_concurrent,
+            # A worker runs trial after trial: imports and data once per worker, not per
+            # trial; each trial starts clean (study.trainable.WorkerState).
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=options.name,

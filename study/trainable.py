@@ -14,13 +14,25 @@ diverged run, a CUDA graph that does not capture, a bug) is reported as
 the trial's last result and the trial ends, so Ray does not run it again
 and the study shows it once; a full or unwritable disk is reported so that
 the driver stops the study. A lost worker or node is Ray's to retry.
+
+The driver reuses a worker process for trial after trial (`reuse_actors`):
+its imports (torch, scikit-learn, Ray Tune: most of a trial's start in a
+new process) are paid once per worker, not once per trial. Each trial
+starts from the state a new worker has (`WorkerState`): its thread count,
+no tensors, graphs or cached GPU memory of the trial before; `train` seeds
+every generator it draws from. A worker whose trial failed on a GPU is
+not trusted with another (a failed CUDA graph capture, a device error may
+leave the process's CUDA state broken): the next trial that lands on it
+fails as a retryable `WorkerUnusable`, and Ray runs it on a new worker.
 """
 
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import math
+import os
 import shutil
 import tempfile
 import traceback
@@ -92,8 +104,11 @@ def run_trial(
     store = CheckpointStore(checkpoints, key)
     last: dict[str, Any] = {"epoch": 0}
     work = None
+    WORKER.begin_trial(key)
+    failed = True  # until the trial ends as it should (stopped by its scheduler included)
     try:
         train_config = trial_config(config)
+        WORKER.set_threads(train_config.threads)
         work = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{key}-"))
         store.remove_partials()
         restore_dir = None
@@ -125,7 +140,11 @@ def run_trial(
             check_data=False,
             selection=metric,
         )
-    except (KeyboardInterrupt, SystemExit):
+        failed = False
+    except SystemExit:  # the scheduler stopped the trial at a report: a clean end
+        failed = False
+        raise
+    except KeyboardInterrupt:
         raise
     except Exception as error:  # noqa: BLE001 - sorted into what a retry can and cannot mend
         if _retryable(error):
@@ -139,17 +158,74 @@ def run_trial(
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
+        WORKER.end_trial(key, failed)
 
 
 class TrialCannotContinue(RuntimeError):
     """The trial's checkpoints exist but none loads: a retry would find the same."""
 
 
+class WorkerUnusable(RuntimeError):
+    """This worker's GPU state is not to be trusted after a failed trial: Ray retries the
+    trial on a new worker."""
+
+
+class WorkerState:
+    """What one worker process carries from trial to trial, put back before each.
+
+    A new worker's thread count is the one it started with (Ray sets it from
+    the trial's CPUs); a trial with `threads` > 0 sets its own, and the next
+    trial starts from the first again. After a trial on a GPU the tensors it
+    left in reference cycles are collected and the cached memory (the CUDA
+    graphs' pools included) goes back to the device, so the next trial (or
+    another process sharing the GPU) finds it free. A trial that fails while
+    CUDA is in use leaves the worker unusable (see the module docstring).
+    """
+
+    def __init__(self) -> None:
+        self.threads = torch.get_num_threads()
+        self.trials = 0  # trials begun in this process
+        self.unusable: str | None = None  # the key of the failed GPU trial, if any
+
+    def begin_trial(self, key: str) -> None:
+        # Ray waits this long for a stopped trial's thread to end before it reuses the
+        # worker (2 s by default, then the next trial fails); on a busy node it can take
+        # longer. Read by Ray in this process at the next reuse.
+        os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
+        if self.unusable is not None:
+            raise WorkerUnusable(
+                f"trial {key} landed on a worker whose trial {self.unusable} failed on the GPU, "
+                "which may leave its CUDA state broken; it runs again on a new worker"
+            )
+        self.trials += 1
+        torch.set_num_threads(self.threads)
+
+    def set_threads(self, threads: int) -> None:
+        torch.set_num_threads(threads if threads > 0 else self.threads)
+
+    def end_trial(self, key: str, failed: bool) -> None:
+        if not torch.cuda.is_initialized():
+            return  # what the trial left on the CPU goes as Python frees it (a full
+            # collection here costs ~0.5 s a trial, among the imports' objects)
+        if failed:
+            self.unusable = key
+            return
+        gc.collect()  # the trial's model, optimizer and graphs, cycles included
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+# One per worker process: the Ray actor that runs trials imports this module once.
+WORKER = WorkerState()
+
+
 def _retryable(error: BaseException) -> bool:
     """Errors a later attempt may not meet: memory taken by other trials, a network blip."""
     if isinstance(error, GraphCaptureFailed):  # shown once: every attempt would capture alike
         return False
-    return isinstance(error, torch.OutOfMemoryError | ConnectionError | TimeoutError)
+    return isinstance(
+        error, torch.OutOfMemoryError | ConnectionError | TimeoutError | WorkerUnusable
+    )
 
 
 def _one_line(error: BaseException) -> str:

@@ -63,22 +63,36 @@ def compute_band_stats(train: SplitTable, source: WindowSource, window: int) -> 
 
 
 def band_stats(train: SplitTable, paths: DatasetPaths, window: int) -> BandStats:
-    """`compute_band_stats`, cached on disk so that a study computes it once."""
+    """`compute_band_stats`, cached on disk so that a study computes it once.
+
+    Concurrent trials of a new window wait on one file lock while the first
+    computes; the file is written whole (`atomic_write_text`). A process
+    keeps what it read, so a worker running trial after trial reads it once.
+    """
     key = hashlib.sha256(
         json.dumps([str(paths.windows), str(train.file.resolve()), window]).encode()
         + train.file.read_bytes()
         + _store_identity(paths)
     ).hexdigest()[:20]
-    folder = cache_root() / "band_stats"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{key}.json"
+    path = cache_root() / "band_stats" / f"{key}.json"
+    known = _READ.get(str(path))
+    if known is not None and path.is_file():  # still on disk: a cleared cache is rebuilt
+        return known
+    path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if path.is_file():
-            return BandStats.from_dict(json.loads(path.read_text()))
-        log.info("computing per-band input statistics over %d training tracks", len(train))
-        stats = compute_band_stats(train, window_source(paths, train), window)
-        atomic_write_text(path, json.dumps(stats.to_dict()))
-        return stats
+            stats = BandStats.from_dict(json.loads(path.read_text()))
+        else:
+            log.info("computing per-band input statistics over %d training tracks", len(train))
+            stats = compute_band_stats(train, window_source(paths, train), window)
+            atomic_write_text(path, json.dumps(stats.to_dict()))
+    stats.mean.flags.writeable = False  # shared by the process's later trials
+    stats.std.flags.writeable = False
+    _READ[str(path)] = stats
+    return stats
+
+
+_READ: dict[str, BandStats] = {}  # band_stats' files this process has read, by path
 
 
 def _store_identity(paths: DatasetPaths) -> bytes:

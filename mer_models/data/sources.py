@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from mer_models.data.splits import DatasetPaths, SplitTable
-from mer_models.data.store import open_store
+from mer_models.data.store import cached_store
 from mer_models.data.windows import open_melspec, read_window
 
 
@@ -65,7 +65,7 @@ def window_source(paths: DatasetPaths, table: SplitTable) -> WindowSource:
     A store built from another split, subset or tag order is refused.
     """
     if paths.store is not None:
-        store = open_store(paths.store)
+        store = cached_store(paths.store)
         store.require_matches(paths, table.tags)
         return store.source(table)
     return MelspecFolder(table, paths.melspecs)

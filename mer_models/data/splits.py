@@ -19,6 +19,7 @@ PARTS = ("train", "validation", "test")
 HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
 # Subsets of the MTG-Jamendo repository, by the name in their split files.
 SUBSETS = ("moodtheme", "genre", "instrument", "top50tags", "all")
+_CACHED_TABLES = 16  # parsed split files a process keeps (`cached_split`)
 
 
 class DataError(ValueError):
@@ -222,3 +223,37 @@ def label_matrix(split_file: str | Path, tag_file: str | Path) -> np.ndarray:
 def load_split(paths: DatasetPaths, part: str) -> SplitTable:
     """One part (train, validation or test) of a dataset, with its tag list."""
     return read_split(paths.split_file(part), read_tags(paths.tag_file()))
+
+
+def cached_split(paths: DatasetPaths, part: str) -> SplitTable:
+    """`load_split`, parsed once per process while its split and tag files stay the same.
+
+    A worker that runs trial after trial reads its dataset's tables once. The
+    key is each file's path, inode, size and modification time, so an edited
+    or replaced file is parsed again; a file that fails to parse is never
+    kept. The cached table's arrays are read-only: every trial shares them.
+    """
+    split_file, tag_file = paths.split_file(part), paths.tag_file()
+    key = (_identity(split_file), _identity(tag_file))
+    table = _TABLES.get(key)
+    if table is None:
+        table = load_split(paths, part)
+        table.durations.flags.writeable = False
+        table.labels.flags.writeable = False
+        if len(_TABLES) >= _CACHED_TABLES:
+            _TABLES.pop(next(iter(_TABLES)))  # the oldest
+        _TABLES[key] = table
+    return table
+
+
+def _identity(path: Path) -> tuple[str, int, int, int] | str:
+    """What tells one version of a file from another; a missing file: its path (load_split
+    then raises)."""
+    try:
+        status = path.stat()
+    except OSError:
+        return str(path)
+    return (str(path), status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+_TABLES: dict[tuple, SplitTable] = {}  # cached_split's tables, oldest first

@@ -20,6 +20,7 @@ there, writing the very bytes an uninterrupted pack writes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -101,9 +102,14 @@ class PackedStore:
                 "metadata). Pack the store again from this metadata."
             )
 
+    @functools.cached_property
+    def _rows(self) -> dict[str, int]:
+        """Each track's row in the index (built once per opened store)."""
+        return {track: row for row, track in enumerate(self.track_ids())}
+
     def source(self, table: SplitTable) -> PackedSource:
         """The windows of `table`'s tracks; every track must be in the store."""
-        rows = {track: row for row, track in enumerate(self.track_ids())}
+        rows = self._rows
         missing = [track for track in table.track_ids if track not in rows]
         if missing:
             raise DataError(
@@ -211,6 +217,31 @@ def open_store(path: str | Path) -> PackedStore:
             f"of {_INDEX_DTYPE} for the manifest's tracks"
         )
     return PackedStore(path.resolve(), manifest, index)
+
+
+def cached_store(path: str | Path) -> PackedStore:
+    """`open_store`, read once per process while its manifest and index stay the same
+    (a worker running trial after trial opens its store once)."""
+    path = Path(path)
+    key = tuple(_file_identity(path / name) for name in (MANIFEST, INDEX))
+    store = _OPENED.get(key)
+    if store is None:
+        store = open_store(path)
+        store.index.flags.writeable = False
+        _OPENED.clear()  # one store at a time: an index is large
+        _OPENED[key] = store
+    return store
+
+
+def _file_identity(path: Path) -> tuple[str, int, int, int] | str:
+    try:
+        status = path.stat()
+    except OSError:
+        return str(path)  # open_store says what is missing
+    return (str(path), status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+_OPENED: dict[tuple, PackedStore] = {}  # cached_store's store
 
 
 # --- packing ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from mer_models.data.check import require_valid_dataset
 from mer_models.data.dataset import EpochSampler, EvalWindows, TrainWindows, make_loader
 from mer_models.data.scaling import BandStats, band_stats
 from mer_models.data.sources import window_source
-from mer_models.data.splits import DatasetPaths, SplitTable, load_split
+from mer_models.data.splits import PARTS, DatasetPaths, SplitTable, cached_split
 from mer_models.files import atomic_write_bytes, atomic_write_text
 from mer_models.models import build_model
 from mer_models.training.checkpoint import (
@@ -361,5 +361,5 @@ def _write_outputs(
 
 
 def split_tables(paths: DatasetPaths) -> dict[str, SplitTable]:
-    """The three parts of a dataset, keyed by part name."""
-    return {part: load_split(paths, part) for part in ("train", "validation", "test")}
+    """The three parts of a dataset, keyed by part name (parsed once per process)."""
+    return {part: cached_split(paths, part) for part in PARTS}
