@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ray import tune
 
 from mer_models.config import FIELD_NAMES, TrainConfig
 from mer_models.training.metrics import BY_EPOCH_NAME, DEFAULT_SELECTION
@@ -76,7 +75,10 @@ class Distribution:
     domain (Ray's OptunaSearch converts it), so there is nothing else to say per kind."""
 
     kind: str
-    to_tune: Callable[[list], Any]  # the values -> Ray Tune's domain (or grid_search)
+    # (ray.tune, the values) -> Ray Tune's domain (or grid_search); Ray is imported only
+    # to run a study, so a space is checked in a second and a cluster's auth mode is read
+    # (study/run.py use_cluster_token) before Ray is.
+    to_tune: Callable[[Any, list], Any]
     example: tuple[str, list]  # a config field and valid values: the docs' and tests' case
     bounds: bool = False  # [low, high]; else a non-empty list of values
     integer: bool = False  # the bounds and the draws are integers
@@ -89,19 +91,23 @@ class Distribution:
 DISTRIBUTIONS = {
     d.kind: d
     for d in (
-        Distribution("grid", tune.grid_search, ("cell", ["gru", "lstm"]), grid=True),
-        Distribution("choice", tune.choice, ("units", [128, 256])),
-        Distribution("uniform", lambda v: tune.uniform(*v), ("dropout", [0.0, 0.5]), bounds=True),
+        Distribution(
+            "grid", lambda tune, v: tune.grid_search(v), ("cell", ["gru", "lstm"]), grid=True
+        ),
+        Distribution("choice", lambda tune, v: tune.choice(v), ("units", [128, 256])),
+        Distribution(
+            "uniform", lambda tune, v: tune.uniform(*v), ("dropout", [0.0, 0.5]), bounds=True
+        ),
         Distribution(
             "loguniform",
-            lambda v: tune.loguniform(*v),
+            lambda tune, v: tune.loguniform(*v),
             ("lr", [1.0e-5, 1.0e-2]),
             bounds=True,
             positive=True,
         ),
         Distribution(
             "randint",
-            lambda v: tune.randint(v[0], v[1] + 1),  # Ray's high is exclusive; ours is not
+            lambda tune, v: tune.randint(v[0], v[1] + 1),  # Ray's high is exclusive; ours not
             ("batch_size", [16, 64]),
             bounds=True,
             integer=True,
@@ -333,7 +339,9 @@ def tune_value(spec: Any) -> Any:
         raise SpaceError(
             f"{spec!r}: not a distribution; expected one of {{{' | '.join(DISTRIBUTIONS)}: ...}}"
         )
-    return distribution.to_tune(spec[distribution.kind])
+    from ray import tune
+
+    return distribution.to_tune(tune, spec[distribution.kind])
 
 
 def _check_parameter(check: _Checks, key: str, spec: Any) -> None:

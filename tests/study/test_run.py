@@ -91,3 +91,17 @@ def test_a_resume_may_turn_the_graph_off_for_the_trials_it_continues(options_of_
     ray_config = {**{k: v for k, v in space.items() if k != RECORDED_KEY}, RECORDED_KEY: recorded}
     assert trial_config(ray_config).cuda_graphs is False
     assert identity(TrainConfig(cuda_graphs=False).to_dict()) == identity(recorded["config"])
+
+
+def test_a_space_is_checked_without_importing_ray():
+    """Ray reads its auth mode once, on import: the driver sets it (--address) after the space
+    is read, so reading a space must not import Ray (it also keeps a bad space a fast error)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, study.run; from study.search_space import load_space; "
+        "load_space('smoke'); load_space('wide'); print('ray' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
