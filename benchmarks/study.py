@@ -11,9 +11,29 @@ driver three or four times, each a fresh study in a temporary folder:
   two trials at once on two cores against one at a time.
 
 Trial-epochs are the sum of each trial's `epochs_run`; `same_best` says
-whether ASHA's best trial by validation ROC-AUC has FIFO's best configuration.
+whether ASHA's best trial by validation ROC-AUC has FIFO's best configuration
+(the fields the space varies).
 
-    python benchmarks/study.py [--space table1.yaml] [--concurrency-epochs 3]
+`--space wide24` is a set of explicit configurations drawn at random
+(`--seed`) from `wide.yaml`'s distributions, `--configs` of them (24), written
+as the `configs` of a grid space (quick budget, ASHA with grace period 2 and
+reduction factor 3) in the benchmark's temporary folder; its studies run two
+trials at a time. Before any study runs, the dataset, its check and the band
+statistics of every window the space uses are cached, so that no study pays
+for them alone.
+
+`startup_seconds_per_trial` is the mean time a trial holds its slot outside
+its epochs (an epoch's `seconds`: training, validation and the best epoch's
+test predictions): the worker's start and imports, data, model, loaders,
+checkpoints, reports and the recording of its results. Each slot's time runs
+from the start of Ray Tune's run (its `tuner.pkl`) to the end of the slot's
+last trial (its `metrics.json`): the driver's start and its summary at the
+end are not a trial's, nor is a slot left idle at the end. Pooled over the
+ASHA and FIFO studies. `outside_epochs_seconds` is the coarser figure: a
+study's wall time less its epoch seconds shared over the slots.
+
+    python benchmarks/study.py [--space table1.yaml|wide24] [--configs 24]
+                               [--concurrency-epochs 3]
 
 The last line printed is a JSON object of the figures.
 """
@@ -29,6 +49,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +58,69 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from study.records import load_study, ranked_trials  # noqa: E402
-from study.search_space import find_space  # noqa: E402
+from study.search_space import find_space, load_space, tune_value  # noqa: E402
 
 ARCHITECTURE = ("model", "cbam", "cell", "units", "layers")
+GENERATED = {"wide24": "wide.yaml"}  # --space names drawn here: the space they draw from
+SLOTS = 2  # trials at a time in a generated space's studies
+
+
+def draw_space(source: Path, out: Path, count: int, seed: int) -> Path:
+    """`count` configurations drawn (seeded) from the space's distributions, written as the
+    explicit `configs` of a grid space: quick budget, ASHA (grace 2, reduction 3)."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    space = load_space(str(source))
+    values = {key: tune_value(spec) for key, spec in space.parameters.items()}
+    random_state = np.random.RandomState(seed)
+    configs = []
+    for _ in range(count):
+        for _, variant in generate_variants(values, random_state=random_state):
+            configs.append({key: _plain(value) for key, value in variant.items()})
+    drawn = {
+        "description": f"{count} configurations drawn (seed {seed}) from {source.name}",
+        "searcher": "grid",
+        "num_samples": 1,
+        "budget": "quick",
+        "metric": {"name": space.metric, "mode": space.mode},
+        "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 3},
+        "parameters": {"seed": 0},
+        "configs": configs,
+    }
+    out.write_text(yaml.safe_dump(drawn, sort_keys=False))
+    return out
+
+
+def _plain(value):
+    """A drawn numpy scalar as the YAML scalar it is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def searched_keys(space_file: Path) -> tuple[str, ...]:
+    """What a space varies: the architecture, then its configs' and sampled fields."""
+    space = yaml.safe_load(space_file.read_text())
+    varied = {key for row in space.get("configs") or [] for key in row}
+    varied |= {k for k, v in (space.get("parameters") or {}).items() if isinstance(v, dict)}
+    return ARCHITECTURE + tuple(sorted(varied - set(ARCHITECTURE)))
+
+
+def warm_caches(space_file: Path) -> None:
+    """The synthetic dataset, its check and the band statistics of each window the space
+    uses: computed once here rather than by whichever study runs first."""
+    from mer_models.data.check import check_dataset
+    from mer_models.data.scaling import band_stats
+    from mer_models.data.synthetic import synthetic_dataset
+    from mer_models.training.trainer import split_tables
+    from study.budgets import BUDGETS
+
+    space = yaml.safe_load(space_file.read_text())
+    fixed = {**BUDGETS[space.get("budget", "quick")], **(space.get("parameters") or {})}
+    windows = {row.get("window", fixed["window"]) for row in space.get("configs") or [{}]}
+    paths = synthetic_dataset()
+    check_dataset(paths)
+    train = split_tables(paths)["train"]
+    for window in sorted(windows):
+        band_stats(train, paths, int(window))
 
 
 def write_space(source: Path, out: Path, scheduler: dict | None, max_epochs: int | None) -> Path:
@@ -53,8 +134,11 @@ def write_space(source: Path, out: Path, scheduler: dict | None, max_epochs: int
     return out
 
 
-def run_study(space: Path, work: Path, name: str, *extra: str) -> dict:
-    """Run one study to the end; its wall time, trial-epochs and best configuration."""
+def run_study(
+    space: Path, work: Path, name: str, *extra: str, slots: int = SLOTS, keys=ARCHITECTURE
+) -> dict:
+    """Run one study to the end; its wall time, trial-epochs, best configuration and the
+    time its trials spend outside their epochs (`slots`: trials at a time)."""
     command = [
         sys.executable,
         str(ROOT / "study" / "run.py"),
@@ -79,35 +163,70 @@ def run_study(space: Path, work: Path, name: str, *extra: str) -> dict:
         raise SystemExit(f"study {name} failed with exit code {completed.returncode}")
     study = load_study(work / "ray_results" / name)
     epochs = [int(trial.metrics.get("epochs_run", 0)) for trial in study.trials]
+    epoch_seconds = sum(row["seconds"] for trial in study.trials for row in trial.history)
+    slot_seconds = _slot_seconds(study, slots)
     best = ranked_trials(study)[0]
     return {
         "seconds": round(seconds, 1),
         "trials": len(study.trials),
         "trial_epochs": sum(epochs),
         "best_trial": best.id,
-        "best_config": {key: best.config.get(key) for key in ARCHITECTURE},
+        "best_config": {key: best.config.get(key) for key in keys},
         "best_validation_roc_auc": round(float(best.metrics["validation_roc_auc"]), 4),
         "best_test_roc_auc": round(float(best.metrics["test_roc_auc"]), 4),
+        "epoch_seconds": round(epoch_seconds, 1),
+        "slot_seconds": round(slot_seconds, 1),
+        "startup_seconds_per_trial": round((slot_seconds - epoch_seconds) / len(study.trials), 2),
+        "outside_epochs_seconds": round(seconds - epoch_seconds / slots, 1),
+        "load_average": _load(),
     }
+
+
+def _slot_seconds(study, slots: int) -> float:
+    """Seconds the trial slots were held: from Ray Tune's start to each slot's last trial's
+    end. Trials start as slots free up, so the slots' last ends are the `slots` latest."""
+    started = (study.dir / "tuner.pkl").stat().st_mtime
+    ends = sorted((trial.dir / "metrics.json").stat().st_mtime for trial in study.trials)
+    return sum(end - started for end in ends[-slots:])
+
+
+def _load() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--space", default="table1.yaml")
+    parser.add_argument(
+        "--space", default="table1.yaml", help=f"a space, or one drawn here: {', '.join(GENERATED)}"
+    )
+    parser.add_argument("--configs", type=int, default=24, help="configurations a drawn space has")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a drawn space's draws")
     parser.add_argument(
         "--concurrency-epochs",
         type=int,
         default=3,
-        help="max_epochs of the serial/parallel runs (0: skip them)",
+        help="max_epochs of the serial/parallel runs (0: skip them; a drawn space skips them)",
     )
     args = parser.parse_args()
-    source = find_space(args.space)
-    figures: dict = {"space": source.name, "cpus": os.cpu_count()}
+    figures: dict = {"space": args.space, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="study-benchmark-") as folder:
         work = Path(folder)
+        extra: tuple[str, ...] = ()
+        if args.space in GENERATED:
+            source = draw_space(
+                find_space(GENERATED[args.space]), work / "drawn.yaml", args.configs, args.seed
+            )
+            figures.update(configs=args.configs, seed=args.seed)
+            extra = ("--max-concurrent", str(SLOTS))
+            args.concurrency_epochs = 0
+        else:
+            source = find_space(args.space)
+            figures["space"] = source.name
+        keys = searched_keys(source)
+        warm_caches(source)
         runs = {
-            "asha": (write_space(source, work / "asha.yaml", None, None), ()),
-            "fifo": (write_space(source, work / "fifo.yaml", {"type": "fifo"}, None), ()),
+            "asha": (write_space(source, work / "asha.yaml", None, None), extra),
+            "fifo": (write_space(source, work / "fifo.yaml", {"type": "fifo"}, None), extra),
         }
         if args.concurrency_epochs > 0:
             short = write_space(
@@ -115,18 +234,26 @@ def main() -> None:
             )
             runs["serial"] = (short, ("--max-concurrent", "1"))
             runs["parallel"] = (short, ("--max-concurrent", "2"))
-        for name, (space, extra) in runs.items():
-            result = run_study(space, work, name, *extra)
+        for name, (space, flags) in runs.items():
+            slots = int(flags[flags.index("--max-concurrent") + 1]) if flags else os.cpu_count()
+            result = run_study(space, work, name, *flags, slots=slots, keys=keys)
             figures[name] = result
             print(
-                f"{name}: {result['seconds']} s, {result['trial_epochs']} trial-epochs, best "
-                f"{result['best_config']} val {result['best_validation_roc_auc']}",
+                f"{name}: {result['seconds']} s, {result['trial_epochs']} trial-epochs, "
+                f"{result['startup_seconds_per_trial']} s a trial outside epochs, best "
+                f"{result['best_config']} val {result['best_validation_roc_auc']} "
+                f"(load average {result['load_average']})",
                 flush=True,
             )
     asha, fifo = figures["asha"], figures["fifo"]
     figures["asha_trial_epoch_fraction"] = round(asha["trial_epochs"] / fifo["trial_epochs"], 3)
     figures["asha_wall_time_fraction"] = round(asha["seconds"] / fifo["seconds"], 3)
     figures["same_best"] = asha["best_config"] == fifo["best_config"]
+    figures["asha_wall_seconds"] = asha["seconds"]
+    figures["fifo_wall_seconds"] = fifo["seconds"]
+    figures["wall_ratio"] = figures["asha_wall_time_fraction"]
+    outside = sum(run["slot_seconds"] - run["epoch_seconds"] for run in (asha, fifo))
+    figures["startup_seconds_per_trial"] = round(outside / (asha["trials"] + fifo["trials"]), 2)
     if "parallel" in figures:
         speedup = figures["serial"]["seconds"] / figures["parallel"]["seconds"]
         figures["concurrency_speedup"] = round(speedup, 3)

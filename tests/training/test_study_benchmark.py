@@ -1,0 +1,61 @@
+"""benchmarks/study.py's drawn space and its slot accounting, without running a study."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from study.search_space import find_space, load_space
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("study_benchmark", ROOT / "benchmarks/study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_wide24_is_24_seeded_draws_from_wide_yaml_as_explicit_configs(benchmark, tmp_path):
+    wide = load_space("wide.yaml")
+    out = benchmark.draw_space(find_space("wide.yaml"), tmp_path / "a.yaml", 24, seed=0)
+    again = benchmark.draw_space(find_space("wide.yaml"), tmp_path / "b.yaml", 24, seed=0)
+    assert out.read_text() == again.read_text()  # the same draws every time
+    space = load_space(str(out))  # a valid space
+    assert space.searcher == "grid" and space.trial_count == 24
+    assert (space.scheduler.type, space.scheduler.grace_period) == ("asha", 2)
+    assert space.scheduler.reduction_factor == 3 and space.budget == "quick"
+    for row in space.configs:
+        assert set(row) == set(wide.parameters)
+        assert row["cell"] in ("gru", "lstm") and row["window"] in (96, 128, 192)
+        assert 1.0e-4 <= row["lr"] <= 3.0e-3 and 0.0 <= row["dropout"] <= 0.5
+    assert len({yaml.safe_dump(row) for row in space.configs}) == 24
+    other = benchmark.draw_space(find_space("wide.yaml"), tmp_path / "c.yaml", 24, seed=1)
+    assert other.read_text() != out.read_text()
+    assert benchmark.searched_keys(out)[:5] == benchmark.ARCHITECTURE
+    assert "lr" in benchmark.searched_keys(out)
+    assert benchmark.searched_keys(find_space("table1.yaml")) == benchmark.ARCHITECTURE
+
+
+def test_each_slot_is_held_from_the_tuners_start_to_its_last_trials_end(benchmark, tmp_path):
+    """Trials end at 10, 12, 25 and 30 s on two slots: the slots are held 30 + 25 s (the
+    first two trials' ends are where the last two began)."""
+    (tmp_path / "tuner.pkl").touch()
+    os.utime(tmp_path / "tuner.pkl", (1000.0, 1000.0))
+    trials = []
+    for index, end in enumerate((25.0, 10.0, 30.0, 12.0)):
+        folder = tmp_path / f"trial{index}"
+        folder.mkdir()
+        (folder / "metrics.json").write_text("{}")
+        os.utime(folder / "metrics.json", (1000.0 + end, 1000.0 + end))
+        trials.append(SimpleNamespace(dir=folder))
+    study = SimpleNamespace(dir=tmp_path, trials=trials)
+    assert benchmark._slot_seconds(study, 2) == pytest.approx(55.0)
+    assert benchmark._slot_seconds(study, 1) == pytest.approx(30.0)
