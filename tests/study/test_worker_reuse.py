@@ -26,7 +26,13 @@ def test_a_reused_worker_gives_each_trial_a_fresh_workers_result(tiny_dataset, t
     1 and another model with another seed and thread count; every epoch and the best
     epoch's test scores are equal."""
     checkpoints = str(tmp_path / "checkpoints")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(  # "local": its own cluster, never one a `ray start` left on this node
+        address="local",
+        num_cpus=1,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     try:
         tuner = tune.Tuner(
             tune.with_parameters(run_trial, data=tiny_dataset.to_dict(), checkpoints=checkpoints),
