@@ -36,6 +36,7 @@ from study.checkpoint_store import CheckpointStore
 from study.console import TABLE_SECONDS, StudyConsole
 from study.mlflow_writer import PENDING, StudyTracker
 from study.trainable import (
+    ENDED_KEY,
     FAILED_KEY,
     SKIPPED_KEY,
     STORAGE_KEY,
@@ -118,7 +119,7 @@ class StudyRecorder(tune.Callback):
         if result.get(SKIPPED_KEY):
             log.warning("trial %s: %s", key, result[SKIPPED_KEY])
             self._skipped.setdefault(key, []).append(result[SKIPPED_KEY])
-        if "epoch" in result and self.fault is None:
+        if "epoch" in result and not result.get(ENDED_KEY) and self.fault is None:
             self.tracker.log_epoch(self._run_id(trial), result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:

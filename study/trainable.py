@@ -58,6 +58,9 @@ TRACEBACK_KEY = "trial_traceback"  # ... and its traceback
 STORAGE_KEY = "storage_fault"  # the last result of a trial stopped by a full/unwritable disk
 # Where a retry cannot help but room on the disk (or permission) will.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+# Marks the one result of a trial restored after its last epoch: that epoch's record again
+# (Ray refuses a trial that ends without ever reporting the metric), not a new epoch.
+ENDED_KEY = "ended_before"
 SCRATCH_PREFIX = "mer-trial-"  # node-local work folders: /tmp/mer-trial-<key>-*
 
 log = logging.getLogger(__name__)
@@ -120,15 +123,20 @@ def run_trial(
             if found.folder is not None:
                 restore_dir = work / "restore"
                 shutil.copytree(found.folder, restore_dir)
-                last = {"epoch": int(found.summary["epoch"])}
+                history = found.summary.get("history") or [{}]
+                last = {**history[-1], "epoch": int(found.summary["epoch"])}
         notes = {SKIPPED_KEY: "; ".join(found.skipped)} if found.skipped else {}
 
+        reported = False
+
         def report(record: dict[str, float], checkpoint_dir: Path) -> None:
+            nonlocal reported
             store.save(checkpoint_dir, int(record["epoch"]))
             last.clear()
             last.update(record)
             tune.report({**record, **notes})
             notes.clear()
+            reported = True
 
         # The study driver checked the data once before starting trials.
         train(
@@ -140,6 +148,8 @@ def run_trial(
             check_data=False,
             selection=metric,
         )
+        if not reported:  # restored at its end (a kill came after its last checkpoint)
+            tune.report({metric: math.nan, **last, ENDED_KEY: True, **notes})
         failed = False
     except SystemExit:  # the scheduler stopped the trial at a report: a clean end
         failed = False

@@ -85,3 +85,42 @@ def test_a_worker_whose_gpu_trial_failed_sends_the_next_trial_elsewhere(monkeypa
     with pytest.raises(WorkerUnusable, match="trial gpu failed on the GPU") as raised:
         worker.begin_trial("innocent")
     assert _retryable(raised.value)
+
+
+@pytest.mark.slow  # two Ray Tune runs of one trial: ~15 s on the 2-core VM
+def test_a_trial_restored_after_its_last_epoch_reports_that_epoch_again(tiny_dataset, tmp_path):
+    """A kill after a trial's last checkpoint leaves nothing to train on resume: the trial
+    still gives Ray one result with the metric (Ray refuses a run without it), marked so
+    that the study does not log the epoch twice."""
+    checkpoints = str(tmp_path / "checkpoints")
+    config = {**FIXED, **FIRST, "max_epochs": 1}
+    space = {trainable.RECORDED_KEY: {"key": "finished", "config": config}}
+    ray.init(
+        address="local",
+        num_cpus=1,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    try:
+        runs = []
+        for name in ("first", "restored"):
+            tuner = tune.Tuner(
+                tune.with_parameters(
+                    run_trial, data=tiny_dataset.to_dict(), checkpoints=checkpoints
+                ),
+                param_space=space,
+                tune_config=tune.TuneConfig(metric="val_roc_auc", mode="max"),
+                run_config=tune.RunConfig(name=name, storage_path=str(tmp_path), verbose=0),
+            )
+            runs.append(tuner.fit()[0])
+    finally:
+        ray.shutdown()
+    first, restored = runs
+    assert first.error is None and restored.error is None
+    assert first.metrics_dataframe["epoch"].tolist() == [1]
+    assert not first.metrics.get(trainable.ENDED_KEY)
+    assert restored.metrics[trainable.ENDED_KEY] is True
+    assert len(restored.metrics_dataframe) == 1  # no epoch was trained again
+    for key in RESULT_KEYS:
+        assert restored.metrics[key] == first.metrics[key], key
