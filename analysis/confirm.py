@@ -74,7 +74,9 @@ def confirm_space(
         f"Confirmation of study {study.name} (space {study.space}, scheduler "
         f"{study.scheduler or 'unrecorded'}, budget {budget}): its top {len(rows)} of "
         f"{len(table.rows)} rows by mean validation {table.selection.title}: {ranking}. "
-        f"Each is trained with seeds 0-{repeats - 1} under FIFO (equal budgets), so that "
+        f"Each is trained with seeds 0-{repeats - 1}"
+        + (f" on splits {', '.join(map(str, study.splits))}" if study.splits else "")
+        + " under FIFO (equal budgets), so that "
         "their differences are measured against seed noise. Written by analysis.confirm "
         f"from {study.dir.resolve()}."
     )
@@ -83,6 +85,7 @@ def confirm_space(
         "searcher": "grid",
         "num_samples": 1,
         "repeats": repeats,
+        **({"splits": list(study.splits)} if study.splits else {}),  # on the splits it ran on
         "budget": budget,
         "metric": {"name": table.selection.epoch, "mode": "max"},
         "scheduler": {"type": "fifo"},

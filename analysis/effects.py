@@ -3,7 +3,8 @@
 For every searched field (a factor: cbam, cell, units, ...; never the
 seed) and every two rows that differ in that field alone, the trials of
 the two rows are paired by draw (`analysis.rows.draw_of`: the seed, which
-gives both the same data order, masks and initial draws) and the paired
+gives both the same data order, masks and initial draws, and the split,
+which gives both the same tracks) and the paired
 differences ``to - from`` of test macro ROC-AUC and PR-AUC are tested:
 
 - the mean difference with a 95% Student-t interval (n - 1 df);
@@ -179,14 +180,19 @@ def _pair_trials(
 
     a, b = by_draw(first), by_draw(second)
     pairs, unmatched = [], []
-    for draw in sorted(set(a) | set(b), key=repr):
+    draws = sorted(set(a) | set(b), key=repr)
+    for draw in draws:
         left, right = a.get(draw, []), b.get(draw, [])
         pairs += list(zip(left, right, strict=False))
         extra_left, extra_right = len(left) - len(right), len(right) - len(left)
         if extra_left > 0:
-            unmatched.append(f"{draw_label(draw)} only in {first.name} ({extra_left} trial(s))")
+            unmatched.append(
+                f"{draw_label(draw, draws)} only in {first.name} ({extra_left} trial(s))"
+            )
         if extra_right > 0:
-            unmatched.append(f"{draw_label(draw)} only in {second.name} ({extra_right} trial(s))")
+            unmatched.append(
+                f"{draw_label(draw, draws)} only in {second.name} ({extra_right} trial(s))"
+            )
     return pairs, unmatched
 
 

@@ -180,12 +180,14 @@ def _trial_row(
     trial: Trial,
     selection: Metric,
     labels: np.ndarray,
-    best: np.ndarray,
+    best: np.ndarray | None,
     is_best: bool,
     resamples: int,
     seed: int,
 ) -> Row:
-    """A trial's row: the scores its metrics.json logged, intervals from its test predictions."""
+    """A trial's row: the scores its metrics.json logged, intervals from its test predictions
+    (on `labels`, its split's); the paired test against the best's scores when on its split
+    (`best` None: another split, other tracks)."""
     metrics = trial.metrics
     intervals = paired = None
     if trial.test_predictions is not None:
@@ -204,7 +206,7 @@ def _trial_row(
                 logged,
                 intervals["ROC-AUC-macro"].point,
             )
-        if not is_best:
+        if not is_best and best is not None:
             paired = paired_bootstrap(labels, scores, best, resamples=resamples, seed=seed)
     epochs = metrics.get("epochs_run")
     best_epoch = metrics.get("best_epoch")
@@ -348,6 +350,7 @@ def render_markdown(
         f"{len(study.trials)} trial(s): {counts}.",
         "",
         *_scheduler_note(study, row_table is not None and row_table.repeated),
+        *_splits_note(study),
         "## Data",
         "",
         data_description(study),
@@ -447,6 +450,20 @@ def _scheduler_note(study: Study, repeated: bool = False) -> list[str]:
     ]
 
 
+def _splits_note(study: Study) -> list[str]:
+    """Which trials the single-model view compares, in a study over several splits."""
+    if len(study.runs_on_splits) < 2:
+        return []
+    return [
+        f"Splits: every row ran on the splits {', '.join(map(str, study.runs_on_splits))}. "
+        "Each trial's intervals are on its own split's test tracks; the best single model, "
+        f"the fusions and the paired p-values are of split-{study.data.split} (the study's "
+        "first), whose trials share their test tracks. The Rows table and the effects count "
+        "every split, pairing trials by seed and split.",
+        "",
+    ]
+
+
 def _undefined_note(share: float | None) -> str:
     """How often a resample left a tag without a positive (or negative) test track."""
     if share is None:
@@ -513,8 +530,20 @@ def write_report(
     best_scores = _check_predictions(
         best_trial.test_predictions, f"test predictions of trial {best_trial.id}", labels.shape
     )
+    split_labels = {
+        split: labels if split == study.data.split else study.labels("test", split)[0]
+        for split in study.runs_on_splits
+    }
     trial_rows = [
-        _trial_row(t, study.selection, labels, best_scores, t is best_trial, resamples, seed)
+        _trial_row(
+            t,
+            study.selection,
+            split_labels[t.config["split"]],
+            best_scores if t.config["split"] == study.data.split else None,
+            t is best_trial,
+            resamples,
+            seed,
+        )
         for t in order
     ]
     best_row = trial_rows[order.index(best_trial)]

@@ -1,12 +1,14 @@
 """Per-row results of a study: what each configuration scores over its repeated draws.
 
 A row is a configuration without its draw (`study.records.row_of`: the
-seed); a study with ``repeats: N`` trains every row N times, seeds 0..N-1.
+seed and split); a study with ``repeats: N`` trains every row N times, seeds
+0..N-1, and with ``splits: [...]`` on each of the splits.
 For each row: n, the mean best epoch, and for test macro ROC-AUC, test
 macro PR-AUC and the validation selection metric the mean, the standard
 deviation (ddof 1) and a 95% Student-t interval with n - 1 degrees of
 freedom (none for n = 1), plus the row's seed ensemble: the mean of its
-trials' test predictions, scored on the study's stored test labels. Rows
+trials' test predictions, scored on the study's stored test labels (per
+split, then averaged over the splits). Rows
 are ranked by the mean validation selection metric, as single trials are.
 
 `write_rows` writes them as ``STUDY/rows.json``; `analysis.effects` pairs
@@ -34,7 +36,6 @@ from study.records import (
     Study,
     Trial,
     finite_number,
-    read_labels,
     row_key,
     row_of,
 )
@@ -80,17 +81,16 @@ def summarise(values: Sequence[float], confidence: float = CONFIDENCE) -> Summar
 
 
 def draw_of(config: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Which draw of its row a trial is: its values of DRAW_FIELDS (the seed).
-
-    Trials of two rows are paired on it; a split field added to DRAW_FIELDS
-    joins the pairing without a change here.
-    """
+    """Which draw of its row a trial is: its values of DRAW_FIELDS (seed, split); trials of
+    two rows are paired on it."""
     return tuple(config.get(name) for name in DRAW_FIELDS)
 
 
-def draw_label(draw: tuple[Any, ...]) -> str:
-    """``seed 3`` (``seed 3, split 1`` once splits are draws too)."""
-    return ", ".join(f"{name} {value}" for name, value in zip(DRAW_FIELDS, draw, strict=True))
+def draw_label(draw: tuple[Any, ...], among: Sequence[tuple[Any, ...]] = ()) -> str:
+    """``seed 3, split 1``; with `among` (the draws it is one of), only the fields that vary
+    there: ``seed 3`` in a study on one split."""
+    shown = [i for i in range(len(DRAW_FIELDS)) if len({d[i] for d in among}) > 1]
+    return ", ".join(f"{DRAW_FIELDS[i]} {draw[i]}" for i in shown or range(len(DRAW_FIELDS)))
 
 
 def row_name(config: Mapping[str, Any], searched: Sequence[str]) -> str:
@@ -217,7 +217,7 @@ def row_results(study: Study) -> RowTable:
             ", ".join(needed),
         )
         return RowTable((), selection, tuple(study.searched), tuple(left_out))
-    labels, _ = read_labels(study.dir, "test")
+    labels = {split: study.labels("test", split)[0] for split in study.runs_on_splits}
     names = _unique_names(
         [
             (key, row_name(row_of(trials[0].config), study.searched))
@@ -230,7 +230,7 @@ def row_results(study: Study) -> RowTable:
 
 
 def _row(
-    name: str, key: str, trials: list[Trial], selection: Metric, labels: np.ndarray
+    name: str, key: str, trials: list[Trial], selection: Metric, labels: dict[int, np.ndarray]
 ) -> RowResult:
     trials = sorted(trials, key=lambda trial: (repr(draw_of(trial.config)), trial.id))
 
@@ -239,15 +239,7 @@ def _row(
 
     epochs = [finite_number(trial.metrics.get("best_epoch")) for trial in trials]
     epochs = [epoch for epoch in epochs if epoch is not None]
-    scores = np.mean(
-        [trial.load_predictions("test").astype(np.float64) for trial in trials], axis=0
-    )
-    if scores.shape != labels.shape:
-        raise ValueError(
-            f"row {name}: test predictions of shape {scores.shape}, the study's test labels "
-            f"{labels.shape}"
-        )
-    ensemble = tagging_metrics(labels, scores)
+    ensemble = _seed_ensemble(name, trials, labels)
     return RowResult(
         name=name,
         key=key,
@@ -260,6 +252,31 @@ def _row(
         ensemble_test_roc_auc=float(ensemble["roc_auc"]),
         ensemble_test_pr_auc=float(ensemble["pr_auc"]),
     )
+
+
+def _seed_ensemble(
+    name: str, trials: list[Trial], labels: dict[int, np.ndarray]
+) -> dict[str, float]:
+    """The row's seed ensemble: on each split the mean of its trials' test predictions, scored
+    on that split's labels; over several splits, the mean of those scores."""
+    by_split: dict[int, list[Trial]] = {}
+    for trial in trials:
+        by_split.setdefault(int(trial.config["split"]), []).append(trial)
+    scores = []
+    for split, members in sorted(by_split.items()):
+        if split not in labels:
+            raise ValueError(
+                f"row {name}: trial {members[0].id} ran on split {split}, which the study "
+                f"did not record labels of (its splits: {', '.join(map(str, labels))})"
+            )
+        mean = np.mean([t.load_predictions("test").astype(np.float64) for t in members], axis=0)
+        if mean.shape != labels[split].shape:
+            raise ValueError(
+                f"row {name}: test predictions of shape {mean.shape}, the study's split-{split} "
+                f"test labels {labels[split].shape}"
+            )
+        scores.append(tagging_metrics(labels[split], mean))
+    return {key: float(np.mean([score[key] for score in scores])) for key in ("roc_auc", "pr_auc")}
 
 
 def write_rows(table: RowTable, study_dir: str | Path) -> Path:

@@ -51,6 +51,7 @@ class TrainConfig:
     max_epochs: int = 100
     patience: int = 20  # epochs without a better validation selection metric
     seed: int = 0
+    split: int = 0  # the dataset's official split it trains and is scored on (split-N)
     eval_crops: int = 1  # 1: the centred window; K > 1: mean of K spread windows
     time_mask: int = 10  # SpecAugment: max width of the time mask, frames
     freq_mask: int = 10  # SpecAugment: max width of the frequency mask, bands
@@ -86,7 +87,7 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"config field '{name}' must be >= 1, got {getattr(self, name)}")
-        for name in ("patience", "time_mask", "freq_mask", "workers", "threads", "seed"):
+        for name in ("patience", "time_mask", "freq_mask", "workers", "threads", "seed", "split"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config field '{name}' must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:

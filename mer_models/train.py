@@ -69,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"--out {out} holds a run already (its checkpoint folder); continue it with "
                 "--resume, or choose another --out"
             )
+        paths = dataset_paths(args, parser)
+        config = _with_split(config, paths.split, parser)
         metrics = train(
             config,
-            dataset_paths(args, parser),
+            paths,
             out,
             restore=restore,
             device=args.device,
@@ -90,6 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(metrics, indent=2))
     print(f"results in {out}")
     return 0
+
+
+def _with_split(config: TrainConfig, split: int, parser: argparse.ArgumentParser) -> TrainConfig:
+    """The config on the data flags' split; a config that names another split is refused."""
+    if config.split not in (0, split):
+        parser.error(
+            f"--config sets split: {config.split} but the data flags give split {split} "
+            f"(--split, or the store's): pass --split {config.split}, or drop split from the config"
+        )
+    return config.replace(split=split)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import signal
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from study.trainable import (
     storage_fault,
     trial_config,
 )
-from tracking.names import SEED_FIELD, searched_fields
+from tracking.names import SEED_FIELD, SPLIT_FIELD, searched_fields
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,15 @@ class StudyOptions:
         return self.storage / self.name
 
     @property
+    def splits(self) -> tuple[int, ...]:
+        """The official splits the trials run on: the space's `splits`, else the data's one."""
+        return self.space.splits or (self.data.split,)
+
+    def data_on(self, split: int) -> DatasetPaths:
+        """The study's dataset on one of its splits."""
+        return replace(self.data, split=split)
+
+    @property
     def searched(self) -> tuple[str, ...]:
         """The fields the space varies (they name the trials' runs and the summary's columns)."""
         return searched_fields(self.space.parameters, self.space.configs or [])
@@ -105,6 +114,7 @@ class StudyOptions:
 def fixed_values(options: StudyOptions) -> dict[str, Any]:
     """Budget and resource-derived values, under the space's own parameters."""
     values: dict[str, Any] = dict(BUDGETS[options.budget])
+    values["split"] = options.data.split  # a space's `splits` draw each trial's own
     values["threads"] = max(int(options.cpus_per_trial), 1)
     # On CPU the trial's cores train; loading in the main process costs ~5%
     # there. With a GPU, spare cores feed it.
@@ -174,8 +184,9 @@ def planned_trials(options: StudyOptions) -> list[dict[str, Any]] | None:
 
     Drawn here, not by Ray's searcher, seeded by the space's `search_seed`: the same
     space gives the same trials, and a resume knows which have not begun. With
-    `repeats: N` every configuration drawn (a row) runs with seeds 0..N-1, seed by seed:
-    every row's seed 0 first, so a study stopped early has each row once.
+    `repeats: N` every configuration drawn (a row) runs with seeds 0..N-1, and with
+    `splits` on each split, draw by draw: every row on seed 0 and the first split first,
+    then the next split, then seed 1, so a study stopped early has whole draws of rows.
     """
     space = options.space
     if space.searcher == "optuna":
@@ -186,11 +197,15 @@ def planned_trials(options: StudyOptions) -> list[dict[str, Any]] | None:
     for _ in range(space.num_samples):
         for _, variant in generate_variants(space_values(space), random_state=random_state):
             rows.append({**fixed, **variant})
-    if space.repeats == 1:
+    if space.draws == 1:
         return [trial_config(row).to_dict() for row in rows]
+    seeds = range(space.repeats) if space.repeats > 1 else [None]
     return [
-        trial_config({**row, SEED_FIELD: seed}).to_dict()
-        for seed in range(space.repeats)
+        trial_config(
+            {**row, **({} if seed is None else {SEED_FIELD: seed}), SPLIT_FIELD: split}
+        ).to_dict()
+        for seed in seeds
+        for split in options.splits
         for row in rows
     ]
 
@@ -206,7 +221,10 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     """
     try:
         write_study_file(options, tracker)
-        write_groundtruth(options.study_dir, options.data)
+        for split in options.splits:  # the data's split in the study folder, others beside
+            write_groundtruth(
+                options.study_dir, options.data_on(split), own_folder=split != options.data.split
+            )
         records.recover_trials(options.study_dir)
         listed = records.read_trials(options.study_dir)
         remove_leftovers(options, listed)
@@ -236,6 +254,7 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
         device=options.device,
         metric=options.space.metric,
         repeats=options.space.repeats,
+        splits=len(options.splits),
     )
     for trial in listed:
         if trial.metrics is not None:
@@ -433,6 +452,7 @@ def write_study_file(options: StudyOptions, tracker: StudyTracker) -> None:
             searched=options.searched,
             trials=options.space.trial_count,
             repeats=options.space.repeats,
+            splits=options.space.splits,
             data=options.data.to_dict(),
             tracking_uri=tracker.tracking_uri,
             ray_storage=options.ray_storage,
@@ -463,6 +483,7 @@ def study_params(options: StudyOptions) -> dict[str, Any]:
         "scheduler": options.space.scheduler.type,
         "num_samples": options.space.num_samples,
         "repeats": options.space.repeats,
+        "splits": " ".join(map(str, options.splits)),
         "budget": options.budget,
         "metric": options.space.metric,
         **{f"data.{k}": v for k, v in options.data.to_dict().items()},

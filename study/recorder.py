@@ -50,10 +50,13 @@ from tracking.names import (
     ROW_TAG,
     SEED_FIELD,
     SEED_TAG,
+    SPLIT_FIELD,
+    SPLIT_TAG,
     format_value,
     repeated_run_name,
     row_name,
     trial_run_name,
+    varied_draws,
 )
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,7 @@ class StudyRecorder(tune.Callback):
         device: str = "cpu",
         metric: str = DEFAULT_SELECTION,
         repeats: int = 1,
+        splits: int = 1,
     ) -> None:
         self.study_dir = Path(study_dir)
         self.metric = metric  # the space's selection metric: the progress table shows it
@@ -83,7 +87,9 @@ class StudyRecorder(tune.Callback):
         self.checkpoints = checkpoints  # the root of the trials' checkpoint stores
         self.progress_seconds = progress_seconds
         self.searched = searched  # the fields the space varies: they name the trial runs
-        self.repeats = repeats  # seeds per row: > 1 puts the seed in run names and the table
+        # The draw fields that vary (seed: repeats > 1; split: several splits): they end the
+        # run names and are columns of the table.
+        self.draws = varied_draws(repeats, splits)
         self.keep_checkpoints = keep_checkpoints
         self.retrying = set(retrying)  # failed trials run again: their records are replaced
         self.fault: str | None = None  # set when storage fails: the study stops, resumable
@@ -180,14 +186,18 @@ class StudyRecorder(tune.Callback):
         return self._name_of(trial_config(trial.config).to_dict())
 
     def _name_of(self, config: dict[str, Any]) -> str:
-        """A trial's run name: its row's, with its seed when the space repeats rows."""
-        if self.repeats > 1:
-            return repeated_run_name(config, self.searched)
+        """A trial's run name: its row's, with its seed and split when the space repeats rows."""
+        if self.draws:
+            return repeated_run_name(config, self.searched, self.draws)
         return trial_run_name(config, self.searched)
 
     def _tags(self, config: dict[str, Any]) -> dict[str, str]:
-        """A trial run's row and seed, which MLflow's runs table groups by."""
-        return {ROW_TAG: row_name(config, self.searched), SEED_TAG: str(config[SEED_FIELD])}
+        """A trial run's row, seed and split; MLflow's runs table groups by the row."""
+        return {
+            ROW_TAG: row_name(config, self.searched),
+            SEED_TAG: str(config[SEED_FIELD]),
+            SPLIT_TAG: str(config[SPLIT_FIELD]),
+        }
 
     def _run_id(self, trial) -> str:
         config = trial_config(trial.config)
@@ -306,8 +316,7 @@ class StudyRecorder(tune.Callback):
     def table(self, trials: list) -> list[tuple[str, ...]]:
         """The progress table: a header, then a row per trial (its last and best score)."""
         extra = [key for key in self.searched if key not in ARCHITECTURE_FIELDS]
-        if self.repeats > 1:
-            extra.append(SEED_FIELD)
+        extra.extend(self.draws)
         rows = [
             (
                 "trial",

@@ -17,6 +17,8 @@ loading it would run whatever a file holds). Layout in the study folder::
     trials/<key>.partial/       a trial's results being written (replaced whole)
     {validation,test}_groundtruth.npy, tags.txt   the labels the trials were scored on
                                 (bool, split rows x tag columns), and the tags
+    split-<N>/                  the same for each other split of a space's `splits`
+                                (the files above: the study's first split, its data's)
     fusions/<name>/             a fusion (analysis.fusion.FUSION_FILES)
 
 A trial's key is the Ray trial id it was first created with; a resumed trial
@@ -41,6 +43,7 @@ from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths, load_split
 from mer_models.files import PARTIAL, atomic_write_bytes, atomic_write_text
 from mer_models.training.metrics import DEFAULT_SELECTION, Metric, selection_metric
+from tracking.names import varied_draws
 
 STUDY_FILE = "study.json"
 TRIALS = "trials"
@@ -86,9 +89,10 @@ class StudyRecord:
     experiment_id: str | None = None
     parent_run_id: str | None = None
     repeats: int = 1  # seeds per row (0..repeats-1); a study.json without it: one
+    splits: tuple[int, ...] = ()  # the splits each row runs on; (): the data's split alone
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "searched": list(self.searched)}
+        return {**asdict(self), "searched": list(self.searched), "splits": list(self.splits)}
 
 
 _STUDY_TYPES: dict[str, tuple[type, ...]] = {
@@ -106,8 +110,9 @@ _STUDY_TYPES: dict[str, tuple[type, ...]] = {
     "experiment_id": (str, type(None)),
     "parent_run_id": (str, type(None)),
     "repeats": (int,),
+    "splits": (list,),
 }
-_OPTIONAL = {"ray_storage", "experiment_id", "parent_run_id", "metric", "repeats"}
+_OPTIONAL = {"ray_storage", "experiment_id", "parent_run_id", "metric", "repeats", "splits"}
 
 
 def read_study(study_dir: Path) -> StudyRecord | None:
@@ -133,6 +138,7 @@ def read_study(study_dir: Path) -> StudyRecord | None:
     known = {f.name for f in fields(StudyRecord)}
     record = {key: value for key, value in values.items() if key in known}
     record["searched"] = tuple(record["searched"])
+    record["splits"] = tuple(record.get("splits") or ())
     return StudyRecord(**record)
 
 
@@ -140,25 +146,38 @@ def write_study(study_dir: Path, record: StudyRecord) -> None:
     atomic_write_text(Path(study_dir) / STUDY_FILE, json.dumps(record.to_dict(), indent=2))
 
 
-def write_groundtruth(study_dir: Path, data: DatasetPaths) -> None:
-    """Save the validation and test label matrices (bool) and the tag list into the study folder.
+def labels_dir(study_dir: Path, split: int | None = None) -> Path:
+    """Where the labels of `split` lie: the study folder for its first split (None), else
+    its `split-<N>` folder."""
+    return Path(study_dir) if split is None else Path(study_dir) / f"split-{split}"
+
+
+def write_groundtruth(study_dir: Path, data: DatasetPaths, own_folder: bool = False) -> None:
+    """Save the validation and test label matrices (bool) and the tag list of `data`'s split
+    into the study folder (`own_folder`: into its `split-<N>` folder).
 
     With them a study's prediction files are evaluated, fused and reported
     (`python -m analysis ...`) without the dataset's split files.
     """
+    folder = labels_dir(study_dir, data.split if own_folder else None)
+    folder.mkdir(parents=True, exist_ok=True)
     for part, name in GROUNDTRUTH_FILES.items():
         split = load_split(data, part)
         buffer = io.BytesIO()
         np.save(buffer, split.labels.astype(bool))
-        atomic_write_bytes(Path(study_dir) / name, buffer.getvalue())
-    atomic_write_text(Path(study_dir) / TAGS_FILE, "\n".join(split.tags) + "\n")
+        atomic_write_bytes(folder / name, buffer.getvalue())
+    atomic_write_text(folder / TAGS_FILE, "\n".join(split.tags) + "\n")
 
 
-def read_labels(study_dir: Path, part: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """The labels a study's trials were scored on for `part` (bool, rows x tags), and the tags."""
+def read_labels(
+    study_dir: Path, part: str, split: int | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The labels a study's trials were scored on for `part` (bool, rows x tags), and the tags;
+    `split`: of that other split of a space's `splits` (see `Study.labels`)."""
     if part not in GROUNDTRUTH_FILES:
         raise ValueError(f"unknown part {part!r}; expected one of {', '.join(EVALUATED_PARTS)}")
-    path, tags_path = Path(study_dir) / GROUNDTRUTH_FILES[part], Path(study_dir) / TAGS_FILE
+    folder = labels_dir(study_dir, split)
+    path, tags_path = folder / GROUNDTRUTH_FILES[part], folder / TAGS_FILE
     for needed in (path, tags_path):
         if not needed.is_file():
             raise ValueError(
@@ -194,12 +213,13 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key not in RESOURCE_FIELDS}
 
 
-# Config fields that make a trial one draw of its row (a configuration the study compares).
-DRAW_FIELDS = ("seed",)
+# Config fields that make a trial one draw of its row (a configuration the study compares):
+# two rows' trials are paired on them.
+DRAW_FIELDS = ("seed", "split")
 
 
 def row_of(config: dict[str, Any]) -> dict[str, Any]:
-    """The row a trial is a draw of: what it is, without its seed."""
+    """The row a trial is a draw of: what it is, without its seed and split."""
     return {key: value for key, value in identity(config).items() if key not in DRAW_FIELDS}
 
 
@@ -222,6 +242,9 @@ def read_trials(study_dir: Path) -> list[TrialRecord]:
     root = Path(study_dir) / TRIALS
     if not root.is_dir():
         return []
+    study = read_study(study_dir)
+    # A config written before trials recorded their split trained on the study's.
+    split = int(study.data.get("split", 0)) if study is not None else 0
     found = []
     for folder in sorted(root.iterdir()):
         if not folder.is_dir() or PARTIAL in folder.name:
@@ -232,6 +255,7 @@ def read_trials(study_dir: Path) -> list[TrialRecord]:
         config = _read_json(config_path)
         if not isinstance(config, dict):
             raise RecordError(f"{config_path}: expected a JSON object of config fields")
+        config.setdefault("split", split)
         try:
             config = TrainConfig.from_dict(config, source=str(config_path)).to_dict()
         except ValueError as error:
@@ -384,6 +408,26 @@ class Study:
     scheduler: str = ""  # asha or fifo; "" in a study.json that does not say
     metric: str = DEFAULT_SELECTION  # the selection metric: ranks trials, chose best epochs
     repeats: int = 1  # seeds per row; 1 in a study.json that does not say
+    splits: tuple[int, ...] = ()  # the splits its rows ran on; () in a study.json without them
+
+    @property
+    def runs_on_splits(self) -> tuple[int, ...]:
+        """The splits its trials ran on: its `splits`, else its data's split alone."""
+        return self.splits or (self.data.split,)
+
+    @property
+    def draws(self) -> tuple[str, ...]:
+        """The draw fields its trials vary: seed (repeats > 1), split (several splits)."""
+        return varied_draws(self.repeats, len(self.runs_on_splits))
+
+    def labels(self, part: str, split: int | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+        """The labels of `part` that the trials on `split` (default: the data's) were scored
+        on, and the tags."""
+        other = split is not None and split != self.data.split
+        return read_labels(self.dir, part, split if other else None)
+
+    def trials_on(self, split: int) -> tuple[Trial, ...]:
+        return tuple(trial for trial in self.trials if trial.config["split"] == split)
 
     @property
     def selection(self) -> Metric:
@@ -399,7 +443,8 @@ def _read_json_as(path: Path, expected: type) -> Any:
     return value
 
 
-def _read_trial(folder: Path) -> Trial:
+def _read_trial(folder: Path, split: int) -> Trial:
+    """`split`: the study's, for a config written before trials recorded their own."""
     config_file = folder / CONFIG_FILE
     if not config_file.is_file():
         raise ValueError(f"trial folder {folder} has no {CONFIG_FILE}")
@@ -415,7 +460,7 @@ def _read_trial(folder: Path) -> Trial:
     return Trial(
         id=folder.name,
         dir=folder,
-        config=_read_json_as(config_file, dict),
+        config={"split": split, **_read_json_as(config_file, dict)},
         history=tuple(history),
         metrics=_read_json_as(metrics_file, dict) if metrics_file.is_file() else {},
         validation_predictions=predictions["validation"],
@@ -440,6 +485,12 @@ def _optional_text(value: Any) -> str:
 
 def _repeats(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
+def _splits(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) < 2:
+        return ()  # one split: the data's
+    return tuple(int(n) for n in value if isinstance(n, int) and not isinstance(n, bool))
 
 
 def resolve_study(study: str | Path, results_root: str | Path) -> Path:
@@ -490,7 +541,7 @@ def load_study(study_dir: str | Path, require_results: bool = True) -> Study:
     )
     if not trial_dirs:
         raise ValueError(f"study {folder} has no trials yet ({trials_dir} is empty or absent)")
-    trials = tuple(_read_trial(p) for p in trial_dirs)
+    trials = tuple(_read_trial(p, paths.split) for p in trial_dirs)
     if require_results and not any(trial.has_predictions for trial in trials):
         ended = all(trial.end_state is not None for trial in trials)
         raise ValueError(
@@ -513,6 +564,7 @@ def load_study(study_dir: str | Path, require_results: bool = True) -> Study:
         scheduler=_optional_text(description.get("scheduler")),
         metric=str(description.get("metric") or DEFAULT_SELECTION),
         repeats=_repeats(description.get("repeats")),
+        splits=_splits(description.get("splits")),
     )
 
 
@@ -533,13 +585,19 @@ def ranked_trials(study: Study) -> list[Trial]:
 
 
 def finished_trials(study: Study) -> list[Trial]:
-    """Ranked trials (best first) that ended in one of FINISHED_STATES.
+    """Ranked trials (best first) that ended in one of FINISHED_STATES, on the study's own
+    split (its data's: the first of a space's `splits`).
 
     These are the models a fusion may use and the pool the best single model
     comes from: a trial still running or ended in error is left out even if
-    it saved predictions.
+    it saved predictions, and so is one on another split, whose validation
+    and test tracks are others (its row's results count it).
     """
-    return [trial for trial in ranked_trials(study) if trial.end_state in FINISHED_STATES]
+    return [
+        trial
+        for trial in ranked_trials(study)
+        if trial.end_state in FINISHED_STATES and trial.config["split"] == study.data.split
+    ]
 
 
 def check_finished(study: Study) -> None:

@@ -313,6 +313,13 @@ def study_options(
         data = DatasetPaths(**recorded.data) if recorded else dataset_paths(args, parser)
     except DataError as error:
         raise Refusal(f"error: {error}", 1) from None
+    if space.splits and not recorded:
+        if args.split is not None:
+            raise Refusal(
+                f"error: --split {args.split}: the space {space.file} runs every trial on the "
+                f"splits {', '.join(map(str, space.splits))} (its splits key); leave out --split"
+            )
+        data = dataclasses.replace(data, split=space.splits[0])  # the study's first split
     return StudyOptions(
         space=space,
         name=study_dir.name,
@@ -348,13 +355,16 @@ def check_before_start(options):
             study.driver.check_records(options)
     except ValueError as error:
         raise Refusal(f"error: {error}") from None
-    log.info("checking the dataset (%s) ...", options.data.metadata)
-    try:
-        report = check_dataset(options.data)
-    except DataError as error:
-        raise Refusal(f"error: {error}", 1) from None
-    if not report.ok:
-        raise Refusal(report.describe_problems(), 1)
+    reports = []
+    for split in options.splits:  # every split a trial trains on, before any starts
+        log.info("checking the dataset (%s, split-%d) ...", options.data.metadata, split)
+        try:
+            reports.append(check_dataset(options.data_on(split)))
+        except DataError as error:
+            raise Refusal(f"error: {error}", 1) from None
+        if not reports[-1].ok:
+            raise Refusal(reports[-1].describe_problems(), 1)
+    report = reports[0]  # the study's own split: what its MLflow dataset describes
     try:
         Storage(options.storage).check()
         TrackingStore(options.tracking_uri).check()

@@ -16,6 +16,8 @@
     budget: quick          # quick | paper (see study.budgets)
     search_seed: 0         # seeds the random and optuna searchers: the same space, the same draws
     repeats: 1             # every configuration (row) with seeds 0..N-1 (grid and random)
+    splits: [0, 1, 2, 3, 4]   # every trial on each of the dataset's official splits
+                              # (default: the one --split names)
 
 Every error names the file, the key path and what is allowed. Spaces are
 bounded (MAX_SPACE_BYTES, MAX_TRIALS, MAX_DESCRIPTION) so that a mistaken
@@ -54,6 +56,7 @@ TOP_KEYS = (
     "budget",
     "search_seed",
     "repeats",
+    "splits",
 )
 # A space is a hand-written file: 1 MiB of YAML holds thousands of explicit configs.
 MAX_SPACE_BYTES = 1 << 20
@@ -138,6 +141,12 @@ class SearchSpace:
     description: str = ""
     search_seed: int = 0
     repeats: int = 1  # seeds per configuration (row): 0..repeats-1
+    splits: tuple[int, ...] = ()  # the official splits each trial runs on; (): the --split one
+
+    @property
+    def draws(self) -> int:
+        """Trials per configuration (row): its seeds times its splits."""
+        return self.repeats * max(len(self.splits), 1)
 
     @property
     def name(self) -> str:
@@ -146,9 +155,9 @@ class SearchSpace:
     @property
     def trial_count(self) -> int:
         """The study's trials: every grid combination (configs rows included) num_samples
-        times, Ray Tune's rule, each with `repeats` seeds; optuna, which allows no grid and
-        no repeats, runs num_samples."""
-        count = self.num_samples * max(len(self.configs), 1) * self.repeats
+        times, Ray Tune's rule, each with `repeats` seeds on each of `splits`; optuna, which
+        allows no grid, repeats or splits, runs num_samples."""
+        count = self.num_samples * max(len(self.configs), 1) * self.draws
         for spec in self.parameters.values():
             if _is_grid(spec):
                 ((_, values),) = spec.items()
@@ -267,6 +276,7 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
     check.integer("search_seed", search_seed, minimum=0)
     repeats = raw.get("repeats", 1)
     _check_repeats(check, repeats, searcher, parameters, configs)
+    splits = _parse_splits(check, raw.get("splits"), searcher, parameters, configs)
     space = SearchSpace(
         file=path,
         parameters=dict(parameters),
@@ -280,11 +290,13 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
         description=description,
         search_seed=search_seed,
         repeats=repeats,
+        splits=splits,
     )
     if space.trial_count > MAX_TRIALS:
         raise check.error(
             "",
-            f"plans {space.trial_count:,} trials (grids crossed, configs, num_samples, repeats); a study "
+            f"plans {space.trial_count:,} trials (grids crossed, configs, num_samples, repeats, "
+            "splits); a study "
             f"runs at most {MAX_TRIALS:,}: each is a Ray trial, an MLflow run and a folder. "
             "Sample the space (searcher: random or optuna, num_samples) or split the study",
         )
@@ -314,6 +326,43 @@ def _check_repeats(
             f"repeats: {repeats} runs every row with seeds 0..{repeats - 1}; the space may not "
             "fix or search seed too: remove it, or drop repeats",
         )
+
+
+def _parse_splits(
+    check: _Checks, splits: Any, searcher: str, parameters: dict, configs: list[dict]
+) -> tuple[int, ...]:
+    """`splits: [0, 1, ...]`: distinct official split numbers; every trial runs on each. The
+    space may not set `split` itself, and optuna (one score per point) takes no splits."""
+    if splits is None:
+        setting = ["parameters.split"] if "split" in parameters else []
+        setting += [f"configs[{i}].split" for i, entry in enumerate(configs) if "split" in entry]
+        if setting:
+            raise check.error(
+                setting[0],
+                "a trial's split comes from the study (--split) or from the space's "
+                "splits: [0, 1, ...] list, which runs every trial on each: use that",
+            )
+        return ()
+    if (
+        not isinstance(splits, list)
+        or not splits
+        or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in splits)
+        or len(set(splits)) != len(splits)
+    ):
+        raise check.error(
+            "splits",
+            f"expected a list of distinct official split numbers >= 0, e.g. [0, 1, 2, 3, 4]; "
+            f"got {splits!r:.80}",
+        )
+    if searcher == "optuna":
+        raise check.error(
+            "splits",
+            "optuna learns from one trial per point it samples and cannot repeat a point over "
+            "splits; search with optuna first, then run its best rows in a grid space "
+            "(configs: [...], splits: [...])",
+        )
+    _parse_splits(check, None, searcher, parameters, configs)  # and no split of its own
+    return tuple(splits)
 
 
 def _kind(spec: Any) -> str | None:

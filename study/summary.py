@@ -13,7 +13,7 @@ from __future__ import annotations
 from mer_models.config import architecture
 from mer_models.models.registry import ARCHITECTURE_COLUMNS
 from study.records import Study, ranked_trials
-from tracking.names import ARCHITECTURE_FIELDS, SEED_FIELD, format_value
+from tracking.names import ARCHITECTURE_FIELDS, format_value
 
 COLUMNS = (
     "trial",
@@ -34,8 +34,8 @@ def searched_columns(study: Study) -> tuple[str, ...]:
 
 def config_columns(study: Study) -> tuple[str, ...]:
     """The config fields the table shows besides the architecture: the searched ones, then
-    the seed when every row ran with several (repeats > 1)."""
-    return searched_columns(study) + ((SEED_FIELD,) if study.repeats > 1 else ())
+    the seed and split when the rows ran with several (repeats, splits)."""
+    return searched_columns(study) + study.draws
 
 
 def columns(study: Study) -> tuple[str, ...]:

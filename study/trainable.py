@@ -141,7 +141,7 @@ def run_trial(
         # The study driver checked the data once before starting trials.
         train(
             train_config,
-            DatasetPaths(**data),
+            DatasetPaths(**{**data, "split": train_config.split}),  # a space's splits: its own
             work / "run",
             on_epoch=report,
             restore=restore_dir,

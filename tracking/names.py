@@ -24,6 +24,7 @@ ROLE_TAG = "mer.role"  # study (the parent run), trial or fusion
 TRIAL_TAG = "mer.trial_id"  # Ray Tune's trial id of a trial run
 ROW_TAG = "mer.row"  # a trial run's row (its configuration without its seed): `row_name`
 SEED_TAG = "mer.seed"  # a trial run's seed (repeats: N runs each row with seeds 0..N-1)
+SPLIT_TAG = "mer.split"  # a trial run's official split (splits: [...] runs each row on each)
 END_STATE_TAG = "mer.end_state"  # finished, early_stopped, asha_stopped or error
 FUSION_TAG = "mer.fusion"  # a fusion run's folder name (top2, greedy-top4, ...)
 BEST_TRIAL_TAG = "mer.best_trial"  # on the parent run: the best trial's id
@@ -140,8 +141,9 @@ def trial_run_name(config: Mapping[str, Any], searched: Iterable[str]) -> str:
     return " ".join(parts)[:MAX_RUN_NAME]
 
 
-# The config field that makes a trial one draw of its row (`study.records.DRAW_FIELDS`).
+# The config fields that make a trial one draw of its row (`study.records.DRAW_FIELDS`).
 SEED_FIELD = "seed"
+SPLIT_FIELD = "split"
 
 
 def row_name(config: Mapping[str, Any], searched: Iterable[str]) -> str:
@@ -150,13 +152,22 @@ def row_name(config: Mapping[str, Any], searched: Iterable[str]) -> str:
     Trials of one row (the same configuration, other seeds) share it; a space
     that searches ``seed`` itself has one row per configuration, too.
     """
-    return trial_run_name(config, [key for key in searched if key != SEED_FIELD])
+    return trial_run_name(config, [key for key in searched if key not in (SEED_FIELD, SPLIT_FIELD)])
 
 
-def repeated_run_name(config: Mapping[str, Any], searched: Iterable[str]) -> str:
-    """A trial's run name in a space with ``repeats`` > 1: its row's name and its seed,
-    ``block GRU 256 seed=3``."""
-    return f"{row_name(config, searched)} {SEED_FIELD}={config[SEED_FIELD]}"
+def varied_draws(repeats: int, splits: int) -> tuple[str, ...]:
+    """The draw fields a study varies (seed over `repeats`, split over its `splits`): they
+    end its run names and are columns of its tables."""
+    return (SEED_FIELD,) * (repeats > 1) + (SPLIT_FIELD,) * (splits > 1)
+
+
+def repeated_run_name(
+    config: Mapping[str, Any], searched: Iterable[str], draws: Iterable[str] = (SEED_FIELD,)
+) -> str:
+    """A trial's run name in a space that repeats rows over seeds (``repeats``) or splits
+    (``splits``): its row's name and the draw fields that vary, ``block GRU 256 seed=3
+    split=1``."""
+    return " ".join([row_name(config, searched), *(f"{key}={config[key]}" for key in draws)])
 
 
 def fusion_run_name(fusion: str, members: Iterable[str]) -> str:

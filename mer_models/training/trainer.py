@@ -87,6 +87,11 @@ def train(
     stopping and the best epoch follow.
     """
     metric = selection_metric(selection, "selection")
+    if config.split != paths.split:
+        raise ValueError(
+            f"the config trains on split {config.split} but the data is split-{paths.split} of "
+            f"{paths.metadata}: give the same split to both"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -11,7 +11,7 @@ from analysis.confirm import CONFIRM_FILE, write_confirm
 from analysis.rows import row_results
 from mer_models.config import TrainConfig
 from study.budgets import BUDGETS
-from study.records import RESOURCE_FIELDS, load_study, row_of
+from study.records import DRAW_FIELDS, RESOURCE_FIELDS, load_study, row_of
 from study.search_space import load_space
 from tests.analysis.repeated import repeated_study
 
@@ -27,7 +27,7 @@ ROWS = [
 def expand(space, config: dict) -> dict:
     """A confirm row as the driver trains it: TrainConfig defaults, budget, parameters, row."""
     whole = TrainConfig().to_dict() | BUDGETS[space.budget] | space.parameters | config
-    return {k: v for k, v in whole.items() if k not in (*RESOURCE_FIELDS, "seed")}
+    return {k: v for k, v in whole.items() if k not in (*RESOURCE_FIELDS, *DRAW_FIELDS)}
 
 
 def test_confirm_yaml_loads_as_a_repeated_fifo_space_of_the_top_rows(tmp_path, labelled_dataset):

@@ -10,8 +10,12 @@ import stat
 import pytest
 
 from mer_models.config import TrainConfig
+from mer_models.data.splits import DatasetPaths
 from study import records
 from study.driver import not_begun
+
+# Where no trial reads: the options only plan trials.
+DATA = DatasetPaths("metadata", "melspecs")
 
 CONFIG = TrainConfig().to_dict()
 
@@ -100,7 +104,7 @@ def test_a_random_space_draws_the_same_trials_for_the_same_search_seed(tmp_path)
             "parameters: {lr: {loguniform: [1.0e-5, 1.0e-2]}, cell: {choice: [gru, lstm]}}\n"
         )
         space = space_from_text(text, tmp_path / "random.yaml")
-        options = StudyOptions(space, "s", tmp_path, None, "sqlite:///x.db", "quick")
+        options = StudyOptions(space, "s", tmp_path, DATA, "sqlite:///x.db", "quick")
         return planned_trials(options)
 
     first, again, other = planned(0), planned(0), planned(1)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from mer_models.config import TrainConfig
+from mer_models.data.splits import DatasetPaths
 from study import records
 from study.console import table_lines
 from study.driver import StudyOptions, check_records, not_begun, planned_trials
@@ -23,6 +24,9 @@ from study.summary import columns, table_rows
 from study.trainable import ROW_KEY
 from tests.study.test_summary import GRU, LSTM, finished, write_study
 from tracking.names import ROW_TAG, SEED_TAG, repeated_run_name, row_name, trial_run_name
+
+# Where no trial reads: the options only plan trials.
+DATA = DatasetPaths("metadata", "melspecs")
 
 ROWS = [
     {"model": "crnn", "cbam": False, "cell": "gru", "units": 256, "layers": 1},
@@ -36,7 +40,7 @@ def space(tmp_path: Path, text: str):
 
 
 def options(tmp_path: Path, text: str) -> StudyOptions:
-    return StudyOptions(space(tmp_path, text), "s", tmp_path, None, "sqlite:///x.db", "quick")
+    return StudyOptions(space(tmp_path, text), "s", tmp_path, DATA, "sqlite:///x.db", "quick")
 
 
 GRID = f"configs: {json.dumps(ROWS)}\nrepeats: 3\n"

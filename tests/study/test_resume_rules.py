@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from mer_models.data.splits import DatasetPaths
 from study.claim import StudyClaimed, claim_study
+
+# Where no trial reads: the options only plan trials.
+DATA = DatasetPaths("metadata", "melspecs")
 
 RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
 SPACE = """searcher: grid
@@ -189,7 +193,7 @@ def test_a_recorded_trial_the_space_does_not_plan_is_refused_naming_both(tmp_pat
 
     study = recorded_study(tmp_path)
     space = load_space("smoke")
-    planned = planned_trials(StudyOptions(space, "ek1", tmp_path, None, "sqlite:///x", "quick"))
+    planned = planned_trials(StudyOptions(space, "ek1", tmp_path, DATA, "sqlite:///x", "quick"))
     (study / "trials" / "ek1_00000").mkdir(parents=True)
     (study / "trials" / "ek1_00000" / "config.json").write_text(json.dumps(planned[0]))
     edited = study / "trials" / "ek1_00001" / "config.json"

@@ -8,6 +8,7 @@ import os
 import pytest
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from mer_models.data.splits import DatasetPaths
 from study.driver import StudyOptions, make_scheduler
 from study.run import LIBRARY_LOGGERS, configure_console, parse_args, with_scheduler
 from study.search_space import load_space
@@ -15,7 +16,12 @@ from study.search_space import load_space
 
 def options_for(space) -> StudyOptions:
     return StudyOptions(
-        space=space, name="t", storage=None, data=None, tracking_uri="", budget="quick"
+        space=space,
+        name="t",
+        storage=None,
+        data=DatasetPaths("metadata", "melspecs"),
+        tracking_uri="",
+        budget="quick",
     )
 
 
