@@ -23,10 +23,11 @@ import pytest
 from scipy.stats import spearmanr
 
 from mer_models.data import DatasetPaths, load_split, read_split, read_tags
+from mer_models.data.__main__ import main as data_main
 from mer_models.data.check import check_dataset
 from mer_models.data.splits import HEADER, PARTS
 from mer_models.data.synthetic import command, write
-from mer_models.data.synthetic.catalogue import TAGS, plan_catalogue
+from mer_models.data.synthetic.catalogue import PART_SHARES, SPLITS, TAGS, plan_catalogue
 from mer_models.data.synthetic.render import render_track, tag_signatures
 from mer_models.data.synthetic.write import (
     GENERATOR_VERSION,
@@ -235,10 +236,11 @@ def test_tag_frequencies_rank_like_the_real_train_split(dataset):
         assert spearmanr(ours, real).statistic > 0.8, part
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 73026])
+@pytest.mark.parametrize("seed", [0, 1, 2, 347])
 def test_the_smallest_sets_hold_every_tag_in_every_part(seed):
-    # At seed 73026 the artist draw leaves the test part 6 tracks, too few for 56
-    # tags at 8 a track: the parts must be rebalanced, whole artists still apart.
+    # At seed 347 the first artist draw (artists of 14 and 13 of the 50 tracks) leaves
+    # a fold under 7 tracks, too few for 56 tags at 8 a track, and no artist can move
+    # to it: the artists are drawn again, whole artists still apart.
     catalogue = plan_catalogue(MIN_TRACKS, seed)
     sizes = np.bincount(catalogue.parts, minlength=3)
     assert sizes.sum() == MIN_TRACKS and sizes.min() >= 7
@@ -248,6 +250,49 @@ def test_the_smallest_sets_hold_every_tag_in_every_part(seed):
         assert 1 <= labels.sum(axis=1).min() and labels.sum(axis=1).max() <= 8
     artists = [set(catalogue.artist_ids[catalogue.parts == part]) for part in range(3)]
     assert not (artists[0] & artists[1] or artists[0] & artists[2] or artists[1] & artists[2])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 347, 1364, 2451])
+def test_the_smallest_sets_hold_every_tag_in_every_fold(seed):
+    # Seeds 347, 1364 and 2451 draw their artists again (a fold would hold under 7 tracks).
+    catalogue = plan_catalogue(MIN_TRACKS, seed)
+    sizes = np.bincount(catalogue.folds, minlength=SPLITS)
+    assert len(sizes) == SPLITS and sizes.sum() == MIN_TRACKS and sizes.min() >= 7
+    artists = [set(catalogue.artist_ids[catalogue.folds == fold]) for fold in range(SPLITS)]
+    for fold in range(SPLITS):
+        labels = catalogue.labels[catalogue.folds == fold]
+        assert labels.sum(axis=0).min() >= 1, fold
+        assert 1 <= labels.sum(axis=1).min() and labels.sum(axis=1).max() <= 8
+        assert not any(artists[fold] & artists[other] for other in range(fold + 1, SPLITS))
+
+
+@pytest.mark.parametrize("tracks", [MIN_TRACKS, 300])
+def test_split_k_rotates_the_folds(tracks):
+    catalogue = plan_catalogue(tracks, 4)
+    np.testing.assert_array_equal(catalogue.parts, catalogue.split_parts(0))
+    for split in range(SPLITS):
+        parts = catalogue.split_parts(split)
+        expected = np.full(tracks, PARTS.index("train"))
+        expected[catalogue.folds == (split + 3) % 5] = PARTS.index("validation")
+        expected[catalogue.folds == (split + 4) % 5] = PARTS.index("test")
+        np.testing.assert_array_equal(parts, expected)
+        # A part's rows are the tracks the part holds, in track-id order.
+        for part in range(len(PARTS)):
+            rows = catalogue.rows(part, split=split)[1:]
+            ids = [int(row.split("\t")[0].removeprefix("track_")) for row in rows]
+            assert ids == catalogue.track_ids[parts == part].tolist()
+    for bad in (-1, SPLITS):
+        with pytest.raises(ValueError, match=f"split must be in 0..{SPLITS - 1}"):
+            catalogue.split_parts(bad)
+
+
+@pytest.mark.parametrize("tracks", [MIN_TRACKS, 300, DEFAULT_TRACKS])
+def test_folds_are_equal_within_an_artist(tracks):
+    for seed in range(5):
+        catalogue = plan_catalogue(tracks, seed)
+        largest_artist = np.unique(catalogue.artist_ids, return_counts=True)[1].max()
+        sizes = np.bincount(catalogue.folds, minlength=SPLITS)
+        assert np.abs(sizes - tracks / SPLITS).max() <= largest_artist, (seed, sizes)
 
 
 def test_durations_vary_and_some_tracks_are_shorter_than_a_window(dataset):
@@ -262,6 +307,95 @@ def test_durations_vary_and_some_tracks_are_shorter_than_a_window(dataset):
     assert np.sum(frames < 256) >= 5
     assert np.sum(frames >= 1000) >= 50
     assert len(np.unique(frames)) > 300
+
+
+# --- the five official splits -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["default", "smallest"])
+def splits_root(request, dataset, tmp_path_factory) -> Path:
+    """The default dataset, and the smallest one at a seed whose artists are drawn twice."""
+    if request.param == "default":
+        return dataset.metadata.parent
+    root = tmp_path_factory.mktemp("synthetic") / "smallest"
+    write_synthetic(root, tracks=MIN_TRACKS, seed=347, workers=1)
+    return root
+
+
+def all_tracks(root: Path) -> dict[str, list[str]]:
+    """Rows of the all-tracks table by track id, as raw tab-separated fields."""
+    with (root / "metadata" / "data" / "autotagging_moodtheme.tsv").open(newline="") as stream:
+        return {row[0]: row for row in list(csv.reader(stream, delimiter="\t"))[1:]}
+
+
+def test_the_layout_holds_the_five_official_splits(dataset):
+    splits = dataset.metadata / "data" / "splits"
+    assert SPLITS == 5
+    assert sorted(path.name for path in splits.iterdir()) == [f"split-{k}" for k in range(5)]
+    expected = {f"autotagging_moodtheme-{part}.tsv" for part in ("train", "validation", "test")}
+    for k in range(SPLITS):
+        assert {path.name for path in (splits / f"split-{k}").iterdir()} == expected
+        assert synthetic_paths(dataset.metadata.parent, k).split_file("test").is_file()
+    for bad in (-1, SPLITS, True, 1.0):
+        with pytest.raises(ValueError, match="split must be an integer in 0..4"):
+            synthetic_paths(dataset.metadata.parent, bad)
+
+
+def test_every_split_is_an_artist_disjoint_60_20_20_partition_holding_every_tag(splits_root):
+    whole = all_tracks(splits_root)
+    artist_sizes = np.unique([row[1] for row in whole.values()], return_counts=True)[1]
+    for k in range(SPLITS):
+        paths = DatasetPaths(splits_root / "metadata", splits_root / "melspecs", split=k)
+        tables = {part: load_split(paths, part) for part in PARTS}
+        tracks = {part: set(table.track_ids) for part, table in tables.items()}
+        artists = {part: {row[1] for row in split_rows(paths, part)} for part in PARTS}
+        assert sum(len(table) for table in tables.values()) == len(whole), k
+        assert set().union(*tracks.values()) == set(whole), k
+        for i, first in enumerate(PARTS):
+            for second in PARTS[i + 1 :]:
+                assert not tracks[first] & tracks[second], (k, first, second)
+                assert not artists[first] & artists[second], (k, first, second)
+        for part, share in zip(PARTS, PART_SHARES, strict=True):
+            counts = tables[part].labels.sum(axis=0)
+            assert counts.min() >= 1, (k, part, TAGS[int(np.argmin(counts))])
+            assert abs(len(tables[part]) - share * len(whole)) <= artist_sizes.max(), (k, part)
+            # A track's row is the same in every split and in the all-tracks table.
+            for row in split_rows(paths, part):
+                assert row == whole[row[0]], (k, part, row[0])
+
+
+def test_the_test_parts_rotate_over_every_track(splits_root):
+    whole = set(all_tracks(splits_root))
+    parts = {
+        (k, part): set(load_split(synthetic_paths(splits_root, k), part).track_ids)
+        for k in range(SPLITS)
+        for part in PARTS
+    }
+    tests = [parts[k, "test"] for k in range(SPLITS)]
+    assert sum(len(test) for test in tests) == len(whole)
+    assert set().union(*tests) == whole
+    for k in range(SPLITS):
+        # One fold is split k's test and split k+1's validation part.
+        assert parts[k, "test"] == parts[(k + 1) % SPLITS, "validation"], k
+    # Every track trains in three splits and evaluates in the other two.
+    for track in whole:
+        assert sum(track in parts[k, "train"] for k in range(SPLITS)) == 3, track
+
+
+def test_the_data_check_passes_on_split_3(dataset, cache, capsys):
+    root = dataset.metadata.parent
+    argv = ["check", "--metadata", str(dataset.metadata), "--melspecs", str(dataset.melspecs)]
+    assert data_main([*argv, "--split", "3"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"dataset OK: {DEFAULT_TRACKS} tracks" in out and "split-3 moodtheme" in out, out
+    split3 = synthetic_paths(root, 3)
+    report = check_dataset(split3)
+    assert report.ok, report.describe_problems()
+    assert report.tracks == {part: len(load_split(split3, part)) for part in PARTS}
+    # It read split 3's files, not split 0's.
+    assert set(load_split(split3, "test").track_ids).isdisjoint(
+        load_split(dataset, "test").track_ids
+    )
 
 
 # --- determinism ---------------------------------------------------------------------------------

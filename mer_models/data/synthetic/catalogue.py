@@ -1,9 +1,13 @@
-"""The synthetic dataset's catalogue: track ids, artists, albums, parts, lengths and tags.
+"""The synthetic dataset's catalogue: track ids, artists, albums, folds, lengths and tags.
 
 It follows the real dataset: the 56 real tag names in their official order,
-artist-disjoint 60/20/20 parts, and the real long tail of tag frequencies
-(the per-tag counts of split-0 train, scaled down); `Catalogue.rows` gives
-the split files' rows.
+five official splits of the same tracks, each artist-disjoint across its
+train/validation/test parts, and the real long tail of tag frequencies (the
+per-tag counts of split-0 train, scaled down). Whole artists go to five folds
+of about 20% each and split k rotates them: validation is fold (3 + k) % 5,
+test fold (4 + k) % 5, train the other three (60/20/20; the five test parts
+cover every track once). Every fold holds every tag, so every part of every
+split does. `Catalogue.rows` gives the split files' rows.
 """
 
 from __future__ import annotations
@@ -36,7 +40,13 @@ _REAL_TRAIN_COUNTS = (
 # Tracks with 1..8 tags in the real split-0 train part (mean 1.8).
 _REAL_TAGS_PER_TRACK = (5261, 2734, 1081, 574, 196, 87, 13, 3)
 MAX_TAGS_PER_TRACK = len(_REAL_TAGS_PER_TRACK)
-PART_SHARES = (0.6, 0.2, 0.2)  # train, validation, test
+# Official splits, as in the real repository (split-0 .. split-4); also the number
+# of artist folds they rotate, so a part holds 1/SPLITS of the tracks or the rest.
+SPLITS = 5
+PART_SHARES = ((SPLITS - 2) / SPLITS, 1 / SPLITS, 1 / SPLITS)  # train, validation, test
+# The fewest tracks a fold may hold: every tag at least once, at most 8 tags a track.
+_MIN_FOLD_TRACKS = -(-len(TAGS) // MAX_TAGS_PER_TRACK)
+_ARTIST_DRAWS = 100  # tries at artists that can fill every fold (one nearly always does)
 
 # Track lengths in frames: lognormal around 740 frames (16 s), so that about
 # one track in ten is shorter than 500 frames, plus a few shorter than the
@@ -46,7 +56,7 @@ _MEDIAN_FRAMES, _SIGMA_LOG_FRAMES = 740, 0.33
 _MIN_FRAMES, _MAX_FRAMES = 150, 3000
 _SHORT_SHARE, _SHORT_FRAMES = 0.02, 256
 
-# --- the catalogue: ids, artists, albums, parts, lengths and tags -----------------------------
+# --- the catalogue: ids, artists, albums, folds, lengths and tags ----------------------------
 
 
 @dataclass(frozen=True)
@@ -56,18 +66,37 @@ class Catalogue:
     track_ids: np.ndarray  # int64 (n,)
     artist_ids: np.ndarray  # int64 (n,)
     album_ids: np.ndarray  # int64 (n,)
-    parts: np.ndarray  # int64 (n,), index into PARTS
+    folds: np.ndarray  # int64 (n,), in [0, SPLITS): whole artists, every tag in each
     frames: np.ndarray  # int64 (n,)
     labels: np.ndarray  # bool (n, 56)
 
     def __len__(self) -> int:
         return len(self.track_ids)
 
-    def rows(self, part: int | None = None) -> list[str]:
-        """TSV rows (header first) of one part, or of all tracks when `part` is None."""
+    @property
+    def parts(self) -> np.ndarray:
+        """int64 (n,) index into PARTS of every track in split 0."""
+        return self.split_parts(0)
+
+    def split_parts(self, split: int) -> np.ndarray:
+        """int64 (n,) index into PARTS of every track in split `split`.
+
+        Validation is fold (split + 3) % 5, test fold (split + 4) % 5, train the
+        other three (SPLITS = 5): a rotation, so split 0 trains on folds 0-2.
+        """
+        if not 0 <= split < SPLITS:
+            raise ValueError(f"split must be in 0..{SPLITS - 1}, got {split!r}")
+        parts = np.full(len(self), PARTS.index("train"), dtype=np.int64)
+        parts[self.folds == (SPLITS - 2 + split) % SPLITS] = PARTS.index("validation")
+        parts[self.folds == (SPLITS - 1 + split) % SPLITS] = PARTS.index("test")
+        return parts
+
+    def rows(self, part: int | None = None, split: int = 0) -> list[str]:
+        """TSV rows (header first) of one part of `split`, or of all tracks when `part` is None."""
         lines = ["\t".join(HEADER)]
+        parts = self.split_parts(split)
         for i in range(len(self)):
-            if part is not None and self.parts[i] != part:
+            if part is not None and parts[i] != part:
                 continue
             track = int(self.track_ids[i])
             fields = [
@@ -87,10 +116,17 @@ class Catalogue:
 
 
 def plan_catalogue(tracks: int, seed: int) -> Catalogue:
-    """Draw the metadata of `tracks` tracks: artist-disjoint parts, lengths and tags."""
+    """Draw the metadata of `tracks` tracks: artist-disjoint folds, lengths and tags."""
     rng = np.random.default_rng((seed, 0))
-    artist_of, album_of = _artists_and_albums(tracks, rng)
-    parts = _assign_parts(artist_of, rng)
+    # Near MIN_TRACKS a draw may have too few artists to fill every fold (two of 14
+    # and 13 tracks among 50, say): about one draw in a thousand, drawn again.
+    for _ in range(_ARTIST_DRAWS):
+        artist_of, album_of = _artists_and_albums(tracks, rng)
+        folds = _assign_folds(artist_of, rng)
+        if folds is not None:
+            break
+    else:
+        raise AssertionError(f"{_ARTIST_DRAWS} artist draws could not fill {SPLITS} folds")
     # Ids grow along the catalogue: consecutive within an album, gaps between albums.
     new_album = np.r_[True, album_of[1:] != album_of[:-1]]
     gaps = np.where(new_album, rng.integers(10, 4000, tracks), rng.integers(1, 3, tracks))
@@ -103,10 +139,11 @@ def plan_catalogue(tracks: int, seed: int) -> Catalogue:
     frames = np.clip(np.round(frames), _MIN_FRAMES, _MAX_FRAMES).astype(np.int64)
     labels = np.zeros((tracks, len(TAGS)), dtype=bool)
     favourites = _album_favourites(album_of, rng)
-    for part in range(len(PARTS)):
-        members = np.flatnonzero(parts == part)
+    # Tags per fold: every tag in every fold, hence in every part of every split.
+    for fold in range(SPLITS):
+        members = np.flatnonzero(folds == fold)
         labels[members] = _assign_tags(favourites[members], rng)
-    return Catalogue(track_ids, artist_ids, album_ids, parts, frames, labels)
+    return Catalogue(track_ids, artist_ids, album_ids, folds, frames, labels)
 
 
 def _artists_and_albums(tracks: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -123,33 +160,31 @@ def _artists_and_albums(tracks: int, rng: np.random.Generator) -> tuple[np.ndarr
     return np.asarray(album_artist)[album_of], album_of
 
 
-def _assign_parts(artist_of: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Part of every track; whole artists go to one part, filled towards 60/20/20.
+def _assign_folds(artist_of: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """Fold of every track; whole artists go to one of SPLITS folds, filled equally.
 
     Artists are taken largest first (random order among equals) and each goes
-    to the part furthest below its share, so the shares come out within an
-    artist's size of the target, like the artist-filtered real splits.
+    to the fold furthest below its share, so the folds come out within an
+    artist's size of 1/SPLITS of the tracks, like the artist-filtered real splits.
+    None when a fold comes out too small to hold every tag.
     """
     sizes = np.bincount(artist_of)
     order = np.lexsort((rng.random(len(sizes)), -sizes))
-    filled = np.zeros(len(PARTS))
-    part_of_artist = np.zeros(len(sizes), dtype=np.int64)
-    total = len(artist_of)
+    filled = np.zeros(SPLITS)
+    fold_of_artist = np.zeros(len(sizes), dtype=np.int64)
+    target = len(artist_of) / SPLITS
     for artist in order:
-        part = int(np.argmax(np.asarray(PART_SHARES) * total - filled))
-        part_of_artist[artist] = part
-        filled[part] += sizes[artist]
-    # Near MIN_TRACKS a part can come out too small to hold every tag (7 tracks of
-    # 8 tags for 56 tags): it takes the smallest artists of the largest part.
-    smallest_part = -(-len(TAGS) // MAX_TAGS_PER_TRACK)
-    while filled.min() < smallest_part:
-        short, donor = int(np.argmin(filled)), int(np.argmax(filled))
-        members = np.flatnonzero(part_of_artist == donor)
-        artist = members[np.argmin(sizes[members])]
-        part_of_artist[artist] = short
-        filled[donor] -= sizes[artist]
-        filled[short] += sizes[artist]
-    return part_of_artist[artist_of]
+        fold = int(np.argmax(target - filled))
+        fold_of_artist[artist] = fold
+        filled[fold] += sizes[artist]
+    # A fold under 7 tracks cannot hold every tag (56 tags, at most 8 a track). Moving
+    # an artist to it cannot help: while that fold was short, every other fold took
+    # its artists only when at least as far below its share (under 7 tracks), its
+    # last and smallest one included, so losing any artist leaves it short too. The
+    # caller draws the artists again.
+    if filled.min() < _MIN_FOLD_TRACKS:
+        return None
+    return fold_of_artist[artist_of]
 
 
 def _album_favourites(album_of: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -163,7 +198,7 @@ def _album_favourites(album_of: np.ndarray, rng: np.random.Generator) -> np.ndar
 
 
 def _assign_tags(favourites: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Labels of one part: real tags-per-track law, real tail, every tag at least once.
+    """Labels of one fold: real tags-per-track law, real tail, every tag at least once.
 
     Tag counts are set first (proportional to the real train counts, at least
     one each), then each tag, most frequent first, goes to the tracks with the
@@ -173,7 +208,7 @@ def _assign_tags(favourites: np.ndarray, rng: np.random.Generator) -> np.ndarray
     n = len(favourites)
     law = np.asarray(_REAL_TAGS_PER_TRACK, dtype=np.float64)
     per_track = rng.choice(np.arange(1, MAX_TAGS_PER_TRACK + 1), size=n, p=law / law.sum())
-    while per_track.sum() < len(TAGS):  # tiny parts: more tags a track so every tag fits
+    while per_track.sum() < len(TAGS):  # tiny folds: more tags a track so every tag fits
         open_slots = np.flatnonzero(per_track < MAX_TAGS_PER_TRACK)
         per_track[rng.choice(open_slots)] += 1
     counts = _tag_counts(int(per_track.sum()), n)

@@ -1,11 +1,11 @@
 """Writing the synthetic dataset: a new folder, complete or absent, and the project's cached one.
 
-The files are those of the real repository layout (split TSVs with CRLF line
-ends like the real ones, the tag list, `NN/ID.npy` float32 (96, n_frames) dB
-arrays at 46.875 frames/s), so the real loaders read them unchanged. Every
-track is drawn from numpy generators seeded by (seed, stream, track), so
-equal arguments give byte-identical files, whatever the number of worker
-processes.
+The files are those of the real repository layout (the five official splits
+`split-0` .. `split-4`, each of three TSVs with CRLF line ends like the real
+ones, the tag list, `NN/ID.npy` float32 (96, n_frames) dB arrays at 46.875
+frames/s), so the real loaders read them unchanged. Every track is drawn
+from numpy generators seeded by (seed, stream, track), so equal arguments
+give byte-identical files, whatever the number of worker processes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from filelock import FileLock
 
 from mer_models.data.cache import cache_root
 from mer_models.data.splits import PARTS, DatasetPaths
-from mer_models.data.synthetic.catalogue import TAGS, Catalogue, plan_catalogue
+from mer_models.data.synthetic.catalogue import SPLITS, TAGS, Catalogue, plan_catalogue
 from mer_models.data.synthetic.render import render_track
 from mer_models.data.windows import FRAMES_PER_SECOND
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the generated content changes: it names the cache folder, so a
 # new generator never reads a dataset written by an older one.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 DEFAULT_TRACKS = 1000
 MIN_TRACKS = 50
 MARKER = "synthetic-complete.json"  # written last: a folder without it is not a dataset
@@ -48,7 +48,7 @@ class Summary:
     """What a generation wrote, for the one-line report of the command line."""
 
     root: Path
-    tracks: tuple[int, ...]  # per part, in PARTS order
+    tracks: tuple[int, ...]  # per part of split 0, in PARTS order
     frames: int
     bytes: int
     seconds: float
@@ -63,10 +63,12 @@ class Summary:
         )
 
 
-def synthetic_paths(root: str | Path) -> DatasetPaths:
-    """The `DatasetPaths` of a dataset written under `root` (split 0, moodtheme)."""
+def synthetic_paths(root: str | Path, split: int = 0) -> DatasetPaths:
+    """The `DatasetPaths` of a dataset written under `root`: moodtheme, split `split`."""
+    if isinstance(split, bool) or not isinstance(split, int) or not 0 <= split < SPLITS:
+        raise ValueError(f"split must be an integer in 0..{SPLITS - 1}, got {split!r}")
     root = Path(root)
-    return DatasetPaths(root / "metadata", root / "melspecs", split=0, subset="moodtheme")
+    return DatasetPaths(root / "metadata", root / "melspecs", split=split, subset="moodtheme")
 
 
 def write_synthetic(
@@ -135,15 +137,17 @@ def _worker_count(workers: int | None) -> int:
 
 
 def _write_metadata(metadata: Path, catalogue: Catalogue) -> None:
-    """Tag list, the three split files of split-0 and the table of all tracks."""
+    """Tag list, the three split files of each of the SPLITS splits and the table of all tracks."""
     tags = metadata / "data" / "tags"
-    splits = metadata / "data" / "splits" / "split-0"
     tags.mkdir(parents=True)
-    splits.mkdir(parents=True)
     (tags / "moodtheme_split.txt").write_text("\n".join(TAGS) + "\n")
     # The real TSVs end their lines with CRLF; readers must cope, so ours do too.
-    for part, name in enumerate(PARTS):
-        _write_tsv(splits / f"autotagging_moodtheme-{name}.tsv", catalogue.rows(part))
+    for split in range(SPLITS):
+        folder = metadata / "data" / "splits" / f"split-{split}"
+        folder.mkdir(parents=True)
+        for part, name in enumerate(PARTS):
+            rows = catalogue.rows(part, split=split)
+            _write_tsv(folder / f"autotagging_moodtheme-{name}.tsv", rows)
     _write_tsv(metadata / "data" / "autotagging_moodtheme.tsv", catalogue.rows())
 
 
