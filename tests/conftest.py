@@ -8,6 +8,7 @@ write into it work on a copy (`tests.analysis.conftest.copy_study`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -55,6 +56,19 @@ def write_dataset(
             rows.append("\t".join(row))
         (splits / f"autotagging_moodtheme-{part}.tsv").write_text("\n".join(rows) + "\n")
     return DatasetPaths(metadata, melspecs)
+
+
+def write_swapped_split(paths: DatasetPaths, split: int) -> DatasetPaths:
+    """Split `split` of the dataset: split-0's train part, its validation and test parts
+    swapped (other tracks to validate and test on, as another official split has)."""
+    source = paths.metadata / "data" / "splits" / "split-0"
+    target = paths.metadata / "data" / "splits" / f"split-{split}"
+    target.mkdir()
+    names = {"train": "train", "validation": "test", "test": "validation"}
+    for part, taken in names.items():
+        text = (source / f"autotagging_{paths.subset}-{taken}.tsv").read_text()
+        (target / f"autotagging_{paths.subset}-{part}.tsv").write_text(text)
+    return dataclasses.replace(paths, split=split)
 
 
 def run_data_check(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

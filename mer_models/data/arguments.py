@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from mer_models.data.splits import SUBSETS, DatasetPaths, read_tags
 
@@ -46,7 +47,8 @@ def dataset_paths(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if args.metadata is None:
         from mer_models.data.synthetic import synthetic_dataset
 
-        return synthetic_dataset()
+        paths = synthetic_dataset()  # its five splits: --split chooses one
+        return paths if args.split is None else dataclasses.replace(paths, split=args.split)
     split, subset = args.split, args.subset
     if store is not None:
         from mer_models.data.store import open_store

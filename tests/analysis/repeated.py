@@ -8,6 +8,7 @@ score, as the driver writes it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,10 @@ def write_trial(
     searched: tuple[str, ...],
     end_state: str = "finished",
     best_epoch: int = 3,
+    labels_split: int | None = None,
 ) -> dict[str, Any]:
-    """A trial folder as the driver writes it; its metrics."""
+    """A trial folder as the driver writes it; its metrics (scored on the labels of
+    `labels_split`: None, the study's own split)."""
     folder = study / "trials" / trial_id
     folder.mkdir(parents=True)
     whole = TrainConfig.from_dict(config).to_dict()
@@ -53,7 +56,7 @@ def write_trial(
     }
     history = []
     for offset, part in enumerate(("validation", "test")):
-        labels, _ = read_labels(study, part)
+        labels, _ = read_labels(study, part, labels_split)
         predicted = scores(labels, signal, 1000 * noise_seed + offset)
         np.save(folder / f"{part}_predictions.npy", predicted)
         values = tagging_metrics(labels, predicted)
@@ -76,11 +79,14 @@ def repeated_study(
     searched: tuple[str, ...],
     scheduler: str = "fifo",
     skip: set[tuple[int, int]] = frozenset(),
+    splits: tuple[int, ...] = (),
 ) -> Path:
-    """A finished study of ``rows`` (overrides of BASE, signal) x ``seeds``; (row, seed) pairs
-    in ``skip`` are never trained. Trial ids are ``r<row>s<seed>``."""
+    """A finished study of ``rows`` (overrides of BASE, signal) x ``seeds`` (x ``splits`` of
+    ``data``, its own split first, when given); (row, seed) pairs in ``skip`` are never
+    trained. Trial ids are ``r<row>s<seed>``, with ``p<split>`` over splits."""
     folder.mkdir(parents=True)
-    trials = [(r, s) for r in range(len(rows)) for s in seeds if (r, s) not in skip]
+    draws = [(s, p) for s in seeds for p in (splits or (data.split,))]
+    trials = [(r, s, p) for r in range(len(rows)) for s, p in draws if (r, s) not in skip]
     description = {
         "name": folder.name,
         "space": "repeated.yaml",
@@ -90,11 +96,20 @@ def repeated_study(
         "scheduler": scheduler,
         "budget": "quick",
         "trials": len(trials),
+        "splits": list(splits),
     }
     (folder / "study.json").write_text(json.dumps(description))
-    write_groundtruth(folder, data)
-    for r, s in trials:
+    for split in splits or (data.split,):
+        own = split != data.split
+        write_groundtruth(folder, dataclasses.replace(data, split=split), own_folder=own)
+    for r, s, p in trials:
         overrides, signal = rows[r]
-        config = {**BUDGETS["quick"], **BASE, **overrides, "seed": s}  # as the driver merges
-        write_trial(folder, f"r{r}s{s}", config, signal, 100 * r + s, (*searched, "seed"))
+        # As the driver merges them.
+        config = {**BUDGETS["quick"], **BASE, **overrides, "seed": s, "split": p}
+        name = f"r{r}s{s}" + (f"p{p}" if splits else "")
+        noise = 100 * r + s + 10_000 * p
+        labels_split = p if p != data.split else None
+        write_trial(
+            folder, name, config, signal, noise, (*searched, "seed"), labels_split=labels_split
+        )
     return folder

@@ -158,3 +158,69 @@ def test_split_flag_and_a_spaces_splits_are_refused_together(tmp_path, tiny_data
     assert done.returncode == 2
     assert "--split 1" in done.stderr and "leave out --split" in done.stderr
     assert not (tmp_path / "ray_results").exists()
+
+
+SPLIT_STUDY = """\
+searcher: grid
+budget: quick
+scheduler: {type: fifo}
+parameters: {max_epochs: 2, patience: 2, width: 4, window: 64, batch_size: 16, lr: 3.0e-3}
+configs:
+  - {cbam: true, cell: gru, units: 8}
+  - {cbam: false, cell: gru, units: 8}
+splits: [0, 2]
+"""
+
+
+@pytest.mark.slow  # four two-epoch trials on a 150-track set: ~1 min on the 2-core VM
+def test_a_study_over_two_splits_trains_each_trial_on_its_splits_tracks(small_synthetic, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from mer_models.data.splits import load_split
+    from mer_models.training.metrics import tagging_metrics
+
+    done = run_study(tmp_path, small_synthetic, SPLIT_STUDY)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    study_dir = tmp_path / "ray_results" / "s"
+    study = records.load_study(study_dir)
+    assert study.runs_on_splits == (0, 2) and study.data.split == 0
+    assert sorted((t.config["split"], t.config["cbam"]) for t in study.trials) == [
+        (0, False), (0, True), (2, False), (2, True)
+    ]  # fmt: skip
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = {
+        run.data.tags["mer.trial_id"]: run
+        for run in client.search_runs([client.get_experiment_by_name("s").experiment_id])
+        if run.data.tags.get("mer.role") == "trial"
+    }
+    for trial in study.trials:
+        split = trial.config["split"]
+        data = DatasetPaths(small_synthetic.metadata, small_synthetic.melspecs, split=split)
+        test = load_split(data, "test")
+        predictions = trial.load_predictions("test")
+        assert predictions.shape == test.labels.shape  # its split's test tracks, in order
+        stored, _ = study.labels("test", split)
+        assert (stored == test.labels).all()
+        scored = tagging_metrics(test.labels, predictions)
+        assert trial.metrics["test_roc_auc"] == pytest.approx(scored["roc_auc"], abs=1e-6)
+        run = runs[trial.id]
+        assert run.data.tags[SPLIT_TAG] == str(split) and run.data.params["split"] == str(split)
+        assert run.info.run_name.endswith(f" split={split}")
+        assert run.data.tags["mer.row"] == trial.metrics["row"]
+    # Split 2's test tracks are others than split 0's: the trials did not share them.
+    first, third = (
+        load_split(
+            DatasetPaths(small_synthetic.metadata, small_synthetic.melspecs, split=s), "test"
+        )
+        for s in (0, 2)
+    )
+    assert not set(first.track_ids) & set(third.track_ids)
+    assert (study_dir / "split-2" / "test_groundtruth.npy").is_file()
+    rows = json.loads((study_dir / "rows.json").read_text())
+    assert sorted(row["n"] for row in rows) == [2, 2]
+    assert all(sorted(split for _, split in row["draws"]) == [0, 2] for row in rows)
+    effects = json.loads((study_dir / "effects.json").read_text())
+    assert {effect["pairs"] for effect in effects} == {2}  # paired by seed and split
+    (fusion,) = (study_dir / "fusions").iterdir()  # the study's top-2 fusion: split 0's trials
+    members = json.loads((fusion / "metrics.json").read_text())["members"]
+    assert set(members) == {trial.id for trial in study.trials_on(0)}
