@@ -122,12 +122,17 @@ def validation_curves_figure(
         labels.append(ASHA_LABEL)
     if handles:
         _legend_below(axes, handles, labels)
+    _epoch_axes(axes, metric, title or f"Validation {metric} per epoch")
+    return figure
+
+
+def _epoch_axes(axes, metric: str, title: str) -> None:
+    """Epochs (whole numbers) along x, the validation `metric` up y, the title, a light grid."""
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
     axes.set_ylabel(f"validation {metric}")
-    axes.set_title(title or f"Validation {metric} per epoch")
+    axes.set_title(title)
     axes.grid(alpha=0.3)
-    return figure
 
 
 def plot_per_tag_roc_auc(
@@ -215,11 +220,9 @@ def row_curves_figure(
         (line,) = axes.plot(band.epochs, band.mean, marker=".", label=band.label)
         axes.fill_between(band.epochs, band.low, band.high, color=line.get_color(), alpha=0.2)
     _legend_below(axes, *axes.get_legend_handles_labels())
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("epoch")
-    axes.set_ylabel(f"validation {metric}")
-    axes.set_title(title or f"Validation {metric} per epoch: mean over seeds, band min to max")
-    axes.grid(alpha=0.3)
+    _epoch_axes(
+        axes, metric, title or f"Validation {metric} per epoch: mean over seeds, band min to max"
+    )
     return figure
 
 
