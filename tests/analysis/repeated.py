@@ -20,14 +20,10 @@ from mer_models.data import DatasetPaths
 from mer_models.training.metrics import tagging_metrics
 from study.budgets import BUDGETS
 from study.records import read_labels, write_groundtruth
+from tests.analysis.conftest import member_scores
 from tracking.names import trial_run_name
 
 BASE = {"model": "crnn", "cbam": True, "cell": "gru", "units": 256, "layers": 1}
-
-
-def scores(labels: np.ndarray, signal: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (rng.random(labels.shape) + signal * labels).astype(np.float32)
 
 
 def write_trial(
@@ -57,7 +53,7 @@ def write_trial(
     history = []
     for offset, part in enumerate(("validation", "test")):
         labels, _ = read_labels(study, part, labels_split)
-        predicted = scores(labels, signal, 1000 * noise_seed + offset)
+        predicted = member_scores(labels, 1000 * noise_seed + offset, signal)
         np.save(folder / f"{part}_predictions.npy", predicted)
         values = tagging_metrics(labels, predicted)
         metrics[f"{part}_roc_auc"] = values["roc_auc"]

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from analysis.evaluate import evaluate_files
 from analysis.fusion import Member, fuse, run_fusion, select_members
 from mer_models.training.thresholds import read_thresholds, tune_thresholds
-from tests.analysis.conftest import run_cli, run_main
+from tests.analysis.conftest import member_scores, run_cli, run_main
 
 TRACKS, TAGS = 150, 5
 
@@ -23,11 +23,6 @@ def labels_for(seed: int, tracks: int = TRACKS, tags: int = TAGS) -> np.ndarray:
     labels = rng.random((tracks, tags)) < 0.2
     labels[0], labels[1] = True, False
     return labels
-
-
-def member_scores(labels: np.ndarray, seed: int, signal: float) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (rng.random(labels.shape) + signal * labels).astype(np.float32)
 
 
 def test_fusion_is_the_numpy_mean_of_the_members():
