@@ -174,8 +174,9 @@ class StudyTracker:
         location = None
         if self.artifact_root is not None and TrackingStore(self.tracking_uri).is_local:
             location = (self.artifact_root / self.study).resolve().as_uri()
+        repeats = int(values.get("repeats", 1))  # the space's seeds per row (study_params)
         self.experiment_id = study_experiment(
-            self.client, self.study, self.description, location, self.searched
+            self.client, self.study, self.description, location, self.searched, repeats
         )
         found = self.client.search_runs([self.experiment_id], study_run_filter(self.study))
         if found:

@@ -45,15 +45,17 @@ def study_experiment(
     description: str,
     artifact_location: str | None = None,
     searched: Iterable[str] = (),
+    repeats: int = 1,
 ) -> str:
     """The id of the study's experiment, created if new; kind, description and the view of
     its trials set either way.
 
     The kind tag makes MLflow 3's UI open the experiment on its runs table
     (not on a GenAI dashboard); the description is the space's; the view
-    (`tracking.ui`) shows the trials with their scores and `searched` params.
+    (`tracking.ui`) shows the trials with their scores and `searched` params, grouped by
+    row when each row runs with `repeats` > 1 seeds.
     """
-    view_key, view = comparison_tag(searched)
+    view_key, view = comparison_tag(searched, repeats)
     tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: description.strip(), view_key: view}
     experiment = client.get_experiment_by_name(study)
     if experiment is None:

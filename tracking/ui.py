@@ -13,7 +13,11 @@ experiment lives:
   the page, the UI shows them flat, not folded under it;
 - ``orderByKey``/``orderByAsc``: best validation selection metric first;
 - ``selectedColumns``: the best-epoch validation and test scores, the epochs
-  run and the searched params.
+  run and the searched params;
+- ``groupBy``, for a study that repeats its rows (seeds 0..N-1): the UI's own
+  "Group by" on the ``mer.row`` tag, one group per row with its trials under
+  it and the mean of their scores on the group's line (groups open, ordered
+  by that mean). A study with one seed per row stays flat.
 
 ``workflowType=machine_learning`` in the URL overrides the UI's sidebar
 toggle (kept in localStorage, GenAI by default), so the page opens on the
@@ -21,8 +25,12 @@ runs table, not the GenAI overview. Read from MLflow 3.17's UI build
 (``mlflow/server/js/build/static/js``): the shared-view hook reads the tag
 and picks the search keys (``searchFilter``, ``orderByKey``, ``orderByAsc``,
 ...) and the UI-state keys (``selectedColumns``, ``columnWidths``, ...; not
-``runsExpanded``); the workflow-type provider prefers the URL's
-``workflowType`` to localStorage.
+``runsExpanded``), ``groupBy`` and ``groupsExpanded`` among them; the
+grouping reads ``groupBy`` as ``{aggregateFunction, groupByKeys: [{mode,
+groupByData}]}`` (modes ``tag``, ``param``, ``dataset``; functions ``min``,
+``average``, ``max``) and opens a group its ``groupsExpanded`` does not
+close; the workflow-type provider prefers the URL's ``workflowType`` to
+localStorage.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from collections.abc import Iterable
 from urllib.parse import urlencode
 
 from mer_models.training.metrics import BEST_VALUE_KEY, METRICS
-from tracking.names import FINAL_METRICS, ROLE_TAG
+from tracking.names import FINAL_METRICS, ROLE_TAG, ROW_TAG
 
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # MLflow's prefix of a shared view's tag
 VIEW_KEY = "trials"  # the study's view: `mlflow.sharedViewState.trials`
@@ -58,9 +66,18 @@ def comparison_metrics() -> tuple[str, ...]:
     )
 
 
-def comparison_view(searched: Iterable[str]) -> dict:
-    """The shared view of a study's trials: flat, best first, its scores and `searched`
-    params (the fields its space varies) as columns."""
+def row_grouping() -> dict:
+    """The runs table's "Group by" the `mer.row` tag: a group per row, its seeds' mean."""
+    return {
+        "aggregateFunction": "average",
+        "groupByKeys": [{"mode": "tag", "groupByData": ROW_TAG}],
+    }
+
+
+def comparison_view(searched: Iterable[str], repeats: int = 1) -> dict:
+    """The shared view of a study's trials: best first, its scores and `searched` params
+    (the fields its space varies) as columns; flat, or grouped by row when each row ran
+    with `repeats` > 1 seeds."""
     columns = [
         *(column("metrics", name) for name in comparison_metrics()),
         *(column("params", name) for name in searched),
@@ -70,7 +87,7 @@ def comparison_view(searched: Iterable[str]) -> dict:
         name: max(MIN_WIDTH, CHARACTER_WIDTH * len(name.split("`")[1]) + HEADER_PADDING)
         for name in columns
     }
-    return {
+    view = {
         "searchFilter": f"tags.`{ROLE_TAG}` = 'trial'",
         "orderByKey": column("metrics", FINAL_METRICS[BEST_VALUE_KEY]),
         "orderByAsc": False,
@@ -79,11 +96,15 @@ def comparison_view(searched: Iterable[str]) -> dict:
         "columnWidths": widths,
         "runsHiddenMode": "SHOW_ALL",  # every trial in the charts, not the first ten
     }
+    if repeats > 1:
+        view["groupBy"] = row_grouping()
+    return view
 
 
-def comparison_tag(searched: Iterable[str]) -> tuple[str, str]:
+def comparison_tag(searched: Iterable[str], repeats: int = 1) -> tuple[str, str]:
     """The experiment tag that holds the view: its key and JSON value."""
-    return SHARED_VIEW_TAG + VIEW_KEY, json.dumps(comparison_view(searched), sort_keys=True)
+    view = comparison_view(searched, repeats)
+    return SHARED_VIEW_TAG + VIEW_KEY, json.dumps(view, sort_keys=True)
 
 
 def comparison_url(ui: str, experiment_id: str) -> str:

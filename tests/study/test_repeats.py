@@ -24,6 +24,7 @@ from study.summary import columns, table_rows
 from study.trainable import ROW_KEY
 from tests.study.test_summary import GRU, LSTM, finished, write_study
 from tracking.names import ROW_TAG, SEED_TAG, repeated_run_name, row_name, trial_run_name
+from tracking.ui import SHARED_VIEW_TAG, VIEW_KEY
 
 # Where no trial reads: the options only plan trials.
 DATA = DatasetPaths("metadata", "melspecs")
@@ -229,6 +230,17 @@ def test_trial_runs_carry_their_row_and_seed(tmp_path):
     assert again.drain(30)
     (old,) = again.client.search_runs([again.experiment_id], "tags.`mer.trial_id` = 'old'")
     assert old.data.tags[ROW_TAG] == "block GRU 256" and old.data.tags[SEED_TAG] == "0"
+
+
+def test_the_experiment_of_a_repeated_study_opens_grouped_by_row(tmp_path):
+    """The study's parent run params (its repeats) choose the experiment's shared view."""
+    for study, repeats in (("rep", 3), ("one", 1)):
+        tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", study, tmp_path)
+        tracker.start({"space": study, "repeats": repeats})
+        tags = tracker.client.get_experiment(tracker.experiment_id).tags
+        view = json.loads(tags[SHARED_VIEW_TAG + VIEW_KEY])
+        grouped = [key["groupByData"] for key in view.get("groupBy", {}).get("groupByKeys", [])]
+        assert grouped == ([ROW_TAG] if repeats > 1 else [])
 
 
 def test_the_progress_table_shows_the_seed_only_when_rows_repeat(tmp_path):

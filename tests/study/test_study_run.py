@@ -15,11 +15,16 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from mer_models.config import FIELD_NAMES, TrainConfig, applicable_fields
+from mer_models.training.metrics import BEST_VALUE_KEY
+from study.mlflow_writer import StudyTracker
+from study.recorder import StudyRecorder
 from tests.study.processes import RUN, mlflow_server, run_driver, study_command
+from tests.study.test_repeats import fake_trial
 from tracking.names import EPOCH_METRICS, FINAL_METRICS
-from tracking.ui import SHARED_VIEW_TAG, VIEW_KEY, comparison_metrics
+from tracking.ui import SHARED_VIEW_TAG, VIEW_KEY, comparison_metrics, comparison_url
 
 pytestmark = pytest.mark.slow
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def trial_runs(client, study):
@@ -159,6 +164,40 @@ def rendered_page(browser: str, url: str) -> str:
         timeout=120,
     )
     return done.stdout
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium")
+def test_the_link_of_a_repeated_study_opens_one_group_per_row(tmp_path):
+    """Rows with two seeds each, their runs written and tagged by the study's tracker and
+    recorder on an `mlflow server`: the link's page (an empty profile) groups the trials by
+    row, MLflow's own Group by mer.row, best mean first, each row's seeds under it."""
+    rows = [
+        {"model": "crnn", "cbam": cbam, "cell": cell, "units": 256, "layers": 1}
+        for cbam, cell in ((False, "gru"), (True, "gru"), (True, "lstm"))
+    ]
+    searched = ("cbam", "cell")
+    with mlflow_server(tmp_path) as uri:
+        tracker = StudyTracker(uri, "rep", searched=searched)
+        tracker.start({"space": "rep", "repeats": 2})
+        recorder = StudyRecorder(tmp_path, tracker, str(tmp_path), searched=searched, repeats=2)
+        for r, row in enumerate(rows):
+            for seed in (0, 1):
+                run_id = recorder._run_id(fake_trial(f"t{r}{seed}", row, seed))
+                scores = {BEST_VALUE_KEY: 0.5 + r / 10 + seed / 100, "epochs_run": 3}
+                tracker.finish_trial(run_id, scores, "finished", [])
+        tracker.finish_study()
+        page = rendered_page(BROWSER, comparison_url(uri, tracker.experiment_id))
+    shown = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+    assert "Group by: mer.row" in shown and "6 matching runs" in shown
+    names = ["block LSTM 256", "block GRU 256", "no attention GRU 256"]  # best mean first
+    headers = [re.search(rf"Group: {re.escape(name)} (\d+) ", shown) for name in names]
+    assert all(headers) and shown.count("Group: ") == len(names)
+    assert [header.group(1) for header in headers] == ["2"] * len(names)  # its trial count
+    assert [header.start() for header in headers] == sorted(h.start() for h in headers)
+    for name, group in zip(names, shown.split("Group: ")[1:], strict=True):
+        assert f"{name} seed=0" in group and f"{name} seed=1" in group  # its trials under it
+    for mean in ("0.705", "0.605", "0.505"):  # the row's best_val_selection_metric, averaged
+        assert f"{mean} (average)" in shown
 
 
 def check_selected_by_pr_auc(client, study_dir):

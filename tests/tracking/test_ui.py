@@ -75,3 +75,21 @@ def test_the_link_opens_the_view_on_the_runs_table_of_the_store_ui():
     assert comparison_url(local.ui_address, "1").startswith(
         "http://127.0.0.1:5000/#/experiments/1/"
     )
+
+
+def test_a_repeated_study_groups_its_trials_by_row_and_one_seed_a_row_stays_flat(tmp_path):
+    grouped = comparison_view(SEARCHED, repeats=3)
+    assert grouped["groupBy"] == {  # MLflow's "Group by" the tag: a group per row, its mean
+        "aggregateFunction": "average",
+        "groupByKeys": [{"mode": "tag", "groupByData": "mer.row"}],
+    }
+    assert "groupBy" not in comparison_view(SEARCHED, repeats=1)
+    assert {key: grouped[key] for key in grouped if key != "groupBy"} == comparison_view(SEARCHED)
+    # The experiment's view follows the study: grouped while it repeats rows, flat after.
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = study_experiment(client, "s", "", searched=SEARCHED, repeats=2)
+    tag = client.get_experiment(experiment_id).tags[SHARED_VIEW_TAG + VIEW_KEY]
+    assert json.loads(tag)["groupBy"] == grouped["groupBy"]
+    study_experiment(client, "s", "", searched=SEARCHED)
+    tag = client.get_experiment(experiment_id).tags[SHARED_VIEW_TAG + VIEW_KEY]
+    assert "groupBy" not in json.loads(tag)
