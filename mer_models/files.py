@@ -6,6 +6,8 @@ flushed, then renamed over the target: a kill or a full disk leaves the old
 file or none, never half of one. Temporary files from `tempfile` are created
 mode 0600 whatever the umask; these get the mode a plain `open` would give,
 so on a shared cluster folder the group can read what a study writes.
+`file_identity` tells one version of a file from another, for what a process
+keeps of files it read.
 """
 
 from __future__ import annotations
@@ -65,3 +67,14 @@ def remove_partials(folder: Path) -> list[Path]:
             path.unlink(missing_ok=True)
         removed.append(path)
     return removed
+
+
+def file_identity(path: Path) -> tuple[str, int, int, int] | str:
+    """What tells one version of a file from another (path, inode, size, modification time):
+    a file replaced whole or edited gets another. A missing file: its path (the reader that
+    then opens it says what is missing)."""
+    try:
+        status = Path(path).stat()
+    except OSError:
+        return str(path)
+    return (str(path), status.st_ino, status.st_size, status.st_mtime_ns)

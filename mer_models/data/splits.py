@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mer_models.files import file_identity
+
 PARTS = ("train", "validation", "test")
 HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
 # Subsets of the MTG-Jamendo repository, by the name in their split files.
@@ -234,7 +236,7 @@ def cached_split(paths: DatasetPaths, part: str) -> SplitTable:
     kept. The cached table's arrays are read-only: every trial shares them.
     """
     split_file, tag_file = paths.split_file(part), paths.tag_file()
-    key = (_identity(split_file), _identity(tag_file))
+    key = (file_identity(split_file), file_identity(tag_file))
     table = _TABLES.get(key)
     if table is None:
         table = load_split(paths, part)
@@ -244,16 +246,6 @@ def cached_split(paths: DatasetPaths, part: str) -> SplitTable:
             _TABLES.pop(next(iter(_TABLES)))  # the oldest
         _TABLES[key] = table
     return table
-
-
-def _identity(path: Path) -> tuple[str, int, int, int] | str:
-    """What tells one version of a file from another; a missing file: its path (load_split
-    then raises)."""
-    try:
-        status = path.stat()
-    except OSError:
-        return str(path)
-    return (str(path), status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 _TABLES: dict[tuple, SplitTable] = {}  # cached_split's tables, oldest first

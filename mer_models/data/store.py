@@ -36,7 +36,7 @@ import numpy as np
 
 from mer_models.data.splits import PARTS, DataError, DatasetPaths, SplitTable, load_split
 from mer_models.data.windows import N_BANDS, PAD_DB, open_melspec
-from mer_models.files import PARTIAL, atomic_write_bytes, atomic_write_text
+from mer_models.files import PARTIAL, atomic_write_bytes, atomic_write_text, file_identity
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def cached_store(path: str | Path) -> PackedStore:
     """`open_store`, read once per process while its manifest and index stay the same
     (a worker running trial after trial opens its store once)."""
     path = Path(path)
-    key = tuple(_file_identity(path / name) for name in (MANIFEST, INDEX))
+    key = tuple(file_identity(path / name) for name in (MANIFEST, INDEX))
     store = _OPENED.get(key)
     if store is None:
         store = open_store(path)
@@ -231,14 +231,6 @@ def cached_store(path: str | Path) -> PackedStore:
         _OPENED.clear()  # one store at a time: an index is large
         _OPENED[key] = store
     return store
-
-
-def _file_identity(path: Path) -> tuple[str, int, int, int] | str:
-    try:
-        status = path.stat()
-    except OSError:
-        return str(path)  # open_store says what is missing
-    return (str(path), status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 _OPENED: dict[tuple, PackedStore] = {}  # cached_store's store
