@@ -174,9 +174,10 @@ class StudyTracker:
         location = None
         if self.artifact_root is not None and TrackingStore(self.tracking_uri).is_local:
             location = (self.artifact_root / self.study).resolve().as_uri()
-        repeats = int(values.get("repeats", 1))  # the space's seeds per row (study_params)
+        # Trials per row (study_params): its seeds times its splits.
+        per_row = int(values.get("repeats", 1)) * max(len(str(values.get("splits", "")).split()), 1)
         self.experiment_id = study_experiment(
-            self.client, self.study, self.description, location, self.searched, repeats
+            self.client, self.study, self.description, location, self.searched, per_row
         )
         found = self.client.search_runs([self.experiment_id], study_run_filter(self.study))
         if found:

@@ -14,7 +14,7 @@ experiment lives:
 - ``orderByKey``/``orderByAsc``: best validation selection metric first;
 - ``selectedColumns``: the best-epoch validation and test scores, the epochs
   run and the searched params;
-- ``groupBy``, for a study that repeats its rows (seeds 0..N-1): the UI's own
+- ``groupBy``, for a study that repeats its rows (seeds 0..N-1, splits): the UI's own
   "Group by" on the ``mer.row`` tag, one group per row with its trials under
   it and the mean of their scores on the group's line (groups open, ordered
   by that mean). A study with one seed per row stays flat.
@@ -77,7 +77,7 @@ def row_grouping() -> dict:
 def comparison_view(searched: Iterable[str], repeats: int = 1) -> dict:
     """The shared view of a study's trials: best first, its scores and `searched` params
     (the fields its space varies) as columns; flat, or grouped by row when each row ran
-    with `repeats` > 1 seeds."""
+    with `repeats` > 1 trials (seeds, splits)."""
     columns = [
         *(column("metrics", name) for name in comparison_metrics()),
         *(column("params", name) for name in searched),

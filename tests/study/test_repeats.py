@@ -233,14 +233,19 @@ def test_trial_runs_carry_their_row_and_seed(tmp_path):
 
 
 def test_the_experiment_of_a_repeated_study_opens_grouped_by_row(tmp_path):
-    """The study's parent run params (its repeats) choose the experiment's shared view."""
-    for study, repeats in (("rep", 3), ("one", 1)):
+    """The study's parent run params (its repeats and splits) choose the experiment's shared
+    view: grouped by row when a row has several trials."""
+    for study, repeats, splits, grouped_by in (
+        ("rep", 3, "0", [ROW_TAG]),
+        ("one", 1, "0", []),
+        ("splits", 1, "0 1 2", [ROW_TAG]),
+    ):
         tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", study, tmp_path)
-        tracker.start({"space": study, "repeats": repeats})
+        tracker.start({"space": study, "repeats": repeats, "splits": splits})
         tags = tracker.client.get_experiment(tracker.experiment_id).tags
         view = json.loads(tags[SHARED_VIEW_TAG + VIEW_KEY])
         grouped = [key["groupByData"] for key in view.get("groupBy", {}).get("groupByKeys", [])]
-        assert grouped == ([ROW_TAG] if repeats > 1 else [])
+        assert grouped == grouped_by, study
 
 
 def test_the_progress_table_shows_the_seed_only_when_rows_repeat(tmp_path):
