@@ -12,34 +12,24 @@ from collections.abc import Mapping
 from typing import Any
 
 from analysis.effects import EXACT_UP_TO, SIGN_FLIP, Effect, Effects
+from analysis.markdown import DASH, markdown_table, percent
 from analysis.plots import ForestItem, ForestPanel
 from analysis.rows import RowResult, RowTable, Summary, trial_name
 from mer_models.config import architecture
 from mer_models.models.registry import ARCHITECTURE_COLUMNS
 from tracking.names import effect_metric, format_value, row_metric
 
-DASH = "–"
 ALPHA = 0.05  # an effect whose adjusted p is below it is marked significant
 METRIC_LABELS = {"test_roc_auc": "ROC-AUC", "test_pr_auc": "PR-AUC"}
-
-
-def _points(value: float | None) -> str:
-    return DASH if value is None else f"{100.0 * value:.2f}"
 
 
 def mean_interval(summary: Summary) -> str:
     """``73.91 ± 0.52 [73.39, 74.43]`` in %; the mean alone for n = 1."""
     if summary.interval is None:
-        return _points(summary.mean)
+        return percent(summary.mean)
     half = (summary.interval[1] - summary.interval[0]) / 2
     low, high = summary.interval
-    return f"{_points(summary.mean)} ± {100 * half:.2f} [{_points(low)}, {_points(high)}]"
-
-
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return lines
+    return f"{percent(summary.mean)} ± {100 * half:.2f} [{percent(low)}, {percent(high)}]"
 
 
 def rows_section(table: RowTable, published: Mapping[str, float] | None = None) -> list[str]:
@@ -80,7 +70,7 @@ def rows_section(table: RowTable, published: Mapping[str, float] | None = None) 
                 mean_interval(row.validation),
                 mean_interval(row.test_roc_auc),
                 mean_interval(row.test_pr_auc),
-                f"{_points(row.ensemble_test_roc_auc)} / {_points(row.ensemble_test_pr_auc)}",
+                f"{percent(row.ensemble_test_roc_auc)} / {percent(row.ensemble_test_pr_auc)}",
                 DASH if row.mean_best_epoch is None else f"{row.mean_best_epoch:.1f}",
                 *(
                     (f"{published[phrase]:g}" if phrase in published else DASH,)
@@ -90,7 +80,7 @@ def rows_section(table: RowTable, published: Mapping[str, float] | None = None) 
                 "; ".join(trial_name(trial) for trial in row.trials),
             )
         )
-    lines += _table(header, cells)
+    lines += markdown_table(header, cells)
     if published is not None:
         lines += [
             "",
@@ -154,7 +144,7 @@ def effects_section(effects: Effects) -> list[str]:
             )
             for effect in effects.effects
         ]
-        lines += _table(
+        lines += markdown_table(
             (
                 "factor",
                 "rows",

@@ -30,6 +30,7 @@ from analysis.bootstrap import bootstrap_intervals, paired_bootstrap, undefined_
 from analysis.comparison import effects_section, forest_panels, parent_metrics, rows_section
 from analysis.effects import Effects, factor_effects, write_effects
 from analysis.evaluate import check_groundtruth, check_scores, load_matrix
+from analysis.markdown import DASH, markdown_table, percent
 from analysis.plots import (
     band_from_curves,
     curve_from_history,
@@ -67,7 +68,6 @@ FOREST_FILE = "forest.png"  # with repeated seeds: rows' and effects' intervals
 REPORT_FILES = (REPORT_FILE, CURVES_FILE, PER_TAG_FILE, ROW_CURVES_FILE, FOREST_FILE)
 MLFLOW_ARTIFACT_PATH = "report"
 MLFLOW_BATCH = 1000  # metrics per log_batch call: MLflow's limit
-DASH = "–"
 
 
 @dataclass(frozen=True)
@@ -131,11 +131,6 @@ class Report:
     mlflow_logged: bool
     rows: RowTable | None = None  # the study's rows (analysis.rows), also in STUDY/rows.json
     effects: Effects | None = None  # its factor effects, also in STUDY/effects.json
-
-
-def percent(value: float | None) -> str:
-    """A fraction as a percentage with two decimals (``0.73912`` -> ``73.91``)."""
-    return DASH if value is None else f"{100.0 * value:.2f}"
 
 
 def _with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
@@ -300,12 +295,6 @@ def table_header(selection: Metric) -> tuple[str, ...]:
     )
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return lines
-
-
 def _row_cells(row: Row) -> tuple[str, ...]:
     return (
         row.system,
@@ -369,7 +358,7 @@ def render_markdown(
         "",
     ]
     rows = trial_rows + fusion_rows
-    lines += _table(table_header(study.selection), [_row_cells(row) for row in rows])
+    lines += markdown_table(table_header(study.selection), [_row_cells(row) for row in rows])
     if any(_outside(row) for row in rows):
         lines += [
             "",
@@ -406,7 +395,7 @@ def render_markdown(
                     _published_cell(entry.test_pr_auc),
                 )
             )
-        lines += _table(
+        lines += markdown_table(
             (
                 "system",
                 "ours test ROC-AUC",
