@@ -39,7 +39,7 @@ from study.records import (
     row_key,
     row_of,
 )
-from tracking import names
+from tracking.names import row_name
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,6 @@ def draw_label(draw: tuple[Any, ...], among: Sequence[tuple[Any, ...]] = ()) -> 
     there: ``seed 3`` in a study on one split."""
     shown = [i for i in range(len(DRAW_FIELDS)) if len({d[i] for d in among}) > 1]
     return ", ".join(f"{DRAW_FIELDS[i]} {draw[i]}" for i in shown or range(len(DRAW_FIELDS)))
-
-
-def row_name(config: Mapping[str, Any], searched: Sequence[str]) -> str:
-    """A row's name as its trials' MLflow tag ``mer.row`` says it ("block GRU 256")."""
-    return names.row_name(config, [field for field in searched if field not in DRAW_FIELDS])
 
 
 def trial_name(trial: Trial) -> str:

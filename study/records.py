@@ -43,7 +43,7 @@ from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths, load_split
 from mer_models.files import PARTIAL, atomic_write_bytes, atomic_write_text
 from mer_models.training.metrics import DEFAULT_SELECTION, Metric, selection_metric
-from tracking.names import varied_draws
+from tracking.names import SEED_FIELD, SPLIT_FIELD, varied_draws
 
 STUDY_FILE = "study.json"
 TRIALS = "trials"
@@ -214,8 +214,8 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # Config fields that make a trial one draw of its row (a configuration the study compares):
-# two rows' trials are paired on them.
-DRAW_FIELDS = ("seed", "split")
+# two rows' trials are paired on them; a row's name (tracking.names.row_name) leaves them out.
+DRAW_FIELDS = (SEED_FIELD, SPLIT_FIELD)
 
 
 def row_of(config: dict[str, Any]) -> dict[str, Any]:
