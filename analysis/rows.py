@@ -118,14 +118,6 @@ class RowResult:
     def n(self) -> int:
         return len(self.trials)
 
-    def summary(self, metric: str) -> Summary:
-        """A summary by its metrics.json key (test_roc_auc, test_pr_auc) or "validation"."""
-        return {
-            "test_roc_auc": self.test_roc_auc,
-            "test_pr_auc": self.test_pr_auc,
-            "validation": self.validation,
-        }[metric]
-
 
 @dataclass(frozen=True)
 class RowTable:

@@ -194,7 +194,6 @@ class WorkerState:
 
     def __init__(self) -> None:
         self.threads = torch.get_num_threads()
-        self.trials = 0  # trials begun in this process
         self.unusable: str | None = None  # the key of the failed GPU trial, if any
 
     def begin_trial(self, key: str) -> None:
@@ -207,7 +206,6 @@ class WorkerState:
                 f"trial {key} landed on a worker whose trial {self.unusable} failed on the GPU, "
                 "which may leave its CUDA state broken; it runs again on a new worker"
             )
-        self.trials += 1
         torch.set_num_threads(self.threads)
 
     def set_threads(self, threads: int) -> None:
