@@ -64,7 +64,7 @@ class Selection:
     @property
     def validation_key(self) -> str:
         """metrics.json's key of the score: ``validation_roc_auc_macro``."""
-        return f"validation_{selection_metric(self.metric).official_key}"
+        return selection_metric(self.metric).fused_validation
 
 
 @dataclass(frozen=True)

@@ -269,7 +269,7 @@ def _fusion_row(
     return Row(
         system=f"fusion {fusion.name} ({' + '.join(map(str, members))})",
         architecture=(DASH,) * len(ARCHITECTURE_COLUMNS),
-        validation_score=finite_number(metrics.get(f"validation_{selection.official_key}")),
+        validation_score=finite_number(metrics.get(selection.fused_validation)),
         test_roc_auc=finite_number(metrics.get("ROC-AUC-macro")),
         test_roc_auc_ci=_bounds(intervals["ROC-AUC-macro"]),
         test_pr_auc=finite_number(metrics.get("PR-AUC-macro")),

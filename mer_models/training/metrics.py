@@ -47,9 +47,10 @@ class Metric:
         return f"best_val_{self.key}"
 
     @property
-    def official_key(self) -> str:
-        """The official name as a key: ``roc_auc_macro`` (fusion metrics.json, MLflow)."""
-        return self.official.lower().replace("-", "_")
+    def fused_validation(self) -> str:
+        """A fusion's metrics.json (MLflow: ``fusion_`` before it): the fused members' validation
+        score, under the official name as a key: ``validation_roc_auc_macro``."""
+        return f"validation_{self.official.lower().replace('-', '_')}"
 
     @property
     def short(self) -> str:
