@@ -318,8 +318,7 @@ def _check_repeats(
             "seeds; search with optuna first, then repeat its best rows in a grid space "
             "(configs: [...], repeats: N)",
         )
-    setting = ["parameters.seed"] if "seed" in parameters else []
-    setting += [f"configs[{i}].seed" for i, entry in enumerate(configs) if "seed" in entry]
+    setting = _setting("seed", parameters, configs)
     if setting:
         raise check.error(
             setting[0],
@@ -334,8 +333,7 @@ def _parse_splits(
     """`splits: [0, 1, ...]`: distinct official split numbers; every trial runs on each. The
     space may not set `split` itself, and optuna (one score per point) takes no splits."""
     if splits is None:
-        setting = ["parameters.split"] if "split" in parameters else []
-        setting += [f"configs[{i}].split" for i, entry in enumerate(configs) if "split" in entry]
+        setting = _setting("split", parameters, configs)
         if setting:
             raise check.error(
                 setting[0],
@@ -363,6 +361,12 @@ def _parse_splits(
         )
     _parse_splits(check, None, searcher, parameters, configs)  # and no split of its own
     return tuple(splits)
+
+
+def _setting(name: str, parameters: dict, configs: list[dict]) -> list[str]:
+    """The key paths at which a space sets config field `name` itself."""
+    paths = [f"parameters.{name}"] if name in parameters else []
+    return paths + [f"configs[{i}].{name}" for i, entry in enumerate(configs) if name in entry]
 
 
 def _kind(spec: Any) -> str | None:
