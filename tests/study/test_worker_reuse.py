@@ -3,6 +3,9 @@ new worker gives it; a worker a failed GPU trial leaves behind takes no further 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 import ray
 import torch
@@ -20,13 +23,11 @@ FIRST = {"model": "crnn", "cell": "gru", "units": 8, "cbam": True, "seed": 3, "t
 OTHER = {"model": "attention_cnn", "seed": 11, "threads": 2, "dropout": 0.3}
 
 
-@pytest.mark.slow  # one Ray Tune run: ~15 s on the 2-core VM
-def test_a_reused_worker_gives_each_trial_a_fresh_workers_result(tiny_dataset, tmp_path):
-    """Trials 1 and 3 have one config: 1 runs in a new worker, 3 in the same worker after
-    1 and another model with another seed and thread count; every epoch and the best
-    epoch's test scores are equal."""
-    checkpoints = str(tmp_path / "checkpoints")
-    ray.init(  # "local": its own cluster, never one a `ray start` left on this node
+@contextlib.contextmanager
+def local_ray() -> Iterator[None]:
+    """A one-CPU Ray cluster of the test's own ("local": never one a `ray start` left on
+    this node), shut down after the block."""
+    ray.init(
         address="local",
         num_cpus=1,
         include_dashboard=False,
@@ -34,6 +35,18 @@ def test_a_reused_worker_gives_each_trial_a_fresh_workers_result(tiny_dataset, t
         configure_logging=False,
     )
     try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow  # one Ray Tune run: ~15 s on the 2-core VM
+def test_a_reused_worker_gives_each_trial_a_fresh_workers_result(tiny_dataset, tmp_path):
+    """Trials 1 and 3 have one config: 1 runs in a new worker, 3 in the same worker after
+    1 and another model with another seed and thread count; every epoch and the best
+    epoch's test scores are equal."""
+    checkpoints = str(tmp_path / "checkpoints")
+    with local_ray():
         tuner = tune.Tuner(
             tune.with_parameters(run_trial, data=tiny_dataset.to_dict(), checkpoints=checkpoints),
             param_space={**FIXED, ROW_KEY: tune.grid_search([FIRST, OTHER, FIRST])},
@@ -43,8 +56,6 @@ def test_a_reused_worker_gives_each_trial_a_fresh_workers_result(tiny_dataset, t
             run_config=tune.RunConfig(name="reuse", storage_path=str(tmp_path), verbose=0),
         )
         results = sorted(tuner.fit(), key=lambda result: result.metrics["trial_id"])
-    finally:
-        ray.shutdown()
     assert [result.error for result in results] == [None] * 3
     assert len({int(result.metrics["pid"]) for result in results}) == 1  # one worker ran all
     epochs = [result.metrics_dataframe[list(RESULT_KEYS)].to_dict("records") for result in results]
@@ -95,14 +106,7 @@ def test_a_trial_restored_after_its_last_epoch_reports_that_epoch_again(tiny_dat
     checkpoints = str(tmp_path / "checkpoints")
     config = {**FIXED, **FIRST, "max_epochs": 1}
     space = {trainable.RECORDED_KEY: {"key": "finished", "config": config}}
-    ray.init(
-        address="local",
-        num_cpus=1,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-    )
-    try:
+    with local_ray():
         runs = []
         for name in ("first", "restored"):
             tuner = tune.Tuner(
@@ -114,8 +118,6 @@ def test_a_trial_restored_after_its_last_epoch_reports_that_epoch_again(tiny_dat
                 run_config=tune.RunConfig(name=name, storage_path=str(tmp_path), verbose=0),
             )
             runs.append(tuner.fit()[0])
-    finally:
-        ray.shutdown()
     first, restored = runs
     assert first.error is None and restored.error is None
     assert first.metrics_dataframe["epoch"].tolist() == [1]
