@@ -57,10 +57,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # would hide the `study` package: the project root goes before it.
 sys.path.insert(0, str(ROOT))
 
+from mer_models.models.registry import ARCHITECTURE_FIELDS as ARCHITECTURE  # noqa: E402
 from study.records import load_study, ranked_trials  # noqa: E402
 from study.search_space import find_space, load_space, tune_value  # noqa: E402
 
-ARCHITECTURE = ("model", "cbam", "cell", "units", "layers")
 GENERATED = {"wide24": "wide.yaml"}  # --space names drawn here: the space they draw from
 SLOTS = 2  # trials at a time in a generated space's studies
 
