@@ -39,11 +39,13 @@ def rows_section(table: RowTable, published: Mapping[str, float] | None = None) 
     lines = [
         "## Rows",
         "",
-        "A row is one configuration trained with several seeds; n counts its trials that "
+        "A row is one configuration trained with several seeds (or on several splits); n "
+        "counts its trials that "
         "finished with predictions. Macro ROC-AUC and PR-AUC in %: the mean over the row's "
         "trials ± the half-width of its 95% Student-t interval (n - 1 degrees of freedom; "
         "none for n = 1), the interval in brackets. Ensemble: the row's seed ensemble (the "
-        "mean of its trials' test predictions) scored on the test labels. Rows are ranked by "
+        "mean of its trials' test predictions) scored on the test labels (split by split, "
+        "then averaged, over several splits). Rows are ranked by "
         f"their mean validation {selection.title}.",
         "",
     ]
@@ -114,7 +116,8 @@ def effects_section(effects: Effects) -> list[str]:
     floors = ", ".join(f"{2 / 2**n:.4g} at {n} pairs" for n in pairs if n <= EXACT_UP_TO)
     lines += [
         "For every searched factor, the rows that differ in it alone, their trials paired by "
-        "seed (the same seed gives both the same data order, masks and initial draws). "
+        "seed and split (the same seed gives both the same data order, masks and initial "
+        "draws; the same split, the same tracks). "
         "Difference: to - from in points of %, the mean over the pairs with its 95% t "
         f"interval. p: two-sided, of the exact sign-flip permutation test for up to "
         f"{EXACT_UP_TO} pairs, else of the paired t-test (the other test's p stands beside "
