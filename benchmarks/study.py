@@ -32,6 +32,12 @@ end are not a trial's, nor is a slot left idle at the end. Pooled over the
 ASHA and FIFO studies. `outside_epochs_seconds` is the coarser figure: a
 study's wall time less its epoch seconds shared over the slots.
 
+`asha_epoch_seconds_fraction` is ASHA's epoch seconds over FIFO's, and
+`asha_epochs_at_fifo_cost` the same with each of ASHA's epochs priced at
+what FIFO's run of that configuration paid for that epoch: a configuration
+trains alike under both, so the second is what ASHA's choice of epochs is
+worth, and the gap between them is ASHA's epochs running slower.
+
     python benchmarks/study.py [--space table1.yaml|wide24] [--configs 24]
                                [--concurrency-epochs 3]
 
@@ -58,7 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mer_models.models.registry import ARCHITECTURE_FIELDS as ARCHITECTURE  # noqa: E402
-from study.records import load_study, ranked_trials  # noqa: E402
+from study.records import load_study, ranked_trials, row_key  # noqa: E402
 from study.search_space import find_space, load_space, tune_value  # noqa: E402
 
 GENERATED = {"wide24": "wide.yaml"}  # --space names drawn here: the space they draw from
@@ -166,6 +172,9 @@ def run_study(
     epoch_seconds = sum(row["seconds"] for trial in study.trials for row in trial.history)
     slot_seconds = _slot_seconds(study, slots)
     best = ranked_trials(study)[0]
+    by_config = {
+        row_key(trial.config): [row["seconds"] for row in trial.history] for trial in study.trials
+    }
     return {
         "seconds": round(seconds, 1),
         "trials": len(study.trials),
@@ -179,7 +188,21 @@ def run_study(
         "startup_seconds_per_trial": round((slot_seconds - epoch_seconds) / len(study.trials), 2),
         "outside_epochs_seconds": round(seconds - epoch_seconds / slots, 1),
         "load_average": _load(),
+        "by_config": by_config,  # each configuration's epoch seconds (not printed)
     }
+
+
+def epochs_at_fifo_cost(asha: dict, fifo: dict) -> float:
+    """ASHA's trial-epochs priced at FIFO's seconds for the same epochs, over FIFO's epoch
+    seconds. A configuration trains alike under both (same seed: the same epochs, the same
+    best epochs predicting the test set), so this is the share of FIFO's epoch time that
+    ASHA's choice of epochs is worth; against ASHA's own epoch seconds it tells a slower
+    epoch (the machine) from a dearer choice (ASHA keeping the costlier configurations)."""
+    priced = 0.0
+    for key, seconds in asha["by_config"].items():
+        reference = fifo["by_config"].get(key, seconds)
+        priced += sum(reference[: len(seconds)]) + sum(seconds[len(reference) :])
+    return priced / sum(sum(seconds) for seconds in fifo["by_config"].values())
 
 
 def _slot_seconds(study, slots: int) -> float:
@@ -234,9 +257,11 @@ def main() -> None:
             )
             runs["serial"] = (short, ("--max-concurrent", "1"))
             runs["parallel"] = (short, ("--max-concurrent", "2"))
+        by_config: dict[str, dict] = {}
         for name, (space, flags) in runs.items():
             slots = int(flags[flags.index("--max-concurrent") + 1]) if flags else os.cpu_count()
             result = run_study(space, work, name, *flags, slots=slots, keys=keys)
+            by_config[name] = result.pop("by_config")
             figures[name] = result
             print(
                 f"{name}: {result['seconds']} s, {result['trial_epochs']} trial-epochs, "
@@ -254,6 +279,12 @@ def main() -> None:
     figures["wall_ratio"] = figures["asha_wall_time_fraction"]
     outside = sum(run["slot_seconds"] - run["epoch_seconds"] for run in (asha, fifo))
     figures["startup_seconds_per_trial"] = round(outside / (asha["trials"] + fifo["trials"]), 2)
+    # Where ASHA's wall time goes: its epochs' share of FIFO's epoch seconds, as run and as
+    # FIFO's same epochs cost (a difference: ASHA's epochs ran slower, not dearer).
+    figures["asha_epoch_seconds_fraction"] = round(asha["epoch_seconds"] / fifo["epoch_seconds"], 3)
+    figures["asha_epochs_at_fifo_cost"] = round(
+        epochs_at_fifo_cost({"by_config": by_config["asha"]}, {"by_config": by_config["fifo"]}), 3
+    )
     if "parallel" in figures:
         speedup = figures["serial"]["seconds"] / figures["parallel"]["seconds"]
         figures["concurrency_speedup"] = round(speedup, 3)

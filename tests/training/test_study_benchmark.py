@@ -59,3 +59,17 @@ def test_each_slot_is_held_from_the_tuners_start_to_its_last_trials_end(benchmar
     study = SimpleNamespace(dir=tmp_path, trials=trials)
     assert benchmark._slot_seconds(study, 2) == pytest.approx(55.0)
     assert benchmark._slot_seconds(study, 1) == pytest.approx(30.0)
+
+
+def test_ashas_epochs_are_priced_at_fifos_seconds_for_the_same_epochs(benchmark):
+    """Two configurations: a dear one ASHA kept for 3 epochs, a cheap one it stopped at 1;
+    FIFO ran both for 4. ASHA's choice is worth (3 + 3 + 3) + 1 of FIFO's 4 * 3 + 4 * 1."""
+    fifo = {"by_config": {"dear": [4.0, 3.0, 3.0, 3.0], "cheap": [2.0, 1.0, 1.0, 1.0]}}
+    asha = {"by_config": {"dear": [9.0, 9.0, 9.0], "cheap": [9.0]}}  # its own seconds: unused
+    assert benchmark.epochs_at_fifo_cost(asha, fifo) == pytest.approx((4 + 3 + 3 + 2) / 18)
+    # A configuration FIFO stopped sooner than ASHA (patience) prices its extra epochs at
+    # ASHA's own seconds.
+    longer = {"by_config": {"dear": [4.0, 3.0, 3.0, 3.0, 5.0], "cheap": [2.0]}}
+    assert benchmark.epochs_at_fifo_cost(longer, fifo) == pytest.approx(
+        (4 + 3 + 3 + 3 + 5 + 2) / 18
+    )
