@@ -319,9 +319,13 @@ class StudyTracker:
             BEST_NAME_TAG: best_name,
             BEST_CONFIG_TAG: json.dumps(best_config, sort_keys=True),
         }
+        # Timed now: a resume that finds another best trial logs its values after the first
+        # ones (MLflow shows the latest); two values at one time and step would also stop
+        # MLflow linking the run's metrics to the best model logged next.
+        now = int(time.time() * 1000)
         self.client.log_batch(
             self.parent_run_id,
-            metrics=[Metric(name, value, 0, 0) for name, value in metrics.items()],
+            metrics=[Metric(name, value, now, 0) for name, value in metrics.items()],
             tags=[RunTag(key, value) for key, value in tags.items()],
         )
         with tempfile.TemporaryDirectory() as folder:
