@@ -196,6 +196,9 @@ def test_ctrl_c_stops_without_a_traceback_and_leaves_only_complete_files(tmp_pat
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # Ctrl-C as a terminal's command meets it: a test run in the background (`cmd &`
+        # in a script) would pass its children SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     _wait_for_first_output(out, process)
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C does: the run and its workers
