@@ -179,7 +179,8 @@ def test_a_study_over_two_splits_trains_each_trial_on_its_splits_tracks(small_sy
     from mer_models.data.splits import load_split
     from mer_models.training.metrics import tagging_metrics
 
-    done = run_study(tmp_path, small_synthetic, SPLIT_STUDY)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_study(tmp_path, small_synthetic, SPLIT_STUDY, "--tracking-uri", tracking)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     study_dir = tmp_path / "ray_results" / "s"
     study = records.load_study(study_dir)
@@ -187,7 +188,7 @@ def test_a_study_over_two_splits_trains_each_trial_on_its_splits_tracks(small_sy
     assert sorted((t.config["split"], t.config["cbam"]) for t in study.trials) == [
         (0, False), (0, True), (2, False), (2, True)
     ]  # fmt: skip
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(tracking)
     runs = {
         run.data.tags["mer.trial_id"]: run
         for run in client.search_runs([client.get_experiment_by_name("s").experiment_id])
