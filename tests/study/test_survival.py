@@ -341,10 +341,28 @@ def test_a_failed_trial_is_retried_only_when_asked(small_synthetic, tmp_path):
         lines = found[0].read_text().splitlines() if found else []
         return json.loads(lines[-1]) if lines else None
 
-    wait_for(lambda: (first_trial_result() or {}).get("epoch", 0) >= 2, driver)
-    result = first_trial_result()
-    os.kill(result["pid"], signal.SIGKILL)  # the trial's Ray worker, mid-training
+    def training_now() -> str | None:
+        """The trial training now, by its own checkpoints (Ray's result files, written by
+        the driver, can lag behind a fast trial), while most of its epochs lie ahead."""
+        ended = study.recorded()
+        for key, stored in study.stored_epochs().items():
+            if key not in ended and stored and 2 <= max(stored) <= epochs // 2:
+                return key
+        return None
+
+    moment: dict = {}
+
+    def ready() -> bool:
+        key, result = training_now(), first_trial_result()
+        if key is not None and result is not None:
+            # One worker runs the trials one after another (reuse_actors): the first's pid.
+            moment.update(key=key, pid=result["pid"])
+        return bool(moment)
+
+    wait_for(ready, driver)
+    os.kill(moment["pid"], signal.SIGKILL)  # the trial's Ray worker, mid-training
     assert driver.wait(timeout=600) == 0, study.output()[-3000:]
+    result = {"trial_id": moment["key"]}
     failed = study.recorded()[result["trial_id"]]
     assert failed["end_state"] == "error" and failed["epochs_run"] >= 2
     assert failed["failures"] == 1 and "worker" in failed["error"]  # the crash, recorded
