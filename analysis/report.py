@@ -519,10 +519,7 @@ def write_report(
     best_scores = _check_predictions(
         best_trial.test_predictions, f"test predictions of trial {best_trial.id}", labels.shape
     )
-    split_labels = {
-        split: labels if split == study.data.split else study.labels("test", split)[0]
-        for split in study.runs_on_splits
-    }
+    split_labels = {split: study.labels("test", split)[0] for split in study.runs_on_splits}
     trial_rows = [
         _trial_row(
             t,

@@ -169,13 +169,14 @@ class StudyTracker:
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 
-    def start(self, values: dict[str, Any]) -> None:
-        """Find or create the experiment and the study's parent run."""
+    def start(self, values: dict[str, Any], per_row: int = 1) -> None:
+        """Find or create the experiment and the study's parent run (`values`: its params).
+
+        `per_row`: the trials each row has (seeds times splits); more than one opens the
+        experiment's view grouped by row."""
         location = None
         if self.artifact_root is not None and TrackingStore(self.tracking_uri).is_local:
             location = (self.artifact_root / self.study).resolve().as_uri()
-        # Trials per row (study_params): its seeds times its splits.
-        per_row = int(values.get("repeats", 1)) * max(len(str(values.get("splits", "")).split()), 1)
         self.experiment_id = study_experiment(
             self.client, self.study, self.description, location, self.searched, per_row
         )

@@ -426,9 +426,6 @@ class Study:
         other = split is not None and split != self.data.split
         return read_labels(self.dir, part, split if other else None)
 
-    def trials_on(self, split: int) -> tuple[Trial, ...]:
-        return tuple(trial for trial in self.trials if trial.config["split"] == split)
-
     @property
     def selection(self) -> Metric:
         """The metric that ranks the trials (and chose their best epochs)."""

@@ -355,16 +355,16 @@ def check_before_start(options):
             study.driver.check_records(options)
     except ValueError as error:
         raise Refusal(f"error: {error}") from None
-    reports = []
+    report = None  # the study's own split's: what its MLflow dataset describes
     for split in options.splits:  # every split a trial trains on, before any starts
         log.info("checking the dataset (%s, split-%d) ...", options.data.metadata, split)
         try:
-            reports.append(check_dataset(options.data_on(split)))
+            checked = check_dataset(options.data_on(split))
         except DataError as error:
             raise Refusal(f"error: {error}", 1) from None
-        if not reports[-1].ok:
-            raise Refusal(reports[-1].describe_problems(), 1)
-    report = reports[0]  # the study's own split: what its MLflow dataset describes
+        if not checked.ok:
+            raise Refusal(checked.describe_problems(), 1)
+        report = report or checked
     try:
         Storage(options.storage).check()
         TrackingStore(options.tracking_uri).check()
@@ -387,7 +387,7 @@ def run_tracked(options, data_report, working: Path) -> int:
         searched=options.searched,
     )
     try:
-        tracker.start(study_params(options))
+        tracker.start(study_params(options), per_row=options.space.draws)
         print(
             f"study {options.name}: space {options.space.file}, budget {options.budget}, "
             f"{'resuming' if options.resume else 'starting'} in {options.study_dir}"

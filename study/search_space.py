@@ -332,14 +332,14 @@ def _parse_splits(
 ) -> tuple[int, ...]:
     """`splits: [0, 1, ...]`: distinct official split numbers; every trial runs on each. The
     space may not set `split` itself, and optuna (one score per point) takes no splits."""
+    setting = _setting("split", parameters, configs)
+    if setting:
+        raise check.error(
+            setting[0],
+            "a trial's split comes from the study (--split) or from the space's "
+            "splits: [0, 1, ...] list, which runs every trial on each: use that",
+        )
     if splits is None:
-        setting = _setting("split", parameters, configs)
-        if setting:
-            raise check.error(
-                setting[0],
-                "a trial's split comes from the study (--split) or from the space's "
-                "splits: [0, 1, ...] list, which runs every trial on each: use that",
-            )
         return ()
     if (
         not isinstance(splits, list)
@@ -359,7 +359,6 @@ def _parse_splits(
             "splits; search with optuna first, then run its best rows in a grid space "
             "(configs: [...], splits: [...])",
         )
-    _parse_splits(check, None, searcher, parameters, configs)  # and no split of its own
     return tuple(splits)
 
 

@@ -233,15 +233,16 @@ def test_trial_runs_carry_their_row_and_seed(tmp_path):
 
 
 def test_the_experiment_of_a_repeated_study_opens_grouped_by_row(tmp_path):
-    """The study's parent run params (its repeats and splits) choose the experiment's shared
-    view: grouped by row when a row has several trials."""
-    for study, repeats, splits, grouped_by in (
-        ("rep", 3, "0", [ROW_TAG]),
-        ("one", 1, "0", []),
-        ("splits", 1, "0 1 2", [ROW_TAG]),
+    """The trials a row has (its space's seeds times its splits) choose the experiment's
+    shared view: grouped by row when a row has several."""
+    for study, space, grouped_by in (
+        ("rep", "repeats: 3\n", [ROW_TAG]),
+        ("one", "repeats: 1\n", []),
+        ("splits", "splits: [0, 1, 2]\n", [ROW_TAG]),
     ):
+        per_row = space_from_text(space, tmp_path / f"{study}.yaml").draws
         tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", study, tmp_path)
-        tracker.start({"space": study, "repeats": repeats, "splits": splits})
+        tracker.start({"space": study}, per_row=per_row)
         tags = tracker.client.get_experiment(tracker.experiment_id).tags
         view = json.loads(tags[SHARED_VIEW_TAG + VIEW_KEY])
         grouped = [key["groupByData"] for key in view.get("groupBy", {}).get("groupByKeys", [])]

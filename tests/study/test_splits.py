@@ -224,4 +224,4 @@ def test_a_study_over_two_splits_trains_each_trial_on_its_splits_tracks(small_sy
     assert {effect["pairs"] for effect in effects} == {2}  # paired by seed and split
     (fusion,) = (study_dir / "fusions").iterdir()  # the study's top-2 fusion: split 0's trials
     members = json.loads((fusion / "metrics.json").read_text())["members"]
-    assert set(members) == {trial.id for trial in study.trials_on(0)}
+    assert set(members) == {trial.id for trial in study.trials if trial.config["split"] == 0}

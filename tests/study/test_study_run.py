@@ -178,7 +178,7 @@ def test_the_link_of_a_repeated_study_opens_one_group_per_row(tmp_path):
     searched = ("cbam", "cell")
     with mlflow_server(tmp_path) as uri:
         tracker = StudyTracker(uri, "rep", searched=searched)
-        tracker.start({"space": "rep", "repeats": 2})
+        tracker.start({"space": "rep", "repeats": 2}, per_row=2)
         recorder = StudyRecorder(tmp_path, tracker, str(tmp_path), searched=searched, repeats=2)
         for r, row in enumerate(rows):
             for seed in (0, 1):
