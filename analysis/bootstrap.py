@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse, special, stats
 
-from analysis.evaluate import check_groundtruth, check_scores, evaluate
+from analysis.evaluate import check_groundtruth, check_scores
 
 METRICS = ("ROC-AUC-macro", "PR-AUC-macro")
 METHOD = "BCa"
@@ -305,6 +305,16 @@ def resampled_macro(
         return np.nanmean(roc, axis=1), np.nanmean(ap, axis=1), skipped
 
 
+def macro_scores(groundtruth: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Macro ROC-AUC and PR-AUC by official name, over the tags with both positive and
+    negative tracks: scikit-learn's scores (to 1e-12) in one pass over all tags."""
+    labels = np.asarray(groundtruth, dtype=bool)
+    roc, ap = resampled_tags(labels, scores, np.ones((1, labels.shape[0])))
+    if np.isnan(roc).all():
+        raise ValueError("no tag has both positive and negative tracks: AUCs are undefined")
+    return {name: float(np.nanmean(m[0])) for name, m in zip(METRICS, (roc, ap), strict=True)}
+
+
 def undefined_share(groundtruth: np.ndarray, resamples: int = 1000, seed: int = 0) -> float:
     """The share of resamples in which some tag has no positive or no negative track.
 
@@ -408,16 +418,106 @@ def _draws(n_rows: int, resamples: int, seed: int) -> tuple[np.ndarray, np.ndarr
     return counts, jackknife_weights(n_rows, JACKKNIFE_GROUPS, rng)
 
 
-def _scored(
-    labels: np.ndarray, scores: np.ndarray, counts: np.ndarray, jackknife: np.ndarray
-) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
-    """Per-tag (ROC-AUC, AP) of the full set, of every resample and of every jackknife set."""
+@dataclass(frozen=True)
+class Resampled:
+    """One system's per-tag (ROC-AUC, AP) on the full test set, every resample and every
+    jackknife set of one draw (`resamples`, `seed`).
+
+    Scoring is the costly part of an interval or a paired test; a report that
+    sets every trial against the best scores each system once and takes its
+    interval and its tests from the same `Resampled`.
+    """
+
+    full: tuple[np.ndarray, ...]  # (tags,) each: scikit-learn's per-tag scores
+    resampled: tuple[np.ndarray, ...]  # (resamples, tags) each
+    jackknifed: tuple[np.ndarray, ...]  # (groups, tags) each
+    resamples: int
+    seed: int
+
+    @property
+    def point(self) -> dict[str, float]:
+        """Macro ROC-AUC and PR-AUC of the full test set, by official name (sklearn's, to
+        1e-12: the per-tag scores equal `roc_auc_score` and `average_precision_score`)."""
+        return {name: float(f.mean()) for name, f in zip(METRICS, self.full, strict=True)}
+
+
+def resample_scores(
+    groundtruth: np.ndarray, scores: np.ndarray, resamples: int = 1000, seed: int = 0
+) -> Resampled:
+    """Score one system under the draw of (`resamples`, `seed`); the labels and scores checked."""
+    _check_settings(resamples, 0.5)
+    labels = check_groundtruth(groundtruth)
+    scores = check_scores(scores, "scores", labels.shape)
+    counts, jackknife = _draws(labels.shape[0], resamples, seed)
     weights = np.vstack([np.ones((1, labels.shape[0])), counts, jackknife])
     roc, ap = resampled_tags(labels, scores, weights, distinct_copies=True)
     split = (1, 1 + counts.shape[0])
     parts = [np.split(m, split) for m in (roc, ap)]
-    full = tuple(p[0][0] for p in parts)
-    return full, tuple(p[1] for p in parts), tuple(p[2] for p in parts)
+    return Resampled(
+        full=tuple(p[0][0] for p in parts),
+        resampled=tuple(p[1] for p in parts),
+        jackknifed=tuple(p[2] for p in parts),
+        resamples=resamples,
+        seed=seed,
+    )
+
+
+def intervals_of(system: Resampled, level: float = 0.95) -> dict[str, Interval]:
+    """BCa intervals of macro ROC-AUC and PR-AUC of a scored system, keyed by official name."""
+    _check_settings(system.resamples, level)
+    undefined = np.isnan(system.resampled[0])  # ROC-AUC and AP are undefined together
+    skipped, undefined_resamples = int(undefined.sum()), int(undefined.any(axis=1).sum())
+    point = system.point
+    result = {}
+    for name, f, r, j in zip(
+        METRICS, system.full, system.resampled, system.jackknifed, strict=True
+    ):
+        acceleration = _acceleration(_anchored_macro(j, f))
+        low, high = bca_bounds(_anchored_macro(r, f), float(f.mean()), acceleration, level)
+        result[name] = Interval(
+            point[name],
+            low,
+            high,
+            level,
+            system.resamples,
+            system.seed,
+            skipped,
+            undefined_resamples,
+        )
+    return result
+
+
+def paired_of(a: Resampled, b: Resampled, level: float = 0.95) -> dict[str, PairedResult]:
+    """Paired test of scored system A against B; both must come from the same draw."""
+    _check_settings(a.resamples, level)
+    if (a.resamples, a.seed) != (b.resamples, b.seed) or a.full[0].shape != b.full[0].shape:
+        raise ValueError(
+            f"a paired test needs both systems scored on the same draw and tags: "
+            f"{a.resamples} resamples, seed {a.seed}, {a.full[0].size} tags against "
+            f"{b.resamples}, seed {b.seed}, {b.full[0].size}"
+        )
+    undefined_resamples = int(np.isnan(a.resampled[0]).any(axis=1).sum())
+    point_a, point_b = a.point, b.point
+    result = {}
+    for k, name in enumerate(METRICS):
+        full = a.full[k] - b.full[k]
+        diff = _anchored_macro(a.resampled[k] - b.resampled[k], full)
+        acceleration = _acceleration(_anchored_macro(a.jackknifed[k] - b.jackknifed[k], full))
+        estimate = float(full.mean())
+        low, high = bca_bounds(diff, estimate, acceleration, level)
+        finite = diff[np.isfinite(diff)]
+        result[name] = PairedResult(
+            observed_difference=point_a[name] - point_b[name],
+            mean_difference=float(finite.mean()) if finite.size else float("nan"),
+            low=low,
+            high=high,
+            p_value=_bca_p_value(diff, estimate, acceleration),
+            level=level,
+            resamples=a.resamples,
+            seed=a.seed,
+            undefined_resamples=undefined_resamples,
+        )
+    return result
 
 
 def bootstrap_intervals(
@@ -429,21 +529,7 @@ def bootstrap_intervals(
 ) -> dict[str, Interval]:
     """BCa bootstrap intervals of macro ROC-AUC and PR-AUC, keyed by official name."""
     _check_settings(resamples, level)
-    labels = check_groundtruth(groundtruth)
-    scores = check_scores(scores, "scores", labels.shape)
-    point = evaluate(labels, scores)
-    counts, jackknife = _draws(labels.shape[0], resamples, seed)
-    full, resampled, jackknifed = _scored(labels, scores, counts, jackknife)
-    undefined = np.isnan(resampled[0])  # ROC-AUC and AP are undefined together
-    skipped, undefined_resamples = int(undefined.sum()), int(undefined.any(axis=1).sum())
-    result = {}
-    for name, f, r, j in zip(METRICS, full, resampled, jackknifed, strict=True):
-        acceleration = _acceleration(_anchored_macro(j, f))
-        low, high = bca_bounds(_anchored_macro(r, f), float(f.mean()), acceleration, level)
-        result[name] = Interval(
-            point[name], low, high, level, resamples, seed, skipped, undefined_resamples
-        )
-    return result
+    return intervals_of(resample_scores(groundtruth, scores, resamples, seed), level)
 
 
 def paired_bootstrap(
@@ -464,28 +550,8 @@ def paired_bootstrap(
     labels = check_groundtruth(groundtruth)
     scores_a = check_scores(scores_a, "scores of system A", labels.shape)
     scores_b = check_scores(scores_b, "scores of system B", labels.shape)
-    point_a, point_b = evaluate(labels, scores_a), evaluate(labels, scores_b)
-    counts, jackknife = _draws(labels.shape[0], resamples, seed)
-    full_a, resampled_a, jackknifed_a = _scored(labels, scores_a, counts, jackknife)
-    full_b, resampled_b, jackknifed_b = _scored(labels, scores_b, counts, jackknife)
-    undefined_resamples = int(np.isnan(resampled_a[0]).any(axis=1).sum())
-    result = {}
-    for k, name in enumerate(METRICS):
-        full = full_a[k] - full_b[k]
-        diff = _anchored_macro(resampled_a[k] - resampled_b[k], full)
-        acceleration = _acceleration(_anchored_macro(jackknifed_a[k] - jackknifed_b[k], full))
-        estimate = float(full.mean())
-        low, high = bca_bounds(diff, estimate, acceleration, level)
-        finite = diff[np.isfinite(diff)]
-        result[name] = PairedResult(
-            observed_difference=point_a[name] - point_b[name],
-            mean_difference=float(finite.mean()) if finite.size else float("nan"),
-            low=low,
-            high=high,
-            p_value=_bca_p_value(diff, estimate, acceleration),
-            level=level,
-            resamples=resamples,
-            seed=seed,
-            undefined_resamples=undefined_resamples,
-        )
-    return result
+    return paired_of(
+        resample_scores(labels, scores_a, resamples, seed),
+        resample_scores(labels, scores_b, resamples, seed),
+        level,
+    )

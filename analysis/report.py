@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from analysis.bootstrap import bootstrap_intervals, paired_bootstrap, undefined_share
+from analysis.bootstrap import (
+    Resampled,
+    intervals_of,
+    paired_of,
+    resample_scores,
+    undefined_share,
+)
 from analysis.comparison import effects_section, forest_panels, parent_metrics, rows_section
 from analysis.effects import Effects, factor_effects, write_effects
 from analysis.evaluate import check_groundtruth, check_scores, load_matrix
@@ -175,21 +181,26 @@ def _trial_row(
     trial: Trial,
     selection: Metric,
     labels: np.ndarray,
-    best: np.ndarray | None,
+    best: Resampled | None,
     is_best: bool,
     resamples: int,
     seed: int,
 ) -> Row:
     """A trial's row: the scores its metrics.json logged, intervals from its test predictions
-    (on `labels`, its split's); the paired test against the best's scores when on its split
-    (`best` None: another split, other tracks)."""
+    (on `labels`, its split's); the paired test against the best's scored predictions when on
+    its split (`best` None: another split, other tracks)."""
     metrics = trial.metrics
     intervals = paired = None
     if trial.test_predictions is not None:
         scores = _check_predictions(
             trial.test_predictions, f"test predictions of trial {trial.id}", labels.shape
         )
-        intervals = bootstrap_intervals(labels, scores, resamples=resamples, seed=seed)
+        scored = (
+            best
+            if is_best and best is not None
+            else resample_scores(labels, scores, resamples=resamples, seed=seed)
+        )
+        intervals = intervals_of(scored)
         logged = finite_number(metrics.get("test_roc_auc"))
         if logged is not None and not math.isclose(
             logged, intervals["ROC-AUC-macro"].point, abs_tol=1e-6
@@ -202,7 +213,7 @@ def _trial_row(
                 intervals["ROC-AUC-macro"].point,
             )
         if not is_best and best is not None:
-            paired = paired_bootstrap(labels, scores, best, resamples=resamples, seed=seed)
+            paired = paired_of(scored, best)
     epochs = metrics.get("epochs_run")
     best_epoch = metrics.get("best_epoch")
     epochs_text = DASH if epochs is None else str(epochs)
@@ -258,13 +269,14 @@ def _fusion_row(
     fusion: Fusion,
     selection: Metric,
     labels: np.ndarray,
-    best: np.ndarray,
+    best: Resampled,
     resamples: int,
     seed: int,
 ) -> Row:
+    scored = resample_scores(labels, fusion.predictions, resamples=resamples, seed=seed)
     metrics = fusion.metrics
-    intervals = bootstrap_intervals(labels, fusion.predictions, resamples=resamples, seed=seed)
-    paired = paired_bootstrap(labels, fusion.predictions, best, resamples=resamples, seed=seed)
+    intervals = intervals_of(scored)
+    paired = paired_of(scored, best)
     members = metrics.get("members") or []
     return Row(
         system=f"fusion {fusion.name} ({' + '.join(map(str, members))})",
@@ -520,12 +532,13 @@ def write_report(
         best_trial.test_predictions, f"test predictions of trial {best_trial.id}", labels.shape
     )
     split_labels = {split: study.labels("test", split)[0] for split in study.runs_on_splits}
+    best_scored = resample_scores(labels, best_scores, resamples=resamples, seed=seed)
     trial_rows = [
         _trial_row(
             t,
             study.selection,
             split_labels[t.config["split"]],
-            best_scores if t.config["split"] == study.data.split else None,
+            best_scored if t.config["split"] == study.data.split else None,
             t is best_trial,
             resamples,
             seed,
@@ -535,7 +548,7 @@ def write_report(
     best_row = trial_rows[order.index(best_trial)]
     fusions = read_fusions(study, labels.shape)
     fusion_rows = [
-        _fusion_row(f, study.selection, labels, best_scores, resamples, seed) for f in fusions
+        _fusion_row(f, study.selection, labels, best_scored, resamples, seed) for f in fusions
     ]
     chosen_fusion = _best_fusion(fusions, fusion_rows)
     rows = row_results(study)

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from analysis.bootstrap import macro_scores
 from mer_models.files import atomic_write_text
-from mer_models.training.metrics import Metric, tagging_metrics
+from mer_models.training.metrics import Metric
 from study.records import (
     DRAW_FIELDS,
     FINISHED_STATES,
@@ -262,8 +263,11 @@ def _seed_ensemble(
                 f"row {name}: test predictions of shape {mean.shape}, the study's split-{split} "
                 f"test labels {labels[split].shape}"
             )
-        scores.append(tagging_metrics(labels[split], mean))
-    return {key: float(np.mean([score[key] for score in scores])) for key in ("roc_auc", "pr_auc")}
+        scores.append(macro_scores(labels[split], mean))
+    return {
+        key: float(np.mean([score[name] for score in scores]))
+        for key, name in (("roc_auc", "ROC-AUC-macro"), ("pr_auc", "PR-AUC-macro"))
+    }
 
 
 def write_rows(table: RowTable, study_dir: str | Path) -> Path:

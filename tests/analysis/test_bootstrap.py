@@ -242,3 +242,24 @@ def test_bad_settings_are_refused():
         bootstrap_intervals(labels, scores, level=1.5)
     with pytest.raises(ValueError, match="system B"):
         paired_bootstrap(labels, scores, scores[:, :-1])
+
+
+def test_one_scoring_per_system_gives_the_standalone_intervals_and_tests():
+    """The report scores each system once: its interval and its paired test from the same
+    `Resampled` are the standalone functions' numbers, and its point is sklearn's macro score."""
+    from analysis.bootstrap import intervals_of, macro_scores, paired_of, resample_scores
+
+    rng = np.random.default_rng(3)
+    labels = rng.random((120, 9)) < 0.2
+    labels[0], labels[1] = True, False
+    a = np.round(rng.random((120, 9)), 2)  # ties
+    b = np.round(0.5 * a + 0.5 * rng.random((120, 9)), 2)
+    scored_a, scored_b = resample_scores(labels, a, 200, 5), resample_scores(labels, b, 200, 5)
+    assert intervals_of(scored_a) == bootstrap_intervals(labels, a, resamples=200, seed=5)
+    assert paired_of(scored_a, scored_b) == paired_bootstrap(labels, a, b, resamples=200, seed=5)
+    macro = macro_scores(labels, a)
+    assert macro["ROC-AUC-macro"] == pytest.approx(roc_auc_score(labels, a), abs=1e-12)
+    assert macro["PR-AUC-macro"] == pytest.approx(average_precision_score(labels, a), abs=1e-12)
+    assert scored_a.point == pytest.approx(macro, abs=1e-12)
+    with pytest.raises(ValueError, match="same draw"):
+        paired_of(scored_a, resample_scores(labels, b, 200, 6))
