@@ -54,23 +54,34 @@ def _save(figure: Figure, path: str | Path) -> None:
     figure.savefig(path, format="png", dpi=100)
 
 
-LEGEND_COLUMNS = 3  # entries side by side in a legend under the axes
+LEGEND_COLUMNS = 3  # at most this many entries side by side in a legend under the axes
+_CHARACTER_INCHES = 0.065  # a character of a "small" legend label, on average
+_HANDLE_INCHES = 0.7  # a legend entry's line, marker and gaps
 
 
-def _legend_height(entries: int, columns: int = LEGEND_COLUMNS) -> float:
-    """Inches a legend of `entries` under the axes takes (about 0.22 a line)."""
-    return 0.3 + 0.22 * math.ceil(entries / max(columns, 1))
+def _legend_columns(labels: Sequence[str], width: float) -> int:
+    """Entries side by side that fit a figure `width` inches wide: long labels (a wide
+    study's trial names) take one column each, else the legend is wider than the figure
+    and the constrained layout gives up, dropping the legend out of the picture."""
+    widest = _HANDLE_INCHES + _CHARACTER_INCHES * max((len(label) for label in labels), default=0)
+    return max(1, min(LEGEND_COLUMNS, int((width - 0.4) // widest)))
 
 
-def _legend_below(axes, handles, labels, columns: int = LEGEND_COLUMNS) -> None:
-    """A legend under the axes, never over the data (the figure's layout makes room)."""
-    axes.legend(
+def _legend_height(labels: Sequence[str], width: float) -> float:
+    """Inches a legend of `labels` under the axes takes (about 0.24 a line)."""
+    return 0.3 + 0.24 * math.ceil(len(labels) / _legend_columns(labels, width))
+
+
+def _legend_below(axes, handles, labels) -> None:
+    """A legend under the axes, never over the data: the figure's constrained layout keeps
+    room for it ("outside lower center") however tall it is."""
+    figure = axes.get_figure()
+    figure.legend(
         handles,
         labels,
         fontsize="small",
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.14),
-        ncol=min(columns, max(len(labels), 1)),
+        loc="outside lower center",
+        ncol=min(_legend_columns(labels, figure.get_figwidth()), max(len(labels), 1)),
         frameon=False,
     )
 
@@ -94,8 +105,8 @@ def validation_curves_figure(
     line's colour, label `ASHA_LABEL` in the legend) so that a line ending
     early reads as stopped by the scheduler, not as converged.
     """
-    shown = sum(bool(curve.epochs) for curve in curves) + 1
-    figure = Figure(figsize=(9, 5 + _legend_height(shown)), layout="constrained")
+    shown = [curve.label for curve in curves if curve.epochs] + [ASHA_LABEL]
+    figure = Figure(figsize=(9, 5 + _legend_height(shown, 9)), layout="constrained")
     axes = figure.add_subplot()
     stopped = False
     for curve in curves:
@@ -148,9 +159,9 @@ def plot_per_tag_roc_auc(
             )
     positions = np.arange(len(tags))
     width = 0.8 / len(series)
+    width = max(8.0, 0.3 * len(tags))
     figure = Figure(
-        figsize=(max(8.0, 0.3 * len(tags)), 5.5 + _legend_height(len(series))),
-        layout="constrained",
+        figsize=(width, 5.5 + _legend_height(list(series), width)), layout="constrained"
     )
     axes = figure.add_subplot()
     for i, (name, values) in enumerate(series.items()):
@@ -212,7 +223,8 @@ def row_curves_figure(
     bands: Sequence[Band], title: str = "", metric: str = "macro ROC-AUC"
 ) -> Figure:
     """One line a row (its trials' mean per epoch) in a band from their min to their max."""
-    figure = Figure(figsize=(9, 5 + _legend_height(len(bands))), layout="constrained")
+    shown = [band.label for band in bands if band.epochs]
+    figure = Figure(figsize=(9, 5 + _legend_height(shown, 9)), layout="constrained")
     axes = figure.add_subplot()
     for band in bands:
         if not band.epochs:

@@ -122,7 +122,7 @@ def test_the_report_plots_and_mlflow_artifacts(smoke_study):
     assert len(crosses) == len(stopped)
     for cross, trial in zip(crosses, stopped, strict=True):
         assert cross.get_ydata()[0] == pytest.approx(trial.history[-1]["val_roc_auc"])
-    assert ASHA_LABEL in [text.get_text() for text in axes.get_legend().get_texts()]
+    assert ASHA_LABEL in [text.get_text() for text in figure.legends[0].get_texts()]
 
     client = MlflowClient(smoke_study.tracking_uri)
     experiment = client.get_experiment_by_name(study.name)

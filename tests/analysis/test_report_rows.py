@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -143,7 +144,7 @@ def test_legends_stay_outside_the_axes():
     ):
         FigureCanvasAgg(figure).draw()
         axes = figure.axes[0]
-        legend = axes.get_legend().get_window_extent()
+        legend = figure.legends[0].get_window_extent()
         assert legend.y1 <= axes.get_window_extent().y0  # entirely below the axes
     forest = forest_figure(
         [
@@ -153,6 +154,32 @@ def test_legends_stay_outside_the_axes():
         ]
     )
     assert len(forest.axes) == 1
+
+
+def test_a_wide_studys_long_trial_names_keep_their_legend_in_the_picture():
+    """24 trials named by their parameters: the legend takes one column, fits the figure and
+    lies under the axes (three columns of such names were wider than the figure, and the
+    constrained layout dropped the legend out of the picture, with a warning)."""
+    name = "06990_000{:02d} no attention LSTM 2x128 lr=1.3e-3 drop=0.053 batch=64 win=192"
+    curves = [
+        curve_from_history(
+            name.format(i),
+            [{"epoch": e, "val_roc_auc": 0.5 + e / 20} for e in (1, 2)],
+            "asha_stopped" if i % 2 else "finished",
+        )
+        for i in range(24)
+    ]
+    bands = [band_from_curves(name.format(i), curves[i : i + 1]) for i in range(24)]
+    for figure in (validation_curves_figure(curves), row_curves_figure(bands)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "constrained_layout not applied" fails the test
+            FigureCanvasAgg(figure).draw()
+        axes, legend = figure.axes[0], figure.legends[0]
+        box, picture = legend.get_window_extent(), figure.bbox
+        assert legend._ncols == 1
+        assert picture.x0 <= box.x0 and box.x1 <= picture.x1
+        assert picture.y0 <= box.y0 and box.y1 <= axes.get_window_extent().y0
+        assert len(legend.get_texts()) >= 24
 
 
 def test_effect_levels_read_as_run_names_write_them():
