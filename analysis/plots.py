@@ -149,6 +149,13 @@ def _epoch_axes(axes, metric: str, title: str) -> None:
 def plot_per_tag_roc_auc(
     tags: Sequence[str], series: Mapping[str, np.ndarray], path: str | Path, title: str = ""
 ) -> None:
+    """Save `per_tag_figure` as a PNG."""
+    _save(per_tag_figure(tags, series, title), path)
+
+
+def per_tag_figure(
+    tags: Sequence[str], series: Mapping[str, np.ndarray], title: str = ""
+) -> Figure:
     """Grouped bars of per-tag test ROC-AUC, one group a tag and one bar a system."""
     if not series:
         raise ValueError("no systems to plot per-tag ROC-AUC for")
@@ -158,10 +165,10 @@ def plot_per_tag_roc_auc(
                 f"per-tag ROC-AUC of {name}: {np.shape(values)} values for {len(tags)} tags"
             )
     positions = np.arange(len(tags))
-    width = 0.8 / len(series)
-    width = max(8.0, 0.3 * len(tags))
+    width = 0.8 / len(series)  # of a bar, in tag positions
+    inches = max(8.0, 0.3 * len(tags))
     figure = Figure(
-        figsize=(width, 5.5 + _legend_height(list(series), width)), layout="constrained"
+        figsize=(inches, 5.5 + _legend_height(list(series), inches)), layout="constrained"
     )
     axes = figure.add_subplot()
     for i, (name, values) in enumerate(series.items()):
@@ -175,7 +182,7 @@ def plot_per_tag_roc_auc(
     axes.set_title(title or "Per-tag test ROC-AUC")
     _legend_below(axes, *axes.get_legend_handles_labels())
     axes.grid(axis="y", alpha=0.3)
-    _save(figure, path)
+    return figure
 
 
 # Rows over repeated seeds ------------------------------------------------------------------

@@ -8,6 +8,7 @@ import itertools
 import json
 import warnings
 
+import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from mlflow import MlflowClient
@@ -22,6 +23,7 @@ from analysis.plots import (
     band_from_curves,
     curve_from_history,
     forest_figure,
+    per_tag_figure,
     row_curves_figure,
     validation_curves_figure,
 )
@@ -180,6 +182,27 @@ def test_a_wide_studys_long_trial_names_keep_their_legend_in_the_picture():
         assert picture.x0 <= box.x0 and box.x1 <= picture.x1
         assert picture.y0 <= box.y0 and box.y1 <= axes.get_window_extent().y0
         assert len(legend.get_texts()) >= 24
+
+
+def test_per_tag_bars_stand_side_by_side_within_their_tag():
+    """Two systems: two bars a tag, each 0.4 of a tag position wide, within that tag's slot."""
+    tags = [f"mood/theme---tag{j}" for j in range(56)]
+    rng = np.random.default_rng(0)
+    series = {"best single: a long trial name " * 3: rng.random(56), "fusion top2": rng.random(56)}
+    figure = per_tag_figure(tags, series)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FigureCanvasAgg(figure).draw()
+    bars = [patch for container in figure.axes[0].containers for patch in container]
+    assert len(bars) == 112
+    for j, bar in enumerate(bars):
+        assert bar.get_width() == pytest.approx(0.4)
+        slot = j % 56
+        assert (
+            slot - 0.4 - 1e-9 <= bar.get_x() <= bar.get_x() + bar.get_width() <= slot + 0.4 + 1e-9
+        )
+    box = figure.legends[0].get_window_extent()
+    assert figure.bbox.x0 <= box.x0 and box.x1 <= figure.bbox.x1 and figure.bbox.y0 <= box.y0
 
 
 def test_effect_levels_read_as_run_names_write_them():
