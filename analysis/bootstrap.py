@@ -308,11 +308,10 @@ def resampled_macro(
 def macro_scores(groundtruth: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """Macro ROC-AUC and PR-AUC by official name, over the tags with both positive and
     negative tracks: scikit-learn's scores (to 1e-12) in one pass over all tags."""
-    labels = np.asarray(groundtruth, dtype=bool)
-    roc, ap = resampled_tags(labels, scores, np.ones((1, labels.shape[0])))
-    if np.isnan(roc).all():
+    roc, ap, _ = resampled_macro(groundtruth, scores, np.ones((1, len(groundtruth))))
+    if np.isnan(roc[0]):
         raise ValueError("no tag has both positive and negative tracks: AUCs are undefined")
-    return {name: float(np.nanmean(m[0])) for name, m in zip(METRICS, (roc, ap), strict=True)}
+    return {"ROC-AUC-macro": float(roc[0]), "PR-AUC-macro": float(ap[0])}
 
 
 def undefined_share(groundtruth: np.ndarray, resamples: int = 1000, seed: int = 0) -> float:
@@ -442,12 +441,17 @@ class Resampled:
 
 
 def resample_scores(
-    groundtruth: np.ndarray, scores: np.ndarray, resamples: int = 1000, seed: int = 0
+    groundtruth: np.ndarray,
+    scores: np.ndarray,
+    resamples: int = 1000,
+    seed: int = 0,
+    name: str = "scores",
 ) -> Resampled:
-    """Score one system under the draw of (`resamples`, `seed`); the labels and scores checked."""
+    """Score one system under the draw of (`resamples`, `seed`); the labels and scores
+    checked (`name`: what an error calls the scores)."""
     _check_settings(resamples, 0.5)
     labels = check_groundtruth(groundtruth)
-    scores = check_scores(scores, "scores", labels.shape)
+    scores = check_scores(scores, name, labels.shape)
     counts, jackknife = _draws(labels.shape[0], resamples, seed)
     weights = np.vstack([np.ones((1, labels.shape[0])), counts, jackknife])
     roc, ap = resampled_tags(labels, scores, weights, distinct_copies=True)
@@ -528,7 +532,7 @@ def bootstrap_intervals(
     level: float = 0.95,
 ) -> dict[str, Interval]:
     """BCa bootstrap intervals of macro ROC-AUC and PR-AUC, keyed by official name."""
-    _check_settings(resamples, level)
+    _check_settings(resamples, level)  # before the costly scoring
     return intervals_of(resample_scores(groundtruth, scores, resamples, seed), level)
 
 
@@ -546,12 +550,9 @@ def paired_bootstrap(
     the difference is BCa, and the two-sided p-value is the one that
     interval implies: one minus the level at which it just reaches zero.
     """
-    _check_settings(resamples, level)
-    labels = check_groundtruth(groundtruth)
-    scores_a = check_scores(scores_a, "scores of system A", labels.shape)
-    scores_b = check_scores(scores_b, "scores of system B", labels.shape)
+    _check_settings(resamples, level)  # before the costly scoring
     return paired_of(
-        resample_scores(labels, scores_a, resamples, seed),
-        resample_scores(labels, scores_b, resamples, seed),
+        resample_scores(groundtruth, scores_a, resamples, seed, "scores of system A"),
+        resample_scores(groundtruth, scores_b, resamples, seed, "scores of system B"),
         level,
     )

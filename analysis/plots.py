@@ -67,9 +67,11 @@ def _legend_columns(labels: Sequence[str], width: float) -> int:
     return max(1, min(LEGEND_COLUMNS, int((width - 0.4) // widest)))
 
 
-def _legend_height(labels: Sequence[str], width: float) -> float:
-    """Inches a legend of `labels` under the axes takes (about 0.24 a line)."""
-    return 0.3 + 0.24 * math.ceil(len(labels) / _legend_columns(labels, width))
+def _figure_with_legend(width: float, height: float, labels: Sequence[str]) -> Figure:
+    """A figure `width` inches wide: `height` for the axes, and room under them for a legend
+    of `labels` (about 0.24 inches a line)."""
+    lines = math.ceil(len(labels) / _legend_columns(labels, width))
+    return Figure(figsize=(width, height + 0.3 + 0.24 * lines), layout="constrained")
 
 
 def _legend_below(axes, handles, labels) -> None:
@@ -106,7 +108,7 @@ def validation_curves_figure(
     early reads as stopped by the scheduler, not as converged.
     """
     shown = [curve.label for curve in curves if curve.epochs] + [ASHA_LABEL]
-    figure = Figure(figsize=(9, 5 + _legend_height(shown, 9)), layout="constrained")
+    figure = _figure_with_legend(9, 5, shown)
     axes = figure.add_subplot()
     stopped = False
     for curve in curves:
@@ -166,10 +168,7 @@ def per_tag_figure(
             )
     positions = np.arange(len(tags))
     width = 0.8 / len(series)  # of a bar, in tag positions
-    inches = max(8.0, 0.3 * len(tags))
-    figure = Figure(
-        figsize=(inches, 5.5 + _legend_height(list(series), inches)), layout="constrained"
-    )
+    figure = _figure_with_legend(max(8.0, 0.3 * len(tags)), 5.5, list(series))
     axes = figure.add_subplot()
     for i, (name, values) in enumerate(series.items()):
         axes.bar(positions + (i - (len(series) - 1) / 2) * width, values, width, label=name)
@@ -230,8 +229,7 @@ def row_curves_figure(
     bands: Sequence[Band], title: str = "", metric: str = "macro ROC-AUC"
 ) -> Figure:
     """One line a row (its trials' mean per epoch) in a band from their min to their max."""
-    shown = [band.label for band in bands if band.epochs]
-    figure = Figure(figsize=(9, 5 + _legend_height(shown, 9)), layout="constrained")
+    figure = _figure_with_legend(9, 5, [band.label for band in bands if band.epochs])
     axes = figure.add_subplot()
     for band in bands:
         if not band.epochs:
