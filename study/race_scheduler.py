@@ -1,0 +1,192 @@
+"""The `race` scheduler: Ray Tune's extension point driving `study.race`'s rule.
+
+A trial that reaches the next undecided rung is paused (its slot goes to
+another trial) until every live trial of the study has reached that rung or
+ended; the rung is then decided (`study.race.Race.advance`), the dropped
+rows' trials stop and the kept ones are released to continue from their
+checkpoints. Results are read as the trials report them; a trial that
+restores from a checkpoint first reports the epoch it restored with its
+scores so far (`study.trainable.RESTORED_KEY`), so a resumed study knows
+every trial's history before any trains on, and re-derives the same
+decisions.
+
+Ray starts every PENDING trial its resources allow, whatever the scheduler
+says; a study's `--max-concurrent` is therefore kept by the trial generator
+(`RaceTrialGenerator`), which does not count the trials paused at a rung as
+running, and by `choose_trial_to_run`, which releases paused trials only
+into free slots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import BasicVariantGenerator
+
+from study.race import DROPPED, Course, Race, RaceRule, RowDecision
+
+# What a result may carry besides its epoch's record (study.trainable's keys).
+RESTORED_KEY = "restored_scores"  # JSON list: the selection metric of every epoch restored
+FAILED_KEYS = ("trial_failed", "storage_fault")
+ENDED_KEY = "ended_before"
+
+
+class RaceTrialGenerator(BasicVariantGenerator):
+    """Ray's variant generator whose `max_concurrent` leaves out the trials paused at a rung:
+    with them counted, a paused trial would hold its slot and the rung it waits at would
+    wait for trials that are never created."""
+
+    def park(self, trial_id: str) -> None:
+        self._live_trials.discard(trial_id)
+
+    def unpark(self, trial_id: str) -> None:
+        self._live_trials.add(trial_id)
+
+
+class RaceScheduler(TrialScheduler):
+    """Synchronous rungs over rows of seeded trials (see `study.race`)."""
+
+    _supports_buffered_results = False  # a trial must stop at its rung's result, not after
+
+    def __init__(
+        self,
+        rule: RaceRule,
+        expected: int,
+        identify: Callable[[Trial], tuple[str, str, tuple[Any, ...]]],
+        metric: str,
+        recorded: list[Course] = (),
+        max_concurrent: int | None = None,
+        generator: RaceTrialGenerator | None = None,
+        on_rung: Callable[[list[RowDecision]], None] | None = None,
+    ) -> None:
+        """`identify(trial)`: its study key, row name and draw. `recorded`: the trials that
+        ended before this run (a resume), with their whole histories. `expected`: every
+        trial of the study, recorded ones included."""
+        super().__init__()
+        self.race = Race(rule, expected)
+        for course in recorded:
+            self.race.courses[course.key] = course
+        self.identify = identify
+        self.selection = metric
+        self.max_concurrent = max_concurrent
+        self.generator = generator
+        self.on_rung = on_rung
+        self._trials: dict[str, Trial] = {}  # key -> Ray's trial
+        self._released: set[str] = set()  # paused at a decided rung: may run on
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return True  # the metric is the study's, given at construction
+
+    # Ray Tune hooks -------------------------------------------------------
+
+    def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        key, row, draw = self.identify(trial)
+        self._trials[key] = trial
+        if key not in self.race.courses:
+            self.race.courses[key] = Course(key, row, draw)
+        self._advance(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        course = self._course(trial)
+        self._released.discard(course.key)
+        if any(result.get(key) for key in FAILED_KEYS):
+            course.failed = True  # its end follows; it no longer holds a rung up
+        elif RESTORED_KEY in result:
+            course.scores = [_number(v) for v in json.loads(result[RESTORED_KEY])]
+        elif not result.get(ENDED_KEY) and "epoch" in result:
+            epoch = int(result["epoch"])
+            course.scores = course.scores[: epoch - 1]
+            course.scores += [math.nan] * (epoch - 1 - len(course.scores))
+            course.scores.append(_number(result.get(self.selection)))
+        self._advance(tune_controller, trial)
+        if not self.race.live(course.row):
+            return TrialScheduler.STOP
+        waiting_at = self.race.next_rung
+        if waiting_at is not None and course.epochs >= waiting_at and not course.failed:
+            if self.generator is not None:
+                self.generator.park(trial.trial_id)
+            return TrialScheduler.PAUSE
+        return TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
+        self._end(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial: Trial) -> None:
+        self._course(trial).failed = True
+        self._end(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller, trial: Trial) -> None:
+        self._end(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        trials = tune_controller.get_trials()
+        for trial in trials:
+            if trial.status == Trial.PENDING:
+                return trial
+        busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials)
+        if self.max_concurrent is not None and busy >= self.max_concurrent:
+            return None
+        for trial in trials:
+            if trial.status == Trial.PAUSED and self._course(trial).key in self._released:
+                if self.generator is not None:
+                    self.generator.unpark(trial.trial_id)
+                return trial
+        return None
+
+    def debug_string(self) -> str:
+        rung = self.race.next_rung
+        return f"race: {len(self.race.decided)} rung(s) decided, next at epoch {rung}"
+
+    # ----------------------------------------------------------------------
+
+    def dropped_at(self, key: str) -> int | None:
+        """The rung that dropped this trial's row; None if it was not dropped."""
+        course = self.race.courses.get(key)
+        return None if course is None else self.race.dropped.get(course.row)
+
+    def _course(self, trial: Trial) -> Course:
+        key, row, draw = self.identify(trial)
+        if key not in self.race.courses:
+            self.race.courses[key] = Course(key, row, draw)
+        return self.race.courses[key]
+
+    def _end(self, tune_controller, trial: Trial) -> None:
+        course = self._course(trial)
+        if not course.failed and trial.status == Trial.ERROR:
+            course.failed = True
+        course.ended = True
+        self._released.discard(course.key)
+        self._advance(tune_controller, trial)
+
+    def _advance(self, tune_controller, current: Trial) -> None:
+        """Decide the rungs that are ready; stop the dropped rows' paused trials and release
+        the kept ones."""
+        decided = self.race.advance()
+        if not decided:
+            return
+        for decisions in decided:
+            if self.on_rung is not None:
+                self.on_rung(decisions)
+        waiting_at = self.race.next_rung
+        for key, trial in self._trials.items():
+            course = self.race.courses[key]
+            if trial is current or trial.status != Trial.PAUSED:
+                continue
+            if not self.race.live(course.row):
+                self._released.discard(key)
+                tune_controller.stop_trial(trial)
+            elif not (course.ended or course.failed) and (
+                waiting_at is None or course.epochs < waiting_at
+            ):
+                self._released.add(key)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan
+    return float(value)

@@ -1,0 +1,130 @@
+"""The race scheduler in a real Ray Tune run: synchronous rungs whatever the concurrency.
+
+The trainable here is a stand-in for training (scores are a function of row,
+seed and epoch, its state a JSON file per trial) so that the test is about
+the scheduler: pausing at a rung, releasing and stopping, and decisions that
+equal `study.race.replay` of the same histories with 1 or 3 trials at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+from ray import tune
+
+from study.race import DROPPED, Course, RaceRule, replay
+from study.race_scheduler import RESTORED_KEY, RaceScheduler, RaceTrialGenerator
+
+ROWS = {"good": 0.80, "close": 0.795, "middling": 0.78, "bad": 0.60}
+SEEDS = (0, 1, 2)
+EPOCHS = 8
+RULE = RaceRule(rungs=(2, 4), reduction_factor=2, alpha=0.05)
+
+
+def score(row: str, seed: int, epoch: int) -> float:
+    """A learning curve per row, with a seed's offset and a wobble per epoch."""
+    wobble = math.sin(7.0 * seed + 3.0 * epoch + len(row)) * 0.004
+    return ROWS[row] - 0.2 / epoch + 0.006 * (seed - 1) + wobble
+
+
+def toy_trial(config: dict, state_dir: str) -> None:
+    """Train from the saved epoch on; report the restored scores first, as study trials do."""
+    path = Path(state_dir) / f"{config['row']}-{config['seed']}.json"
+    scores = json.loads(path.read_text()) if path.is_file() else []
+    if scores:
+        tune.report({"epoch": len(scores), "val": scores[-1], RESTORED_KEY: json.dumps(scores)})
+    for epoch in range(len(scores) + 1, EPOCHS + 1):
+        scores.append(score(config["row"], config["seed"], epoch))
+        path.write_text(json.dumps(scores))
+        tune.report({"epoch": epoch, "val": scores[-1]})
+
+
+def identify(trial) -> tuple[str, str, tuple]:
+    config = trial.config
+    return f"{config['row']}-{config['seed']}", config["row"], (config["seed"],)
+
+
+@contextlib.contextmanager
+def local_ray(cpus: int) -> Iterator[None]:
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def run_race(tmp_path: Path, concurrent: int) -> tuple[RaceScheduler, list, list[int]]:
+    """The scheduler after the run, Ray's results, and the furthest epoch any trial had
+    reached when each rung was decided."""
+    state = tmp_path / f"state-{concurrent}"
+    state.mkdir()
+    generator = RaceTrialGenerator(max_concurrent=concurrent)
+    furthest: list[int] = []
+    scheduler = RaceScheduler(
+        RULE,
+        expected=len(ROWS) * len(SEEDS),
+        identify=identify,
+        metric="val",
+        max_concurrent=concurrent,
+        generator=generator,
+        on_rung=lambda _: furthest.append(max(c.epochs for c in scheduler.race.courses.values())),
+    )
+    with local_ray(cpus=3):
+        results = tune.Tuner(
+            tune.with_parameters(toy_trial, state_dir=str(state)),
+            param_space={
+                "row": tune.grid_search(list(ROWS)),
+                "seed": tune.grid_search(list(SEEDS)),
+            },
+            tune_config=tune.TuneConfig(
+                metric="val",
+                mode="max",
+                scheduler=scheduler,
+                search_alg=generator,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(storage_path=str(tmp_path / f"ray-{concurrent}"), verbose=0),
+        ).fit()
+    return scheduler, results, furthest
+
+
+@pytest.mark.slow  # two Ray Tune runs of 12 short trials: ~40 s on the 2-core VM
+@pytest.mark.parametrize("concurrent", [1, 3])
+def test_rungs_are_synchronous_and_equal_the_replay(tmp_path, concurrent):
+    scheduler, results, furthest = run_race(tmp_path, concurrent)
+    assert furthest == list(RULE.rungs)  # no trial trained past a rung before its decision
+    decided = scheduler.race.to_json()
+    courses = [
+        Course(f"{row}-{seed}", row, (seed,), [score(row, seed, e) for e in range(1, EPOCHS + 1)])
+        for row in ROWS
+        for seed in SEEDS
+    ]
+    # The replay of whole curves: a dropped row's later epochs never enter its rungs.
+    expected = replay(RULE, [_ended(c) for c in courses]).to_json()
+    assert decided == expected
+    dropped = {d["row"] for d in decided if d["decision"] == DROPPED}
+    assert "bad" in dropped and "good" not in dropped
+    epochs = {(r.config["row"], r.config["seed"]): r.metrics["epoch"] for r in results}
+    for (row, _), ran in epochs.items():
+        if row in dropped:
+            rung = next(d["epoch"] for d in decided if d["row"] == row and d["decision"] == DROPPED)
+            assert ran == rung  # stopped at the rung that dropped it, not an epoch later
+        else:
+            assert ran == EPOCHS
+
+
+def _ended(course: Course) -> Course:
+    course.ended = True
+    return course
