@@ -28,7 +28,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from study.race import DROPPED, Course, Race, RaceRule, RowDecision
+from study.race import Course, Race, RaceRule, RowDecision
 
 # What a result may carry besides its epoch's record (study.trainable's keys).
 RESTORED_KEY = "restored_scores"  # JSON list: the selection metric of every epoch restored
