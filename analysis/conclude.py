@@ -21,6 +21,7 @@ from pathlib import Path
 from analysis.confirm import CONFIRM_TOP, write_confirm
 from analysis.fuse_study import StudyFusion, fuse_study, fusion_name
 from analysis.report import REPORT_FILE, Report, write_report
+from analysis.rows import RowTable, Summary
 from study.records import finished_trials, load_study
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,24 @@ def _fusion_members(folder: Path) -> list[str] | None:
     except (OSError, ValueError, AttributeError):
         return None
     return members if isinstance(members, list) else None
+
+
+def best_row_line(table: RowTable) -> str:
+    """``best row: NAME (n 3): validation ROC-AUC 80.1 [79.5, 80.7], test ROC-AUC ...``."""
+    row = table.rows[0]
+
+    def said(title: str, summary: Summary) -> str:
+        interval = summary.interval
+        bounds = f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else ""
+        return f"{title} {100 * summary.mean:.1f}{bounds}"
+
+    return f"best row: {row.name} (n {row.n}, mean and 95% interval): " + ", ".join(
+        (
+            said(f"validation {table.selection.short}", row.validation),
+            said("test ROC-AUC", row.test_roc_auc),
+            said("test PR-AUC", row.test_pr_auc),
+        )
+    )
 
 
 def conclude_study(
@@ -84,6 +103,8 @@ def conclude_study(
         f"report: {report.out / REPORT_FILE}"
         + (" (also in the study's MLflow run, under report/)" if report.mlflow_logged else "")
     )
+    if report.rows is not None and report.rows.repeated:
+        lines.append(best_row_line(report.rows))
     if report.rows is not None and report.rows.rows:
         confirm = write_confirm(study, report.rows, top=confirm_top)
         lines.append(

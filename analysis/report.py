@@ -46,12 +46,14 @@ from analysis.plots import (
     plot_validation_curves,
 )
 from analysis.rows import RowTable, row_results, trial_name, write_rows
+from analysis.rungs import read_rungs, rungs_section
 from analysis.staging import check_output_dir, staged_folder
 from mer_models.config import architecture
 from mer_models.data.synthetic import MARKER as SYNTHETIC_MARKER
 from mer_models.models.registry import ARCHITECTURE_COLUMNS
 from mer_models.training.metrics import Metric
 from study.records import (
+    DROPPED_STATE,
     FINISHED_STATES,
     Study,
     Trial,
@@ -417,6 +419,9 @@ def render_markdown(
             ),
             published_rows,
         )
+    rungs = read_rungs(study.dir)
+    if rungs:
+        lines += ["", *rungs_section(rungs, selection)]
     if row_table is not None and row_table.repeated:
         published = PUBLISHED_ROWS if study.data.subset == PUBLISHED_SUBSET else None
         lines += ["", *rows_section(row_table, published)]
@@ -434,6 +439,16 @@ def _scheduler_note(study: Study, repeated: bool = False) -> list[str]:
         return []
     if study.scheduler == "fifo":
         return ["Scheduler: FIFO; every trial trained until its own stop (equal budgets).", ""]
+    if study.scheduler == "race":
+        dropped = sum(trial.end_state == DROPPED_STATE for trial in study.trials)
+        return [
+            f"Scheduler: race; at synchronous rungs it dropped {dropped} trial(s) of rows "
+            "significantly worse than the best row (end state race_dropped; see Rungs). The "
+            "decisions depend on the trials' results only, not on timing: the same study "
+            "decides alike with any number of trials at once. Every other trial trained until "
+            "its own stop, so the rows in Rows and Effects had equal budgets.",
+            "",
+        ]
     stopped = sum(trial.end_state == "asha_stopped" for trial in study.trials)
     repeats = (
         " With repeated seeds the budgets were unequal within rows too: ASHA stops a seed "
@@ -445,8 +460,10 @@ def _scheduler_note(study: Study, repeated: bool = False) -> list[str]:
     )
     return [
         f"Scheduler: ASHA; it stopped {stopped} trial(s) early (end state asha_stopped), so the "
-        "rows' budgets differ (column epochs run). For equal budgets, as in the paper, run the "
-        f"study with `--scheduler fifo`.{repeats}",
+        "rows' budgets differ (column epochs run), and which trials it stopped depends on "
+        "which reached a rung first: the same study run again may stop others. For equal "
+        "budgets and decisions that do not depend on timing, run the study with "
+        f"`--scheduler race` (rows over seeds) or `--scheduler fifo`.{repeats}",
         "",
     ]
 

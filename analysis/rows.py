@@ -10,6 +10,9 @@ freedom (none for n = 1), plus the row's seed ensemble: the mean of its
 trials' test predictions, scored on the study's stored test labels (per
 split, then averaged over the splits). Rows
 are ranked by the mean validation selection metric, as single trials are.
+A row that a race dropped at a rung (`study.race`) has no entry: its trials
+did not reach the full budget, and the study's `rungs.json` holds the
+evidence that dropped it.
 
 `write_rows` writes them as ``STUDY/rows.json``; `analysis.effects` pairs
 the rows' trials by draw to measure what each factor changes.
@@ -33,6 +36,8 @@ from mer_models.files import atomic_write_text
 from mer_models.training.metrics import Metric
 from study.records import (
     DRAW_FIELDS,
+    DROPPED_KEY,
+    DROPPED_STATE,
     FINISHED_STATES,
     Study,
     Trial,
@@ -160,6 +165,8 @@ class RowTable:
 
 
 def _why_left_out(trial: Trial, needed: tuple[str, ...]) -> str | None:
+    if trial.end_state == DROPPED_STATE:  # its row did not reach the full budget
+        return f"its row was dropped at rung {trial.metrics.get(DROPPED_KEY, '?')} of the race"
     if trial.end_state not in FINISHED_STATES:
         return f"end state {trial.end_state or 'none (running)'}"
     if not trial.has_predictions:

@@ -67,13 +67,18 @@ from mer_models.models.registry import ARCHITECTURE_FIELDS as ARCHITECTURE  # no
 from study.records import load_study, ranked_trials, row_key  # noqa: E402
 from study.search_space import find_space, load_space, tune_value  # noqa: E402
 
-GENERATED = {"wide24": "wide.yaml"}  # --space names drawn here: the space they draw from
+GENERATED = {"wide24": "wide.yaml", "race": "wide.yaml"}  # drawn here: the space drawn from
+RACE = {"type": "race", "grace_period": 2, "reduction_factor": 2, "alpha": 0.05}
+RACE_CONFIGS, RACE_REPEATS = 12, 3
 SLOTS = 2  # trials at a time in a generated space's studies
 
 
-def draw_space(source: Path, out: Path, count: int, seed: int) -> Path:
+def draw_space(
+    source: Path, out: Path, count: int, seed: int, scheduler: dict | None = None, repeats: int = 1
+) -> Path:
     """`count` configurations drawn (seeded) from the space's distributions, written as the
-    explicit `configs` of a grid space: quick budget, ASHA (grace 2, reduction 3)."""
+    explicit `configs` of a grid space: quick budget, ASHA (grace 2, reduction 3) unless
+    `scheduler` says otherwise; with `repeats`, seeds 0..repeats-1 of each."""
     from ray.tune.search.variant_generator import generate_variants
 
     space = load_space(str(source))
@@ -89,8 +94,8 @@ def draw_space(source: Path, out: Path, count: int, seed: int) -> Path:
         "num_samples": 1,
         "budget": "quick",
         "metric": {"name": space.metric, "mode": space.mode},
-        "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 3},
-        "parameters": {"seed": 0},
+        "scheduler": scheduler or {"type": "asha", "grace_period": 2, "reduction_factor": 3},
+        **({"repeats": repeats} if repeats > 1 else {"parameters": {"seed": 0}}),
         "configs": configs,
     }
     out.write_text(yaml.safe_dump(drawn, sort_keys=False))
@@ -217,6 +222,66 @@ def _load() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
 
+def race_figures(work: Path, keys: tuple[str, ...]) -> dict:
+    """`--space race`: 12 configurations drawn from wide.yaml x 3 seeds, raced twice with two
+    trials at a time and once with one, and run under FIFO."""
+    source = draw_space(
+        find_space("wide.yaml"), work / "race.yaml", RACE_CONFIGS, 0, RACE, RACE_REPEATS
+    )
+    warm_caches(source)
+    fifo_space = write_space(source, work / "fifo.yaml", {"type": "fifo"}, None)
+    runs = {
+        "race": (source, ("--max-concurrent", str(SLOTS))),
+        "race_again": (source, ("--max-concurrent", str(SLOTS))),
+        "race_serial": (source, ("--max-concurrent", "1")),
+        "fifo": (fifo_space, ("--max-concurrent", str(SLOTS))),
+    }
+    figures: dict = {"configs": RACE_CONFIGS, "repeats": RACE_REPEATS, "scheduler": RACE}
+    outcome = {}
+    for name, (space, flags) in runs.items():
+        result = run_study(space, work, name, *flags, slots=int(flags[1]), keys=keys)
+        result.pop("by_config")
+        folder = work / "ray_results" / name
+        outcome[name] = {
+            "rows": json.loads((folder / "rows.json").read_text()),
+            "rungs": _decisions(folder / "rungs.json"),
+        }
+        figures[name] = result
+        print(f"{name}: {result['seconds']} s, {result['trial_epochs']} trial-epochs", flush=True)
+    race, fifo = figures["race"], figures["fifo"]
+    figures["race_trial_epochs"] = race["trial_epochs"]
+    figures["fifo_trial_epochs"] = fifo["trial_epochs"]
+    figures["race_wall_seconds"] = race["seconds"]
+    figures["fifo_wall_seconds"] = fifo["seconds"]
+    figures["race_trial_epoch_fraction"] = round(race["trial_epochs"] / fifo["trial_epochs"], 3)
+    figures["race_wall_time_fraction"] = round(race["seconds"] / fifo["seconds"], 3)
+    figures["decisions_identical"] = (
+        outcome["race"]["rungs"]
+        == outcome["race_again"]["rungs"]
+        == outcome["race_serial"]["rungs"]
+    )
+    figures["rows_identical"] = (
+        outcome["race"]["rows"] == outcome["race_again"]["rows"] == outcome["race_serial"]["rows"]
+    )
+    raced = {row["row"]: row for row in outcome["race"]["rows"]}
+    reference = {row["row"]: row for row in outcome["fifo"]["rows"]}
+    figures["same_best_row"] = (
+        outcome["race"]["rows"][0]["row"] == outcome["fifo"]["rows"][0]["row"]
+    )
+    figures["full_budget_rows_as_fifo"] = all(
+        row[key] == reference[name][key]
+        for name, row in raced.items()
+        for key in ("test_roc_auc", "test_pr_auc", "val_roc_auc")
+    )
+    figures["rows_dropped"] = len(reference) - len(raced)
+    return figures
+
+
+def _decisions(path: Path) -> list[tuple]:
+    """A rungs.json's decisions: (rung, row, decision) per entry."""
+    return [(e["rung"], e["row"], e["decision"]) for e in json.loads(path.read_text())]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -234,6 +299,17 @@ def main() -> None:
     figures: dict = {"space": args.space, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="study-benchmark-") as folder:
         work = Path(folder)
+        if args.space == "race":
+            figures.update(
+                race_figures(
+                    work,
+                    searched_keys(
+                        draw_space(find_space("wide.yaml"), work / "keys.yaml", RACE_CONFIGS, 0)
+                    ),
+                )
+            )
+            print(json.dumps(figures))
+            return
         extra: tuple[str, ...] = ()
         if args.space in GENERATED:
             source = draw_space(

@@ -95,6 +95,10 @@ class StudyConsole:
         if self._display is not None:
             self._display.update(self._render(), refresh=True)
 
+    def note(self, text: str) -> None:
+        """A line about the study as a whole (a race's rung decided)."""
+        self._line(text)
+
     def table_due(self) -> bool:
         """Whether a table given now would be shown: on a terminal at most every
         `refresh_seconds`, off one every `table_seconds`."""

@@ -15,6 +15,7 @@ import signal
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,26 @@ from ray.tune.search.variant_generator import generate_variants
 
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
-from mer_models.files import remove_partials
+from mer_models.files import atomic_write_text, remove_partials
 from study import records
 from study.budgets import BUDGETS
 from study.checkpoint_store import FOLDER as CHECKPOINTS
 from study.local_cluster import start_local_cluster
 from study.mlflow_writer import StudyTracker
+from study.race import (
+    RUNGS_FILE,
+    Course,
+    Race,
+    RaceRule,
+    RowDecision,
+    replay,
+    rung_epochs,
+    rung_line,
+)
+from study.race_scheduler import RaceScheduler, RaceTrialGenerator
 from study.recorder import StudyRecorder
 from study.records import write_groundtruth
-from study.search_space import MODE, SearchSpace, tune_value
+from study.search_space import MODE, RUNG_SCHEDULERS, SearchSpace, tune_value
 from study.trainable import (
     RECORDED_KEY,
     ROW_KEY,
@@ -45,8 +57,9 @@ from study.trainable import (
     run_trial,
     storage_fault,
     trial_config,
+    trial_key,
 )
-from tracking.names import SEED_FIELD, SPLIT_FIELD, searched_fields
+from tracking.names import SEED_FIELD, SPLIT_FIELD, row_name, searched_fields
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +163,10 @@ def max_epochs(options: StudyOptions) -> int:
 
 
 def make_scheduler(options: StudyOptions):
+    """FIFO or ASHA (a race's scheduler is `make_race`'s: it needs the study's trials)."""
     spec = options.space.scheduler
+    if spec.type == "race":
+        raise ValueError("a race's scheduler is made by make_race, from the study's trials")
     if spec.type == "fifo":
         return FIFOScheduler()
     return ASHAScheduler(
@@ -159,6 +175,82 @@ def make_scheduler(options: StudyOptions):
         grace_period=spec.grace_period,
         reduction_factor=spec.reduction_factor,
     )
+
+
+def race_rule(options: StudyOptions) -> RaceRule:
+    spec = options.space.scheduler
+    epochs = spec.max_epochs or max_epochs(options)
+    return RaceRule(
+        rung_epochs(spec.grace_period, spec.reduction_factor, epochs),
+        spec.reduction_factor,
+        spec.alpha,
+    )
+
+
+def course_of(trial: records.TrialRecord, options: StudyOptions) -> Course:
+    """A recorded trial as the race sees it: its row, its draw, and its whole history."""
+    metric = options.space.metric
+    return Course(
+        trial.key,
+        row_name(trial.config, options.searched),
+        (trial.config[SEED_FIELD], trial.config[SPLIT_FIELD]),
+        [_score(record.get(metric)) for record in trial.history or []],
+        ended=True,
+        failed=trial.end_state == "error",
+    )
+
+
+def _score(value: Any) -> float:
+    return records.finite_number(value) if records.finite_number(value) is not None else np.nan
+
+
+def make_race(
+    options: StudyOptions,
+    recorded: list[records.TrialRecord],
+    running: int,
+    tracker: StudyTracker | None = None,
+    note: Callable[[str], None] | None = None,
+) -> tuple[RaceScheduler, RaceTrialGenerator]:
+    """The race's scheduler and trial generator for `running` trials to run, with the trials
+    `recorded` as ended before (a resume): their histories re-derive the rungs decided. At
+    each rung decided: rungs.json written, `note` told its line, MLflow its rows."""
+    generator = RaceTrialGenerator(max_concurrent=options.max_concurrent or 0)
+    scheduler = RaceScheduler(
+        race_rule(options),
+        expected=len(recorded) + running,
+        identify=lambda trial: _identify(trial, options),
+        metric=options.space.metric,
+        recorded=[course_of(trial, options) for trial in recorded],
+        max_concurrent=options.max_concurrent,
+        generator=generator,
+    )
+
+    def on_rung(decisions: list[RowDecision]) -> None:
+        write_rungs(options.study_dir, scheduler.race)
+        if note is not None:
+            note(rung_line(decisions))
+        if tracker is not None:
+            tracker.log_rungs(scheduler.race.to_json())
+
+    scheduler.on_rung = on_rung
+    return scheduler, generator
+
+
+def _identify(trial, options: StudyOptions) -> tuple[str, str, tuple[Any, ...]]:
+    config = trial_config(trial.config).to_dict()
+    key = trial_key(trial.config, trial.trial_id)
+    return key, row_name(config, options.searched), (config[SEED_FIELD], config[SPLIT_FIELD])
+
+
+def write_rungs(study_dir: Path, race: Race) -> None:
+    """`STUDY/rungs.json`: every decided rung's rows and their decisions."""
+    atomic_write_text(Path(study_dir) / RUNGS_FILE, json.dumps(race.to_json(), indent=2) + "\n")
+
+
+def replay_race(options: StudyOptions) -> Race:
+    """The race's rungs re-derived from the study's records (every trial ended)."""
+    listed = records.read_trials(options.study_dir)
+    return replay(race_rule(options), [course_of(trial, options) for trial in listed])
 
 
 def make_searcher(options: StudyOptions, ended: list[records.TrialRecord] = ()):
@@ -243,6 +335,18 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     ):
         logging.getLogger(name).addFilter(_NoRayTrialNoise())
     retrying = frozenset(t.key for t in listed if t.end_state == "error" and options.retry_failed)
+    to_run = [
+        {"key": t.key, "config": t.config} for t in listed if t.metrics is None or t.key in retrying
+    ]
+    planned = planned_trials(options)
+    if planned is not None:
+        to_run += [{"key": None, "config": c} for c in not_begun(planned, listed)]
+    race = None
+    if options.space.scheduler.type == "race":
+        ended = [t for t in listed if t.metrics is not None and t.key not in retrying]
+        race = make_race(
+            options, ended, len(to_run), tracker, note=lambda line: recorder.console.note(line)
+        )
     recorder = StudyRecorder(
         options.study_dir,
         tracker,
@@ -255,19 +359,17 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
         metric=options.space.metric,
         repeats=options.space.repeats,
         splits=len(options.splits),
+        dropped_at=race[0].dropped_at if race is not None else None,
     )
     for trial in listed:
         if trial.metrics is not None:
             recorder.close_recorded(records.trial_dir(options.study_dir, trial.key))
-    to_run = [
-        {"key": t.key, "config": t.config} for t in listed if t.metrics is None or t.key in retrying
-    ]
-    planned = planned_trials(options)
     ran = 0
     if planned is not None:
-        to_run += [{"key": None, "config": c} for c in not_begun(planned, listed)]
         if to_run:
-            ran += _fit(options, recorder, _explicit_space(options, to_run), None, len(to_run))
+            ran += _fit(
+                options, recorder, _explicit_space(options, to_run), None, len(to_run), race
+            )
     else:  # optuna: the trials begun first, then the rest of its samples
         if to_run:
             ran += _fit(options, recorder, _explicit_space(options, to_run), None, len(to_run))
@@ -279,7 +381,20 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
             ran += _fit(options, recorder, param_space(options), searcher, remaining)
     if recorder.fault is not None:
         raise StorageFault(recorder.fault)
+    if race is not None:
+        conclude_race(options, tracker)
     return ran
+
+
+def conclude_race(options: StudyOptions, tracker: StudyTracker) -> None:
+    """Once every trial ended: the rungs re-derived from the records, written and logged (a
+    resume that decided nothing new still has them whole)."""
+    listed = records.read_trials(options.study_dir)
+    if not listed or any(trial.metrics is None for trial in listed):
+        return
+    race = replay_race(options)
+    write_rungs(options.study_dir, race)
+    tracker.log_rungs(race.to_json())
 
 
 def check_records(options: StudyOptions) -> None:
@@ -334,8 +449,19 @@ def _explicit_space(options: StudyOptions, entries: list[dict[str, Any]]) -> dic
     return {**resources, RECORDED_KEY: tune.grid_search(entries)}
 
 
-def _fit(options: StudyOptions, recorder, space: dict[str, Any], searcher, samples: int) -> int:
-    """One Ray Tune run in the study's experiment folder; how many trials it ran."""
+def _fit(
+    options: StudyOptions,
+    recorder,
+    space: dict[str, Any],
+    searcher,
+    samples: int,
+    race: tuple[RaceScheduler, RaceTrialGenerator] | None = None,
+) -> int:
+    """One Ray Tune run in the study's experiment folder; how many trials it ran. A race
+    brings its scheduler and its trial generator, which keeps --max-concurrent."""
+    scheduler = race[0] if race is not None else make_scheduler(options)
+    if race is not None:
+        searcher = race[1]
     trainable = tune.with_resources(
         tune.with_parameters(
             run_trial,
@@ -351,10 +477,10 @@ def _fit(options: StudyOptions, recorder, space: dict[str, Any], searcher, sampl
         tune_config=tune.TuneConfig(
             metric=options.space.metric,
             mode=MODE,
-            scheduler=make_scheduler(options),
+            scheduler=scheduler,
             search_alg=searcher,
-            num_samples=samples if searcher is not None else 1,
-            max_concurrent_trials=options.max_concurrent,
+            num_samples=samples if searcher is not None and race is None else 1,
+            max_concurrent_trials=None if race is not None else options.max_concurrent,
             # A worker runs trial after trial: imports and data once per worker, not per
             # trial; each trial starts clean (study.trainable.WorkerState).
             reuse_actors=True,
@@ -498,8 +624,14 @@ def check_trial_configs(options: StudyOptions) -> None:
     for row in options.space.configs or [{}]:
         TrainConfig.from_dict({**fixed, **row}, source=str(options.space.file))
     spec = options.space.scheduler
-    if spec.type == "asha":
+    if spec.type in RUNG_SCHEDULERS:
         epochs = spec.max_epochs or max_epochs(options)
+        if spec.type == "race" and not race_rule(options).rungs:
+            raise ValueError(
+                f"{options.space.file}: scheduler.grace_period {spec.grace_period} is not below "
+                f"the {epochs} epochs a trial runs (scheduler.max_epochs, else max_epochs): "
+                "the race would have no rung to decide at; lower grace_period"
+            )
         if spec.grace_period > epochs:
             raise ValueError(
                 f"{options.space.file}: scheduler.grace_period {spec.grace_period} is more than "
@@ -507,6 +639,7 @@ def check_trial_configs(options: StudyOptions) -> None:
                 "ASHA could never compare trials; lower grace_period or raise max_epochs"
             )
     try:
-        make_scheduler(options)
+        if spec.type != "race":
+            make_scheduler(options)
     except AssertionError as error:  # Ray's own checks of the scheduler's values
         raise ValueError(f"{options.space.file}: scheduler: {error or 'invalid values'}") from None

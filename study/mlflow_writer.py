@@ -36,14 +36,18 @@ from mlflow.tracking import MlflowClient
 
 from mer_models.data.splits import DatasetPaths
 from mer_models.data.synthetic import MARKER as SYNTHETIC_MARKER
+from study.race import RUNGS_FILE
+from study.records import DROPPED_KEY
 from tracking.names import (
     BEST_CONFIG_TAG,
     BEST_NAME_TAG,
     BEST_TRIAL_TAG,
+    DROPPED_TAG,
     END_STATE_TAG,
     EPOCH_METRICS,
     FINAL_METRICS,
     ROLE_TAG,
+    RUNG_METRICS,
     STUDY_TAG,
     TRIAL_TAG,
     mlflow_metrics,
@@ -241,6 +245,12 @@ class StudyTracker:
         self._submit(
             f"the end of run {run_id}", self._finish_trial, run_id, metrics, end_state, artifacts
         )
+
+    def log_rungs(self, rungs: list[dict[str, Any]]) -> None:
+        """A race's decided rungs on the parent run: `rungs.json` under ``study/`` and, per
+        rung, RUNG_METRICS with step = its epoch (rungs logged before are not again)."""
+        if self.parent_run_id is not None:
+            self._submit("the race's rungs", self._log_rungs, list(rungs))
 
     def reopen(self, run_id: str) -> None:
         """A run that continues after an interruption is RUNNING again."""
@@ -528,12 +538,41 @@ class StudyTracker:
             for name, value in mlflow_metrics(metrics, FINAL_METRICS).items()
             if name not in run.data.metrics
         ]
-        self.client.log_batch(run_id, metrics=final, tags=[RunTag(END_STATE_TAG, end_state)])
+        tags = [RunTag(END_STATE_TAG, end_state)]
+        if metrics.get(DROPPED_KEY) is not None:
+            tags.append(RunTag(DROPPED_TAG, str(metrics[DROPPED_KEY])))
+        self.client.log_batch(run_id, metrics=final, tags=tags)
         logged = {artifact.path for artifact in self.client.list_artifacts(run_id)}
         for path in artifacts:
             if path.exists() and path.name not in logged:
                 self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, status=status)
+
+    def _log_rungs(self, rungs: list[dict[str, Any]], again: bool) -> None:
+        by_epoch: dict[int, list[dict[str, Any]]] = {}
+        for entry in rungs:
+            by_epoch.setdefault(int(entry["epoch"]), []).append(entry)
+        kept, dropped, best = RUNG_METRICS
+        logged = self._logged_steps(self.parent_run_id, kept)
+        now = int(time.time() * 1000)
+        metrics = []
+        for epoch, entries in sorted(by_epoch.items()):
+            if epoch in logged:
+                continue
+            decisions = [entry["decision"] for entry in entries]
+            top = next(entry["mean"] for entry in entries if entry["decision"] == "best")
+            metrics += [
+                Metric(kept, len(decisions) - decisions.count("dropped"), now, epoch),
+                Metric(dropped, decisions.count("dropped"), now, epoch),
+                Metric(best, float(top), now, epoch),
+            ]
+        if metrics:
+            self.client.log_batch(self.parent_run_id, metrics=metrics)
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / RUNGS_FILE).write_text(json.dumps(rungs, indent=2) + "\n")
+            self.client.log_artifact(
+                self.parent_run_id, str(Path(folder) / RUNGS_FILE), RESULT_ARTIFACTS
+            )
 
     def _reopen(self, run_id: str, again: bool = False) -> None:
         run_id = self._resolve(run_id)

@@ -29,11 +29,10 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from study.race import Course, Race, RaceRule, RowDecision
+from study.trainable import ENDED_KEY, FAILED_KEY, RESTORED_KEY, STORAGE_KEY
 
-# What a result may carry besides its epoch's record (study.trainable's keys).
-RESTORED_KEY = "restored_scores"  # JSON list: the selection metric of every epoch restored
-FAILED_KEYS = ("trial_failed", "storage_fault")
-ENDED_KEY = "ended_before"
+__all__ = ["RESTORED_KEY", "RaceScheduler", "RaceTrialGenerator"]
+FAILED_KEYS = (FAILED_KEY, STORAGE_KEY)  # a trial's last result when it failed for good
 
 
 class RaceTrialGenerator(BasicVariantGenerator):
@@ -77,6 +76,7 @@ class RaceScheduler(TrialScheduler):
         self.generator = generator
         self.on_rung = on_rung
         self._trials: dict[str, Trial] = {}  # key -> Ray's trial
+        self._keys: dict[str, str] = {}  # Ray's trial id -> key
         self._released: set[str] = set()  # paused at a decided rung: may run on
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
@@ -85,10 +85,7 @@ class RaceScheduler(TrialScheduler):
     # Ray Tune hooks -------------------------------------------------------
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
-        key, row, draw = self.identify(trial)
-        self._trials[key] = trial
-        if key not in self.race.courses:
-            self.race.courses[key] = Course(key, row, draw)
+        self._trials[self._course(trial).key] = trial
         self._advance(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
@@ -150,9 +147,12 @@ class RaceScheduler(TrialScheduler):
         return None if course is None else self.race.dropped.get(course.row)
 
     def _course(self, trial: Trial) -> Course:
-        key, row, draw = self.identify(trial)
-        if key not in self.race.courses:
-            self.race.courses[key] = Course(key, row, draw)
+        key = self._keys.get(trial.trial_id)
+        if key is None:
+            key, row, draw = self.identify(trial)
+            self._keys[trial.trial_id] = key
+            if key not in self.race.courses:
+                self.race.courses[key] = Course(key, row, draw)
         return self.race.courses[key]
 
     def _end(self, tune_controller, trial: Trial) -> None:

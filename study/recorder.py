@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from study.mlflow_writer import PENDING, StudyTracker
 from study.trainable import (
     ENDED_KEY,
     FAILED_KEY,
+    RESTORED_KEY,
     SKIPPED_KEY,
     STORAGE_KEY,
     TRACEBACK_KEY,
@@ -79,8 +81,11 @@ class StudyRecorder(tune.Callback):
         metric: str = DEFAULT_SELECTION,
         repeats: int = 1,
         splits: int = 1,
+        dropped_at: Callable[[str], int | None] | None = None,
     ) -> None:
         self.study_dir = Path(study_dir)
+        # race: the rung that dropped a trial's row (None: not dropped); else None
+        self.dropped_at = dropped_at
         self.metric = metric  # the space's selection metric: the progress table shows it
         self.device = device  # where the trials train: their runs record what acts there
         self.tracker = tracker
@@ -96,6 +101,7 @@ class StudyRecorder(tune.Callback):
         self._skipped: dict[str, list[str]] = {}
         self._failed: dict[str, tuple[str, str]] = {}  # key -> (cause, traceback)
         self._listed: set[str] = set()  # trials whose folder holds at least their config
+        self._started: set[str] = set()  # trials started in this run (a rung pauses them)
         # A live table on a terminal; off one, a line per event and the table every
         # `progress_seconds`.
         self.console = StudyConsole(table_seconds=progress_seconds)
@@ -109,6 +115,9 @@ class StudyRecorder(tune.Callback):
         if self._guard(self._list, trial):
             return
         key = self.key(trial)
+        if key in self._started:
+            return  # paused at a rung and let go on: the rung's line said so
+        self._started.add(key)
         self.console.trial_started(key, self._name(trial))
         recorded = (records.trial_dir(self.study_dir, key) / records.METRICS_FILE).is_file()
         if not recorded or key in self.retrying:
@@ -125,7 +134,8 @@ class StudyRecorder(tune.Callback):
         if result.get(SKIPPED_KEY):
             log.warning("trial %s: %s", key, result[SKIPPED_KEY])
             self._skipped.setdefault(key, []).append(result[SKIPPED_KEY])
-        if "epoch" in result and not result.get(ENDED_KEY) and self.fault is None:
+        again = result.get(ENDED_KEY) or RESTORED_KEY in result  # an epoch logged before
+        if "epoch" in result and not again and self.fault is None:
             self.tracker.log_epoch(self._run_id(trial), result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
@@ -225,6 +235,8 @@ class StudyRecorder(tune.Callback):
         self.retrying.discard(key)
         outcome: dict[str, Any] = {}
 
+        rung = self.dropped_at(key) if self.dropped_at is not None else None
+
         def build(staging: Path) -> tuple[dict, dict, list]:
             summary, skipped = self._copy_results(key, staging)
             skipped = [*self._skipped.pop(key, []), *skipped]
@@ -235,6 +247,8 @@ class StudyRecorder(tune.Callback):
                 end_state = "error"
             elif summary["end_state"] in ("finished", "early_stopped"):
                 end_state = summary["end_state"]
+            elif rung is not None:
+                end_state = records.DROPPED_STATE  # its row dropped at a race's rung
             else:
                 end_state = "asha_stopped"  # ended by the scheduler before its own stop
             metrics = {
@@ -246,6 +260,8 @@ class StudyRecorder(tune.Callback):
                 "row": row_name(_config(trial), self.searched),
                 "mlflow_run_id": self._run_id(trial),
             }
+            if end_state == records.DROPPED_STATE:
+                metrics[records.DROPPED_KEY] = rung
             if skipped:
                 metrics["skipped_checkpoints"] = skipped
             if error is not None:

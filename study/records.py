@@ -58,8 +58,10 @@ EVALUATED_PARTS = ("validation", "test")
 PREDICTION_FILES = {part: f"{part}_predictions.npy" for part in EVALUATED_PARTS}
 GROUNDTRUTH_FILES = {part: f"{part}_groundtruth.npy" for part in EVALUATED_PARTS}
 TAGS_FILE = "tags.txt"
-# End states of a trial that trained to a best epoch (ASHA-stopped ones included): fusable models.
-FINISHED_STATES = ("finished", "early_stopped", "asha_stopped")
+# A trial stopped because a race dropped its row at a rung; metrics.json says which rung.
+DROPPED_STATE, DROPPED_KEY = "race_dropped", "dropped_at_rung"
+# End states of a trial that trained to a best epoch (stopped ones included): fusable models.
+FINISHED_STATES = ("finished", "early_stopped", "asha_stopped", DROPPED_STATE)
 # What a reader needs of study.json (a resume needs all of StudyRecord).
 STUDY_KEYS = ("name", "space", "data")
 # MLflow coordinates: absent or null in a study run without tracking; read as "".
@@ -374,7 +376,7 @@ class Trial:
 
     @property
     def end_state(self) -> str | None:
-        """finished, early_stopped, asha_stopped or error; None while running."""
+        """finished, early_stopped, asha_stopped, race_dropped or error; None while running."""
         return self.metrics.get("end_state")
 
     def train_config(self) -> TrainConfig:

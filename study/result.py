@@ -14,10 +14,11 @@ import logging
 from pathlib import Path
 
 from analysis.evaluate import metric_names
+from analysis.rows import RowTable, row_results
 from mer_models.config import TrainConfig, applicable_fields
 from study.best_model import log_best_model
 from study.mlflow_writer import StudyTracker
-from study.records import Study, finished_trials, finite_number
+from study.records import Study, Trial, finished_trials, finite_number
 from tracking.names import BEST_MODEL_TAG, BEST_TRIAL_TAG, format_value, fusion_metric
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,18 @@ def fusion_metrics(fusion_dir: Path | None) -> dict[str, float]:
     return {name: value for name, value in metrics.items() if value is not None}
 
 
+def registered_trial(study: Study, rows: RowTable | None = None) -> Trial:
+    """The trial whose model is registered: the best trial (by validation) of the best row
+    when the rows have several draws (the row is the answer, a lucky seed of another row
+    is not), else the best trial. `rows`: the study's, when the report has them."""
+    finished = finished_trials(study)
+    rows = rows if rows is not None else row_results(study)
+    if not rows.repeated:
+        return finished[0]
+    members = {trial.id for trial in rows.rows[0].trials}
+    return next((trial for trial in finished if trial.id in members), finished[0])
+
+
 def record_result(
     study: Study,
     tracker: StudyTracker,
@@ -41,11 +54,12 @@ def record_result(
     table: str,
     fusion_dir: Path | None,
     device: str,
+    rows: RowTable | None = None,
 ) -> list[str]:
     """Log the result and the best model to MLflow; the console lines that say where they are.
 
     `device`: where the trials trained (the config printed is what acted there)."""
-    best = finished_trials(study)[0]
+    best = registered_trial(study, rows)
     name = str(best.metrics.get("trial_name") or best.id)
     config = applicable_fields(TrainConfig.from_dict(best.config, source=str(best.dir)), device)
     before = tracker.client.get_run(tracker.parent_run_id).data.tags

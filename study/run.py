@@ -81,9 +81,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
     )
     parser.add_argument(
         "--scheduler",
-        choices=("fifo", "asha"),
-        help="override the space's scheduler: fifo trains every trial to its own stop (equal "
-        "budgets, to reproduce a table), asha stops weak trials early (to search)",
+        choices=("race", "fifo", "asha"),
+        help="override the space's scheduler: race drops rows significantly worse than the "
+        "best at synchronous rungs (the same answer whatever the timing), fifo trains every "
+        "trial to its own stop (equal budgets), asha stops weak trials early as they come "
+        "(to search; its decisions depend on timing)",
     )
     parser.add_argument(
         "--verbose",
@@ -503,12 +505,12 @@ def finish(options, tracker, trials_started: int, fault: str | None = None) -> i
         )
         status = 1
     if conclusion is not None:
-        status = report_best(options, tracker, table, conclusion.fusion_dir)
+        status = report_best(options, tracker, table, conclusion)
     tracker.finish_study()
     return status
 
 
-def report_best(options, tracker, table: str, fusion_dir) -> int:
+def report_best(options, tracker, table: str, conclusion) -> int:
     """The result and the best model into MLflow, and where they are; 1 if MLflow failed."""
     from mlflow.exceptions import MlflowException
 
@@ -521,8 +523,9 @@ def report_best(options, tracker, table: str, fusion_dir) -> int:
             tracker,
             options.space.file,
             table,
-            fusion_dir,
+            conclusion.fusion_dir,
             options.device,
+            conclusion.report.rows,
         )
     except (MlflowException, OSError) as error:
         print(

@@ -11,7 +11,9 @@
       - {cbam: false, cell: gru, units: 256}
     searcher: grid         # grid | random | optuna
     num_samples: 1         # grid: repeats of the grid; random and optuna: trials
-    scheduler: {type: asha, grace_period: 2, reduction_factor: 2}   # or {type: fifo}
+    scheduler: {type: asha, grace_period: 2, reduction_factor: 2}   # or {type: fifo}, or
+    scheduler: {type: race, grace_period: 2, reduction_factor: 3, alpha: 0.05}
+                           # race: rows raced over their draws at synchronous rungs (study.race)
     metric: {name: val_roc_auc, mode: max}   # or val_pr_auc: trials, epochs, models by it
     budget: quick          # quick | paper (see study.budgets)
     search_seed: 0         # seeds the random and optuna searchers: the same space, the same draws
@@ -44,7 +46,8 @@ MODE = "max"
 # The per-epoch validation scores a study may select trials, epochs and models by.
 METRICS = tuple(BY_EPOCH_NAME)
 SEARCHERS = ("grid", "random", "optuna")
-SCHEDULERS = ("asha", "fifo")
+SCHEDULERS = ("race", "asha", "fifo")
+RUNG_SCHEDULERS = ("race", "asha")  # stop trials at rungs of grace_period * reduction_factor^k
 TOP_KEYS = (
     "description",
     "parameters",
@@ -125,6 +128,7 @@ class Scheduler:
     grace_period: int = 1
     reduction_factor: int = 2
     max_epochs: int | None = None  # None: the budget's max_epochs
+    alpha: float = 0.05  # race: the level at which a row is dropped as worse than the best
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,13 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
             "and configs, or searcher: grid",
         )
     scheduler = _parse_scheduler(check, raw["scheduler"]) if "scheduler" in raw else Scheduler()
+    if scheduler.type == "race" and searcher == "optuna":
+        raise check.error(
+            "scheduler.type",
+            "race compares whole rows over their draws at synchronous rungs, and optuna "
+            "proposes its trials one by one as results come in; search with optuna under asha "
+            "or fifo first, then race its best rows in a grid space (configs: [...], repeats: N)",
+        )
     metric = raw.get("metric", {"name": METRIC, "mode": MODE}) or {}
     if not isinstance(metric, dict):
         raise check.error("metric", "expected {name: val_roc_auc, mode: max}")
@@ -444,14 +455,28 @@ def _parse_scheduler(check: _Checks, raw: Any) -> Scheduler:
     if not isinstance(raw, dict):
         raise check.error(
             "scheduler",
-            "expected {type: asha, grace_period: N, reduction_factor: N} or {type: fifo}",
+            "expected {type: race, grace_period: N, reduction_factor: N, alpha: A}, "
+            "{type: asha, grace_period: N, reduction_factor: N} or {type: fifo}",
         )
     kind = raw.get("type")
     check.choice("scheduler.type", kind, SCHEDULERS)
     if kind == "fifo":
         check.unknown_keys("scheduler", raw, ("type",))
         return Scheduler(type="fifo")
-    check.unknown_keys("scheduler", raw, ("type", "grace_period", "reduction_factor", "max_epochs"))
+    keys = ("type", "grace_period", "reduction_factor", "max_epochs")
+    check.unknown_keys("scheduler", raw, (*keys, "alpha") if kind == "race" else keys)
+    alpha = raw.get("alpha", 0.05)
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, int | float)
+        or not math.isfinite(alpha)
+        or not 0 < alpha <= 1
+    ):
+        raise check.error(
+            "scheduler.alpha",
+            f"expected a level in (0, 1] (0.05: drop a row at 5% risk; 1: plain successive "
+            f"halving), got {alpha!r}",
+        )
     grace = raw.get("grace_period", 1)
     check.integer("scheduler.grace_period", grace, minimum=1)
     factor = raw.get("reduction_factor", 2)
@@ -463,7 +488,7 @@ def _parse_scheduler(check: _Checks, raw: Any) -> Scheduler:
             raise check.error(
                 "scheduler.max_epochs", f"{max_epochs} is below the grace period {grace}"
             )
-    return Scheduler("asha", grace, factor, max_epochs)
+    return Scheduler(kind, grace, factor, max_epochs, float(alpha))
 
 
 class _Checks:

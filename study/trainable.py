@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import json
 import logging
 import math
 import os
@@ -61,6 +62,10 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCE
 # Marks the one result of a trial restored after its last epoch: that epoch's record again
 # (Ray refuses a trial that ends without ever reporting the metric), not a new epoch.
 ENDED_KEY = "ended_before"
+# The first result of a trial restored from a checkpoint: the restored epoch's record again,
+# with the selection metric of every epoch so far (a JSON list). A scheduler that decides on
+# histories (`race`) learns where a resumed trial stands before it trains on.
+RESTORED_KEY = "restored_scores"
 SCRATCH_PREFIX = "mer-trial-"  # node-local work folders: /tmp/mer-trial-<key>-*
 
 log = logging.getLogger(__name__)
@@ -125,7 +130,10 @@ def run_trial(
                 shutil.copytree(found.folder, restore_dir)
                 history = found.summary.get("history") or [{}]
                 last = {**history[-1], "epoch": int(found.summary["epoch"])}
+                restored = json.dumps([record.get(metric) for record in history])
         notes = {SKIPPED_KEY: "; ".join(found.skipped)} if found.skipped else {}
+        if restore_dir is not None:
+            tune.report({metric: math.nan, **last, RESTORED_KEY: restored})
 
         reported = False
 

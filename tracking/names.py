@@ -25,7 +25,8 @@ TRIAL_TAG = "mer.trial_id"  # Ray Tune's trial id of a trial run
 ROW_TAG = "mer.row"  # a trial run's row (its configuration without its seed): `row_name`
 SEED_TAG = "mer.seed"  # a trial run's seed (repeats: N runs each row with seeds 0..N-1)
 SPLIT_TAG = "mer.split"  # a trial run's official split (splits: [...] runs each row on each)
-END_STATE_TAG = "mer.end_state"  # finished, early_stopped, asha_stopped or error
+END_STATE_TAG = "mer.end_state"  # finished, early_stopped, asha_stopped, race_dropped, error
+DROPPED_TAG = "mer.dropped_at_rung"  # a trial run whose row a race dropped: the rung (1, 2, ...)
 FUSION_TAG = "mer.fusion"  # a fusion run's folder name (top2, greedy-top4, ...)
 BEST_TRIAL_TAG = "mer.best_trial"  # on the parent run: the best trial's id
 BEST_NAME_TAG = "mer.best_trial_name"  # on the parent run: the best trial's run name
@@ -54,6 +55,11 @@ FINAL_METRICS: Mapping[str, str] = {  # once per trial, at the best epoch
     "best_epoch": "best_epoch",
     "epochs_run": "epochs_run",
 }
+
+
+# The parent run of a race: per rung (step = the rung's epoch), the rows it kept and dropped
+# and the best row's mean validation selection metric.
+RUNG_METRICS = ("race_rows_kept", "race_rows_dropped", "race_best_mean")
 
 
 def metric_key(official: str) -> str:

@@ -104,11 +104,12 @@ def test_repeats_of_one_leave_the_seed_to_the_space(tmp_path):
     assert fixed.parameters["seed"] == 7
 
 
-def test_table1_repeated_is_table1_with_five_seeds_under_fifo():
+def test_table1_repeated_is_table1s_rows_with_five_seeds_under_fifo():
     table1, repeated = load_space("table1"), load_space("table1_repeated")
     assert repeated.configs == table1.configs
     assert repeated.repeats == 5 and repeated.scheduler.type == "fifo"
-    assert repeated.trial_count == 5 * table1.trial_count == 30
+    assert table1.repeats == 3 and table1.scheduler.type == "race"
+    assert repeated.trial_count == 5 * len(table1.configs) == 30
     assert "seed" not in repeated.parameters
 
 

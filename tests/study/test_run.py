@@ -27,14 +27,15 @@ def options_for(space) -> StudyOptions:
 
 def test_scheduler_flag_overrides_the_space():
     space = load_space("table1")
-    assert space.scheduler.type == "asha"
-    assert isinstance(make_scheduler(options_for(space)), ASHAScheduler)
+    assert space.scheduler.type == "race"
     fifo = with_scheduler(space, parse_args(["--scheduler", "fifo"])[0].scheduler)
     assert fifo.scheduler.type == "fifo" and fifo.parameters == space.parameters
     assert isinstance(make_scheduler(options_for(fifo)), FIFOScheduler)
     assert with_scheduler(space, None) is space
     asha = with_scheduler(fifo, "asha")
     assert isinstance(make_scheduler(options_for(asha)), ASHAScheduler)
+    race = with_scheduler(fifo, parse_args(["--scheduler", "race"])[0].scheduler)
+    assert race.scheduler == space.scheduler  # grace, reduction and alpha kept through fifo
 
 
 def test_the_console_keeps_library_loggers_quiet_unless_verbose(monkeypatch):

@@ -42,7 +42,24 @@ def test_table1_holds_the_papers_rows():
         ("crnn", True, "lstm", 256, 1),
         ("attention_cnn", None, None, None, None),
     }
-    assert space.scheduler.type == "asha"
+    assert space.scheduler.type == "race" and space.repeats == 3
+
+
+def test_a_race_reads_its_keys_and_refuses_a_bad_alpha_and_optuna(tmp_path):
+    race = {"type": "race", "grace_period": 2, "reduction_factor": 3, "alpha": 0.1}
+    space = parse_space({"scheduler": race, "repeats": 3}, tmp_path / "s.yaml")
+    assert (space.scheduler.type, space.scheduler.grace_period) == ("race", 2)
+    assert (space.scheduler.reduction_factor, space.scheduler.alpha) == (3, 0.1)
+    for alpha in (0, 1.5, "0.05", True):
+        with pytest.raises(SpaceError, match=r"s.yaml: scheduler.alpha: expected a level in"):
+            parse_space({"scheduler": {**race, "alpha": alpha}}, tmp_path / "s.yaml")
+    with pytest.raises(SpaceError, match="scheduler.alpha: unknown key"):
+        parse_space({"scheduler": {"type": "asha", "alpha": 0.1}}, tmp_path / "s.yaml")
+    searched = {"lr": {"loguniform": [1e-4, 1e-2]}}
+    with pytest.raises(SpaceError, match="scheduler.type: race compares whole rows"):
+        parse_space(
+            {"scheduler": race, "searcher": "optuna", "parameters": searched}, tmp_path / "s.yaml"
+        )
 
 
 def test_names_are_found_in_search_spaces():
