@@ -201,7 +201,8 @@ def course_of(trial: records.TrialRecord, options: StudyOptions) -> Course:
 
 
 def _score(value: Any) -> float:
-    return records.finite_number(value) if records.finite_number(value) is not None else np.nan
+    number = records.finite_number(value)
+    return np.nan if number is None else number
 
 
 def make_race(
