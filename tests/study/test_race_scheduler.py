@@ -100,10 +100,10 @@ def run_race(tmp_path: Path, concurrent: int) -> tuple[RaceScheduler, list, list
     return scheduler, results, furthest
 
 
-@pytest.mark.slow  # two Ray Tune runs of 12 short trials: ~40 s on the 2-core VM
-@pytest.mark.parametrize("concurrent", [1, 3])
-def test_rungs_are_synchronous_and_equal_the_replay(tmp_path, concurrent):
-    scheduler, results, furthest = run_race(tmp_path, concurrent)
+@pytest.mark.slow  # a Ray Tune run of 12 short trials: ~20 s on the 2-core VM
+def test_rungs_are_synchronous_and_equal_the_replay(tmp_path):
+    """Three trials at a time (one at a time: tests/study/test_race_study.py)."""
+    scheduler, results, furthest = run_race(tmp_path, concurrent=3)
     assert furthest == list(RULE.rungs)  # no trial trained past a rung before its decision
     decided = scheduler.race.to_json()
     courses = [
