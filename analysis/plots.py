@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from mer_models.training.metrics import DEFAULT_SELECTION
-from study.records import finite_number
+from study.records import DROPPED_STATE, finite_number
 
 TAG_PREFIX = "mood/theme---"  # MTG-Jamendo mood/theme tag names; dropped on axis labels
 
@@ -33,7 +33,9 @@ class Curve:
     label: str
     epochs: tuple[int, ...]
     values: tuple[float, ...]
-    end_state: str | None  # finished, early_stopped, asha_stopped, error; None while running
+    end_state: (
+        str | None
+    )  # finished, early_stopped, asha_stopped, race_dropped, error; None: running
 
 
 def curve_from_history(
@@ -88,7 +90,8 @@ def _legend_below(axes, handles, labels) -> None:
     )
 
 
-ASHA_LABEL = "stopped by ASHA (last epoch)"
+ASHA_LABEL = "stopped by its scheduler (last epoch)"
+STOPPED_STATES = ("asha_stopped", DROPPED_STATE)  # ended by the scheduler, not by themselves
 
 
 def plot_validation_curves(
@@ -103,9 +106,10 @@ def validation_curves_figure(
 ) -> Figure:
     """A validation score (`metric` names it) per epoch, one line a trial.
 
-    The last point of an ASHA-stopped trial is marked with a cross (its
-    line's colour, label `ASHA_LABEL` in the legend) so that a line ending
-    early reads as stopped by the scheduler, not as converged.
+    The last point of a trial its scheduler stopped (ASHA, or a race that
+    dropped its row) is marked with a cross (its line's colour, label
+    `ASHA_LABEL` in the legend) so that a line ending early reads as stopped
+    by the scheduler, not as converged.
     """
     shown = [curve.label for curve in curves if curve.epochs] + [ASHA_LABEL]
     figure = _figure_with_legend(9, 5, shown)
@@ -115,7 +119,7 @@ def validation_curves_figure(
         if not curve.epochs:
             continue
         (line,) = axes.plot(curve.epochs, curve.values, marker=".", label=curve.label)
-        if curve.end_state == "asha_stopped":
+        if curve.end_state in STOPPED_STATES:
             stopped = True
             axes.plot(
                 curve.epochs[-1],

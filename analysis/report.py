@@ -577,7 +577,7 @@ def write_report(
     per_tag = {name: roc_auc_score(labels, scores, average=None) for name, scores in series.items()}
     plots = [
         (
-            f"validation {study.selection.title} per epoch of every trial (x: stopped by ASHA)",
+            f"validation {study.selection.title} per epoch of every trial (x: stopped by its scheduler)",
             CURVES_FILE,
         ),
         ("per-tag test ROC-AUC of the best single model and the best fusion", PER_TAG_FILE),

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from analysis.markdown import DASH, markdown_table
+from study.race import BEST, DROPPED, RUNGS_FILE
 
-RUNGS_FILE = "rungs.json"
 KEYS = ("rung", "epoch", "row", "n", "mean", "difference_to_best", "p_adjusted", "decision")
 
 
@@ -108,13 +108,13 @@ def rungs_section(entries: list[dict[str, Any]], selection_title: str) -> list[s
         ),
         rows,
     )
-    dropped = [entry for entry in entries if entry["decision"] == "dropped"]
+    dropped = [entry for entry in entries if entry["decision"] == DROPPED]
     lines.append("")
     if not dropped:
         lines.append("No row was dropped: every row reached the full budget.")
         return lines
     for entry in dropped:
-        best = next(e for e in entries if e["rung"] == entry["rung"] and e["decision"] == "best")
+        best = next(e for e in entries if e["rung"] == entry["rung"] and e["decision"] == BEST)
         evidence = (
             f"p adjusted {_p(entry['p_adjusted'])}"
             if entry["p_adjusted"] is not None

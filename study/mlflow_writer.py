@@ -36,7 +36,7 @@ from mlflow.tracking import MlflowClient
 
 from mer_models.data.splits import DatasetPaths
 from mer_models.data.synthetic import MARKER as SYNTHETIC_MARKER
-from study.race import RUNGS_FILE
+from study.race import BEST, DROPPED, RUNGS_FILE
 from study.records import DROPPED_KEY
 from tracking.names import (
     BEST_CONFIG_TAG,
@@ -560,10 +560,10 @@ class StudyTracker:
             if epoch in logged:
                 continue
             decisions = [entry["decision"] for entry in entries]
-            top = next(entry["mean"] for entry in entries if entry["decision"] == "best")
+            top = next(entry["mean"] for entry in entries if entry["decision"] == BEST)
             metrics += [
-                Metric(kept, len(decisions) - decisions.count("dropped"), now, epoch),
-                Metric(dropped, decisions.count("dropped"), now, epoch),
+                Metric(kept, len(decisions) - decisions.count(DROPPED), now, epoch),
+                Metric(dropped, decisions.count(DROPPED), now, epoch),
                 Metric(best, float(top), now, epoch),
             ]
         if metrics:

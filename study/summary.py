@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from mer_models.config import architecture
 from mer_models.models.registry import ARCHITECTURE_COLUMNS
-from study.records import Study, ranked_trials
+from study.records import DROPPED_STATE, Study, ranked_trials
 from tracking.names import ARCHITECTURE_FIELDS, format_value
 
 COLUMNS = (
@@ -72,7 +72,14 @@ def table_rows(study: Study) -> list[tuple[str, ...]]:
 
 
 def budget_note(study: Study) -> str | None:
-    """A line under the table when the scheduler stopped rows early (unequal budgets)."""
+    """A line under the table when the scheduler stopped trials early."""
+    dropped = [t for t in study.trials if t.end_state == DROPPED_STATE]
+    if dropped:
+        return (
+            f"the race dropped {len(dropped)} of {len(study.trials)} trial(s) at its rungs "
+            "(rows significantly worse than the best, rungs.json); every other trial ran to "
+            "its own stop"
+        )
     stopped = [t for t in study.trials if t.end_state == "asha_stopped"]
     if not stopped:
         return None
