@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.confirm import CONFIRM_TOP, write_confirm
+from analysis.effects import Effects
 from analysis.fuse_study import StudyFusion, fuse_study, fusion_name
 from analysis.report import REPORT_FILE, Report, write_report
 from analysis.rows import RowTable, Summary
@@ -53,9 +54,7 @@ def best_row_line(table: RowTable) -> str:
     row = table.rows[0]
 
     def said(title: str, summary: Summary) -> str:
-        interval = summary.interval
-        bounds = f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else ""
-        return f"{title} {100 * summary.mean:.1f}{bounds}"
+        return f"{title} {_points(summary)}"
 
     return f"best row: {row.name} (n {row.n}, mean and 95% interval): " + ", ".join(
         (
@@ -64,6 +63,36 @@ def best_row_line(table: RowTable) -> str:
             said("test PR-AUC", row.test_pr_auc),
         )
     )
+
+
+def _points(summary: Summary) -> str:
+    interval = summary.interval
+    bounds = f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else ""
+    return f"{100 * summary.mean:.1f}{bounds}"
+
+
+def row_lines(table: RowTable) -> list[str]:
+    """A line per row, best first: its n and its means with their 95% intervals."""
+    return ["rows (mean [95% interval] over each row's trials):"] + [
+        f"  {row.name} (n {row.n}): validation {table.selection.short} "
+        f"{_points(row.validation)}, test ROC-AUC {_points(row.test_roc_auc)}"
+        for row in table.rows
+    ]
+
+
+def effect_lines(effects: Effects) -> list[str]:
+    """A line per effect on test ROC-AUC: the factor's change, its mean paired difference
+    with its interval, and the adjusted p."""
+    shown = [effect for effect in effects.effects if effect.metric == "test_roc_auc"]
+    if not shown:
+        return []
+    return ["effects on test ROC-AUC (paired by draw; p adjusted over all effects):"] + [
+        f"  {effect.factor} {effect.source} -> {effect.target} ({effect.from_row} to "
+        f"{effect.to_row}): {100 * effect.mean_difference:+.2f} points "
+        f"[{100 * effect.low:+.2f}, {100 * effect.high:+.2f}], p adj. "
+        + ("-" if effect.p_adjusted is None else f"{effect.p_adjusted:.3g}")
+        for effect in shown
+    ]
 
 
 def conclude_study(
@@ -104,6 +133,9 @@ def conclude_study(
         + (" (also in the study's MLflow run, under report/)" if report.mlflow_logged else "")
     )
     if report.rows is not None and report.rows.repeated:
+        lines += row_lines(report.rows)
+        if report.effects is not None:
+            lines += effect_lines(report.effects)
         lines.append(best_row_line(report.rows))
     if report.rows is not None and report.rows.rows:
         confirm = write_confirm(study, report.rows, top=confirm_top)
