@@ -49,7 +49,13 @@ from study.race import (
 from study.race_scheduler import RaceScheduler, RaceTrialGenerator
 from study.recorder import StudyRecorder
 from study.records import write_groundtruth
-from study.search_space import MODE, RUNG_SCHEDULERS, SearchSpace, tune_value
+from study.search_space import (
+    MODE,
+    RACE_WITH_OPTUNA,
+    RUNG_SCHEDULERS,
+    SearchSpace,
+    tune_value,
+)
 from study.trainable import (
     RECORDED_KEY,
     ROW_KEY,
@@ -625,6 +631,8 @@ def check_trial_configs(options: StudyOptions) -> None:
     for row in options.space.configs or [{}]:
         TrainConfig.from_dict({**fixed, **row}, source=str(options.space.file))
     spec = options.space.scheduler
+    if spec.type == "race" and options.space.searcher == "optuna":  # --scheduler race
+        raise ValueError(f"{options.space.file}: --scheduler race: {RACE_WITH_OPTUNA}")
     if spec.type in RUNG_SCHEDULERS:
         epochs = spec.max_epochs or max_epochs(options)
         if spec.type == "race" and not race_rule(options).rungs:

@@ -69,6 +69,13 @@ MAX_TRIALS = 10_000
 MAX_DESCRIPTION = 20_000
 
 
+RACE_WITH_OPTUNA = (
+    "race compares whole rows over their draws at synchronous rungs, and optuna proposes its "
+    "trials one by one as results come in; search with optuna under asha or fifo first, then "
+    "race its best rows in a grid space (configs: [...], repeats: N)"
+)
+
+
 class SpaceError(ValueError):
     """A search space file is malformed; the message names file and key path."""
 
@@ -262,12 +269,7 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
         )
     scheduler = _parse_scheduler(check, raw["scheduler"]) if "scheduler" in raw else Scheduler()
     if scheduler.type == "race" and searcher == "optuna":
-        raise check.error(
-            "scheduler.type",
-            "race compares whole rows over their draws at synchronous rungs, and optuna "
-            "proposes its trials one by one as results come in; search with optuna under asha "
-            "or fifo first, then race its best rows in a grid space (configs: [...], repeats: N)",
-        )
+        raise check.error("scheduler.type", RACE_WITH_OPTUNA)
     metric = raw.get("metric", {"name": METRIC, "mode": MODE}) or {}
     if not isinstance(metric, dict):
         raise check.error("metric", "expected {name: val_roc_auc, mode: max}")

@@ -9,7 +9,7 @@ import pytest
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from mer_models.data.splits import DatasetPaths
-from study.driver import StudyOptions, make_scheduler
+from study.driver import StudyOptions, check_trial_configs, make_scheduler
 from study.run import LIBRARY_LOGGERS, configure_console, parse_args, with_scheduler
 from study.search_space import load_space
 
@@ -36,6 +36,12 @@ def test_scheduler_flag_overrides_the_space():
     assert isinstance(make_scheduler(options_for(asha)), ASHAScheduler)
     race = with_scheduler(fifo, parse_args(["--scheduler", "race"])[0].scheduler)
     assert race.scheduler == space.scheduler  # grace, reduction and alpha kept through fifo
+
+
+def test_race_over_an_optuna_space_is_refused_before_anything_is_written(tmp_path):
+    race = with_scheduler(load_space("wide"), "race")
+    with pytest.raises(ValueError, match="wide.yaml: --scheduler race: race compares whole rows"):
+        check_trial_configs(options_for(race))
 
 
 def test_the_console_keeps_library_loggers_quiet_unless_verbose(monkeypatch):
