@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from study.trainable import RESTORED_KEY
 from tests.study.processes import free_port, kill_at_line, kill_session, mlflow_server
 from tests.study.test_survival import stored_epochs
 
@@ -205,9 +206,14 @@ def test_a_lost_node_s_trial_resumes_on_the_other_and_the_study_finishes(small_s
             lost = next(trial for trial, m in recorded.items() if m["failures"] == 1)
             rows = trial_rows(study_dir)[lost]
             # Two processes, one per node; from the last checkpoint, never back to the start:
-            # no epoch reported twice.
+            # the new process reports the epoch it restored (with its scores so far), then
+            # trains the next; no epoch is trained twice.
             assert len({row["pid"] for row in rows}) == 2
-            assert [row["epoch"] for row in rows] == sorted({row["epoch"] for row in rows})
+            (at,) = [i for i, row in enumerate(rows) if RESTORED_KEY in row]
+            epochs = [row["epoch"] for row in rows]
+            assert epochs[at] >= epochs[at - 1] and epochs[at + 1] == epochs[at] + 1
+            trained = epochs[:at] + epochs[at + 1 :]
+            assert trained == sorted(set(trained))
 
             metrics = recorded[lost]
             assert metrics["end_state"] == "finished"

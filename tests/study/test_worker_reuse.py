@@ -4,6 +4,7 @@ new worker gives it; a worker a failed GPU trial leaves behind takes no further 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -123,6 +124,10 @@ def test_a_trial_restored_after_its_last_epoch_reports_that_epoch_again(tiny_dat
     assert first.metrics_dataframe["epoch"].tolist() == [1]
     assert not first.metrics.get(trainable.ENDED_KEY)
     assert restored.metrics[trainable.ENDED_KEY] is True
-    assert len(restored.metrics_dataframe) == 1  # no epoch was trained again
+    # The epoch it restored, reported first with its scores so far, then its end; no epoch
+    # was trained again.
+    reported = restored.metrics_dataframe
+    assert reported["epoch"].tolist() == [1, 1]
+    assert json.loads(reported[trainable.RESTORED_KEY][0]) == [first.metrics["val_roc_auc"]]
     for key in RESULT_KEYS:
         assert restored.metrics[key] == first.metrics[key], key
