@@ -278,7 +278,10 @@ def race_figures(work: Path, keys: tuple[str, ...]) -> dict:
 
 
 def _decisions(path: Path) -> list[tuple]:
-    """A rungs.json's decisions: (rung, row, decision) per entry."""
+    """A rungs.json's decisions: (rung, row, decision) per entry; [] for a study that did not
+    race (FIFO)."""
+    if not path.is_file():
+        return []
     return [(e["rung"], e["row"], e["decision"]) for e in json.loads(path.read_text())]
 
 
