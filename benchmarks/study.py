@@ -38,7 +38,17 @@ what FIFO's run of that configuration paid for that epoch: a configuration
 trains alike under both, so the second is what ASHA's choice of epochs is
 worth, and the gap between them is ASHA's epochs running slower.
 
-    python benchmarks/study.py [--space table1.yaml|wide24] [--configs 24]
+`--space race` draws 12 configurations from `wide.yaml` (seed 0) with
+`repeats: 3` and `scheduler: {type: race, grace_period: 2,
+reduction_factor: 2, alpha: 0.05}`, and runs it twice with two trials at a
+time, once with one, and once under FIFO: its last line adds
+`race_trial_epochs`, `fifo_trial_epochs`, `race_wall_seconds`,
+`fifo_wall_seconds`, `same_best_row`, `decisions_identical` (the three
+races' rungs.json decisions), `rows_identical` (their rows.json) and
+`full_budget_rows_as_fifo` (every row the race kept to the end has FIFO's
+means and intervals, to the last digit).
+
+    python benchmarks/study.py [--space table1.yaml|wide24|race] [--configs 24]
                                [--concurrency-epochs 3]
 
 The last line printed is a JSON object of the figures.
