@@ -252,10 +252,10 @@ def race_figures(work: Path, keys: tuple[str, ...]) -> dict:
         result = run_study(space, work, name, *flags, slots=int(flags[1]), keys=keys)
         result.pop("by_config")
         folder = work / "ray_results" / name
-        outcome[name] = {
-            "rows": json.loads((folder / "rows.json").read_text()),
-            "rungs": _decisions(folder / "rungs.json"),
-        }
+        rows = json.loads((folder / "rows.json").read_text())
+        for row in rows:  # trial ids are each study's own
+            row.pop("trials")
+        outcome[name] = {"rows": rows, "rungs": _decisions(folder / "rungs.json")}
         figures[name] = result
         print(f"{name}: {result['seconds']} s, {result['trial_epochs']} trial-epochs", flush=True)
     race, fifo = figures["race"], figures["fifo"]
