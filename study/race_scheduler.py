@@ -31,7 +31,6 @@ from ray.tune.search import BasicVariantGenerator
 from study.race import Course, Race, RaceRule, RowDecision
 from study.trainable import ENDED_KEY, FAILED_KEY, RESTORED_KEY, STORAGE_KEY
 
-__all__ = ["RESTORED_KEY", "RaceScheduler", "RaceTrialGenerator"]
 FAILED_KEYS = (FAILED_KEY, STORAGE_KEY)  # a trial's last result when it failed for good
 
 

@@ -19,7 +19,8 @@ import ray
 from ray import tune
 
 from study.race import DROPPED, Course, RaceRule, replay
-from study.race_scheduler import RESTORED_KEY, RaceScheduler, RaceTrialGenerator
+from study.race_scheduler import RaceScheduler, RaceTrialGenerator
+from study.trainable import RESTORED_KEY
 
 ROWS = {"good": 0.80, "close": 0.795, "middling": 0.78, "bad": 0.60}
 SEEDS = (0, 1, 2)
