@@ -165,8 +165,6 @@ class RowTable:
 
 
 def _why_left_out(trial: Trial, needed: tuple[str, ...]) -> str | None:
-    if trial.end_state == DROPPED_STATE:  # its row did not reach the full budget
-        return f"its row was dropped at rung {trial.metrics.get(DROPPED_KEY, '?')} of the race"
     if trial.end_state not in FINISHED_STATES:
         return f"end state {trial.end_state or 'none (running)'}"
     if not trial.has_predictions:
@@ -192,8 +190,20 @@ def row_results(study: Study) -> RowTable:
     needed = (*TEST_KEYS, selection.validation)
     grouped: dict[str, list[Trial]] = {}
     left_out = []
+    # A race's dropped row leaves with all its trials, also those that had ended by patience
+    # before its rung: a row of its survivors alone would be a smaller, biased row.
+    dropped = {
+        row_key(trial.config): trial.metrics.get(DROPPED_KEY, "?")
+        for trial in study.trials
+        if trial.end_state == DROPPED_STATE
+    }
     for trial in study.trials:
-        why = _why_left_out(trial, needed)
+        rung = dropped.get(row_key(trial.config))
+        why = (
+            f"its row was dropped at rung {rung} of the race"
+            if rung is not None
+            else _why_left_out(trial, needed)
+        )
         if why is not None:
             left_out.append((trial.id, why))
             continue
