@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from study.records import (
     FINISHED_STATES,
     Study,
     Trial,
+    draw_of,
     finite_number,
     row_key,
     row_of,
@@ -84,12 +85,6 @@ def summarise(values: Sequence[float], confidence: float = CONFIDENCE) -> Summar
     sd = float(data.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, data.size - 1)) * sd / math.sqrt(data.size)
     return Summary(int(data.size), mean, sd, mean - half, mean + half)
-
-
-def draw_of(config: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Which draw of its row a trial is: its values of DRAW_FIELDS (seed, split); trials of
-    two rows are paired on it."""
-    return tuple(config.get(name) for name in DRAW_FIELDS)
 
 
 def draw_label(draw: tuple[Any, ...], among: Sequence[tuple[Any, ...]] = ()) -> str:

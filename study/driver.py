@@ -45,6 +45,7 @@ from study.race import (
     replay,
     rung_epochs,
     rung_line,
+    score_of,
 )
 from study.race_scheduler import RaceScheduler, RaceTrialGenerator
 from study.recorder import StudyRecorder
@@ -199,16 +200,11 @@ def course_of(trial: records.TrialRecord, options: StudyOptions) -> Course:
     return Course(
         trial.key,
         row_name(trial.config, options.searched),
-        (trial.config[SEED_FIELD], trial.config[SPLIT_FIELD]),
-        [_score(record.get(metric)) for record in trial.history or []],
+        records.draw_of(trial.config),
+        [score_of(record.get(metric)) for record in trial.history or []],
         ended=True,
         failed=trial.end_state == "error",
     )
-
-
-def _score(value: Any) -> float:
-    number = records.finite_number(value)
-    return np.nan if number is None else number
 
 
 def make_race(
@@ -228,7 +224,6 @@ def make_race(
         identify=lambda trial: _identify(trial, options),
         metric=options.space.metric,
         recorded=[course_of(trial, options) for trial in recorded],
-        max_concurrent=options.max_concurrent,
         generator=generator,
     )
 
@@ -246,7 +241,7 @@ def make_race(
 def _identify(trial, options: StudyOptions) -> tuple[str, str, tuple[Any, ...]]:
     config = trial_config(trial.config).to_dict()
     key = trial_key(trial.config, trial.trial_id)
-    return key, row_name(config, options.searched), (config[SEED_FIELD], config[SPLIT_FIELD])
+    return key, row_name(config, options.searched), records.draw_of(config)
 
 
 def write_rungs(study_dir: Path, race: Race) -> None:

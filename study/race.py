@@ -50,6 +50,13 @@ CONFIDENCE = 0.95
 BEST, KEPT, DROPPED = "best", "kept", "dropped"
 
 
+def score_of(value: Any) -> float:
+    """A reported score as a float; NaN for anything that is not a number (missing, text)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan
+    return float(value)
+
+
 def rung_epochs(grace_period: int, reduction_factor: int, max_epochs: int) -> tuple[int, ...]:
     """G, G*ETA, G*ETA^2, ... below `max_epochs` (a rung at the last epoch decides nothing)."""
     rungs, epoch = [], grace_period

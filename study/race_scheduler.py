@@ -28,7 +28,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from study.race import Course, Race, RaceRule, RowDecision
+from study.race import Course, Race, RaceRule, RowDecision, score_of
 from study.trainable import ENDED_KEY, FAILED_KEY, RESTORED_KEY, STORAGE_KEY
 
 FAILED_KEYS = (FAILED_KEY, STORAGE_KEY)  # a trial's last result when it failed for good
@@ -58,20 +58,19 @@ class RaceScheduler(TrialScheduler):
         identify: Callable[[Trial], tuple[str, str, tuple[Any, ...]]],
         metric: str,
         recorded: list[Course] = (),
-        max_concurrent: int | None = None,
         generator: RaceTrialGenerator | None = None,
         on_rung: Callable[[list[RowDecision]], None] | None = None,
     ) -> None:
         """`identify(trial)`: its study key, row name and draw. `recorded`: the trials that
         ended before this run (a resume), with their whole histories. `expected`: every
-        trial of the study, recorded ones included."""
+        trial of the study, recorded ones included. `generator`: the run's trial generator,
+        whose `max_concurrent` (0: none) the scheduler keeps when it releases trials."""
         super().__init__()
         self.race = Race(rule, expected)
         for course in recorded:
             self.race.courses[course.key] = course
         self.identify = identify
         self.selection = metric
-        self.max_concurrent = max_concurrent
         self.generator = generator
         self.on_rung = on_rung
         self._trials: dict[str, Trial] = {}  # key -> Ray's trial
@@ -93,12 +92,12 @@ class RaceScheduler(TrialScheduler):
         if any(result.get(key) for key in FAILED_KEYS):
             course.failed = True  # its end follows; it no longer holds a rung up
         elif RESTORED_KEY in result:
-            course.scores = [_number(v) for v in json.loads(result[RESTORED_KEY])]
+            course.scores = [score_of(v) for v in json.loads(result[RESTORED_KEY])]
         elif not result.get(ENDED_KEY) and "epoch" in result:
             epoch = int(result["epoch"])
             course.scores = course.scores[: epoch - 1]
             course.scores += [math.nan] * (epoch - 1 - len(course.scores))
-            course.scores.append(_number(result.get(self.selection)))
+            course.scores.append(score_of(result.get(self.selection)))
         self._advance(tune_controller, trial)
         if not self.race.live(course.row):
             return TrialScheduler.STOP
@@ -124,8 +123,9 @@ class RaceScheduler(TrialScheduler):
         for trial in trials:
             if trial.status == Trial.PENDING:
                 return trial
+        limit = self.generator.max_concurrent if self.generator is not None else 0
         busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials)
-        if self.max_concurrent is not None and busy >= self.max_concurrent:
+        if limit and busy >= limit:
             return None
         for trial in trials:
             if trial.status == Trial.PAUSED and self._course(trial).key in self._released:
@@ -183,9 +183,3 @@ class RaceScheduler(TrialScheduler):
                 waiting_at is None or course.epochs < waiting_at
             ):
                 self._released.add(key)
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return math.nan
-    return float(value)

@@ -220,6 +220,12 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
 DRAW_FIELDS = (SEED_FIELD, SPLIT_FIELD)
 
 
+def draw_of(config: dict[str, Any]) -> tuple[Any, ...]:
+    """Which draw of its row a trial is: its values of DRAW_FIELDS (seed, split); trials of
+    two rows are paired on it."""
+    return tuple(config.get(name) for name in DRAW_FIELDS)
+
+
 def row_of(config: dict[str, Any]) -> dict[str, Any]:
     """The row a trial is a draw of: what it is, without its seed and split."""
     return {key: value for key, value in identity(config).items() if key not in DRAW_FIELDS}

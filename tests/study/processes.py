@@ -1,5 +1,6 @@
 """Real processes for the study tests: the study driver run to its end, free ports, an
-`mlflow server`, whole sessions killed (at once, or as soon as they print a line)."""
+`mlflow server`, a local Ray cluster, whole sessions killed (at once, or as soon as they
+print a line)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,25 @@ def run_driver(command: list[str], tmp_path: Path) -> subprocess.CompletedProces
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
+
+
+@contextlib.contextmanager
+def local_ray(cpus: int = 1) -> Iterator[None]:
+    """A Ray cluster of the test's own with `cpus` CPUs ("local": never one a `ray start`
+    left on this node), shut down after the block."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def free_port() -> int:

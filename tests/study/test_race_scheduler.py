@@ -8,19 +8,17 @@ equal `study.race.replay` of the same histories with 1 or 3 trials at once.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ray
 from ray import tune
 
 from study.race import DROPPED, Course, RaceRule, replay
 from study.race_scheduler import RaceScheduler, RaceTrialGenerator
 from study.trainable import RESTORED_KEY
+from tests.study.processes import local_ray
 
 ROWS = {"good": 0.80, "close": 0.795, "middling": 0.78, "bad": 0.60}
 SEEDS = (0, 1, 2)
@@ -51,21 +49,6 @@ def identify(trial) -> tuple[str, str, tuple]:
     return f"{config['row']}-{config['seed']}", config["row"], (config["seed"],)
 
 
-@contextlib.contextmanager
-def local_ray(cpus: int) -> Iterator[None]:
-    ray.init(
-        address="local",
-        num_cpus=cpus,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 def run_race(tmp_path: Path, concurrent: int) -> tuple[RaceScheduler, list, list[int]]:
     """The scheduler after the run, Ray's results, and the furthest epoch any trial had
     reached when each rung was decided."""
@@ -78,7 +61,6 @@ def run_race(tmp_path: Path, concurrent: int) -> tuple[RaceScheduler, list, list
         expected=len(ROWS) * len(SEEDS),
         identify=identify,
         metric="val",
-        max_concurrent=concurrent,
         generator=generator,
         on_rung=lambda _: furthest.append(max(c.epochs for c in scheduler.race.courses.values())),
     )

@@ -3,18 +3,16 @@ new worker gives it; a worker a failed GPU trial leaves behind takes no further 
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 
 import pytest
-import ray
 import torch
 from ray import tune
 
 from study import trainable
 from study.checkpoint_store import CheckpointStore
 from study.trainable import ROW_KEY, WorkerState, WorkerUnusable, _retryable, run_trial
+from tests.study.processes import local_ray
 
 # Everything a reported epoch holds that does not depend on the machine's speed.
 RESULT_KEYS = ("epoch", "train_loss", "val_roc_auc", "val_pr_auc", "val_roc_auc_micro", "lr")
@@ -22,23 +20,6 @@ FIXED = {"max_epochs": 2, "patience": 2, "width": 4, "window": 64, "batch_size":
 FIRST = {"model": "crnn", "cell": "gru", "units": 8, "cbam": True, "seed": 3, "threads": 0}
 # Another model, seed and thread count in between: what it leaves must not reach the third.
 OTHER = {"model": "attention_cnn", "seed": 11, "threads": 2, "dropout": 0.3}
-
-
-@contextlib.contextmanager
-def local_ray() -> Iterator[None]:
-    """A one-CPU Ray cluster of the test's own ("local": never one a `ray start` left on
-    this node), shut down after the block."""
-    ray.init(
-        address="local",
-        num_cpus=1,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 @pytest.mark.slow  # one Ray Tune run: ~15 s on the 2-core VM

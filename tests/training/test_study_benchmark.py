@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from study.search_space import find_space, load_space
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("study_benchmark", ROOT / "benchmarks/study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("study")
 
 
 def test_wide24_is_24_seeded_draws_from_wide_yaml_as_explicit_configs(benchmark, tmp_path):
