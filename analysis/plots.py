@@ -33,9 +33,7 @@ class Curve:
     label: str
     epochs: tuple[int, ...]
     values: tuple[float, ...]
-    end_state: (
-        str | None
-    )  # finished, early_stopped, asha_stopped, race_dropped, error; None: running
+    end_state: str | None  # a trial's end state (FINISHED_STATES or error); None: running
 
 
 def curve_from_history(

@@ -249,12 +249,6 @@ def write_rungs(study_dir: Path, race: Race) -> None:
     atomic_write_text(Path(study_dir) / RUNGS_FILE, json.dumps(race.to_json(), indent=2) + "\n")
 
 
-def replay_race(options: StudyOptions) -> Race:
-    """The race's rungs re-derived from the study's records (every trial ended)."""
-    listed = records.read_trials(options.study_dir)
-    return replay(race_rule(options), [course_of(trial, options) for trial in listed])
-
-
 def make_searcher(options: StudyOptions, ended: list[records.TrialRecord] = ()):
     """Optuna's searcher (grid and random trials are drawn by `planned_trials`), told the
     results of the trials a resumed study has recorded."""
@@ -394,7 +388,7 @@ def conclude_race(options: StudyOptions, tracker: StudyTracker) -> None:
     listed = records.read_trials(options.study_dir)
     if not listed or any(trial.metrics is None for trial in listed):
         return
-    race = replay_race(options)
+    race = replay(race_rule(options), [course_of(trial, options) for trial in listed])
     write_rungs(options.study_dir, race)
     tracker.log_rungs(race.to_json())
 
