@@ -101,9 +101,12 @@ def conclude_study(
     resamples: int = 1000,
     seed: int = 0,
     confirm_top: int = CONFIRM_TOP,
+    track: bool = True,
 ) -> Conclusion:
     """Fuse the top ``fuse_top`` finished trials (when that many finished), then the report,
-    then confirm.yaml of the top ``confirm_top`` rows."""
+    then confirm.yaml of the top ``confirm_top`` rows. With ``track``, the fusion and the
+    report are logged to the study's MLflow run here; the study driver logs them itself
+    (`study.result`), through its queue."""
     study = load_study(study_dir)
     finished = finished_trials(study)
     lines, fusion, fusion_dir = [], None, None
@@ -119,7 +122,13 @@ def conclude_study(
             lines.append(f"fusion of {' + '.join(members)}: {out} (already there)")
         else:
             fusion = fuse_study(
-                study.dir, fuse_top, out=out, resamples=resamples, seed=seed, replace=True
+                study.dir,
+                fuse_top,
+                out=out,
+                resamples=resamples,
+                seed=seed,
+                replace=True,
+                track=track,
             )
             metrics = fusion.result.metrics
             lines.append(
@@ -127,7 +136,7 @@ def conclude_study(
                 f"{100 * metrics['ROC-AUC-macro']:.1f}, PR-AUC {100 * metrics['PR-AUC-macro']:.1f}"
                 + (f"; MLflow run {fusion.mlflow_run_id})" if fusion.mlflow_run_id else ")")
             )
-    report = write_report(study.dir, resamples=resamples, seed=seed)
+    report = write_report(study.dir, resamples=resamples, seed=seed, track=track)
     lines.append(
         f"report: {report.out / REPORT_FILE}"
         + (" (also in the study's MLflow run, under report/)" if report.mlflow_logged else "")

@@ -16,6 +16,7 @@ an MLflow run nested in the study's parent run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.bootstrap import PairedResult, paired_bootstrap
-from analysis.evaluate import check_groundtruth, check_scores, evaluate, load_matrix
+from analysis.evaluate import check_groundtruth, check_scores, evaluate, load_matrix, metric_names
 from analysis.fusion import (
     FusionResult,
     Member,
@@ -36,13 +37,14 @@ from analysis.fusion import (
     write_fusion,
 )
 from analysis.staging import check_output_dir
-from mer_models.training.metrics import BEST_VALUE_KEY, SELECTION_KEY
+from mer_models.training.metrics import BEST_VALUE_KEY, SELECTION_KEY, selection_metric
 from study.records import (
     FINISHED_STATES,
     Study,
     Trial,
     check_finished,
     finished_trials,
+    finite_number,
     load_study,
     read_labels,
 )
@@ -258,7 +260,7 @@ def fuse_study(
     result = dataclasses.replace(result, context=context)
     write_fusion(result, out, tags, replace=replace)
     log.debug("fusion %s of %s written to %s", name, ", ".join(result.members), out)
-    run_id = log_fusion_run(study, name, result, paired, out) if track else None
+    run_id = log_fusion_run(study, out) if track else None
     return StudyFusion(name, out, result, best.id, paired, run_id)
 
 
@@ -282,74 +284,94 @@ def _member_detail(member: Member, pool: Sequence[Trial], externals: Sequence[Ex
     }
 
 
-def fusion_metrics(result: FusionResult, paired: dict[str, PairedResult]) -> dict[str, float]:
-    """The MLflow metrics of a fusion: official test metrics, intervals, the paired test."""
-    metrics = {fusion_metric(k): v for k, v in result.metrics.items()}
-    for name, interval in result.intervals.items():
-        metrics[f"{fusion_metric(name)}_ci_low"] = interval.low
-        metrics[f"{fusion_metric(name)}_ci_high"] = interval.high
-    if result.selection.validation_score is not None:
-        metrics[f"fusion_{result.selection.validation_key}"] = result.selection.validation_score
-    for name, test in paired.items():
-        metrics[f"fusion_minus_best_single_{metric_key(name)}"] = test.observed_difference
-        metrics[f"fusion_vs_best_single_p_value_{metric_key(name)}"] = test.p_value
-    return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+def fusion_metrics(summary: dict) -> dict[str, float]:
+    """The MLflow metrics of a fusion from its metrics.json: official test metrics,
+    intervals, the validation score that chose it, the paired test against the best trial."""
+    metrics = {fusion_metric(name): summary.get(name) for name in metric_names()}
+    for name, interval in (summary.get("bootstrap") or {}).items():
+        metrics[f"{fusion_metric(name)}_ci_low"] = interval.get("low")
+        metrics[f"{fusion_metric(name)}_ci_high"] = interval.get("high")
+    validation_key = selection_metric(summary.get(SELECTION_KEY)).fused_validation
+    metrics[f"fusion_{validation_key}"] = summary.get(validation_key)
+    for name, test in (summary.get("paired_bootstrap_vs_best_single") or {}).items():
+        metrics[f"fusion_minus_best_single_{metric_key(name)}"] = test.get("observed_difference")
+        metrics[f"fusion_vs_best_single_p_value_{metric_key(name)}"] = test.get("p_value")
+    return {k: float(v) for k, v in metrics.items() if finite_number(v) is not None}
 
 
-def log_fusion_run(
-    study: Study,
-    name: str,
-    result: FusionResult,
-    paired: dict[str, PairedResult],
-    out: Path,
-) -> str | None:
-    """Record the fusion as a run nested in the study's parent run; returns its id.
+def fusion_params(summary: dict) -> dict[str, str]:
+    """The MLflow params of a fusion from its metrics.json."""
+    intervals = summary.get("bootstrap") or {}
+    top_k = summary.get("top_k")
+    return {
+        "members": ",".join(summary["members"]),
+        "member_count": str(len(summary["members"])),
+        "select": str(summary.get("select")),
+        "top_k": "all" if top_k is None else str(top_k),
+        "externals": ",".join(summary.get("externals") or ()) or "none",
+        "best_single_trial": str((summary.get("best_single_trial") or {}).get("id")),
+        "thresholds_tuned_on": str(summary.get("thresholds_tuned_on")),
+        "bootstrap_resamples": str(next(iter(intervals.values()), {}).get("resamples")),
+    }
 
-    The output files are already complete when this runs, so an MLflow
-    failure is a warning (the run, if created, is marked FAILED), not an error.
-    """
+
+def log_fusion_run(study: Study, out: Path) -> str | None:
+    """Record the fusion in folder `out` as a run nested in the study's parent run, once
+    (`record_fusion_run`); its id, or None with a warning when MLflow cannot be written:
+    the output files are already complete."""
+    from mlflow.exceptions import MlflowException
+
     study_run = find_study_run(study)
     if study_run is None:
         return None
-    from mlflow.entities import Metric, Param
-    from mlflow.exceptions import MlflowException
-
-    from tracking.runs import create_nested_run
-
-    context = result.context
-    names = {trial.id: str(trial.metrics.get("trial_name") or trial.id) for trial in study.trials}
-    params = {
-        "members": ",".join(result.members),
-        "member_count": str(len(result.members)),
-        "select": result.selection.method,
-        "top_k": "all" if context["top_k"] is None else str(context["top_k"]),
-        "externals": ",".join(context["externals"]) or "none",
-        "best_single_trial": context["best_single_trial"]["id"],
-        "thresholds_tuned_on": result.thresholds_tuned_on,
-        "bootstrap_resamples": str(next(iter(result.intervals.values())).resamples),
-    }
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, 0) for k, v in fusion_metrics(result, paired).items()]
-    client, run_id = study_run.client, None
     try:
-        run_id = create_nested_run(
-            client,
-            study_run.experiment_id,
-            study_run.parent_run_id,
-            study.name,
-            "fusion",
-            fusion_run_name(name, [names.get(member, member) for member in result.members]),
-            {FUSION_TAG: name},
+        return record_fusion_run(
+            study_run.client, study_run.experiment_id, study_run.parent_run_id, study, out
         )
-        client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
-        client.log_artifacts(run_id, str(out))
-        client.set_terminated(run_id, "FINISHED")
     except (MlflowException, OSError) as error:
         log.warning("fusion written to %s but not recorded in MLflow: %s", out, error)
-        if run_id is not None:
-            try:
-                client.set_terminated(run_id, "FAILED")
-            except (MlflowException, OSError):
-                pass
         return None
+
+
+def record_fusion_run(
+    client, experiment_id: str, parent_run_id: str, study: Study, out: Path, again: bool = False
+) -> str:
+    """The fusion in folder `out` as a FINISHED run nested in the parent run: found again
+    (by the study, the fusion's name and its members) and completed if an earlier attempt
+    was cut short, else made; its id. `again` is the tracker queue's retry flag."""
+    from mlflow.entities import Metric, Param
+
+    from tracking.runs import create_nested_run, fusion_run_filter
+
+    summary = json.loads((out / "metrics.json").read_text())
+    params = fusion_params(summary)
+    found = [
+        run
+        for run in client.search_runs(
+            [experiment_id], fusion_run_filter(study.name, out.name, study.study_id)
+        )
+        if run.data.params.get("members") == params["members"]
+    ]
+    if found and found[0].info.status == "FINISHED":
+        return found[0].info.run_id
+    if found:
+        run_id = found[0].info.run_id
+        params = {k: v for k, v in params.items() if k not in found[0].data.params}
+    else:
+        names = {t.id: str(t.metrics.get("trial_name") or t.id) for t in study.trials}
+        run_id = create_nested_run(
+            client,
+            experiment_id,
+            parent_run_id,
+            study.name,
+            "fusion",
+            fusion_run_name(out.name, [names.get(m, m) for m in summary["members"]]),
+            {FUSION_TAG: out.name},
+            study.study_id,
+        )
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, 0) for k, v in fusion_metrics(summary).items()]
+    client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
+    client.log_artifacts(run_id, str(out))
+    client.set_terminated(run_id, "FINISHED")
     return run_id

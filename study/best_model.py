@@ -24,15 +24,12 @@ from mer_models.config import TrainConfig
 from mer_models.models import build_model
 from mer_models.training.checkpoint import BEST_MODEL_FILE, load_best_model
 from study.records import Trial
+from tracking.names import TRIAL_TAG
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "best_model"  # the logged model's name in the parent run
 EXTRA_FILES = ("tags.txt", "band_stats.json", "config.json")
-
-
-def registered_name(study: str) -> str:
-    return f"{study}-best"
 
 
 @dataclass(frozen=True)
@@ -55,11 +52,41 @@ def load_trial_model(trial: Trial) -> tuple[torch.nn.Module, dict]:
     return model.eval(), saved
 
 
-def log_best_model(tracking_uri: str, run_id: str, study: str, trial: Trial) -> LoggedModel:
-    """Log ``trial``'s model in run ``run_id`` and register a new version of ``<study>-best``."""
+def log_best_model(
+    tracking_uri: str, run_id: str, study: str, name: str, trial: Trial
+) -> LoggedModel:
+    """``trial``'s model logged in the study's run ``run_id`` and registered as a version of
+    `name`, once: a version of that run and trial (or a model logged for it whose version was
+    never made) is found again, so a resumed end never registers a second one."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    for version in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+        if version.tags.get(TRIAL_TAG) == trial.id:
+            return LoggedModel(name, str(version.version), f"models:/{name}/{version.version}")
+    logged = _logged_model(client, run_id, trial)
+    if logged is None:
+        logged = _log_model(tracking_uri, run_id, trial)
+    return _register(client, name, study, run_id, trial, logged)
+
+
+def _logged_model(client, run_id: str, trial: Trial):
+    """The model an earlier attempt logged for `trial` in run `run_id`, if any."""
+    experiment_id = client.get_run(run_id).info.experiment_id
+    for model in client.search_logged_models([experiment_id]):
+        if (
+            model.source_run_id == run_id
+            and model.name == MODEL_NAME
+            and model.tags.get(TRIAL_TAG) == trial.id
+            and str(model.status).endswith("READY")
+        ):
+            return model
+    return None
+
+
+def _log_model(tracking_uri: str, run_id: str, trial: Trial):
     import mlflow
     import mlflow.pytorch
-    from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
     model, saved = load_trial_model(trial)
@@ -67,7 +94,6 @@ def log_best_model(tracking_uri: str, run_id: str, study: str, trial: Trial) -> 
     example = np.zeros((1, 1, len(saved["band_stats"]["mean"]), config["window"]), np.float32)
     with torch.no_grad():
         output = model(torch.from_numpy(example)).numpy()
-    name = registered_name(study)
     mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory() as folder:
         extra = Path(folder)
@@ -86,15 +112,23 @@ def log_best_model(tracking_uri: str, run_id: str, study: str, trial: Trial) -> 
                 # example's); loading needs `mer_models` importable
                 serialization_format="pickle",
                 metadata={"trial_id": trial.id, "tags": len(saved["tags"])},
+                tags={TRIAL_TAG: trial.id},
             )
-    client = mlflow.MlflowClient(tracking_uri)
+    # `start_run` ended the study's run on leaving: it ends once its whole end is recorded.
+    mlflow.MlflowClient(tracking_uri).update_run(run_id, status="RUNNING")
+    return info
+
+
+def _register(client, name: str, study: str, run_id: str, trial: Trial, logged) -> LoggedModel:
+    from mlflow.exceptions import MlflowException
+
     try:
         client.create_registered_model(name)
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     version = client.create_model_version(
-        name, info.model_uri, run_id=run_id, model_id=info.model_id
+        name, logged.model_uri, run_id=run_id, model_id=logged.model_id, tags={TRIAL_TAG: trial.id}
     ).version
     client.update_registered_model(
         name,

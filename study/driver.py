@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import tempfile
 import time
 from collections import Counter
@@ -57,6 +56,7 @@ from study.search_space import (
     SearchSpace,
     tune_value,
 )
+from study.signals import STOP
 from study.trainable import (
     RECORDED_KEY,
     ROW_KEY,
@@ -93,6 +93,7 @@ class StudyOptions:
     keep_checkpoints: bool = False  # a finished trial's checkpoints stay (else deleted)
     retry_failed: bool = False  # a resume runs failed trials again from their checkpoints
     cuda_graphs: bool = True  # False (--no-cuda-graphs): every trial's step runs eagerly
+    mlflow_timeout_s: float = 120.0  # the study's end waits this long for its MLflow store
 
     @property
     def ray_storage_path(self) -> str:
@@ -308,7 +309,7 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     disk stopped it.
     """
     try:
-        write_study_file(options, tracker)
+        record_tracking(options, tracker)
         for split in options.splits:  # the data's split in the study folder, others beside
             write_groundtruth(
                 options.study_dir, options.data_on(split), own_folder=split != options.data.split
@@ -321,9 +322,7 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
             raise StorageFault(f"the study's records: {error}") from None
         raise
     _start_ray(options)
-    # After ray.init, which installs its own SIGTERM handler (an abrupt exit):
-    # SIGTERM (kill, timeout, batch schedulers) stops the study as Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    STOP.install()  # after ray.init, which puts its own SIGTERM handler (an abrupt exit) there
     for name in (
         "ray.tune.tune",
         "ray.tune.execution.tune_controller",
@@ -489,7 +488,8 @@ def _fit(
             verbose=0,
         ),
     )
-    return len(tuner.fit())
+    with STOP.around_fit():
+        return len(tuner.fit())
 
 
 def _start_ray(options: StudyOptions) -> None:
@@ -558,29 +558,39 @@ def join_cluster(address: str) -> None:
         ) from None
 
 
-def write_study_file(options: StudyOptions, tracker: StudyTracker) -> None:
-    """`study.json`: what a resume continues with (space, budget, data, stores)."""
-    if records.read_study(options.study_dir) is not None:
-        return  # a resume: the study keeps what it began with
+def study_record(options: StudyOptions, study_id: str) -> records.StudyRecord:
+    """`study.json` of a new study, written at its claim: what a resume continues with
+    (space and its text, budget, data, stores, id); its MLflow run is added once made."""
+    return records.StudyRecord(
+        name=options.name,
+        space=str(options.space.file),
+        space_yaml=options.space.text,
+        budget=options.budget,
+        scheduler=options.space.scheduler.type,
+        metric=options.space.metric,
+        searched=options.searched,
+        trials=options.space.trial_count,
+        repeats=options.space.repeats,
+        splits=options.space.splits,
+        data=options.data.to_dict(),
+        tracking_uri=options.tracking_uri,
+        ray_storage=options.ray_storage,
+        study_id=study_id,
+    )
+
+
+def record_tracking(options: StudyOptions, tracker: StudyTracker) -> None:
+    """The MLflow experiment and parent run into `study.json` (the analysis commands log
+    there), once the tracker found or made them."""
+    record = records.read_study(options.study_dir)
+    if record is None or (
+        record.experiment_id == tracker.experiment_id
+        and record.parent_run_id == tracker.parent_run_id
+    ):
+        return
     records.write_study(
         options.study_dir,
-        records.StudyRecord(
-            name=options.name,
-            space=str(options.space.file),
-            space_yaml=options.space.file.read_text(encoding="utf-8"),
-            budget=options.budget,
-            scheduler=options.space.scheduler.type,
-            metric=options.space.metric,
-            searched=options.searched,
-            trials=options.space.trial_count,
-            repeats=options.space.repeats,
-            splits=options.space.splits,
-            data=options.data.to_dict(),
-            tracking_uri=tracker.tracking_uri,
-            ray_storage=options.ray_storage,
-            experiment_id=tracker.experiment_id,
-            parent_run_id=tracker.parent_run_id,
-        ),
+        replace(record, experiment_id=tracker.experiment_id, parent_run_id=tracker.parent_run_id),
     )
 
 

@@ -46,8 +46,10 @@ from tracking.names import (
     END_STATE_TAG,
     EPOCH_METRICS,
     FINAL_METRICS,
+    MODEL_NAME_TAG,
     ROLE_TAG,
     RUNG_METRICS,
+    STUDY_ID_TAG,
     STUDY_TAG,
     TRIAL_TAG,
     mlflow_metrics,
@@ -55,9 +57,11 @@ from tracking.names import (
 from tracking.runs import (
     create_nested_run,
     dataset_input,
+    named_study_filter,
     params,
     study_experiment,
     study_run_filter,
+    study_runs_filter,
     trial_run_filter,
 )
 from tracking.store import TrackingStore
@@ -119,11 +123,14 @@ class StudyTracker:
         artifact_root: Path | None = None,
         description: str = "",
         dataset: DatasetInput | None = None,
-        drain_timeout_s: float = 30.0,
+        drain_timeout_s: float = 120.0,
         searched: tuple[str, ...] = (),
+        study_id: str = "",
     ) -> None:
         self.tracking_uri = tracking_uri
         self.study = study
+        self.study_id = study_id  # "": a study older than ids, its runs found by name
+        self.model_name = f"{study}-best"  # `start` reads the parent run's, or chooses it
         self.artifact_root = artifact_root
         self.description = description
         self.searched = tuple(searched)  # the params the UI's view of the trials shows
@@ -151,7 +158,16 @@ class StudyTracker:
         self._no_run: set[str] = set()  # trials told to have no run
 
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("tracking_uri", "study", "artifact_root", "description", "dataset", "searched")
+        keep = (
+            "tracking_uri",
+            "study",
+            "study_id",
+            "model_name",
+            "artifact_root",
+            "description",
+            "dataset",
+            "searched",
+        )
         state = {key: self.__dict__[key] for key in keep}
         state |= {
             "drain_timeout_s": self.drain_timeout_s,
@@ -184,13 +200,38 @@ class StudyTracker:
         self.experiment_id = study_experiment(
             self.client, self.study, self.description, location, self.searched, per_row
         )
-        found = self.client.search_runs([self.experiment_id], study_run_filter(self.study))
+        found = self.client.search_runs(
+            [self.experiment_id], study_run_filter(self.study, self.study_id)
+        )
         if found:
             self.parent_run_id = found[0].info.run_id
+            self.model_name = found[0].data.tags.get(MODEL_NAME_TAG, self.model_name)
             self._reopen(self.parent_run_id)
             return
+        others = self.client.search_runs([self.experiment_id], named_study_filter(self.study))
+        if others and self.study_id:
+            # Another study had this name here: its runs and its model stay its own.
+            self.model_name = f"{self.study}-{self.study_id[:8]}-best"
+            log.warning(
+                "the name %s was used before in MLflow store %s (%d other study run(s), "
+                "experiment %s); this study has its own parent run, and its best model is "
+                "registered as %s",
+                self.study,
+                self.tracking_uri,
+                len(others),
+                self.experiment_id,
+                self.model_name,
+            )
+        identity = {STUDY_ID_TAG: self.study_id} if self.study_id else {}
         run = self.client.create_run(
-            self.experiment_id, run_name=self.study, tags={ROLE_TAG: "study", STUDY_TAG: self.study}
+            self.experiment_id,
+            run_name=self.study,
+            tags={
+                ROLE_TAG: "study",
+                STUDY_TAG: self.study,
+                MODEL_NAME_TAG: self.model_name,
+                **identity,
+            },
         )
         self.parent_run_id = run.info.run_id
         self.client.log_batch(self.parent_run_id, params=params(values))
@@ -258,20 +299,34 @@ class StudyTracker:
 
     # The study's end: queued, then waited for -------------------------------
 
-    def close_open_runs(self, status: str) -> None:
+    def queue(self, what: str, write: Callable[..., None], *args: Any) -> None:
+        """A write of the study's end (a fusion run, the report, the best model): called as
+        ``write(*args, again=...)`` by the writer, in order after the writes queued before,
+        retried while the store is unreachable; it must be safe to run twice."""
+        self._submit(what, write, *args)
+
+    def close_open_runs(self, status: str) -> bool:
         """End every run of the study still RUNNING (KILLED on an interruption, else FAILED),
         after the writes queued before; waits for them as `finish_study` does."""
         if self.experiment_id is None:
-            return
+            return True
         self._submit("closing the open runs", self._close_open_runs, status)
-        self._drain_at_end()
+        return self._drain_at_end()
 
-    def finish_study(self, status: str = "FINISHED") -> None:
+    def finish_study(self, status: str = "FINISHED") -> bool:
         """End the parent run, after the writes queued before, and wait for them all: up to
-        `drain_timeout_s` for the whole end of the study, then say what was not sent."""
+        `drain_timeout_s` for the whole end of the study, then say what was not sent. True
+        when everything was sent."""
         if self.parent_run_id is not None:
             self._submit("the end of the study's run", self._terminate, self.parent_run_id, status)
-        self._drain_at_end()
+        return self._drain_at_end()
+
+    def end_within(self, seconds: float) -> None:
+        """Wait at most `seconds` from now for the writes of the study's end (a stop signal
+        leaves no time for a slow store)."""
+        deadline = time.monotonic() + seconds
+        if self._end_deadline is None or deadline < self._end_deadline:
+            self._end_deadline = deadline
 
     def drain(self, timeout_s: float) -> bool:
         """Wait up to `timeout_s` for the queued writes, retrying a waiting one at once.
@@ -304,7 +359,7 @@ class StudyTracker:
         with self._lock:
             return len(self._queue)
 
-    # Direct: after the Tune run --------------------------------------------
+    # Queued: the study's end -------------------------------------------------
 
     def log_result(
         self,
@@ -321,22 +376,31 @@ class StudyTracker:
         name and config as tags (a resumed study may pick another best trial:
         tags can change, params cannot), the fusion's test metrics, and
         ``files`` (artifact name -> text: the space YAML, the summary table)
-        under ``study/``.
+        under ``study/``. Values the run holds already are not logged again.
         """
-        self._raise_failure()
         metrics = {**mlflow_metrics(best_metrics, FINAL_METRICS), **fusion_metrics}
         tags = {
             BEST_TRIAL_TAG: best_id,
             BEST_NAME_TAG: best_name,
             BEST_CONFIG_TAG: json.dumps(best_config, sort_keys=True),
         }
+        self._submit("the study's result", self._log_result, metrics, tags, dict(files))
+
+    def _log_result(
+        self, metrics: dict[str, float], tags: dict[str, str], files: dict[str, str], again: bool
+    ) -> None:
+        logged = self.client.get_run(self.parent_run_id).data.metrics
         # Timed now: a resume that finds another best trial logs its values after the first
         # ones (MLflow shows the latest); two values at one time and step would also stop
         # MLflow linking the run's metrics to the best model logged next.
         now = int(time.time() * 1000)
         self.client.log_batch(
             self.parent_run_id,
-            metrics=[Metric(name, value, now, 0) for name, value in metrics.items()],
+            metrics=[
+                Metric(name, value, now, 0)
+                for name, value in metrics.items()
+                if logged.get(name) != value
+            ],
             tags=[RunTag(key, value) for key, value in tags.items()],
         )
         with tempfile.TemporaryDirectory() as folder:
@@ -361,10 +425,10 @@ class StudyTracker:
         if failure is not None:
             raise failure
 
-    def _drain_at_end(self) -> None:
+    def _drain_at_end(self) -> bool:
         if self._end_deadline is None:
             self._end_deadline = time.monotonic() + self.drain_timeout_s
-        self.drain(max(self._end_deadline - time.monotonic(), 0.0))
+        return self.drain(max(self._end_deadline - time.monotonic(), 0.0))
 
     def _write_all(self) -> None:
         """The writer thread: the queue in order; it ends when the queue is empty."""
@@ -438,7 +502,7 @@ class StudyTracker:
         if trial_id in self._runs:
             return
         found = self.client.search_runs(
-            [self.experiment_id], trial_run_filter(self.study, trial_id)
+            [self.experiment_id], trial_run_filter(self.study, trial_id, self.study_id)
         )
         if found:  # a resumed study's run, or one made by an attempt that failed later
             run = found[0]
@@ -459,6 +523,7 @@ class StudyTracker:
                 "trial",
                 name,
                 {**tags, TRIAL_TAG: trial_id},
+                self.study_id,
             )
             self.client.log_batch(run_id, params=params(values))
             self._log_dataset(run_id)
@@ -481,7 +546,7 @@ class StudyTracker:
         trial_id = run_id.removeprefix(PENDING)
         if trial_id not in self._runs:
             found = self.client.search_runs(
-                [self.experiment_id], trial_run_filter(self.study, trial_id)
+                [self.experiment_id], trial_run_filter(self.study, trial_id, self.study_id)
             )
             if not found:
                 raise _NoRun(trial_id)
@@ -582,7 +647,7 @@ class StudyTracker:
     def _close_open_runs(self, status: str, again: bool) -> None:
         for run in self.client.search_runs(
             [self.experiment_id],
-            f"tags.`{STUDY_TAG}` = '{self.study}' and attributes.status = 'RUNNING'",
+            f"{study_runs_filter(self.study, self.study_id)} and attributes.status = 'RUNNING'",
             max_results=10_000,
         ):
             self.client.set_terminated(run.info.run_id, status=status)

@@ -64,8 +64,9 @@ DROPPED_STATE, DROPPED_KEY = "race_dropped", "dropped_at_rung"
 FINISHED_STATES = ("finished", "early_stopped", "asha_stopped", DROPPED_STATE)
 # What a reader needs of study.json (a resume needs all of StudyRecord).
 STUDY_KEYS = ("name", "space", "data")
-# MLflow coordinates: absent or null in a study run without tracking; read as "".
-TRACKING_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")
+# MLflow coordinates: absent or null in a study run without tracking (or, for the study id,
+# in a study.json older than it); read as "".
+TRACKING_KEYS = ("tracking_uri", "experiment_id", "parent_run_id", "study_id")
 DATA_KEYS = ("metadata", "melspecs", "split", "subset")
 
 
@@ -92,6 +93,9 @@ class StudyRecord:
     parent_run_id: str | None = None
     repeats: int = 1  # seeds per row (0..repeats-1); a study.json without it: one
     splits: tuple[int, ...] = ()  # the splits each row runs on; (): the data's split alone
+    # Made at the claim: its MLflow runs are found by it, never by the name alone (a name may
+    # be used again in one store). "": a study.json older than it (its runs found by name).
+    study_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "searched": list(self.searched), "splits": list(self.splits)}
@@ -113,8 +117,17 @@ _STUDY_TYPES: dict[str, tuple[type, ...]] = {
     "parent_run_id": (str, type(None)),
     "repeats": (int,),
     "splits": (list,),
+    "study_id": (str,),
 }
-_OPTIONAL = {"ray_storage", "experiment_id", "parent_run_id", "metric", "repeats", "splits"}
+_OPTIONAL = {
+    "ray_storage",
+    "experiment_id",
+    "parent_run_id",
+    "metric",
+    "repeats",
+    "splits",
+    "study_id",
+}
 
 
 def read_study(study_dir: Path) -> StudyRecord | None:
@@ -411,6 +424,7 @@ class Study:
     experiment_id: str
     parent_run_id: str
     trials: tuple[Trial, ...]
+    study_id: str = ""  # "": a study.json older than study ids
     searched: tuple[str, ...] = ()  # the config fields the search space varied
     planned: int | None = None  # the trials the space runs; None in a study.json that does not say
     scheduler: str = ""  # asha or fifo; "" in a study.json that does not say

@@ -1,25 +1,36 @@
-"""The end of a study: its result on the parent MLflow run, and where its best model is.
+"""The end of a study in MLflow: its fusion run, report, result and best model, each once.
 
-After the report and the fusion, the parent run gets the best trial's
-metrics, name and config, the fusion's test metrics, the search space and
-the summary table; the best trial's network is logged with `mlflow.pytorch`
-and registered as ``<study>-best``. The console then shows the best trial's
-whole configuration and where its model lies, on disk and in the registry.
+After the fusion and the report are on disk, the parent run gets the
+fusion's nested run, the report's files and the comparison's metrics, the
+best trial's metrics, name and config, the fusion's test metrics, the
+recorded search space and the summary table; the best trial's network is
+logged with `mlflow.pytorch` and registered. Every write goes through the
+tracker's queue (one writer, retried while the store is unreachable, and
+bounded by the study's end timeout), and each is decided by what the store
+holds, so an end cut short by a kill, a signal or an outage is completed by
+`--resume` without a run or a model version twice.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from analysis.comparison import parent_metrics
+from analysis.conclude import Conclusion
+from analysis.effects import EFFECTS_FILE
 from analysis.evaluate import metric_names
-from analysis.rows import RowTable, row_results
+from analysis.fuse_study import record_fusion_run
+from analysis.report import MLFLOW_ARTIFACT_PATH, MLFLOW_BATCH
+from analysis.rows import ROWS_FILE, RowTable, row_results
 from mer_models.config import TrainConfig, applicable_fields
 from study.best_model import log_best_model
 from study.mlflow_writer import StudyTracker
 from study.records import Study, Trial, finished_trials, finite_number
-from tracking.names import BEST_MODEL_TAG, BEST_TRIAL_TAG, format_value, fusion_metric
+from tracking.names import BEST_MODEL_TAG, format_value, fusion_metric
 
 log = logging.getLogger(__name__)
 
@@ -47,40 +58,106 @@ def registered_trial(study: Study, rows: RowTable | None = None) -> Trial:
     return next((trial for trial in finished if trial.id in members), finished[0])
 
 
-def record_result(
+@dataclass
+class EndRecord:
+    """What the study's end records in MLflow; `uri` is the best model's once registered."""
+
+    best: Trial
+    name: str  # the best trial's run name
+    config: dict
+    uri: str | None = None
+    fusion_run: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def queue_end(
     study: Study,
     tracker: StudyTracker,
-    space_file: Path,
+    conclusion: Conclusion,
+    space: tuple[str, str],
     table: str,
-    fusion_dir: Path | None,
     device: str,
-    rows: RowTable | None = None,
-) -> list[str]:
-    """Log the result and the best model to MLflow; the console lines that say where they are.
-
-    `device`: where the trials trained (the config printed is what acted there)."""
-    best = registered_trial(study, rows)
-    name = str(best.metrics.get("trial_name") or best.id)
+) -> EndRecord:
+    """Queue the end's writes on the tracker, in order; `tracker.finish_study` then sends
+    them and ends the parent run. `space`: the recorded space's file name and text (what
+    the trials ran, whatever the file holds now); `device`: where the trials trained (the
+    config shown is what acted there)."""
+    best = registered_trial(study, conclusion.report.rows)
     config = applicable_fields(TrainConfig.from_dict(best.config, source=str(best.dir)), device)
-    before = tracker.client.get_run(tracker.parent_run_id).data.tags
+    record = EndRecord(best, str(best.metrics.get("trial_name") or best.id), config)
+    if conclusion.fusion_dir is not None:
+        tracker.queue(
+            f"the run of fusion {conclusion.fusion_dir.name}",
+            _fusion_run,
+            tracker,
+            study,
+            conclusion.fusion_dir,
+            record,
+        )
+    report = conclusion.report
+    tables = tuple(
+        path for path in (study.dir / ROWS_FILE, study.dir / EFFECTS_FILE) if path.is_file()
+    )
+    metrics = (
+        parent_metrics(report.rows, report.effects)
+        if report.rows is not None and report.effects is not None
+        else {}
+    )
+    tracker.queue("the report", _report, tracker, report.files + tables, metrics)
     tracker.log_result(
         best.id,
-        name,
+        record.name,
         config,
         best.metrics,
-        fusion_metrics(fusion_dir),
-        {space_file.name: space_file.read_text(), SUMMARY_TABLE: table + "\n"},
+        fusion_metrics(conclusion.fusion_dir),
+        {space[0]: space[1], SUMMARY_TABLE: table + "\n"},
     )
-    if before.get(BEST_TRIAL_TAG) == best.id and before.get(BEST_MODEL_TAG):
-        uri = before[BEST_MODEL_TAG]  # a resumed study whose best trial is logged already
-    else:
-        uri = log_best_model(tracker.tracking_uri, tracker.parent_run_id, study.name, best).uri
-        tracker.client.set_tag(tracker.parent_run_id, BEST_MODEL_TAG, uri)
+    tracker.queue("the best model", _best_model, tracker, study, record)
+    return record
+
+
+def result_lines(study: Study, record: EndRecord) -> list[str]:
+    """Where the best trial's model is, and its whole configuration."""
+    best = record.best
     return [
-        f"best trial: {best.id} ({name}), validation {study.selection.title} "
+        f"best trial: {best.id} ({record.name}), validation {study.selection.title} "
         f"{100 * best.metrics[study.selection.validation]:.1f}, test ROC-AUC "
         f"{100 * best.metrics['test_roc_auc']:.1f}",
-        "  config: " + " ".join(f"{key}={format_value(value)}" for key, value in config.items()),
+        "  config: "
+        + " ".join(f"{key}={format_value(value)}" for key, value in record.config.items()),
         f"  model:  {best.dir / 'best_model.pt'}",
-        f"  MLflow: {uri} (mlflow.pytorch.load_model('{uri}'))",
+        f"  MLflow: {record.uri} (mlflow.pytorch.load_model('{record.uri}'))",
     ]
+
+
+def _fusion_run(
+    tracker: StudyTracker, study: Study, folder: Path, record: EndRecord, again: bool
+) -> None:
+    record.fusion_run = record_fusion_run(
+        tracker.client, tracker.experiment_id, tracker.parent_run_id, study, folder
+    )
+
+
+def _report(
+    tracker: StudyTracker, files: tuple[Path, ...], metrics: dict[str, float], again: bool
+) -> None:
+    """The report's files under ``report/`` and the comparison's metrics (values the run
+    holds already are not logged again)."""
+    from mlflow.entities import Metric
+
+    client, run_id = tracker.client, tracker.parent_run_id
+    for path in files:
+        client.log_artifact(run_id, str(path), MLFLOW_ARTIFACT_PATH)
+    logged = client.get_run(run_id).data.metrics
+    now = int(time.time() * 1000)
+    entries = [Metric(k, v, now, 0) for k, v in metrics.items() if logged.get(k) != v]
+    for start in range(0, len(entries), MLFLOW_BATCH):
+        client.log_batch(run_id, metrics=entries[start : start + MLFLOW_BATCH])
+
+
+def _best_model(tracker: StudyTracker, study: Study, record: EndRecord, again: bool) -> None:
+    model = log_best_model(
+        tracker.tracking_uri, tracker.parent_run_id, study.name, tracker.model_name, record.best
+    )
+    tracker.client.set_tag(tracker.parent_run_id, BEST_MODEL_TAG, model.uri)
+    record.uri = model.uri

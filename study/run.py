@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import signal
 import sys
 import traceback
 from pathlib import Path
@@ -28,9 +27,22 @@ from mer_models.data.arguments import add_data_arguments, dataset_paths  # noqa:
 from mer_models.data.check import check_dataset  # noqa: E402
 from mer_models.data.splits import DataError, DatasetPaths  # noqa: E402
 from study.budgets import BUDGETS  # noqa: E402
-from study.claim import StudyClaimed, claim_study  # noqa: E402
+from study.claim import (  # noqa: E402
+    BadName,
+    StudyClaimed,
+    check_name,
+    claim_new_study,
+    claim_study,
+    new_study_id,
+)
 from study.places import PlaceError, Storage, is_cloud  # noqa: E402
-from study.records import RecordError, StudyRecord, read_study  # noqa: E402
+from study.records import (  # noqa: E402
+    STUDY_FILE,
+    RecordError,
+    StudyRecord,
+    read_study,
+    write_study,
+)
 from study.search_space import (  # noqa: E402
     SearchSpace,
     SpaceError,
@@ -38,6 +50,7 @@ from study.search_space import (  # noqa: E402
     load_space,
     space_from_text,
 )
+from study.signals import STOP  # noqa: E402
 from tracking.store import TrackingStore  # noqa: E402
 from tracking.ui import comparison_url  # noqa: E402
 
@@ -95,6 +108,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
     parser.add_argument(
         "--tracking-uri",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)",
+    )
+    parser.add_argument(
+        "--mlflow-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long the study's end waits for an unreachable or slow MLflow store before "
+        "it stops with the resume that records what the store lacks (default 120)",
     )
     parser.add_argument(
         "--budget",
@@ -217,11 +238,25 @@ def with_scheduler(space: SearchSpace, scheduler: str | None) -> SearchSpace:
     )
 
 
+# MLflow's HTTP client waits 120 s per request and retries 7 times by default: a frozen
+# server would hold the driver for many minutes. The driver's writes are retried by its own
+# queue instead (study.mlflow_writer), within the study's end timeout.
+MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
+STOP_WAIT_S = 5.0  # what a stopped study waits for MLflow to mark its runs KILLED
+# A store that fails for good under the study: SQLite's errors (a deleted or damaged
+# mlflow.db) reach the driver unwrapped from MLflow's SQLAlchemy store.
+STORE_ERRORS: tuple[type[BaseException], ...] = ()
+
+
 def main(argv: list[str] | None = None) -> int:
+    STOP.install()  # first: whatever this process inherited (SIGINT ignored under `&`, nohup)
     try:
         return run(argv)
-    except KeyboardInterrupt:  # before the study began (run() handles it after)
-        print("\ninterrupted before the study began; nothing was started", file=sys.stderr)
+    except KeyboardInterrupt:  # before the study was claimed (run_tracked handles it after)
+        print(
+            f"\n{STOP.name or 'interrupted'}: stopped before the study began; nothing was started",
+            file=sys.stderr,
+        )
         return 130
 
 
@@ -237,9 +272,8 @@ class Refusal(Exception):
 def run(argv: list[str] | None = None) -> int:
     args, parser = parse_args(argv)
     configure_console(args.verbose)
-    # Until Ray takes over signals (the driver then maps SIGTERM to its Ctrl-C),
-    # SIGTERM interrupts like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    for key, value in MLFLOW_HTTP.items():
+        os.environ.setdefault(key, value)
     working = Path.cwd()
     try:
         # Everything that can be checked is checked before anything is written.
@@ -248,7 +282,7 @@ def run(argv: list[str] | None = None) -> int:
             use_cluster_token()
         options = study_options(args, parser, working, recorded, space, study_dir)
         data_report = check_before_start(options)
-        claim = claim_study(study_dir, new=not args.resume)  # noqa: F841 - held until exit
+        study_id = claim(options, recorded)
     except Refusal as refusal:
         print(refusal.text, file=sys.stderr)
         return refusal.code
@@ -256,7 +290,23 @@ def run(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(data_report.summary())
-    return run_tracked(options, data_report, working)
+    return run_tracked(options, data_report, working, study_id)
+
+
+_claims: list = []  # the claimed study's lock, held until the driver exits
+
+
+def claim(options, recorded: StudyRecord | None) -> str:
+    """Claim the study's folder (a new one appears with its study.json); its id."""
+    from study.driver import study_record
+
+    if recorded is not None:
+        _claims.append(claim_study(options.study_dir))
+        return recorded.study_id
+    study_id = new_study_id()
+    record = study_record(options, study_id)
+    _claims.append(claim_new_study(options.study_dir, lambda folder: write_study(folder, record)))
+    return study_id
 
 
 def study_to_run(
@@ -264,7 +314,13 @@ def study_to_run(
 ) -> tuple[StudyRecord | None, SearchSpace, Path]:
     """The study the flags name: its record (on --resume), its space and its folder."""
     storage = Storage.from_flag(args.storage, working)
-    name = study_name(args, storage.results, Path(args.space or DEFAULT_SPACE).stem)
+    try:
+        if args.name is not None:
+            check_name(args.name)
+        name = study_name(args, storage.results, Path(args.space or DEFAULT_SPACE).stem)
+        check_name(name)
+    except BadName as error:
+        raise Refusal(f"error: {error}") from None
     study_dir = storage.results / name
     if args.resume and not study_dir.is_dir():
         raise Refusal(f"error: --resume: no study named {name} in {storage.results}")
@@ -275,6 +331,12 @@ def study_to_run(
         )
     try:
         recorded = read_study(study_dir) if args.resume else None
+        if args.resume and recorded is None:
+            raise Refusal(
+                f"error: --resume: {study_dir} has no {STUDY_FILE}: it was claimed by an older "
+                "version of this tool, which was stopped before writing the study's record, "
+                "so what it was to run is unknown. Remove the folder and start the study again"
+            )
         if recorded is None:
             space = load_space(args.space or DEFAULT_SPACE)
         else:
@@ -343,6 +405,7 @@ def study_options(
         keep_checkpoints=args.keep_checkpoints,
         retry_failed=args.retry_failed,
         cuda_graphs=not args.no_cuda_graphs,
+        mlflow_timeout_s=args.mlflow_timeout,
     )
 
 
@@ -375,8 +438,10 @@ def check_before_start(options):
     return report
 
 
-def run_tracked(options, data_report, working: Path) -> int:
+def run_tracked(options, data_report, working: Path, study_id: str) -> int:
     """The study with its MLflow runs, from the parent run's start to the last line."""
+    from mlflow.exceptions import MlflowException
+
     from study.driver import ClusterError, StorageFault, run_study, study_params
     from study.mlflow_writer import StudyTracker, study_dataset
 
@@ -387,6 +452,8 @@ def run_tracked(options, data_report, working: Path) -> int:
         description=options.space.description,
         dataset=study_dataset(options.data, data_report.tracks, data_report.tags),
         searched=options.searched,
+        study_id=study_id,
+        drain_timeout_s=options.mlflow_timeout_s,
     )
     try:
         tracker.start(study_params(options), per_row=options.space.draws)
@@ -403,9 +470,9 @@ def run_tracked(options, data_report, working: Path) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        _close_runs(tracker, "KILLED")
-        print(f"\nstudy {options.name} interrupted; {_resume_hint(options)}")
-        return 130
+        return stopped(options, tracker)
+    except (MlflowException, *STORE_ERRORS) as error:
+        return store_failed(options, tracker, error)
     except BaseException:
         _close_runs(tracker, "FAILED")
         raise
@@ -427,24 +494,45 @@ def use_cluster_token() -> None:
 
 
 def _resume_hint(options) -> str:
-    return f"continue with: python study/run.py --name {options.name} --resume" + (
+    return f"continue with: python study/run.py --name {_quoted(options.name)} --resume" + (
         f" --storage {options.ray_storage or options.storage}"
         if options.storage != Path.cwd() / "ray_results" or options.ray_storage
         else ""
     )
 
 
-def _close_runs(tracker, status: str) -> None:
-    """No MLflow run stays RUNNING after the driver ends; a resume reopens them."""
+def _quoted(name: str) -> str:
+    return f"'{name}'" if " " in name else name
+
+
+def _close_runs(tracker, status: str) -> bool:
+    """No MLflow run stays RUNNING after the driver ends; a resume reopens them. False
+    (with a warning) when the store did not take it in time."""
     try:
-        tracker.close_open_runs(status)
+        return tracker.close_open_runs(status)
     except Exception as error:  # noqa: BLE001 - the original failure matters more
-        print(f"warning: MLflow runs could not be closed: {error}", file=sys.stderr)
+        print(f"warning: MLflow runs could not be closed: {_first_line(error)}", file=sys.stderr)
+        return False
 
 
-def finish(options, tracker, trials_started: int, fault: str | None = None) -> int:
-    """Summary, report and fusion; then where everything is. With `fault` (a full or
-    unwritable disk stopped the study), the summary so far and how to continue."""
+def _finish_study(tracker, status: str) -> bool:
+    try:
+        return tracker.finish_study(status)
+    except Exception as error:  # noqa: BLE001 - the study's own stop matters more
+        print(
+            f"warning: the study's MLflow run could not be closed: {_first_line(error)}",
+            file=sys.stderr,
+        )
+        return False
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def show_table(options, tracker) -> tuple:
+    """The summary table so far and where everything is; (the study or None, its trials)."""
     from study.records import load_study
     from study.summary import format_table
 
@@ -453,8 +541,6 @@ def finish(options, tracker, trials_started: int, fault: str | None = None) -> i
         trials, table = study.trials, format_table(study)
     except ValueError:  # stopped before any trial was recorded
         study, trials, table = None, (), "no trial has finished yet"
-    planned = study.planned if study is not None and study.planned else trials_started
-    unfinished = planned - sum(trial.end_state is not None for trial in trials)
     print()
     print(table)
     print()
@@ -462,87 +548,153 @@ def finish(options, tracker, trials_started: int, fault: str | None = None) -> i
     print(f"MLflow:  {tracker.tracking_uri} (experiment {options.name})")
     store = TrackingStore(tracker.tracking_uri)
     print(store.ui_line())
-    print(f"open:    {comparison_url(store.ui_address, tracker.experiment_id)}")
-    if fault is not None:
+    if tracker.experiment_id is not None:
+        print(f"open:    {comparison_url(store.ui_address, tracker.experiment_id)}")
+    return study, trials, table
+
+
+def stopped(options, tracker) -> int:
+    """A stop signal (SIGINT, SIGTERM) in any phase: the table so far, the runs KILLED, the
+    resume command; within seconds, whatever the MLflow store does."""
+    tracker.end_within(STOP_WAIT_S)
+    study, trials, _ = show_table(options, tracker)
+    planned = study.planned if study is not None and study.planned else len(trials)
+    unfinished = planned - sum(trial.end_state is not None for trial in trials)
+    closed = _close_runs(tracker, "KILLED") and _finish_study(tracker, "KILLED")
+    if unfinished > 0:
+        print(f"{unfinished} trial(s) unfinished")
+    if not closed:
         print(
-            f"error: the study stopped because its storage failed: {fault}. Its records are "
-            "whole and every unfinished trial keeps its last complete checkpoint; once there "
-            "is room (or the place is writable again), "
-            f"{_resume_hint(options).removeprefix('continue with: ')} continues it",
+            f"warning: MLflow ({tracker.tracking_uri}) did not take the study's stop within "
+            f"{STOP_WAIT_S:.0f} s; its runs show RUNNING until the study is resumed",
             file=sys.stderr,
         )
-        _close_runs(tracker, "KILLED")
-        _finish_study(tracker, "KILLED")
-        return 1
+    print(f"\nstudy {options.name} stopped ({STOP.name or 'interrupted'}); {_resume_hint(options)}")
+    return 130
+
+
+def store_failed(options, tracker, error: BaseException) -> int:
+    """The MLflow store failed for good (deleted, damaged, refusing the writes): the trials'
+    records on disk are whole; one paragraph and the resume that logs what it lacks."""
+    tracker.end_within(STOP_WAIT_S)
+    show_table(options, tracker)
+    print(
+        f"error: the study stopped because its MLflow store {tracker.tracking_uri} failed: "
+        f"{_first_line(error)}. The study's records in {options.study_dir} are whole and every "
+        "unfinished trial keeps its last checkpoint; once the store is back (restored, or "
+        "reachable again), "
+        f"{_resume_hint(options).removeprefix('continue with: ')} continues the study and "
+        "logs what MLflow lacks",
+        file=sys.stderr,
+    )
+    _close_runs(tracker, "KILLED")
+    return 1
+
+
+def finish(options, tracker, trials_started: int, fault: str | None = None) -> int:
+    """Summary, fusion, report, and their record in MLflow; then where everything is. With
+    `fault` (a full or unwritable disk stopped the study), the summary so far and how to
+    continue. The parent run ends FINISHED only once everything is recorded."""
+    study, trials, table = show_table(options, tracker)
+    planned = study.planned if study is not None and study.planned else trials_started
+    unfinished = planned - sum(trial.end_state is not None for trial in trials)
+    if fault is not None:
+        return disk_failed(options, tracker, fault)
     if unfinished > 0 or study is None:
         print(f"{max(unfinished, 0)} trial(s) unfinished; {_resume_hint(options)}")
         _close_runs(tracker, "KILLED")
-        tracker.finish_study("KILLED")
+        _finish_study(tracker, "KILLED")
         return 1
     if not any(trial.has_predictions for trial in trials):
         print(
             "error: no trial finished with results, so there is no report or fusion",
             file=sys.stderr,
         )
-        tracker.finish_study("FAILED")
+        _finish_study(tracker, "FAILED")
         return 1
     from analysis.conclude import conclude_study
+    from study.trainable import storage_fault
 
-    status, conclusion = 0, None
     try:
-        conclusion = conclude_study(options.study_dir)
-        for line in conclusion.lines:
-            print(line)
-    except Exception as error:  # the trials are on disk already: say what failed, keep them
-        if not isinstance(error, ValueError | OSError):
-            traceback.print_exc()
-        print(
-            f"error: the study finished but its report or fusion failed: {error}\n"
-            f"The trials' results are intact in {options.study_dir}; once the cause is fixed: "
-            f"python -m analysis fuse {options.study_dir} --top-k 2, then "
-            f"python -m analysis report {options.study_dir}",
-            file=sys.stderr,
-        )
-        status = 1
-    if conclusion is not None:
-        status = report_best(options, tracker, table, conclusion)
-    tracker.finish_study()
-    return status
+        conclusion = conclude_study(options.study_dir, track=False)
+    except OSError as error:
+        if storage_fault(error):
+            return disk_failed(options, tracker, f"the study's end: {error}")
+        return end_failed(options, tracker, error)
+    except ValueError as error:
+        return end_failed(options, tracker, error)
+    for line in conclusion.lines:
+        print(line)
+    return record_end(options, tracker, table, conclusion)
 
 
-def report_best(options, tracker, table: str, conclusion) -> int:
-    """The result and the best model into MLflow, and where they are; 1 if MLflow failed."""
-    from mlflow.exceptions import MlflowException
+def disk_failed(options, tracker, fault: str) -> int:
+    print(
+        f"error: the study stopped because its storage failed: {fault}. Its records are "
+        "whole and every unfinished trial keeps its last complete checkpoint; once there "
+        "is room (or the place is writable again), "
+        f"{_resume_hint(options).removeprefix('continue with: ')} continues it",
+        file=sys.stderr,
+    )
+    _close_runs(tracker, "KILLED")
+    _finish_study(tracker, "KILLED")
+    return 1
 
+
+def end_failed(options, tracker, error: Exception) -> int:
+    """The fusion or the report failed on the trials' results (a damaged file, a bug)."""
+    if not isinstance(error, ValueError | OSError):
+        traceback.print_exc()
+    print(
+        f"error: the study's trials finished but its report or fusion failed: {error}\n"
+        f"The trials' results are intact in {options.study_dir}; once the cause is fixed, "
+        f"{_resume_hint(options).removeprefix('continue with: ')} finishes the study",
+        file=sys.stderr,
+    )
+    _finish_study(tracker, "FAILED")
+    return 1
+
+
+def record_end(options, tracker, table: str, conclusion) -> int:
+    """The fusion run, the report, the result and the best model into MLflow, through the
+    tracker's queue, then the parent run FINISHED: within the end timeout, else one
+    paragraph and the resume that logs what the store lacks."""
     from study.records import load_study
-    from study.result import record_result
+    from study.result import queue_end, result_lines
 
+    study = load_study(options.study_dir)
+    record = None
     try:
-        lines = record_result(
-            load_study(options.study_dir),
+        record = queue_end(
+            study,
             tracker,
-            options.space.file,
+            conclusion,
+            (options.space.file.name, options.space.text),
             table,
-            conclusion.fusion_dir,
             options.device,
-            conclusion.report.rows,
         )
-    except (MlflowException, OSError) as error:
-        print(
-            f"error: the study's result and best model were not recorded in MLflow "
-            f"({tracker.tracking_uri}): {error}; the results on disk are complete",
-            file=sys.stderr,
-        )
-        return 1
-    print("\n".join(lines))
-    return 0
-
-
-def _finish_study(tracker, status: str) -> None:
-    try:
-        tracker.finish_study(status)
-    except Exception as error:  # noqa: BLE001 - the study's own stop matters more
-        print(f"warning: the study's MLflow run could not be closed: {error}", file=sys.stderr)
+        recorded = tracker.finish_study("FINISHED")
+        failure = None
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:  # noqa: BLE001 - a write that failed for good
+        recorded, failure = False, error
+    if recorded and record is not None and record.uri is not None:
+        print("\n".join(result_lines(study, record)))
+        return 0
+    reason = (
+        f"it refused a write: {_first_line(failure)}"
+        if failure is not None
+        else f"it did not take them within {options.mlflow_timeout_s:.0f} s (--mlflow-timeout)"
+    )
+    print(
+        f"error: the study's result, fusion run and best model were not all recorded in "
+        f"MLflow ({tracker.tracking_uri}): {reason}. The results on disk are complete; once "
+        f"the store is reachable, {_resume_hint(options).removeprefix('continue with: ')} "
+        "records what it lacks",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _size(folder: Path) -> str:

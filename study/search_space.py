@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,7 @@ class SearchSpace:
     search_seed: int = 0
     repeats: int = 1  # seeds per configuration (row): 0..repeats-1
     splits: tuple[int, ...] = ()  # the official splits each trial runs on; (): the --split one
+    text: str = ""  # the YAML it was read from: what study.json records and MLflow shows
 
     @property
     def draws(self) -> int:
@@ -214,7 +215,7 @@ def space_from_text(text: str, path: Path) -> SearchSpace:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         raise SpaceError(f"{path}: not valid YAML ({error})") from None
-    return parse_space(raw, path)
+    return replace(parse_space(raw, path), text=text)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -19,7 +19,8 @@ from mer_models.training.metrics import BEST_VALUE_KEY, METRICS
 
 # Run and experiment tags --------------------------------------------------------------------
 
-STUDY_TAG = "mer.study"  # the study a run belongs to
+STUDY_TAG = "mer.study"  # the study a run belongs to: its name
+STUDY_ID_TAG = "mer.study_id"  # ... and its id (study.json's study_id): a name may be reused
 ROLE_TAG = "mer.role"  # study (the parent run), trial or fusion
 TRIAL_TAG = "mer.trial_id"  # Ray Tune's trial id of a trial run
 ROW_TAG = "mer.row"  # a trial run's row (its configuration without its seed): `row_name`
@@ -32,6 +33,7 @@ BEST_TRIAL_TAG = "mer.best_trial"  # on the parent run: the best trial's id
 BEST_NAME_TAG = "mer.best_trial_name"  # on the parent run: the best trial's run name
 BEST_CONFIG_TAG = "mer.best_config"  # on the parent run: the best trial's config, JSON
 BEST_MODEL_TAG = "mer.best_model"  # on the parent run: models:/<study>-best/<version>
+MODEL_NAME_TAG = "mer.registered_model"  # on the parent run: the name its best model takes
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a run under another in the UI
 NOTE_TAG = "mlflow.note.content"  # MLflow's own: the description shown in the UI
 # MLflow 3's UI shows an experiment without a kind as a GenAI one (traces, token usage);

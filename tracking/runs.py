@@ -18,25 +18,49 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Param
 from tracking.names import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
+    FUSION_TAG,
     NOTE_TAG,
     PARENT_TAG,
     ROLE_TAG,
+    STUDY_ID_TAG,
     STUDY_TAG,
     TRIAL_TAG,
 )
+from tracking.text import escape_markdown
 from tracking.ui import comparison_tag
 
 MAX_PARAM = 6000  # MLflow's limit on a param value
 
 
-def study_run_filter(study: str) -> str:
+def study_runs_filter(study: str, study_id: str = "") -> str:
+    """The MLflow search filter of every run of a study: by its id (a name may be used by
+    several studies in one store); by its name for a study older than ids."""
+    if study_id:
+        return f"tags.`{STUDY_ID_TAG}` = '{study_id}'"
+    return f"tags.`{STUDY_TAG}` = '{study}'"
+
+
+def study_run_filter(study: str, study_id: str = "") -> str:
     """The MLflow search filter that finds a study's parent run."""
-    return f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study}'"
+    return f"tags.`{ROLE_TAG}` = 'study' and {study_runs_filter(study, study_id)}"
 
 
-def trial_run_filter(study: str, trial_id: str) -> str:
+def trial_run_filter(study: str, trial_id: str, study_id: str = "") -> str:
     """The MLflow search filter that finds a trial's run."""
-    return f"tags.`{STUDY_TAG}` = '{study}' and tags.`{TRIAL_TAG}` = '{trial_id}'"
+    return f"{study_runs_filter(study, study_id)} and tags.`{TRIAL_TAG}` = '{trial_id}'"
+
+
+def fusion_run_filter(study: str, fusion: str, study_id: str = "") -> str:
+    """The MLflow search filter of a study's fusion runs of one fusion folder."""
+    return (
+        f"{study_runs_filter(study, study_id)} and tags.`{ROLE_TAG}` = 'fusion' and "
+        f"tags.`{FUSION_TAG}` = '{fusion}'"
+    )
+
+
+def named_study_filter(study: str) -> str:
+    """The parent runs of every study that used the name `study`, whatever its id."""
+    return f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study}'"
 
 
 def study_experiment(
@@ -56,7 +80,11 @@ def study_experiment(
     row when each row runs with `repeats` > 1 seeds.
     """
     view_key, view = comparison_tag(searched, repeats)
-    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: description.strip(), view_key: view}
+    tags = {
+        EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+        NOTE_TAG: escape_markdown(description.strip()),
+        view_key: view,
+    }
     experiment = client.get_experiment_by_name(study)
     if experiment is None:
         return client.create_experiment(study, artifact_location=artifact_location, tags=tags)
@@ -74,12 +102,15 @@ def create_nested_run(
     role: str,
     name: str,
     tags: dict[str, str],
+    study_id: str = "",
 ) -> str:
-    """A run under the study's parent run, tagged with its role (trial, fusion); its id."""
+    """A run under the study's parent run, tagged with its role (trial, fusion) and its
+    study's name and id; its id."""
+    identity = {STUDY_TAG: study, **({STUDY_ID_TAG: study_id} if study_id else {})}
     run = client.create_run(
         experiment_id,
         run_name=name,
-        tags={PARENT_TAG: parent_run_id, ROLE_TAG: role, STUDY_TAG: study, **tags},
+        tags={PARENT_TAG: parent_run_id, ROLE_TAG: role, **identity, **tags},
     )
     return run.info.run_id
 

@@ -3,7 +3,8 @@
 study.json records the tracking URI the driver used; the parent run is
 found the way the driver finds it on resume (`study_run_filter`): in the
 experiment named after the study, the run tagged ``mer.role = study`` and
-``mer.study = <name>``. Analysis results (reports, fusions) are logged
+``mer.study_id = <study.json's study_id>`` (``mer.study = <name>`` for a study
+older than ids). Analysis results (reports, fusions) are logged
 there after the fact, so a store that cannot be reached, or a study run
 without tracking, is a warning and not an error: the files on disk are
 the results, MLflow is their index.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tracking.names import ROLE_TAG, STUDY_TAG
+from tracking.names import ROLE_TAG, STUDY_ID_TAG, STUDY_TAG
 from tracking.store import TrackingStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class StudyFolder(Protocol):
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    study_id: str
 
 
 @dataclass(frozen=True)
@@ -66,16 +68,19 @@ def find_study_run(study: StudyFolder) -> StudyRun | None:
         experiment_id = experiment.experiment_id if experiment is not None else study.experiment_id
         found = []
         if experiment_id:
-            found = client.search_runs([experiment_id], study_run_filter(study.name))
+            found = client.search_runs(
+                [experiment_id], study_run_filter(study.name, study.study_id)
+            )
     except (MlflowException, OSError) as error:
         log.warning("MLflow store %s cannot be read (%s): nothing is logged to MLflow", uri, error)
         return None
     if not found:
+        key, value = (STUDY_ID_TAG, study.study_id) if study.study_id else (STUDY_TAG, study.name)
         log.warning(
             "no MLflow run tagged %s=study, %s=%s in store %s: nothing is logged to MLflow",
             ROLE_TAG,
-            STUDY_TAG,
-            study.name,
+            key,
+            value,
             uri,
         )
         return None

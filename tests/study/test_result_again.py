@@ -18,6 +18,7 @@ def test_a_second_result_replaces_the_first_and_the_model_still_logs(tmp_path, m
     # whose new best has the better validation score but the lower test score
     for best_id, metrics in (("t1", first), ("t2", second)):
         tracker.log_result(best_id, best_id, {}, metrics, {}, {"summary.txt": best_id})
+    assert tracker.drain(60)  # the end's writes are queued
     client = tracker.client
     logged = client.get_run(tracker.parent_run_id).data.metrics
     assert logged["test_roc_auc"] == 0.60 and logged["best_epoch"] == 30

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mer_models.data.splits import DatasetPaths
-from study.claim import StudyClaimed, claim_study
+from study.claim import StudyClaimed, claim_new_study, claim_study
 
 # Where no trial reads: the options only plan trials.
 DATA = DatasetPaths("metadata", "melspecs")
@@ -141,17 +141,23 @@ def test_a_space_over_the_limits_is_refused_before_anything_is_claimed(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.yaml"]  # nothing claimed
 
 
-def test_a_name_is_claimed_once(tmp_path):
+def _record(folder):
+    (folder / "study.json").write_text("{}")
+
+
+def test_a_name_is_claimed_once_with_its_record(tmp_path):
     study = tmp_path / "ray_results" / "ek1"
-    lock = claim_study(study, new=True)
+    lock = claim_new_study(study, _record)
+    assert sorted(p.name for p in study.iterdir()) == [".lock", "study.json"]
     with pytest.raises(StudyClaimed, match="a study named ek1 exists"):
-        claim_study(study, new=True)
+        claim_new_study(study, _record)
+    assert [p.name for p in study.parent.iterdir()] == ["ek1"]  # no half-built folder left
     other = subprocess.run(  # another process resuming it while this one holds it
         [
             sys.executable,
             "-c",
             f"from study.claim import claim_study; from pathlib import Path;"
-            f" claim_study(Path({str(study)!r}), new=False)",
+            f" claim_study(Path({str(study)!r}))",
         ],
         capture_output=True,
         text=True,
@@ -160,7 +166,7 @@ def test_a_name_is_claimed_once(tmp_path):
     assert other.returncode == 1
     assert "is running in another driver" in other.stderr
     lock.close()
-    claim_study(study, new=False).close()  # free again once the holder let go
+    claim_study(study).close()  # free again once the holder let go
 
 
 @pytest.mark.slow

@@ -71,7 +71,6 @@ def options_of_run(monkeypatch, tmp_path):
 
     monkeypatch.setattr(study.driver, "check_trial_configs", stop_before_ray)
     monkeypatch.setattr(study.run, "configure_console", lambda verbose: None)
-    monkeypatch.setattr(study.run.signal, "signal", lambda *args: None)
 
     def run(*flags):
         assert study.run.run(["--space", "smoke", "--storage", str(tmp_path), *flags]) == 2
