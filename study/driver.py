@@ -371,11 +371,14 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
         remaining = options.space.num_samples - len(listed)
         begun = records.read_trials(options.study_dir)
         # Not after an interruption (Ray stops gracefully): only once the begun trials ended.
-        if remaining > 0 and all(t.metrics is not None for t in begun) and not recorder.fault:
+        stopped = recorder.fault is not None or recorder.store_failure is not None
+        if remaining > 0 and all(t.metrics is not None for t in begun) and not stopped:
             searcher = make_searcher(options, begun)
             ran += _fit(options, recorder, param_space(options), searcher, remaining)
     if recorder.fault is not None:
         raise StorageFault(recorder.fault)
+    if recorder.store_failure is not None:
+        raise StoreFailed(recorder.store_failure)
     if race is not None:
         conclude_race(options, tracker)
     return ran
@@ -515,6 +518,14 @@ def _start_ray(options: StudyOptions) -> None:
 
 class StorageFault(RuntimeError):
     """A full or unwritable disk stopped the study; the message names the place and error."""
+
+
+class StoreFailed(RuntimeError):
+    """The MLflow store failed for good while trials trained; `error` is its failure."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def remove_leftovers(options: StudyOptions, listed: list[records.TrialRecord]) -> None:

@@ -482,7 +482,7 @@ class StudyTracker:
                 "MLflow store %s unreachable (%s); training goes on, its records are kept and "
                 "sent when it is back",
                 self.tracking_uri,
-                _reason(error),
+                reason_of(error),
             )
 
     def _tell_no_run(self, trial_id: str) -> None:
@@ -706,7 +706,15 @@ def _chain(error: BaseException) -> list[BaseException]:
     return found
 
 
-def _reason(error: BaseException) -> str:
+def store_failure_reason(tracking_uri: str, error: BaseException) -> str:
+    """Why a store failed, in a few words: its file gone, else the innermost cause."""
+    missing = TrackingStore(tracking_uri).missing_file()
+    if missing is not None:
+        return f"its file {missing} no longer exists (deleted while the study ran?)"
+    return reason_of(error)
+
+
+def reason_of(error: BaseException) -> str:
     """The innermost cause in a few words: 'database is locked', 'Connection refused'."""
     text = str(_chain(error)[-1]).strip().splitlines()
     reason = re.sub(r"^(\(\w+(\.\w+)*\)|\[Errno \d+\])\s*", "", text[0] if text else "")

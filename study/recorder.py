@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from study import records
 from study.checkpoint_store import CheckpointStore
 from study.console import TABLE_SECONDS, StudyConsole
 from study.mlflow_writer import PENDING, StudyTracker
+from study.signals import STOP
 from study.trainable import (
     ENDED_KEY,
     FAILED_KEY,
@@ -98,6 +98,8 @@ class StudyRecorder(tune.Callback):
         self.keep_checkpoints = keep_checkpoints
         self.retrying = set(retrying)  # failed trials run again: their records are replaced
         self.fault: str | None = None  # set when storage fails: the study stops, resumable
+        # The MLflow store failed for good (deleted, damaged): the study stops, resumable.
+        self.store_failure: Exception | None = None
         self._skipped: dict[str, list[str]] = {}
         self._failed: dict[str, tuple[str, str]] = {}  # key -> (cause, traceback)
         self._listed: set[str] = set()  # trials whose folder holds at least their config
@@ -121,7 +123,7 @@ class StudyRecorder(tune.Callback):
         self.console.trial_started(key, self._name(trial))
         recorded = (records.trial_dir(self.study_dir, key) / records.METRICS_FILE).is_file()
         if not recorded or key in self.retrying:
-            self.tracker.reopen(self._run_id(trial))  # KILLED or FAILED when interrupted
+            self._send(self.tracker.reopen, self._run_id(trial))  # KILLED or FAILED before
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         key = self.key(trial)
@@ -136,7 +138,7 @@ class StudyRecorder(tune.Callback):
             self._skipped.setdefault(key, []).append(result[SKIPPED_KEY])
         again = result.get(ENDED_KEY) or RESTORED_KEY in result  # an epoch logged before
         if "epoch" in result and not again and self.fault is None:
-            self.tracker.log_epoch(self._run_id(trial), result)
+            self._send(self.tracker.log_epoch, self._run_id(trial), result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         failed = self._failed.pop(self.key(trial), None)
@@ -184,7 +186,20 @@ class StudyRecorder(tune.Callback):
         if self.fault is not None:
             return
         self.fault = what
-        signal.raise_signal(signal.SIGINT)
+        STOP.stop_fit()
+
+    def _send(self, write: Callable[..., Any], *args: Any) -> Any:
+        """A tracker call from a Tune hook. A store that failed for good (its file deleted,
+        a write it refuses) stops the study, resumable, as a full disk does; it never
+        crashes the Tune loop."""
+        if self.store_failure is not None:
+            return None
+        try:
+            return write(*args)
+        except Exception as error:  # noqa: BLE001 - the tracker's failure for good
+            self.store_failure = error
+            STOP.stop_fit()
+            return None
 
     def _list(self, trial) -> None:
         """Give a trial Ray knows of its folder with its config, so that a study stopped
@@ -210,13 +225,16 @@ class StudyRecorder(tune.Callback):
         }
 
     def _run_id(self, trial) -> str:
+        """The trial's run id, or the handle that stands for it until the run is made."""
         config = trial_config(trial.config)
-        return self.tracker.trial_run(
+        found = self._send(
+            self.tracker.trial_run,
             self.key(trial),
             self._name(trial),
             applicable_fields(config, self.device),
             self._tags(config.to_dict()),
         )
+        return found or PENDING + self.key(trial)
 
     def _finish(self, trial, failed: tuple[str, str] | None) -> None:
         """Record a trial that ended: its results from its newest checkpoint, whole.
@@ -304,18 +322,20 @@ class StudyRecorder(tune.Callback):
         try:
             metrics = json.loads((target / records.METRICS_FILE).read_text())
             history = json.loads((target / records.HISTORY_FILE).read_text())
-            if str(metrics.get("mlflow_run_id", "")).startswith(PENDING):
-                # Its whole life fell in a tracking outage: find or make its run now.
-                config = TrainConfig.from_dict(
-                    json.loads((target / records.CONFIG_FILE).read_text()), source=str(target)
-                )
-                metrics["mlflow_run_id"] = self.tracker.trial_run(
-                    target.name,
-                    metrics["trial_name"],
-                    applicable_fields(config, self.device),
-                    self._tags(config.to_dict()),
-                )
-            self._close(target, metrics, history)
+            # Its run found by the trial's tag, or made: the id recorded may be a handle (its
+            # whole life fell in a tracking outage) or name a run of a store since replaced.
+            config = TrainConfig.from_dict(
+                json.loads((target / records.CONFIG_FILE).read_text()), source=str(target)
+            )
+            metrics["mlflow_run_id"] = self._send(
+                self.tracker.trial_run,
+                target.name,
+                metrics["trial_name"],
+                applicable_fields(config, self.device),
+                self._tags(config.to_dict()),
+            )
+            if metrics["mlflow_run_id"] is not None:
+                self._close(target, metrics, history)
         except Exception as failure:  # noqa: BLE001 - a trial's files never crash the driver
             log.warning("trial %s: its MLflow run could not be closed: %s", target.name, failure)
 
@@ -324,8 +344,10 @@ class StudyRecorder(tune.Callback):
         of a trial that did not fail deleted (its results are in `target`; only a failed
         trial may be retried)."""
         run_id = metrics["mlflow_run_id"]
-        self.tracker.log_missing_epochs(run_id, history)
-        self.tracker.finish_trial(run_id, metrics, metrics["end_state"], _artifacts(target))
+        self._send(self.tracker.log_missing_epochs, run_id, history)
+        self._send(
+            self.tracker.finish_trial, run_id, metrics, metrics["end_state"], _artifacts(target)
+        )
         if metrics["end_state"] != "error" and not self.keep_checkpoints:
             CheckpointStore(self.checkpoints, target.name).delete()
 

@@ -243,9 +243,6 @@ def with_scheduler(space: SearchSpace, scheduler: str | None) -> SearchSpace:
 # queue instead (study.mlflow_writer), within the study's end timeout.
 MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
 STOP_WAIT_S = 5.0  # what a stopped study waits for MLflow to mark its runs KILLED
-# A store that fails for good under the study: SQLite's errors (a deleted or damaged
-# mlflow.db) reach the driver unwrapped from MLflow's SQLAlchemy store.
-STORE_ERRORS: tuple[type[BaseException], ...] = ()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -442,7 +439,7 @@ def run_tracked(options, data_report, working: Path, study_id: str) -> int:
     """The study with its MLflow runs, from the parent run's start to the last line."""
     from mlflow.exceptions import MlflowException
 
-    from study.driver import ClusterError, StorageFault, run_study, study_params
+    from study.driver import ClusterError, StorageFault, StoreFailed, run_study, study_params
     from study.mlflow_writer import StudyTracker, study_dataset
 
     tracker = StudyTracker(
@@ -471,7 +468,9 @@ def run_tracked(options, data_report, working: Path, study_id: str) -> int:
         return 2
     except KeyboardInterrupt:
         return stopped(options, tracker)
-    except (MlflowException, *STORE_ERRORS) as error:
+    except StoreFailed as failure:
+        return store_failed(options, tracker, failure.error)
+    except MlflowException as error:  # at the start: the store refuses the study's run
         return store_failed(options, tracker, error)
     except BaseException:
         _close_runs(tracker, "FAILED")
@@ -527,8 +526,11 @@ def _finish_study(tracker, status: str) -> bool:
 
 
 def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+    """An error in a few words: its innermost cause (MLflow wraps SQLAlchemy's and
+    SQLite's, whose first lines say little)."""
+    from study.mlflow_writer import reason_of
+
+    return reason_of(error)
 
 
 def show_table(options, tracker) -> tuple:
@@ -576,18 +578,21 @@ def stopped(options, tracker) -> int:
 def store_failed(options, tracker, error: BaseException) -> int:
     """The MLflow store failed for good (deleted, damaged, refusing the writes): the trials'
     records on disk are whole; one paragraph and the resume that logs what it lacks."""
+    from study.mlflow_writer import store_failure_reason
+
     tracker.end_within(STOP_WAIT_S)
     show_table(options, tracker)
     print(
         f"error: the study stopped because its MLflow store {tracker.tracking_uri} failed: "
-        f"{_first_line(error)}. The study's records in {options.study_dir} are whole and every "
+        f"{store_failure_reason(tracker.tracking_uri, error)}. The study's records in {options.study_dir} are whole and every "
         "unfinished trial keeps its last checkpoint; once the store is back (restored, or "
         "reachable again), "
         f"{_resume_hint(options).removeprefix('continue with: ')} continues the study and "
         "logs what MLflow lacks",
         file=sys.stderr,
     )
-    _close_runs(tracker, "KILLED")
+    if TrackingStore(tracker.tracking_uri).missing_file() is None:  # else MLflow makes it anew
+        _close_runs(tracker, "KILLED")
     return 1
 
 

@@ -62,15 +62,22 @@ class StudyStop:
             self.install()
         self.check()
 
+    def stop_fit(self) -> None:
+        """Ask a running `fit` to stop gracefully, as a signal would, for a fault the driver
+        reports itself (a full disk, a failed MLflow store)."""
+        tune_stop = signal.getsignal(signal.SIGUSR1)
+        if self._in_fit and callable(tune_stop):
+            tune_stop(signal.SIGUSR1, None)
+
     def _handle(self, number: int, frame: FrameType | None) -> None:
         if self.received is not None:
             os.write(2, f"\n{signal.Signals(number).name} again: stopping at once\n".encode())
             os._exit(128 + number)
         self.received = number
+        name = signal.Signals(number).name
+        os.write(2, f"\n{name}: stopping the study; a second signal stops at once\n".encode())
         if self._in_fit:
-            tune_stop = signal.getsignal(signal.SIGUSR1)  # Tune's, while `fit` runs
-            if callable(tune_stop):
-                tune_stop(signal.SIGUSR1, frame)
+            self.stop_fit()  # Tune's handler, while `fit` runs; the driver stops after it
             return
         raise KeyboardInterrupt
 
