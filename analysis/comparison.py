@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from analysis.effects import EXACT_UP_TO, SIGN_FLIP, Effect, Effects
-from analysis.markdown import DASH, markdown_table, percent
+from analysis.markdown import DASH, escape_markdown, markdown_table, percent
 from analysis.plots import ForestItem, ForestPanel
 from analysis.rows import RowResult, RowTable, Summary, trial_name
 from mer_models.config import architecture
@@ -94,7 +94,7 @@ def rows_section(table: RowTable, published: Mapping[str, float] | None = None) 
         lines += [
             "",
             "In no row (not finished with predictions and scores): "
-            + "; ".join(f"{key} ({why})" for key, why in table.left_out)
+            + "; ".join(f"{key} ({escape_markdown(why)})" for key, why in table.left_out)
             + ".",
         ]
     return lines

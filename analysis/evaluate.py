@@ -17,6 +17,8 @@ import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
 from mer_models.matrices import check_binary, check_scores
+from mer_models.npy import MAGIC as NPY_MAGIC
+from mer_models.npy import load_npy
 from mer_models.training.metrics import METRICS, Metric
 
 AVERAGES = ("macro", "micro")
@@ -38,11 +40,8 @@ def metric_names(with_decisions: bool = True) -> tuple[str, ...]:
     return tuple(names)
 
 
-NPY_MAGIC = b"\x93NUMPY"
-
-
 def load_matrix(path: str | Path, role: str) -> np.ndarray:
-    """Load one .npy matrix; a missing or unreadable file is a ValueError naming it."""
+    """Load one .npy matrix; a missing, unreadable or damaged file is a ValueError naming it."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{role} file {path} not found")
@@ -55,10 +54,7 @@ def load_matrix(path: str | Path, role: str) -> np.ndarray:
             f"{role} file {path} is not a .npy file (no NumPy header: text or another "
             "format?); expected a (tracks, tags) array saved with numpy.save"
         )
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise ValueError(f"{role} file {path} is not a readable .npy array: {error}") from None
+    array = load_npy(path, role)  # its header checked against its size: no huge allocation
     if array.ndim != 2:
         raise ValueError(f"{role} file {path} has shape {array.shape}; expected (tracks, tags)")
     return array

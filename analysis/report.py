@@ -36,7 +36,7 @@ from analysis.bootstrap import (
 from analysis.comparison import effects_section, forest_panels, parent_metrics, rows_section
 from analysis.effects import Effects, factor_effects, write_effects
 from analysis.evaluate import check_groundtruth, check_scores, load_matrix
-from analysis.markdown import DASH, markdown_table, percent
+from analysis.markdown import DASH, code_span, escape_markdown, markdown_table, percent
 from analysis.plots import (
     band_from_curves,
     curve_from_history,
@@ -157,16 +157,19 @@ def data_description(study: Study) -> str:
     """Which data the study ran on, from study.json, and whether it is the synthetic stand-in."""
     data = study.data
     windows = (
-        f"packed window store `{data.store}`"
+        f"packed window store {code_span(data.store)}"
         if data.store is not None
-        else f"mel-spectrograms `{data.melspecs}`"
+        else f"mel-spectrograms {code_span(data.melspecs)}"
     )
-    where = f"metadata `{data.metadata}`, {windows}, split {data.split}, subset {data.subset}"
+    where = (
+        f"metadata {code_span(data.metadata)}, {windows}, split {data.split}, "
+        f"subset {escape_markdown(str(data.subset))}"
+    )
     marker = data.metadata.parent / SYNTHETIC_MARKER
     if marker.is_file():
         return (
             f"**Synthetic data** (the generated stand-in of `mer_models.synthetic`, marker "
-            f"`{marker}`): {where}. Our numbers measure the pipeline on a toy task and are not "
+            f"{code_span(marker)}): {where}. Our numbers measure the pipeline on a toy task and are not "
             f"comparable with the published figures."
         )
     return (
@@ -347,9 +350,10 @@ def render_markdown(
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
     selection = study.selection.title
     lines = [
-        f"# Study {study.name}: results in the layout of Table 1 of Gerczuk et al. (MediaEval 2020)",
+        f"# Study {escape_markdown(study.name)}: results in the layout of Table 1 of Gerczuk "
+        "et al. (MediaEval 2020)",
         "",
-        f"Study folder `{study.dir.resolve()}`, search space `{study.space}`; "
+        f"Study folder {code_span(study.dir.resolve())}, search space {code_span(study.space)}; "
         f"{len(study.trials)} trial(s): {counts}.",
         "",
         *_scheduler_note(study, row_table is not None and row_table.repeated),
@@ -367,7 +371,7 @@ def render_markdown(
         + _undefined_note(undefined)
         + "p: two-sided paired bootstrap test of the row against the best single model, the "
         f"finished trial ({', '.join(FINISHED_STATES)}) with the best validation {selection} "
-        f"({best.system.removesuffix(' (best single)')}). Fusion rows come from `fusions/*/metrics.json`; their validation "
+        f"({escape_markdown(best.system.removesuffix(' (best single)'))}). Fusion rows come from `fusions/*/metrics.json`; their validation "
         f"{selection} is that of the fused validation scores.",
         "",
     ]

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from analysis.markdown import DASH, markdown_table
+from analysis.markdown import DASH, escape_markdown, markdown_table
 from study.race import BEST, DROPPED, RUNGS_FILE
 
 KEYS = ("rung", "epoch", "row", "n", "mean", "difference_to_best", "p_adjusted", "decision")
@@ -121,7 +121,7 @@ def rungs_section(entries: list[dict[str, Any]], selection_title: str) -> list[s
             else "one draw per row: plain successive halving"
         )
         lines.append(
-            f"- {entry['row']}: dropped at rung {entry['rung']} (epoch {entry['epoch']}), "
+            f"- {escape_markdown(entry['row'])}: dropped at rung {entry['rung']} (epoch {entry['epoch']}), "
             f"{_difference(entry)} points against {best['row']} ({evidence}); its trials are "
             "listed in the tables above and left out of Rows and Effects."
         )

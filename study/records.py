@@ -42,6 +42,7 @@ import numpy as np
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths, load_split
 from mer_models.files import PARTIAL, atomic_write_bytes, atomic_write_text
+from mer_models.npy import load_npy
 from mer_models.training.metrics import DEFAULT_SELECTION, Metric, selection_metric
 from tracking.names import SEED_FIELD, SPLIT_FIELD, varied_draws
 
@@ -199,7 +200,7 @@ def read_labels(
                 f"study {study_dir} has no {needed.name}: the labels its trials were scored on "
                 "are written when the study starts; start the study again"
             )
-    labels = np.load(path, allow_pickle=False)
+    labels = load_npy(path, f"the study's {part} labels", "start the study again (it writes them)")
     tags = tuple(line for line in tags_path.read_text(encoding="utf-8").splitlines() if line)
     if labels.ndim != 2 or labels.shape[1] != len(tags):
         raise ValueError(
@@ -409,7 +410,7 @@ class Trial:
         path = self.validation_predictions if part == "validation" else self.test_predictions
         if path is None:
             raise ValueError(f"trial {self.id} has no {part} predictions in {self.dir}")
-        return np.load(path, allow_pickle=False)
+        return load_npy(path, f"{part} predictions of trial {self.id}")
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ import numpy as np
 from mer_models.data.splits import PARTS, DataError, DatasetPaths, SplitTable, load_split
 from mer_models.data.windows import N_BANDS, PAD_DB, open_melspec
 from mer_models.files import PARTIAL, atomic_write_bytes, atomic_write_text, file_identity
+from mer_models.npy import load_npy
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +208,13 @@ def open_store(path: str | Path) -> PackedStore:
             f"mer_models reads version {VERSION}. Pack the store again."
         )
     try:
-        index = np.load(path / INDEX, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path / INDEX}: unreadable store index ({error})") from None
+        index = load_npy(
+            path / INDEX,
+            "packed store index",
+            "pack the store again (python -m mer_models.data pack)",
+        )
+    except ValueError as error:
+        raise DataError(str(error)) from None
     tracks = sum(len(manifest["tracks"][part]) for part in PARTS)
     if index.dtype != _INDEX_DTYPE or index.shape != (tracks,):
         raise DataError(

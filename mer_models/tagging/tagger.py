@@ -27,6 +27,7 @@ from mer_models.config import TrainConfig
 from mer_models.data.scaling import BandStats
 from mer_models.data.splits import DataError, DatasetPaths, load_split
 from mer_models.models import build_model
+from mer_models.npy import load_npy
 from mer_models.training.checkpoint import (
     BEST_MODEL_FILE,
     VALIDATION_PREDICTIONS,
@@ -206,7 +207,10 @@ def _tune(
             f"{folder}: the model's {len(tags)} tags differ from the {len(label_tags)} "
             f"tags of {label_source}; give the --metadata, --split and --subset it trained on"
         )
-    scores = np.load(path, allow_pickle=False)
+    try:
+        scores = load_npy(path, "validation predictions")
+    except ValueError as error:
+        raise ModelSourceError(str(error)) from None
     if scores.shape != labels.shape:
         raise ModelSourceError(
             f"{path}: shape {scores.shape}, but {label_source} has (tracks, tags) = "

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from mer_models.files import atomic_write_bytes
+from mer_models.npy import load_npy
 
 STATE_FILE = "checkpoint.pt"
 SUMMARY_FILE = "summary.json"  # the state and best metrics, readable without torch
@@ -171,7 +172,7 @@ def load_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarr
     for name in (VALIDATION_PREDICTIONS, TEST_PREDICTIONS):
         if (directory / name).is_file():
             try:
-                predictions[name] = np.load(directory / name, allow_pickle=False)
-            except (ValueError, OSError) as error:
-                raise CheckpointDamaged(f"{directory / name}: {error}") from None
+                predictions[name] = load_npy(directory / name, "checkpoint predictions")
+            except ValueError as error:
+                raise CheckpointDamaged(str(error)) from None
     return saved, predictions

@@ -233,7 +233,11 @@ def test_a_failed_report_does_not_fail_the_study(smoke_study, tmp_path, capsys):
     expected = break_fusion(study)
     ended = []
     options = SimpleNamespace(
-        study_dir=study, name="smoke", space=SimpleNamespace(file="smoke.yaml")
+        study_dir=study,
+        name="smoke",
+        space=SimpleNamespace(file="smoke.yaml"),
+        storage=study.parent,
+        ray_storage=None,
     )
     tracker = SimpleNamespace(
         tracking_uri="sqlite:///unused.db",
@@ -244,9 +248,10 @@ def test_a_failed_report_does_not_fail_the_study(smoke_study, tmp_path, capsys):
     assert finish(options, tracker, trials_started=4) == 1
     captured = capsys.readouterr()
     assert "conv. attention" in captured.out  # the summary came first
-    assert "error: the study finished but its report or fusion failed" in captured.err
+    assert "error: the study's trials finished but its report or fusion failed" in captured.err
     assert expected in captured.err and f"intact in {study}" in captured.err
-    assert ended == ["FINISHED"]  # the study itself did finish
+    assert "--name smoke --resume" in captured.err  # the resume finishes the study's end
+    assert ended == ["FAILED"]  # FINISHED only once everything is recorded
     assert sorted(p.relative_to(study) for p in (study / "trials").rglob("*")) == trials_before
     assert not (study / "report").exists()
 
