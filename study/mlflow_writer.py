@@ -303,7 +303,17 @@ class StudyTracker:
         """A write of the study's end (a fusion run, the report, the best model): called as
         ``write(*args, again=...)`` by the writer, in order after the writes queued before,
         retried while the store is unreachable; it must be safe to run twice."""
-        self._submit(what, write, *args)
+        self._submit(what, write, *args, end=True)
+
+    def drop_end_writes(self) -> int:
+        """Forget the end's writes not yet begun (a stop signal: `--resume` does them, each
+        once); how many were dropped."""
+        with self._lock:
+            first = list(self._queue)[:1] if self._writer is not None else []
+            kept = [w for w in list(self._queue)[len(first) :] if not w.end]
+            dropped = len(self._queue) - len(first) - len(kept)
+            self._queue = deque([*first, *kept])
+        return dropped
 
     def close_open_runs(self, status: str) -> bool:
         """End every run of the study still RUNNING (KILLED on an interruption, else FAILED),
@@ -384,7 +394,7 @@ class StudyTracker:
             BEST_NAME_TAG: best_name,
             BEST_CONFIG_TAG: json.dumps(best_config, sort_keys=True),
         }
-        self._submit("the study's result", self._log_result, metrics, tags, dict(files))
+        self._submit("the study's result", self._log_result, metrics, tags, dict(files), end=True)
 
     def _log_result(
         self, metrics: dict[str, float], tags: dict[str, str], files: dict[str, str], again: bool
@@ -410,10 +420,10 @@ class StudyTracker:
 
     # The queue and its writer ----------------------------------------------
 
-    def _submit(self, what: str, write: Callable[..., None], *args: Any) -> None:
+    def _submit(self, what: str, write: Callable[..., None], *args: Any, end: bool = False) -> None:
         self._raise_failure()
         with self._lock:
-            self._queue.append(_Write(what, write, args))
+            self._queue.append(_Write(what, write, args, end=end))
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_all, name=WRITER, daemon=True)
                 _quiet_store_errors()
@@ -674,6 +684,7 @@ class _Write:
     function: Callable[..., None]
     args: tuple[Any, ...]
     attempts: int = 0
+    end: bool = False  # a write of the study's end, which a stop may drop (a resume redoes it)
 
 
 # SQLite's words for a database another connection holds, or cannot open for now.

@@ -242,19 +242,26 @@ def with_scheduler(space: SearchSpace, scheduler: str | None) -> SearchSpace:
 # server would hold the driver for many minutes. The driver's writes are retried by its own
 # queue instead (study.mlflow_writer), within the study's end timeout.
 MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
-STOP_WAIT_S = 5.0  # what a stopped study waits for MLflow to mark its runs KILLED
+STOP_WAIT_S = 4.0  # what a stopped study waits for MLflow to mark its runs KILLED
 
 
 def main(argv: list[str] | None = None) -> int:
     STOP.install()  # first: whatever this process inherited (SIGINT ignored under `&`, nohup)
     try:
-        return run(argv)
+        status = run(argv)
     except KeyboardInterrupt:  # before the study was claimed (run_tracked handles it after)
         print(
             f"\n{STOP.name or 'interrupted'}: stopped before the study began; nothing was started",
             file=sys.stderr,
         )
-        return 130
+        status = 130
+    if STOP.received is not None:
+        # Stopped: everything is said and recorded. Ray's and MLflow's exit handlers would
+        # take seconds more (the cluster's reaper ends the cluster once the driver is gone).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 class Refusal(Exception):
@@ -559,6 +566,7 @@ def stopped(options, tracker) -> int:
     """A stop signal (SIGINT, SIGTERM) in any phase: the table so far, the runs KILLED, the
     resume command; within seconds, whatever the MLflow store does."""
     tracker.end_within(STOP_WAIT_S)
+    tracker.drop_end_writes()
     study, trials, _ = show_table(options, tracker)
     planned = study.planned if study is not None and study.planned else len(trials)
     unfinished = planned - sum(trial.end_state is not None for trial in trials)

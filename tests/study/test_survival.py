@@ -202,7 +202,7 @@ def test_kill_and_resume_loop_matches_a_clean_run(small_synthetic, tmp_path):
     wait_for(lambda: any(study.stored_epochs().values()), driver)
     time.sleep(rng.uniform(0.0, 1.0))
     assert not study.recorded()
-    assert interrupt(driver, signal.SIGINT) == 1
+    assert interrupt(driver, signal.SIGINT) == 130
     resumed_seconds += time.monotonic() - started
     output = study.output()
     assert "4 trial(s) unfinished" in output
@@ -216,7 +216,7 @@ def test_kill_and_resume_loop_matches_a_clean_run(small_synthetic, tmp_path):
     driver = study.start("--resume")
     before = set(study.recorded())
     wait_for(lambda: set(study.recorded()) - before, driver)
-    assert interrupt(driver, signal.SIGTERM, group=False) == 1
+    assert interrupt(driver, signal.SIGTERM, group=False) == 130
     resumed_seconds += time.monotonic() - started
     assert "trial(s) unfinished" in study.output()
     finished = {t: m for t, m in study.recorded().items()}

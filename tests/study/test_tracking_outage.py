@@ -263,3 +263,21 @@ def test_the_tracker_pickles_without_its_writer(tmp_path):
     copy = pickle.loads(pickle.dumps(tracker))
     assert tracker.drain(60)
     assert copy.pending == 0 and copy.parent_run_id == tracker.parent_run_id
+
+
+def test_a_stop_drops_the_ends_writes_not_the_trials(tmp_path):
+    """A stop signal in the end: the end's writes not yet begun are dropped (a resume does
+    them, once); the trials' writes still go, in order."""
+    tracker = sqlite_tracker(tmp_path)
+    tracker.start({"space": "outage"})
+    done = []
+    with locked(tmp_path / "mlflow.db"):
+        log_epochs(tracker, "a", range(1, 3))
+        tracker.queue("an end write", lambda again: done.append("end"))
+        log_epochs(tracker, "b", range(1, 2))
+        tracker.queue("another end write", lambda again: done.append("end"))
+        assert tracker.drop_end_writes() == 2
+    assert tracker.drain(60)
+    assert done == []
+    assert_logged_once(MlflowClient(tracker.tracking_uri), tracker, "a", epochs=2)
+    assert_logged_once(MlflowClient(tracker.tracking_uri), tracker, "b", epochs=1)
