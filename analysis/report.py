@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from analysis.answer import STOPPED_BY_SCHEDULER, answer_section
 from analysis.bootstrap import (
     Resampled,
     intervals_of,
@@ -335,7 +336,6 @@ def render_markdown(
     fusion_rows: list[Row],
     best_id: str,
     best: Row,
-    best_fusion: Row | None,
     plots: list[tuple[str, str]],
     resamples: int,
     seed: int,
@@ -343,36 +343,54 @@ def render_markdown(
     effects: Effects | None = None,
     undefined: float | None = None,
 ) -> str:
-    """The report's Markdown text; with repeated seeds (a row of n > 1) its Rows and Effects."""
+    """The report's Markdown text: the answer first, then the rows and effects (with
+    repeated seeds), the rungs of a race; the per-trial table and curves after them; the
+    published figures last, as their own reference table."""
     states: dict[str, int] = {}
     for trial in study.trials:
         states[str(trial.end_state)] = states.get(str(trial.end_state), 0) + 1
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
     selection = study.selection.title
+    row_table = row_table if row_table is not None else RowTable((), study.selection, (), ())
+    effects = effects if effects is not None else Effects((), ())
+    rungs = read_rungs(study.dir)
+    by_file = {file: f"![{title}]({file})" for title, file in plots}
     lines = [
         f"# Study {escape_markdown(study.name)}: results in the layout of Table 1 of Gerczuk "
         "et al. (MediaEval 2020)",
         "",
         f"Study folder {code_span(study.dir.resolve())}, search space {code_span(study.space)}; "
-        f"{len(study.trials)} trial(s): {counts}.",
+        f"{len(study.trials)} trial(s): {counts}." + _data_kind(study),
         "",
-        *_scheduler_note(study, row_table is not None and row_table.repeated),
+        *answer_section(study, row_table, effects, rungs),
+        *_scheduler_note(study, row_table.repeated),
         *_splits_note(study),
+    ]
+    if rungs:
+        lines += [*rungs_section(rungs, selection), ""]
+    if row_table.repeated:
+        lines += [*rows_section(row_table), ""]
+        lines += [*effects_section(effects), ""]
+        lines += [
+            by_file[name] + "\n" for name in (FOREST_FILE, ROW_CURVES_FILE) if name in by_file
+        ]
+    lines += [
         "## Data",
         "",
         data_description(study),
         "",
-        "## Results",
+        "## Trials",
         "",
-        "Macro ROC-AUC and PR-AUC in %. Trial values are those of each trial's metrics.json "
-        f"(test scores at the epoch of best validation {selection}); intervals are 95% "
-        "BCa (bias-corrected and accelerated) "
+        "Every trial, best first. Macro ROC-AUC and PR-AUC in %. Trial values are those of each "
+        f"trial's metrics.json (test scores at the epoch of best validation {selection}); "
+        "intervals are 95% BCa (bias-corrected and accelerated) "
         f"bootstrap intervals over the test tracks ({resamples} resamples, seed {seed}). "
         + _undefined_note(undefined)
         + "p: two-sided paired bootstrap test of the row against the best single model, the "
         f"finished trial ({', '.join(FINISHED_STATES)}) with the best validation {selection} "
-        f"({escape_markdown(best.system.removesuffix(' (best single)'))}). Fusion rows come from `fusions/*/metrics.json`; their validation "
-        f"{selection} is that of the fused validation scores.",
+        f"({escape_markdown(best.system.removesuffix(' (best single)'))}). Fusion rows come "
+        f"from `fusions/*/metrics.json`; their validation {selection} is that of the fused "
+        "validation scores.",
         "",
     ]
     rows = trial_rows + fusion_rows
@@ -384,57 +402,52 @@ def render_markdown(
             "per tag, nearly all resamples score on one side of it, a bias larger than BCa "
             "corrects; read such intervals as rough.",
         ]
+    lines.append("")
+    lines += [by_file[name] + "\n" for name in (CURVES_FILE, PER_TAG_FILE) if name in by_file]
     # The published figures are of the mood/theme subset: another subset has none to stand by.
     if study.data.subset == PUBLISHED_SUBSET:
-        lines += [
-            "",
-            "## Ours beside the published figures",
-            "",
-            "Published: Gerczuk et al., MediaEval 2020, and the challenge's official baseline "
-            "results, on the real MTG-Jamendo mood/theme test set (split 0, 56 tags), in %. "
-            "Ours: this study, on the data described above.",
-            "",
-        ]
-        ours = {"best_single": best, "fusion": best_fusion}
-        ours_names = {
-            "best_single": f"trial {best.system.removesuffix(' (best single)')}",
-            "fusion": None if best_fusion is None else best_fusion.system,
-        }
-        published_rows = []
-        for entry in PUBLISHED:
-            mine = ours.get(entry.ours) if entry.ours is not None else None
-            published_rows.append(
+        lines += _published_section()
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _data_kind(study: Study) -> str:
+    """Whether the figures below are of the synthetic stand-in or of real data."""
+    if (study.data.metadata.parent / SYNTHETIC_MARKER).is_file():
+        return (
+            " Its data is the synthetic stand-in: its figures test the pipeline, they do not "
+            "reproduce the paper's."
+        )
+    return ""
+
+
+def _published_section() -> list[str]:
+    """The paper's and the baseline's figures as a table of their own: real data, never in
+    a column beside this study's."""
+    return [
+        "## The paper, real data (for reference)",
+        "",
+        "Published figures on the real MTG-Jamendo mood/theme test set (split 0, 56 tags), "
+        "macro averages in %: Gerczuk et al., MediaEval 2020, and the challenge's official "
+        "baseline results. They are not this study's: compare a study with them only when it "
+        "ran on the real data at the paper's budget.",
+        "",
+        *markdown_table(
+            ("system", "test ROC-AUC", "test PR-AUC"),
+            [
                 (
-                    entry.system
-                    + (f"; ours: {ours_names[entry.ours]}" if mine is not None else ""),
-                    percent(mine.test_roc_auc) if mine is not None else DASH,
+                    entry.system,
                     _published_cell(entry.test_roc_auc),
-                    percent(mine.test_pr_auc) if mine is not None else DASH,
                     _published_cell(entry.test_pr_auc),
                 )
-            )
-        lines += markdown_table(
-            (
-                "system",
-                "ours test ROC-AUC",
-                "published test ROC-AUC",
-                "ours test PR-AUC",
-                "published test PR-AUC",
-            ),
-            published_rows,
-        )
-    rungs = read_rungs(study.dir)
-    if rungs:
-        lines += ["", *rungs_section(rungs, selection)]
-    if row_table is not None and row_table.repeated:
-        published = PUBLISHED_ROWS if study.data.subset == PUBLISHED_SUBSET else None
-        lines += ["", *rows_section(row_table, published)]
-        lines += ["", *effects_section(effects if effects is not None else Effects((), ()))]
-    if plots:
-        lines += ["", "## Plots", ""]
-        for title, file in plots:
-            lines += [f"![{title}]({file})", ""]
-    return "\n".join(lines).rstrip("\n") + "\n"
+                for entry in PUBLISHED
+            ]
+            + [
+                (f"single run: {phrase} (Table 1)", _published_cell(value), DASH)
+                for phrase, value in PUBLISHED_ROWS.items()
+            ],
+        ),
+        "",
+    ]
 
 
 def _scheduler_note(study: Study, repeated: bool = False) -> list[str]:
@@ -506,10 +519,15 @@ def _outside(row: Row) -> bool:
 
 
 def _best_fusion(fusions: list[Fusion], rows: list[Row]) -> tuple[Fusion, Row] | None:
-    """The fusion with the best validation score (the only fair pick), else the first one."""
-    if not fusions:
+    """The fusion with the best validation score (the only fair pick), else the first one;
+    a greedy selection that kept one member alone is no fusion (metrics.json `fused`)."""
+    pairs = [
+        (fusion, row)
+        for fusion, row in zip(fusions, rows, strict=True)
+        if fusion.metrics.get("fused", len(fusion.metrics.get("members") or ()) != 1)
+    ]
+    if not pairs:
         return None
-    pairs = list(zip(fusions, rows, strict=True))
     scored = [pair for pair in pairs if pair[1].validation_score is not None]
     return max(scored, key=lambda pair: pair[1].validation_score) if scored else pairs[0]
 
@@ -581,7 +599,12 @@ def write_report(
     per_tag = {name: roc_auc_score(labels, scores, average=None) for name, scores in series.items()}
     plots = [
         (
-            f"validation {study.selection.title} per epoch of every trial (x: stopped by its scheduler)",
+            f"validation {study.selection.title} per epoch of every trial"
+            + (
+                " (x: stopped by its scheduler)"
+                if any(t.end_state in STOPPED_BY_SCHEDULER for t in study.trials)
+                else ""
+            ),
             CURVES_FILE,
         ),
         ("per-tag test ROC-AUC of the best single model and the best fusion", PER_TAG_FILE),
@@ -601,7 +624,6 @@ def write_report(
         fusion_rows,
         best_trial.id,
         best_row,
-        None if chosen_fusion is None else chosen_fusion[1],
         plots,
         resamples,
         seed,

@@ -26,7 +26,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def table_rows(report: str) -> dict[str, list[str]]:
     """The results table of report.md: first cell -> cells."""
-    lines = report.split("## Results", 1)[1].split("## Ours", 1)[0].splitlines()
+    lines = report.split("## Trials", 1)[1].split("\n## ", 1)[0].splitlines()
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| system")]
     cells = [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
     return {row[0]: row for row in cells}
@@ -95,12 +95,11 @@ def test_the_report_holds_the_values_the_trials_logged(smoke_study):
     assert row[7].startswith(percent(fusion["PR-AUC-macro"]) + " [")
     assert list(rows)[-1].startswith("fusion top2")  # fusion rows under the trials
 
-    published = report.split("## Ours beside the published figures", 1)[1]
+    published = report.split("## The paper, real data (for reference)", 1)[1]
     for figure in ("| 73.9 |", "| 75.3 |", "| 13.1 |", "| 72.58 |", "| 10.77 |"):
         assert figure in published
-    best_name = system(study / "trials" / best)
-    ours = rows[f"{best_name} (best single)"][6].split(" [")[0]
-    assert f"ours: trial {best_name} | {ours} |" in published
+    assert "ours" not in published  # never beside this study's figures
+    assert report.index("## Answer") < report.index("## Trials") < report.index("## The paper")
     assert "**Synthetic data**" in report
 
 
@@ -267,6 +266,6 @@ def test_the_published_figures_stand_only_beside_their_own_subset(hand_study, su
     (hand_study / "study.json").write_text(json.dumps(description))
     report = write_report(hand_study, resamples=20, track=False)
     text = (report.out / REPORT_FILE).read_text()
-    assert ("## Ours beside the published figures" in text) == (subset == "moodtheme")
+    assert ("## The paper, real data (for reference)" in text) == (subset == "moodtheme")
     assert ("Gerczuk et al., MediaEval 2020, and the challenge" in text) == (subset == "moodtheme")
     assert f"subset {subset}" in text

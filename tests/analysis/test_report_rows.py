@@ -70,9 +70,13 @@ def test_the_report_has_rows_effects_and_their_plots(study):
     assert "cell gru → lstm" in effects and "units 128 → 256" in effects
     assert "*" in effects.split("cell gru → lstm", 1)[1].splitlines()[0]  # significant
     assert "(t) |" in effects and "2 / 2^n" not in effects  # 8 pairs: the t-test decides
-    # Published single runs stand beside the rows of the mood/theme subset only.
-    assert "published test ROC-AUC (single run)" in rows
-    assert "| 73.9 |" in rows.split("| block GRU 256 |", 1)[1].splitlines()[0]
+    # Published figures never stand in a column beside the study's own.
+    assert "published" not in rows
+    # The answer says it in words: the planted cell effect is detected, units' is not.
+    answer = section(text, "Answer")
+    assert "**cell** made a detectable difference in" in answer
+    assert "**units** made no detectable difference" in answer
+    assert f"The best row is **{report.rows.rows[0].name}** (n 8" in answer
     for name in (FOREST_FILE, ROW_CURVES_FILE):
         assert (report.out / name).read_bytes().startswith(PNG)
         assert f"]({name})" in text
@@ -216,3 +220,46 @@ def test_effect_levels_read_as_run_names_write_them():
     text = "\n".join(effects_section(Effects((effect,), ())))
     assert "| cbam false → true | no attention GRU 8 → block GRU 8 | ROC-AUC | 2 |" in text
     assert "+2.00 [-10.00, +14.00]" in text
+
+
+def test_the_answer_of_a_study_without_effects_says_none_was_detected(tmp_path, labelled_dataset):
+    flat = [(overrides, 0.6) for overrides, _ in grid()]  # every row learns alike
+    folder = repeated_study(tmp_path / "flat", labelled_dataset, flat, SEEDS, SEARCHED)
+    answer = section(
+        (write_report(folder, resamples=20, track=False).out / REPORT_FILE).read_text(), "Answer"
+    )
+    assert "**cell** made no detectable difference" in answer
+    assert "**units** made no detectable difference" in answer
+    assert "made a detectable difference" not in answer
+    assert "cut learning short" not in answer and "ran once" not in answer
+
+
+def test_the_answer_says_what_a_single_seed_or_a_short_budget_cannot_say(
+    tmp_path, labelled_dataset
+):
+    once = repeated_study(tmp_path / "once", labelled_dataset, grid(), [0], SEARCHED)
+    answer = section(
+        (write_report(once, resamples=20, track=False).out / REPORT_FILE).read_text(), "Answer"
+    )
+    assert "The best configuration is **" in answer and "Each configuration ran once" in answer
+
+    short = repeated_study(tmp_path / "short", labelled_dataset, grid(), SEEDS, SEARCHED)
+    for path in sorted((short / "trials").glob("*/metrics.json")):
+        config = json.loads((path.parent / "config.json").read_text())
+        metrics = json.loads(path.read_text())
+        late = path.parent.name.startswith("r0")  # the first row's trials still improved
+        metrics["epochs_run"] = config["max_epochs"]
+        metrics["best_epoch"] = config["max_epochs"] if late else config["max_epochs"] // 2
+        path.write_text(json.dumps(metrics))
+    answer = section(
+        (write_report(short, resamples=20, track=False).out / REPORT_FILE).read_text(), "Answer"
+    )
+    assert "cut learning short" not in answer  # one row of four: not most trials
+    for path in sorted((short / "trials").glob("*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        metrics["best_epoch"] = metrics["epochs_run"]
+        path.write_text(json.dumps(metrics))
+    answer = section(
+        (write_report(short, resamples=20, track=False).out / REPORT_FILE).read_text(), "Answer"
+    )
+    assert "The budget cut learning short: 32 of 32 trial(s)" in answer
