@@ -36,6 +36,7 @@ from mlflow.tracking import MlflowClient
 
 from mer_models.data.splits import DatasetPaths
 from mer_models.data.synthetic import MARKER as SYNTHETIC_MARKER
+from mer_models.training.metrics import DEFAULT_SELECTION
 from study.race import BEST, DROPPED, RUNGS_FILE
 from study.records import DROPPED_KEY
 from tracking.names import (
@@ -126,6 +127,7 @@ class StudyTracker:
         drain_timeout_s: float = 120.0,
         searched: tuple[str, ...] = (),
         study_id: str = "",
+        metric: str = DEFAULT_SELECTION,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.study = study
@@ -134,6 +136,7 @@ class StudyTracker:
         self.artifact_root = artifact_root
         self.description = description
         self.searched = tuple(searched)  # the params the UI's view of the trials shows
+        self.metric = metric  # the selection metric: the view's order
         self.dataset = dataset  # recorded as the input of the parent run and of every trial run
         self.drain_timeout_s = drain_timeout_s  # what the study's end waits for queued writes
         self.experiment_id: str | None = None
@@ -167,6 +170,7 @@ class StudyTracker:
             "description",
             "dataset",
             "searched",
+            "metric",
         )
         state = {key: self.__dict__[key] for key in keep}
         state |= {
@@ -198,7 +202,7 @@ class StudyTracker:
         if self.artifact_root is not None and TrackingStore(self.tracking_uri).is_local:
             location = (self.artifact_root / self.study).resolve().as_uri()
         self.experiment_id = study_experiment(
-            self.client, self.study, self.description, location, self.searched, per_row
+            self.client, self.study, self.description, location, self.searched, per_row, self.metric
         )
         found = self.client.search_runs(
             [self.experiment_id], study_run_filter(self.study, self.study_id)

@@ -458,6 +458,7 @@ def run_tracked(options, data_report, working: Path, study_id: str) -> int:
         searched=options.searched,
         study_id=study_id,
         drain_timeout_s=options.mlflow_timeout_s,
+        metric=options.space.metric,
     )
     try:
         tracker.start(study_params(options), per_row=options.space.draws)

@@ -15,6 +15,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Param
 
+from mer_models.training.metrics import DEFAULT_SELECTION
 from tracking.names import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
@@ -70,6 +71,7 @@ def study_experiment(
     artifact_location: str | None = None,
     searched: Iterable[str] = (),
     repeats: int = 1,
+    metric: str = DEFAULT_SELECTION,
 ) -> str:
     """The id of the study's experiment, created if new; kind, description and the view of
     its trials set either way.
@@ -79,7 +81,7 @@ def study_experiment(
     (`tracking.ui`) shows the trials with their scores and `searched` params, grouped by
     row when each row runs with `repeats` > 1 seeds.
     """
-    view_key, view = comparison_tag(searched, repeats)
+    view_key, view = comparison_tag(searched, repeats, metric)
     tags = {
         EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
         NOTE_TAG: escape_markdown(description.strip()),

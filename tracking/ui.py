@@ -12,8 +12,11 @@ experiment lives:
 - ``searchFilter`` keeps the trial runs only: without their parent run in
   the page, the UI shows them flat, not folded under it;
 - ``orderByKey``/``orderByAsc``: best validation selection metric first;
-- ``selectedColumns``: the best-epoch validation and test scores, the epochs
-  run and the searched params;
+- ``selectedColumns``: what a comparison needs, in an order that fits a
+  laptop's width (1,440 px) without scrolling: the selection metric's best
+  validation value (once), the test macro ROC-AUC and PR-AUC, the epochs
+  run and the end state (``mer.end_state``: which trials a scheduler
+  stopped), then the searched params;
 - ``groupBy``, for a study that repeats its rows (seeds 0..N-1, splits): the UI's own
   "Group by" on the ``mer.row`` tag, one group per row with its trials under
   it and the mean of their scores on the group's line (groups open, ordered
@@ -39,8 +42,8 @@ import json
 from collections.abc import Iterable
 from urllib.parse import urlencode
 
-from mer_models.training.metrics import BEST_VALUE_KEY, METRICS
-from tracking.names import FINAL_METRICS, ROLE_TAG, ROW_TAG
+from mer_models.training.metrics import DEFAULT_SELECTION, METRICS, selection_metric
+from tracking.names import END_STATE_TAG, FINAL_METRICS, ROLE_TAG, ROW_TAG
 
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # MLflow's prefix of a shared view's tag
 VIEW_KEY = "trials"  # the study's view: `mlflow.sharedViewState.trials`
@@ -54,14 +57,14 @@ def column(kind: str, key: str) -> str:
     return f"{kind}.`{key}`"
 
 
-def comparison_metrics() -> tuple[str, ...]:
-    """The trial runs' metrics the view shows: the selection metric's best-epoch value, the
-    macro scores at the best epoch (validation, then test) and the epochs run."""
-    macro = [metric for metric in METRICS if metric.average == "macro"]
+def comparison_metrics(metric: str = DEFAULT_SELECTION) -> tuple[str, ...]:
+    """The trial runs' metrics the view shows: the best validation value of the selection
+    `metric` (``val_roc_auc``: ``best_val_roc_auc``), the macro test scores at the best
+    epoch and the epochs run."""
+    macro = [found for found in METRICS if found.average == "macro"]
     return (
-        FINAL_METRICS[BEST_VALUE_KEY],
-        *(metric.best for metric in macro),
-        *(metric.test for metric in macro),
+        selection_metric(metric).best,
+        *(found.test for found in macro),
         FINAL_METRICS["epochs_run"],
     )
 
@@ -74,12 +77,16 @@ def row_grouping() -> dict:
     }
 
 
-def comparison_view(searched: Iterable[str], repeats: int = 1) -> dict:
-    """The shared view of a study's trials: best first, its scores and `searched` params
-    (the fields its space varies) as columns; flat, or grouped by row when each row ran
-    with `repeats` > 1 trials (seeds, splits)."""
+def comparison_view(
+    searched: Iterable[str], repeats: int = 1, metric: str = DEFAULT_SELECTION
+) -> dict:
+    """The shared view of a study's trials: best by the selection `metric` first, its
+    scores, end state and `searched` params (the fields its space varies) as columns; flat,
+    or grouped by row when each row ran with `repeats` > 1 trials (seeds, splits)."""
+    scores = comparison_metrics(metric)
     columns = [
-        *(column("metrics", name) for name in comparison_metrics()),
+        *(column("metrics", name) for name in scores),
+        column("tags", END_STATE_TAG),
         *(column("params", name) for name in searched),
     ]
     # The UI applies widths only to the columns its order lists; a header's width fits it.
@@ -89,7 +96,7 @@ def comparison_view(searched: Iterable[str], repeats: int = 1) -> dict:
     }
     view = {
         "searchFilter": f"tags.`{ROLE_TAG}` = 'trial'",
-        "orderByKey": column("metrics", FINAL_METRICS[BEST_VALUE_KEY]),
+        "orderByKey": column("metrics", scores[0]),
         "orderByAsc": False,
         "selectedColumns": columns,
         "columnOrder": list(widths),
@@ -101,9 +108,11 @@ def comparison_view(searched: Iterable[str], repeats: int = 1) -> dict:
     return view
 
 
-def comparison_tag(searched: Iterable[str], repeats: int = 1) -> tuple[str, str]:
+def comparison_tag(
+    searched: Iterable[str], repeats: int = 1, metric: str = DEFAULT_SELECTION
+) -> tuple[str, str]:
     """The experiment tag that holds the view: its key and JSON value."""
-    view = comparison_view(searched, repeats)
+    view = comparison_view(searched, repeats, metric)
     return SHARED_VIEW_TAG + VIEW_KEY, json.dumps(view, sort_keys=True)
 
 

@@ -97,7 +97,7 @@ def check_ui_api(uri: str, study_dir: Path, metrics: list[dict], stdout: str) ->
     assert tags["mlflow.experimentKind"] == "custom_model_development"
     assert tags["mlflow.note.content"].startswith("A seconds-long study")
     view = json.loads(tags[SHARED_VIEW_TAG + VIEW_KEY])
-    assert view["orderByKey"] == "metrics.`best_val_selection_metric`" and not view["orderByAsc"]
+    assert view["orderByKey"] == "metrics.`best_val_roc_auc`" and not view["orderByAsc"]
     assert "params.`lr`" in view["selectedColumns"]
     (opened,) = [line.split()[1] for line in stdout.splitlines() if line.startswith("open:")]
     assert opened == (
