@@ -27,7 +27,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.variant_generator import generate_variants
 
-from mer_models.config import TrainConfig
+from mer_models.config import CUDA_ONLY_FIELDS, TrainConfig
 from mer_models.data.splits import DatasetPaths
 from mer_models.files import atomic_write_text, remove_partials
 from study import records
@@ -142,15 +142,19 @@ def fixed_values(options: StudyOptions) -> dict[str, Any]:
     values["workers"] = max(int(options.cpus_per_trial) - 1, 1) if options.gpus_per_trial else 0
     if not options.cuda_graphs:
         values["cuda_graphs"] = False
+    if options.device != "cuda":  # recorded as they act: nothing of theirs runs on a CPU
+        values.update(dict.fromkeys(CUDA_ONLY_FIELDS, False))
     return values
 
 
 def param_space(options: StudyOptions) -> dict[str, Any]:
     """Ray Tune's param space: fixed values under the search space's own (--no-cuda-graphs
-    over both)."""
+    and a CPU's false CUDA-only switches over both)."""
     values = fixed_values(options) | space_values(options.space)
     if not options.cuda_graphs:
         values["cuda_graphs"] = False
+    if options.device != "cuda":
+        values.update(dict.fromkeys(CUDA_ONLY_FIELDS, False))
     return values
 
 

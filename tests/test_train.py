@@ -41,3 +41,25 @@ def test_a_failed_capture_is_one_paragraph_and_exit_1(monkeypatch, tmp_path, cap
     monkeypatch.setattr(train_command, "train", failing_train)
     assert _main(tmp_path) == 1
     assert capsys.readouterr().err == f"error: {paragraph}\n"
+
+
+def test_the_command_shares_the_cores_with_its_loader_workers():
+    import os
+
+    from mer_models.config import TrainConfig
+    from mer_models.train import default_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert default_threads(TrainConfig(workers=0)) == cores
+    assert default_threads(TrainConfig(workers=1)) == max(1, cores // 2)
+    assert default_threads(TrainConfig(workers=4 * cores)) == 1
+
+
+def test_the_threads_the_training_gets(trained, tmp_path):
+    from mer_models.config import TrainConfig
+    from mer_models.train import default_threads
+
+    assert _main(tmp_path) == 0
+    assert trained[-1].threads == default_threads(TrainConfig())
+    assert _main(tmp_path, "--threads", "3") == 0
+    assert trained[-1].threads == 3
