@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.confirm import CONFIRM_TOP, write_confirm
+from analysis.confirm import CONFIRM_FILE, CONFIRM_TOP, confirm_plan, write_confirm
 from analysis.effects import Effects
 from analysis.fuse_study import StudyFusion, fuse_study, fusion_name
 from analysis.report import REPORT_FILE, Report, write_report
@@ -147,11 +147,13 @@ def conclude_study(
             lines += effect_lines(report.effects)
         lines.append(best_row_line(report.rows))
     if report.rows is not None and report.rows.rows:
-        confirm = write_confirm(study, report.rows, top=confirm_top)
-        lines.append(
-            f"confirm: {confirm} (its top {min(confirm_top, len(report.rows.rows))} rows, "
-            f"5 seeds each, FIFO): python study/run.py --space {confirm}"
-        )
+        plan = confirm_plan(study, report.rows, report.effects, confirm_top)
+        if plan.rows:
+            confirm = write_confirm(study, report.rows, repeats=plan.repeats, rows=plan.rows)
+            lines.append(f"confirm: {confirm} ({plan.why}): python study/run.py --space {confirm}")
+        else:
+            (study.dir / CONFIRM_FILE).unlink(missing_ok=True)  # an earlier end's proposal
+            lines.append(f"confirm: {plan.why}")
     else:
         lines.append("confirm.yaml skipped: no row finished with predictions and scores")
     return Conclusion(report, fusion, fusion_dir, tuple(lines))

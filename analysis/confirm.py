@@ -20,12 +20,15 @@ that was ranked.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from analysis.rows import RowTable
+from analysis.effects import Effects
+from analysis.rows import RowResult, RowTable
 from mer_models.config import TrainConfig
 from mer_models.files import atomic_write_text
 from study.budgets import BUDGETS
@@ -35,16 +38,69 @@ CONFIRM_FILE = "confirm.yaml"
 CONFIRM_TOP = 3  # rows confirmed by default
 CONFIRM_REPEATS = 5  # seeds per confirmed row
 DEFAULT_BUDGET = "quick"  # a space's budget when it names none (study.search_space)
+INCONCLUSIVE_ABOVE = 0.05  # an effect whose adjusted p is above this was not decided
+
+
+@dataclass(frozen=True)
+class ConfirmPlan:
+    """Which rows a confirmation reruns, with how many seeds, and why; no rows: none is
+    needed (`why` says so)."""
+
+    rows: tuple[RowResult, ...]
+    repeats: int
+    why: str
+
+
+def confirm_plan(
+    study: Study, table: RowTable, effects: Effects | None = None, top: int = CONFIRM_TOP
+) -> ConfirmPlan:
+    """A search's top rows, repeated; a study whose rows already have CONFIRM_REPEATS draws
+    under equal budgets: more draws only for the rows of its inconclusive effects, or none."""
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    ranked = table.rows[:top]
+    equal = study.scheduler in ("fifo", "race")
+    if not (equal and ranked and all(row.n >= CONFIRM_REPEATS for row in table.rows)):
+        return ConfirmPlan(
+            ranked,
+            CONFIRM_REPEATS,
+            f"its top {len(ranked)} rows, {CONFIRM_REPEATS} seeds each, FIFO",
+        )
+    undecided = {
+        name
+        for effect in (effects.effects if effects is not None else ())
+        if effect.p_adjusted is not None and effect.p_adjusted > INCONCLUSIVE_ABOVE
+        for name in (effect.from_row, effect.to_row)
+    }
+    rows = tuple(row for row in table.rows if row.name in undecided)
+    if not rows:
+        return ConfirmPlan(
+            (),
+            0,
+            f"nothing to confirm: every row has {min(row.n for row in table.rows)} or more "
+            "draws under equal budgets and every effect tested was decided",
+        )
+    more = 2 * max(row.n for row in rows)
+    return ConfirmPlan(
+        rows,
+        more,
+        f"more draws ({more} seeds, FIFO) for the {len(rows)} row(s) of its inconclusive effects",
+    )
 
 
 def confirm_space(
-    study: Study, table: RowTable, top: int = CONFIRM_TOP, repeats: int = CONFIRM_REPEATS
+    study: Study,
+    table: RowTable,
+    top: int = CONFIRM_TOP,
+    repeats: int = CONFIRM_REPEATS,
+    rows: Sequence[RowResult] | None = None,
 ) -> dict[str, Any]:
-    """The confirmation space of a study's rows, as the mapping its YAML holds."""
+    """The confirmation space of a study's rows (its top `top`, or `rows`), as the mapping
+    its YAML holds."""
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
     budget = _budget(study)
-    rows = table.rows[:top]
+    rows = tuple(rows) if rows is not None else table.rows[:top]
     skip = set(DRAW_FIELDS) | set(RESOURCE_FIELDS)
     searched = [field for field in table.searched if field not in skip]
     base = TrainConfig().to_dict() | dict(BUDGETS[budget])
@@ -108,10 +164,14 @@ def _budget(study: Study) -> str:
 
 
 def write_confirm(
-    study: Study, table: RowTable, top: int = CONFIRM_TOP, repeats: int = CONFIRM_REPEATS
+    study: Study,
+    table: RowTable,
+    top: int = CONFIRM_TOP,
+    repeats: int = CONFIRM_REPEATS,
+    rows: Sequence[RowResult] | None = None,
 ) -> Path:
     """``STUDY/confirm.yaml``, written whole; its path."""
-    space = confirm_space(study, table, top, repeats)
+    space = confirm_space(study, table, top, repeats, rows)
     path = study.dir / CONFIRM_FILE
     header = (
         "# Written at the study's end: its best rows, repeated over seeds under FIFO.\n"

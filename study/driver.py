@@ -411,7 +411,7 @@ def check_records(options: StudyOptions) -> None:
         if left[_identity_key(trial.config)] > 0:
             left[_identity_key(trial.config)] -= 1
             continue
-        recorded = records.identity(trial.config)
+        recorded = _planned_identity(trial.config)
         nearest = min(planned, key=lambda c: sum(c.get(k) != v for k, v in recorded.items()))
         differs = ", ".join(
             f"{key} {value!r} (planned: {nearest.get(key)!r})"
@@ -428,7 +428,13 @@ def check_records(options: StudyOptions) -> None:
 
 
 def _identity_key(config: dict[str, Any]) -> str:
-    return json.dumps(records.identity(config), sort_keys=True)
+    return json.dumps(_planned_identity(config), sort_keys=True)
+
+
+def _planned_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What a recorded trial is, to match it with a planned one: its identity without the
+    CUDA-only switches, which a CPU study records false (and studies before it true)."""
+    return {k: v for k, v in records.identity(config).items() if k not in CUDA_ONLY_FIELDS}
 
 
 def not_begun(planned: list[dict[str, Any]], listed: list[records.TrialRecord]) -> list[dict]:

@@ -302,7 +302,7 @@ class StudyRecorder(tune.Callback):
             return
         retries = f" ({trial.num_failures} crash(es))" if trial.num_failures else ""
         best = metrics.get(BEST_VALUE_KEY)
-        score = f", best {self.metric} {best:.4f}" if best is not None else ""
+        score = f", best {self.metric} {100 * best:.1f}" if best is not None else ""
         self.console.trial_ended(
             f"{said}: {metrics['end_state']} after {metrics['epochs_run']} epochs{retries}{score}"
         )
@@ -362,8 +362,8 @@ class StudyRecorder(tune.Callback):
                 *extra,
                 "status",
                 "epoch",
-                self.metric,
-                "best",
+                f"{self.metric} %",
+                "best %",
             )
         ]
         for trial in trials:
@@ -377,8 +377,8 @@ class StudyRecorder(tune.Callback):
                     *(format_value(getattr(config, key)) for key in extra),
                     _status(self.study_dir, self.key(trial), trial),
                     str(last.get("epoch", "-")),
-                    f"{last[self.metric]:.4f}" if self.metric in last else "-",
-                    f"{best:.4f}" if best is not None else "-",
+                    f"{100 * last[self.metric]:.1f}" if self.metric in last else "-",
+                    f"{100 * best:.1f}" if best is not None else "-",
                 )
             )
         return rows

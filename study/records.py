@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from mer_models.config import CUDA_ONLY_FIELDS, TrainConfig
+from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths, load_split
 from mer_models.files import PARTIAL, atomic_write_bytes, atomic_write_text
 from mer_models.npy import load_npy
@@ -225,13 +225,8 @@ class TrialRecord:
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
-    """What a trial is, whatever resources it runs with and whichever CUDA-only switches
-    (recorded false on a CPU since nothing of theirs runs there, true by default)."""
-    return {
-        key: value
-        for key, value in config.items()
-        if key not in RESOURCE_FIELDS and key not in CUDA_ONLY_FIELDS
-    }
+    """What a trial is, whatever resources it runs with."""
+    return {key: value for key, value in config.items() if key not in RESOURCE_FIELDS}
 
 
 # Config fields that make a trial one draw of its row (a configuration the study compares):

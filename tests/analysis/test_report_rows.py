@@ -131,7 +131,8 @@ def test_conclude_writes_a_confirm_yaml_that_loads(study):
     conclusion = conclude_study(study, resamples=20)
     assert any(line.startswith("confirm: ") for line in conclusion.lines)
     space = load_space(str(study / CONFIRM_FILE))
-    assert space.repeats == 5 and space.scheduler.type == "fifo" and len(space.configs) == 3
+    # Eight seeds a row under FIFO already: more draws for the rows of the undecided effect.
+    assert space.repeats == 16 and space.scheduler.type == "fifo" and len(space.configs) == 4
 
 
 def test_legends_stay_outside_the_axes():
@@ -263,3 +264,31 @@ def test_the_answer_says_what_a_single_seed_or_a_short_budget_cannot_say(
         (write_report(short, resamples=20, track=False).out / REPORT_FILE).read_text(), "Answer"
     )
     assert "The budget cut learning short: 32 of 32 trial(s)" in answer
+
+
+def test_confirm_proposes_more_draws_only_where_effects_were_undecided(tmp_path, labelled_dataset):
+    from analysis.confirm import CONFIRM_REPEATS, confirm_plan
+    from analysis.effects import factor_effects
+    from analysis.rows import row_results
+    from study.records import load_study
+
+    def plan(rows, seeds, name):
+        folder = repeated_study(tmp_path / name, labelled_dataset, rows, seeds, SEARCHED)
+        study = load_study(folder)
+        table = row_results(study)
+        return confirm_plan(study, table, factor_effects(table))
+
+    searched = plan(grid(), [0], "search")  # one seed per row: its top rows, five seeds
+    assert len(searched.rows) == 3 and searched.repeats == CONFIRM_REPEATS
+    undecided = plan(grid(), SEEDS, "undecided")  # cell decided, units not: units' rows
+    assert {row.name for row in undecided.rows} == {
+        "block GRU 128",
+        "block GRU 256",
+        "block LSTM 128",
+        "block LSTM 256",
+    }
+    assert undecided.repeats == 2 * len(SEEDS) and "inconclusive" in undecided.why
+    signal = {("gru", 128): 0.3, ("gru", 256): 0.7, ("lstm", 128): 0.0, ("lstm", 256): 0.35}
+    decided = [({"cell": cell, "units": units}, value) for (cell, units), value in signal.items()]
+    done = plan(decided, SEEDS, "decided")
+    assert done.rows == () and done.why.startswith("nothing to confirm")

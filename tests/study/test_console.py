@@ -43,7 +43,7 @@ def events(console: StudyConsole, clock: Clock) -> None:
     console.trial_started("t0", "block GRU 8")
     console.trial_started("t1", "no attention GRU 8")
     clock.now = 30
-    console.trial_ended("trial t0 (block GRU 8): finished after 4 epochs, best val_roc_auc 0.6")
+    console.trial_ended("trial t0 (block GRU 8): finished after 4 epochs, best val_roc_auc 60.0")
     clock.now = 60
     console.table(table("finished", "running", "running", "pending"))
     for clock.now, key in ((90, "t1"), (100, "t2"), (120, "t3")):
@@ -61,7 +61,7 @@ def test_off_a_terminal_a_line_per_event_and_the_table_at_most_every_few_minutes
         *table_lines(table("running", "running", "pending", "pending")),
         "[0:00] trial t0 started: block GRU 8",
         "[0:00] trial t1 started: no attention GRU 8",
-        "[0:30] trial t0 (block GRU 8): finished after 4 epochs, best val_roc_auc 0.6; "
+        "[0:30] trial t0 (block GRU 8): finished after 4 epochs, best val_roc_auc 60.0; "
         "1 of 4 trials ended, about 1:30 left",
         # no table at 1:00: the last was shown at 0:00
         "[1:30] trial t1 (x): asha_stopped after 1 epochs; 2 of 4 trials ended, about 1:30 left",
@@ -94,7 +94,7 @@ def test_on_a_terminal_one_table_updated_in_place_and_a_line_per_ended_trial():
     events(console, clock)
     shown = screen(out.getvalue())
     assert shown == [
-        "[0:30] trial t0 (block GRU 8): finished after 4 epochs, best val_roc_auc 0.6; "
+        "[0:30] trial t0 (block GRU 8): finished after 4 epochs, best val_roc_auc 60.0; "
         "1 of 4 trials ended, about 1:30 left",
         "[1:30] trial t1 (x): asha_stopped after 1 epochs; 2 of 4 trials ended, about 1:30 left",
         "[1:40] trial t2 (x): asha_stopped after 1 epochs; 3 of 4 trials ended, about 0:33 left",
