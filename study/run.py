@@ -444,8 +444,6 @@ def check_before_start(options):
 
 def run_tracked(options, data_report, working: Path, study_id: str) -> int:
     """The study with its MLflow runs, from the parent run's start to the last line."""
-    from mlflow.exceptions import MlflowException
-
     from study.driver import ClusterError, StorageFault, StoreFailed, run_study, study_params
     from study.mlflow_writer import StudyTracker, study_dataset
 
@@ -461,7 +459,13 @@ def run_tracked(options, data_report, working: Path, study_id: str) -> int:
         metric=options.space.metric,
     )
     try:
-        tracker.start(study_params(options), per_row=options.space.draws)
+        try:
+            TrackingStore(options.tracking_uri).create_whole()
+            tracker.start(study_params(options), per_row=options.space.draws)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # noqa: BLE001 - a store that cannot be opened or written
+            return store_failed(options, tracker, error)
         print(
             f"study {options.name}: space {options.space.file}, budget {options.budget}, "
             f"{'resuming' if options.resume else 'starting'} in {options.study_dir}"
@@ -478,8 +482,6 @@ def run_tracked(options, data_report, working: Path, study_id: str) -> int:
         return stopped(options, tracker)
     except StoreFailed as failure:
         return store_failed(options, tracker, failure.error)
-    except MlflowException as error:  # at the start: the store refuses the study's run
-        return store_failed(options, tracker, error)
     except BaseException:
         _close_runs(tracker, "FAILED")
         raise
@@ -593,9 +595,9 @@ def store_failed(options, tracker, error: BaseException) -> int:
     show_table(options, tracker)
     print(
         f"error: the study stopped because its MLflow store {tracker.tracking_uri} failed: "
-        f"{store_failure_reason(tracker.tracking_uri, error)}. The study's records in {options.study_dir} are whole and every "
-        "unfinished trial keeps its last checkpoint; once the store is back (restored, or "
-        "reachable again), "
+        f"{store_failure_reason(tracker.tracking_uri, error)}. The study's records in "
+        f"{options.study_dir} are whole and every unfinished trial keeps its last "
+        "checkpoint; once the store is back (restored, or reachable again), "
         f"{_resume_hint(options).removeprefix('continue with: ')} continues the study and "
         "logs what MLflow lacks",
         file=sys.stderr,

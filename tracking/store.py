@@ -90,6 +90,27 @@ class TrackingStore:
         elif self.is_local:
             writable_folder(self.local_path, "--tracking-uri")
 
+    def create_whole(self) -> None:
+        """A SQLite store that does not exist yet, made whole: MLflow builds its tables in a
+        file beside it, which then appears under the store's name at once. A driver killed
+        while MLflow migrates a new database in place leaves one that no later run opens."""
+        path = self.missing_file()
+        if path is None or not self.uri.startswith("sqlite:"):
+            return
+        from mlflow.tracking import MlflowClient
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        building = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        building.unlink(missing_ok=True)
+        try:
+            MlflowClient(f"sqlite:///{building}").search_experiments(max_results=1)
+            try:
+                os.link(building, path)  # never over a store another driver just made
+            except FileExistsError:
+                pass
+        finally:
+            building.unlink(missing_ok=True)
+
     @property
     def ui_address(self) -> str:
         """Where this store's UI is served: the server itself, else where `mlflow ui` serves

@@ -65,3 +65,19 @@ def test_storage_is_a_folder_or_a_cloud_uri_with_the_results_on_the_driver(tmp_p
     (tmp_path / "f").write_text("")
     with pytest.raises(PlaceError, match="--storage: .* is a file"):
         Storage(tmp_path / "f" / "results").check()
+
+
+def test_a_new_sqlite_store_appears_whole(tmp_path):
+    """Made beside its name and linked into place: a kill during MLflow's migrations can
+    never leave a half-made store under the study's name."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path / "stores" / "mlflow.db"
+    store = TrackingStore(f"sqlite:///{path}")
+    store.create_whole()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["mlflow.db"]  # no building file
+    experiments = MlflowClient(store.uri).search_experiments()
+    assert [e.name for e in experiments] == ["Default"]
+    MlflowClient(store.uri).create_experiment("kept")
+    store.create_whole()  # an existing store is left as it is
+    assert {e.name for e in MlflowClient(store.uri).search_experiments()} == {"Default", "kept"}
