@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -67,6 +68,16 @@ def _legend_columns(labels: Sequence[str], width: float) -> int:
     return max(1, min(LEGEND_COLUMNS, int((width - 0.4) // widest)))
 
 
+def _line_styles():
+    """Colour and dash pairs, none repeated before 60 lines: matplotlib's default cycle
+    repeats its ten colours, so a study of 30 trials drew three lines in each."""
+    colors = [matplotlib.colormaps["tab20"](i) for i in range(20)]
+    while True:
+        for style in ("-", "--", ":"):
+            for color in colors:
+                yield color, style
+
+
 def _figure_with_legend(width: float, height: float, labels: Sequence[str]) -> Figure:
     """A figure `width` inches wide: `height` for the axes, and room under them for a legend
     of `labels` (about 0.24 inches a line)."""
@@ -113,10 +124,19 @@ def validation_curves_figure(
     figure = _figure_with_legend(9, 5, shown)
     axes = figure.add_subplot()
     stopped = False
+    styles = iter(_line_styles())
     for curve in curves:
         if not curve.epochs:
             continue
-        (line,) = axes.plot(curve.epochs, curve.values, marker=".", label=curve.label)
+        color, style = next(styles)
+        (line,) = axes.plot(
+            curve.epochs,
+            curve.values,
+            marker=".",
+            label=curve.label,
+            color=color,
+            linestyle=style,
+        )
         if curve.end_state in STOPPED_STATES:
             stopped = True
             axes.plot(

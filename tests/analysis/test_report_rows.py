@@ -292,3 +292,16 @@ def test_confirm_proposes_more_draws_only_where_effects_were_undecided(tmp_path,
     decided = [({"cell": cell, "units": units}, value) for (cell, units), value in signal.items()]
     done = plan(decided, SEEDS, "decided")
     assert done.rows == () and done.why.startswith("nothing to confirm")
+
+
+def test_thirty_curves_have_thirty_looks():
+    """No two trials' lines share a colour and a dash: the default cycle repeats ten colours."""
+    curves = [
+        curve_from_history(
+            f"trial {i}", [{"epoch": e, "val_roc_auc": 0.5 + e / 20} for e in (1, 2)], "finished"
+        )
+        for i in range(30)
+    ]
+    axes = validation_curves_figure(curves).axes[0]
+    looks = {(tuple(line.get_color()), line.get_linestyle()) for line in axes.get_lines()}
+    assert len(looks) == 30
