@@ -18,8 +18,20 @@ from pathlib import Path
 
 from analysis.evaluate import evaluate_files, format_results
 from analysis.fuse_study import SELECTS, fuse_study
-from analysis.fusion import fuse_files
+from analysis.fusion import FusionResult, fuse_files
+from analysis.importance import (
+    DEFAULT_CONTROLS,
+    DEFAULT_RESAMPLES,
+    EVALUATORS,
+    IMPORTANCE_FOLDER,
+    compute_importance,
+    importance_table,
+    log_importance,
+    plot_importance,
+    write_importance,
+)
 from analysis.report import REPORT_FILE, write_report
+from analysis.staging import staged_folder
 from mer_models.training.metrics import BY_EPOCH_NAME, DEFAULT_SELECTION
 from study.records import resolve_study
 
@@ -84,8 +96,11 @@ def _add_fuse_files(subparsers: argparse._SubParsersAction) -> None:
         "--select",
         choices=("all", "topk", "greedy"),
         default="all",
-        help="which members are fused: all (default), the --top-k best on validation, or "
-        "greedy (added while the validation --metric improves)",
+        help="which members are fused: all (default), the --top-k best on validation, or greedy: "
+        "forward selection on validation, which starts from the best member by --metric and adds, "
+        "one at a time, the member that raises the fused (mean) validation --metric most (each "
+        "member at most once; ties to the one listed first), and stops when none raises it; it "
+        "may keep the best member alone, reported as no fusion",
     )
     parser.add_argument(
         "--metric",
@@ -122,28 +137,34 @@ def _run_fuse_files(args: argparse.Namespace) -> int:
         metric=args.metric,
     )
     if args.json:
-        print(
-            json.dumps(
-                {**result.metrics, "members": list(result.members), **result.context}, indent=2
-            )
-        )
+        print(json.dumps({**result.metrics, **_members(result), **result.context}, indent=2))
     else:
         print(format_results(result.metrics))
         print("members\t" + " ".join(result.members))
         best = result.context["best_single_member"]
         print(f"best single member\t{best['name']} (chosen on {best['chosen_on']})")
-        for line in paired_lines(result.context):
+        for line in paired_lines(result):
             print(line)
     return 0
 
 
-def paired_lines(context: dict) -> list[str]:
-    """The paired test against the best single member (`fuse`, `fuse-files`), a line per metric."""
+def _members(result: FusionResult) -> dict:
+    """The JSON output's members, whether they were fused and, if not, the note saying so."""
+    return {"members": list(result.members), "fused": result.fused} | (
+        {} if result.fused else {"note": result.note}
+    )
+
+
+def paired_lines(result: FusionResult) -> list[str]:
+    """The paired test against the best single member (`fuse`, `fuse-files`), a line per metric;
+    for a one-member result, that there is no fusion (its note)."""
+    if not result.fused:
+        return [result.note]
     lines = []
-    for name, test in context["paired_bootstrap_vs_best_single"].items():
+    for name, test in result.context["paired_bootstrap_vs_best_single"].items():
         lines.append(
-            f"fusion - best single {name}\t{test['observed_difference']:+.4f} "
-            f"[{test['low']:+.4f}, {test['high']:+.4f}], p = {test['p_value']:.3f}"
+            f"fusion - best single {name}\t{100 * test['observed_difference']:+.2f} points "
+            f"[{100 * test['low']:+.2f}, {100 * test['high']:+.2f}], p = {test['p_value']:.3f}"
         )
     return lines
 
@@ -190,8 +211,11 @@ def _add_fuse(subparsers: argparse._SubParsersAction) -> None:
         choices=SELECTS,
         default="topk",
         help="topk (default): the --top-k best trials by the study's selection metric on "
-        "validation (macro ROC-AUC unless its space says otherwise); greedy: trials added in "
-        "that order while the fusion's validation score improves",
+        "validation (macro ROC-AUC unless its space says otherwise); greedy: forward selection "
+        "on validation among the candidates (the --top-k best trials, or all finished ones, and "
+        "the externals): start from the best, add the candidate that raises the fusion's "
+        "validation score most (each at most once; ties to the better ranked), stop when none "
+        "raises it; it may keep the best trial alone, reported as no fusion",
     )
     parser.add_argument(
         "--external",
@@ -220,7 +244,7 @@ def _run_fuse(args: argparse.Namespace) -> int:
     summary = {
         "fusion": fusion.name,
         "out": str(fusion.out),
-        "members": list(fusion.result.members),
+        **_members(fusion.result),
         "best_single_trial": fusion.best_single,
         "mlflow_run_id": fusion.mlflow_run_id,
     }
@@ -234,7 +258,7 @@ def _run_fuse(args: argparse.Namespace) -> int:
         print(format_results(fusion.result.metrics))
         for key, value in summary.items():
             print(f"{key}\t{' '.join(value) if isinstance(value, list) else value}")
-        for line in paired_lines(fusion.result.context):
+        for line in paired_lines(fusion.result):
             print(line)
     return 0
 
@@ -268,6 +292,72 @@ def _run_report(args: argparse.Namespace) -> int:
         print(path)
     print(f"mlflow_logged\t{report.mlflow_logged}")
     return 0
+
+
+@subcommand("importance")
+def _add_importance(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "importance",
+        help="which searched hyperparameters mattered (importance against a shuffled control)",
+        description="Each searched parameter's importance (Optuna's evaluators over the "
+        "recorded trials) with a bootstrap interval, against a control with the metric "
+        "shuffled across trials; under ASHA or a race at the first rung and at the end. Writes "
+        f"STUDY_DIR/importance.json and plots under STUDY_DIR/{IMPORTANCE_FOLDER}, prints the "
+        "table, and logs the importances (importance/<param>) and plots to the study's MLflow "
+        "parent run.",
+    )
+    _add_study_argument(parser)
+    parser.add_argument(
+        "--metric",
+        help="validation score the trials are compared on: one of "
+        f"{', '.join(BY_EPOCH_NAME)} (default: the study's selection metric)",
+    )
+    parser.add_argument(
+        "--evaluator",
+        default="fanova",
+        help=f"one of {', '.join(EVALUATORS)} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap refits per budget"
+    )
+    parser.add_argument(
+        "--controls", type=int, default=DEFAULT_CONTROLS, help="shuffled-metric refits per budget"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the forests and resamples")
+    parser.set_defaults(handler=_run_importance)
+
+
+def _run_importance(args: argparse.Namespace) -> int:
+    study_dir = _study_dir(args)
+    result = compute_importance(
+        study_dir,
+        metric=args.metric,
+        evaluator=args.evaluator,
+        resamples=args.resamples,
+        controls=args.controls,
+        seed=args.seed,
+    )
+    if result is None:
+        print(f"study {study_dir} searched no parameter: no importance to compute")
+        return 0
+    out = study_dir / IMPORTANCE_FOLDER
+    with staged_folder(out, replaceable=_only_importance_plots) as staging:
+        plots = [out / path.name for path in plot_importance(result, staging)]
+    files = [write_importance(result, study_dir), *plots]
+    for line in importance_table(result):
+        print(line)
+    for budget in result.budgets:
+        if budget.reason:
+            print(f"{budget.budget}\t{budget.reason}")
+    for path in files:
+        print(path)
+    print(f"mlflow_logged\t{log_importance(study_dir, result, files)}")
+    return 0
+
+
+def _only_importance_plots(folder: Path) -> bool:
+    """An earlier `importance` run's plot folder, which a new run replaces."""
+    return all(path.name.startswith("importance_") for path in folder.iterdir())
 
 
 def build_parser() -> argparse.ArgumentParser:

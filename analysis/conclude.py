@@ -132,8 +132,12 @@ def conclude_study(
             )
             metrics = fusion.result.metrics
             lines.append(
-                f"fusion of {' + '.join(members)}: {fusion.out} (test ROC-AUC "
-                f"{100 * metrics['ROC-AUC-macro']:.1f}, PR-AUC {100 * metrics['PR-AUC-macro']:.1f}"
+                (
+                    f"fusion of {' + '.join(members)}: {fusion.out} (test ROC-AUC "
+                    if fusion.result.fused
+                    else f"{fusion.result.note}: {fusion.out} (its test ROC-AUC "
+                )
+                + f"{100 * metrics['ROC-AUC-macro']:.1f}, PR-AUC {100 * metrics['PR-AUC-macro']:.1f}"
                 + (f"; MLflow run {fusion.mlflow_run_id})" if fusion.mlflow_run_id else ")")
             )
     report = write_report(study.dir, resamples=resamples, seed=seed, track=track)

@@ -10,7 +10,9 @@ its space names another; metrics.json), fuses the top K
 scores the result on the study's own test labels. The fusion is compared
 with the best single trial by a paired bootstrap, written with
 `write_fusion` (all or nothing; every input is checked first), and logged as
-an MLflow run nested in the study's parent run.
+an MLflow run nested in the study's parent run. When greedy selection keeps
+the best trial alone, that is recorded as no fusion (``fused`` false, with a
+``note``), not as a fusion equal to its best member.
 """
 
 from __future__ import annotations
@@ -189,8 +191,9 @@ def fuse_study(
 
     ``topk`` averages the K best finished trials by the study's selection metric;
     ``greedy`` runs forward selection on validation over the top K (all
-    finished trials without K) and the externals. Externals always join a
-    ``topk`` fusion. ``out`` defaults to ``STUDY_DIR/fusions/<fusion_name>``.
+    finished trials without K) and the externals, and may keep the best
+    alone (``result.fused`` false). Externals always join a ``topk``
+    fusion. ``out`` defaults to ``STUDY_DIR/fusions/<fusion_name>``.
     Thresholds are tuned on the fused validation scores, or on test (with
     a warning) when an external has no validation file. ``out`` must be new
     or empty; with ``replace`` an earlier fusion there is swapped for this
@@ -306,6 +309,8 @@ def fusion_params(summary: dict) -> dict[str, str]:
     return {
         "members": ",".join(summary["members"]),
         "member_count": str(len(summary["members"])),
+        # False when greedy selection kept the best member alone (older summaries lack the key).
+        "fused": str(bool(summary.get("fused", len(summary["members"]) > 1))).lower(),
         "select": str(summary.get("select")),
         "top_k": "all" if top_k is None else str(top_k),
         "externals": ",".join(summary.get("externals") or ()) or "none",
