@@ -59,13 +59,14 @@ from analysis.markdown import escape_markdown, markdown_table
 from mer_models.files import atomic_write_text
 from mer_models.training.metrics import Metric, selection_metric
 from study.records import (
+    DRAW_FIELDS,
     DROPPED_STATE,
     FINISHED_STATES,
+    STUDY_FILE,
     Study,
     Trial,
     finite_number,
     load_study,
-    read_study,
 )
 from study.search_space import RUNG_SCHEDULERS, SearchSpace, distribution_of, space_from_text
 from tracking.study_run import find_study_run
@@ -230,16 +231,27 @@ def _declared(spec: Any, observed: Sequence[Any]) -> BaseDistribution:
 
 
 def searched_distributions(
-    space: SearchSpace, searched: Sequence[str], trials: Sequence[Trial]
+    space: SearchSpace | None, searched: Sequence[str], trials: Sequence[Trial]
 ) -> dict[str, BaseDistribution]:
     """Each searched parameter's distribution: its space's (`choice`, `grid`: categorical;
-    `uniform`, `loguniform`: float; `randint`: int), or for one only `configs` rows vary,
-    categorical over the values its trials took."""
+    `uniform`, `loguniform`: float; `randint`: int), or for one only `configs` rows vary
+    (or a study.json without its space), categorical over the values its trials took."""
     found = {}
     for name in searched:
         observed = [trial.config[name] for trial in trials if name in trial.config]
-        found[name] = _declared(space.parameters.get(name), observed)
+        spec = space.parameters.get(name) if space is not None else None
+        found[name] = _declared(spec, observed)
     return found
+
+
+def _recorded_space(study_dir: Path) -> SearchSpace | None:
+    """The space study.json records; None for a study.json without its text (older, or
+    written by hand): its parameters are then taken as categories of the values seen."""
+    try:
+        values = json.loads((Path(study_dir) / STUDY_FILE).read_text(encoding="utf-8"))
+        return space_from_text(values["space_yaml"], Path(values["space"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _value(distribution: BaseDistribution, value: Any) -> Any:
@@ -458,14 +470,14 @@ def compute_importance(
     if resamples < 1 or controls < 1:
         raise ValueError(f"resamples and controls must be >= 1, got {resamples} and {controls}")
     study = load_study(study_dir, require_results=False)
-    if not study.searched:
+    searched = [name for name in study.searched if name not in DRAW_FIELDS]  # not seeds
+    if not searched:
         return None
-    record = read_study(study.dir)
-    space = space_from_text(record.space_yaml, Path(record.space))
+    space = _recorded_space(study.dir)
     scored = requested or study.selection
-    distributions = searched_distributions(space, study.searched, study.trials)
+    distributions = searched_distributions(space, searched, study.trials)
     budgets = [(FINAL, None)]
-    if study.scheduler in RUNG_SCHEDULERS:
+    if study.scheduler in RUNG_SCHEDULERS and space is not None:
         budgets.insert(0, (FIRST_RUNG, space.scheduler.grace_period))
     with _quiet_optuna():
         results = tuple(
@@ -703,6 +715,11 @@ def slice_file(name: str) -> str:
 
 def parallel_file(budget: str) -> str:
     return f"importance_parallel_{budget}.png"
+
+
+def is_importance_plot(name: str) -> bool:
+    """Whether a file name is one of `plot_importance`'s (a report folder holds them)."""
+    return name.startswith(("importance_slice_", "importance_parallel_")) and name.endswith(".png")
 
 
 def plot_importance(result: ImportanceResult, folder: str | Path) -> list[Path]:

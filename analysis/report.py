@@ -19,7 +19,8 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,14 @@ from analysis.bootstrap import (
 from analysis.comparison import effects_section, forest_panels, parent_metrics, rows_section
 from analysis.effects import Effects, factor_effects, write_effects
 from analysis.evaluate import check_groundtruth, check_scores, load_matrix
+from analysis.importance import (
+    compute_importance,
+    importance_section,
+    is_importance_plot,
+    plot_importance,
+    write_importance,
+)
+from analysis.importance import mlflow_metrics as importance_metrics
 from analysis.markdown import DASH, code_span, escape_markdown, markdown_table, percent
 from analysis.plots import (
     band_from_curves,
@@ -140,6 +149,10 @@ class Report:
     mlflow_logged: bool
     rows: RowTable | None = None  # the study's rows (analysis.rows), also in STUDY/rows.json
     effects: Effects | None = None  # its factor effects, also in STUDY/effects.json
+    # The records written in the study folder (rows.json, effects.json, importance.json) and
+    # the parent run's metrics, named by row, factor and parameter.
+    tables: tuple[Path, ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def _with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
@@ -342,6 +355,7 @@ def render_markdown(
     row_table: RowTable | None = None,
     effects: Effects | None = None,
     undefined: float | None = None,
+    importance: Sequence[str] = (),
 ) -> str:
     """The report's Markdown text: the answer first, then the rows and effects (with
     repeated seeds), the rungs of a race; the per-trial table and curves after them; the
@@ -363,6 +377,7 @@ def render_markdown(
         f"{len(study.trials)} trial(s): {counts}." + _data_kind(study),
         "",
         *answer_section(study, row_table, effects, rungs),
+        *importance,
         *_scheduler_note(study, row_table.repeated),
         *_splits_note(study),
     ]
@@ -534,7 +549,9 @@ def _best_fusion(fusions: list[Fusion], rows: list[Row]) -> tuple[Fusion, Row] |
 
 def is_report_folder(folder: Path) -> bool:
     """Whether ``folder`` holds only files an earlier report wrote (so it may be replaced)."""
-    return all(path.name in REPORT_FILES for path in folder.iterdir())
+    return all(
+        path.name in REPORT_FILES or is_importance_plot(path.name) for path in folder.iterdir()
+    )
 
 
 def write_report(
@@ -618,20 +635,27 @@ def write_report(
             ),
             ("rows' test scores and the factors' effects with their 95% intervals", FOREST_FILE),
         ]
-    text = render_markdown(
-        study,
-        trial_rows,
-        fusion_rows,
-        best_trial.id,
-        best_row,
-        plots,
-        resamples,
-        seed,
-        rows,
-        effects,
-        undefined=undefined_share(labels, resamples, seed),
-    )
+    undefined = undefined_share(labels, resamples, seed)
+    importance = compute_importance(study.dir, seed=seed)
     with staged_folder(out, is_report_folder) as staging:
+        section = []
+        if importance is not None:
+            drawn = plot_importance(importance, staging)
+            section = importance_section(importance, drawn, relative_to=staging)
+        text = render_markdown(
+            study,
+            trial_rows,
+            fusion_rows,
+            best_trial.id,
+            best_row,
+            plots,
+            resamples,
+            seed,
+            rows,
+            effects,
+            undefined=undefined,
+            importance=section,
+        )
         selection = study.selection
         curves = [
             curve_from_history(
@@ -666,13 +690,18 @@ def write_report(
             )
             plot_forest(forest_panels(rows, effects), staging / FOREST_FILE, f"Study {study.name}")
         (staging / REPORT_FILE).write_text(text)
-    files = tuple(out / name for name in REPORT_FILES if (out / name).is_file())
+    files = tuple(
+        path
+        for path in sorted(out.iterdir())
+        if path.name in REPORT_FILES or is_importance_plot(path.name)
+    )
     # The comparison's records: in the study folder, whatever folder the report went to.
     tables = (write_rows(rows, study.dir), write_effects(effects, study.dir))
-    logged = (
-        _log_to_parent_run(study, files + tables, parent_metrics(rows, effects)) if track else False
-    )
-    return Report(out, files, logged, rows, effects)
+    if importance is not None:
+        tables += (write_importance(importance, study.dir),)
+    metrics = parent_metrics(rows, effects) | importance_metrics(importance)
+    logged = _log_to_parent_run(study, files + tables, metrics) if track else False
+    return Report(out, files, logged, rows, effects, tables, metrics)
 
 
 def _log_to_parent_run(

@@ -19,13 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.comparison import parent_metrics
 from analysis.conclude import Conclusion
-from analysis.effects import EFFECTS_FILE
 from analysis.evaluate import metric_names
 from analysis.fuse_study import record_fusion_run
 from analysis.report import MLFLOW_ARTIFACT_PATH, MLFLOW_BATCH
-from analysis.rows import ROWS_FILE, RowTable, row_results
+from analysis.rows import RowTable, row_results
 from mer_models.config import TrainConfig, applicable_fields
 from study.best_model import log_best_model
 from study.mlflow_writer import StudyTracker
@@ -95,15 +93,7 @@ def queue_end(
             record,
         )
     report = conclusion.report
-    tables = tuple(
-        path for path in (study.dir / ROWS_FILE, study.dir / EFFECTS_FILE) if path.is_file()
-    )
-    metrics = (
-        parent_metrics(report.rows, report.effects)
-        if report.rows is not None and report.effects is not None
-        else {}
-    )
-    tracker.queue("the report", _report, tracker, report.files + tables, metrics)
+    tracker.queue("the report", _report, tracker, report.files + report.tables, report.metrics)
     tracker.log_result(
         best.id,
         record.name,

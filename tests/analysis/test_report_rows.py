@@ -305,3 +305,16 @@ def test_thirty_curves_have_thirty_looks():
     axes = validation_curves_figure(curves).axes[0]
     looks = {(tuple(line.get_color()), line.get_linestyle()) for line in axes.get_lines()}
     assert len(looks) == 30
+
+
+def test_the_report_says_which_searched_parameters_mattered(study):
+    report = write_report(study, resamples=20, track=False)
+    text = (report.out / REPORT_FILE).read_text()
+    assert text.index("## Answer") < text.index("## Which hyperparameters mattered")
+    assert text.index("## Which hyperparameters mattered") < text.index("## Rows")
+    importance = json.loads((study / "importance.json").read_text())
+    matters = {(e["parameter"], e["matters"]) for e in importance["entries"]}
+    assert matters == {("cell", True), ("units", False)}  # planted: cell; seeds are no parameter
+    assert report.metrics["importance/cell"] > report.metrics["importance/units"]
+    assert study / "importance.json" in report.tables
+    assert (report.out / "importance_slice_cell.png").read_bytes().startswith(PNG)
