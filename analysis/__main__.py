@@ -33,7 +33,7 @@ from analysis.importance import (
 from analysis.report import REPORT_FILE, write_report
 from analysis.staging import staged_folder
 from mer_models.training.metrics import BY_EPOCH_NAME, DEFAULT_SELECTION
-from study.records import resolve_study
+from study_folder.records import resolve_study
 
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 USAGE_ERROR = 2

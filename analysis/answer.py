@@ -18,7 +18,7 @@ from typing import Any
 from analysis.effects import Effect, Effects
 from analysis.markdown import escape_markdown
 from analysis.rows import RowResult, RowTable, Summary
-from study.records import DROPPED_STATE, Study, Trial, finite_number
+from study_folder.records import DROPPED_STATE, Study, Trial, finite_number
 
 ALPHA = 0.05  # an effect whose adjusted p is at most this is a detectable difference
 LATE_SHARE = 0.2  # a best epoch in the last 20% of a trial's budget: learning was cut short

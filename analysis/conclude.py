@@ -23,7 +23,7 @@ from analysis.effects import Effects
 from analysis.fuse_study import StudyFusion, fuse_study, fusion_name
 from analysis.report import REPORT_FILE, Report, write_report
 from analysis.rows import RowTable, Summary
-from study.records import finished_trials, load_study
+from study_folder.records import finished_trials, load_study
 
 log = logging.getLogger(__name__)
 

@@ -31,13 +31,13 @@ from analysis.effects import Effects
 from analysis.rows import RowResult, RowTable
 from mer_models.config import TrainConfig
 from mer_models.files import atomic_write_text
-from study.budgets import BUDGETS
-from study.records import DRAW_FIELDS, RESOURCE_FIELDS, STUDY_FILE, Study
+from study_folder.budgets import BUDGETS
+from study_folder.records import DRAW_FIELDS, RESOURCE_FIELDS, STUDY_FILE, Study
 
 CONFIRM_FILE = "confirm.yaml"
 CONFIRM_TOP = 3  # rows confirmed by default
 CONFIRM_REPEATS = 5  # seeds per confirmed row
-DEFAULT_BUDGET = "quick"  # a space's budget when it names none (study.search_space)
+DEFAULT_BUDGET = "quick"  # a space's budget when it names none (study_folder.search_space)
 INCONCLUSIVE_ABOVE = 0.05  # an effect whose adjusted p is above this was not decided
 
 

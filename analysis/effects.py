@@ -39,7 +39,7 @@ from scipy import stats
 
 from analysis.rows import TEST_KEYS, RowResult, RowTable, draw_label, draw_of, summarise
 from mer_models.files import atomic_write_text
-from study.records import DRAW_FIELDS, Trial
+from study_folder.records import DRAW_FIELDS, Trial
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from analysis.fusion import (
 )
 from analysis.staging import check_output_dir
 from mer_models.training.metrics import BEST_VALUE_KEY, SELECTION_KEY, selection_metric
-from study.records import (
+from study_folder.records import (
     FINISHED_STATES,
     Study,
     Trial,

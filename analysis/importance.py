@@ -58,7 +58,7 @@ from optuna.importance import (
 from analysis.markdown import escape_markdown, markdown_table
 from mer_models.files import atomic_write_text
 from mer_models.training.metrics import Metric, selection_metric
-from study.records import (
+from study_folder.records import (
     DRAW_FIELDS,
     DROPPED_STATE,
     FINISHED_STATES,
@@ -68,7 +68,7 @@ from study.records import (
     finite_number,
     load_study,
 )
-from study.search_space import RUNG_SCHEDULERS, SearchSpace, distribution_of, space_from_text
+from study_folder.search_space import RUNG_SCHEDULERS, SearchSpace, distribution_of, space_from_text
 from tracking.study_run import find_study_run
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from mer_models.training.metrics import DEFAULT_SELECTION
-from study.records import DROPPED_STATE, finite_number
+from study_folder.records import DROPPED_STATE, finite_number
 
 TAG_PREFIX = "mood/theme---"  # MTG-Jamendo mood/theme tag names; dropped on axis labels
 

@@ -62,7 +62,7 @@ from mer_models.config import architecture
 from mer_models.data.synthetic import MARKER as SYNTHETIC_MARKER
 from mer_models.models.registry import ARCHITECTURE_COLUMNS
 from mer_models.training.metrics import Metric
-from study.records import (
+from study_folder.records import (
     DROPPED_STATE,
     FINISHED_STATES,
     Study,

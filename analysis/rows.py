@@ -1,6 +1,6 @@
 """Per-row results of a study: what each configuration scores over its repeated draws.
 
-A row is a configuration without its draw (`study.records.row_of`: the
+A row is a configuration without its draw (`study_folder.records.row_of`: the
 seed and split); a study with ``repeats: N`` trains every row N times, seeds
 0..N-1, and with ``splits: [...]`` on each of the splits.
 For each row: n, the mean best epoch, and for test macro ROC-AUC, test
@@ -34,7 +34,7 @@ from scipy import stats
 from analysis.bootstrap import macro_scores
 from mer_models.files import atomic_write_text
 from mer_models.training.metrics import Metric
-from study.records import (
+from study_folder.records import (
     DRAW_FIELDS,
     DROPPED_KEY,
     DROPPED_STATE,
@@ -105,7 +105,7 @@ class RowResult:
     """One row: its trials (by draw) and what they score together."""
 
     name: str
-    key: str  # study.records.row_key
+    key: str  # study_folder.records.row_key
     config: dict[str, Any]  # the row's config (without seed and resources)
     trials: tuple[Trial, ...]
     test_roc_auc: Summary

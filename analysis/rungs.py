@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.markdown import DASH, escape_markdown, markdown_table
-from study.race import BEST, DROPPED, RUNGS_FILE
+from study_folder.records import BEST, DROPPED, RUNGS_FILE
 
 KEYS = ("rung", "epoch", "row", "n", "mean", "difference_to_best", "p_adjusted", "decision")
 

@@ -44,8 +44,8 @@ from concurrent_training import exit_with, run_concurrently  # noqa: E402
 from mer_models.config import TrainConfig  # noqa: E402
 from mer_models.data.splits import PARTS, DatasetPaths  # noqa: E402
 from mer_models.data.synthetic import PART_SHARES, synthetic_dataset  # noqa: E402
-from study.budgets import BUDGETS  # noqa: E402
-from study.search_space import load_space  # noqa: E402
+from study_folder.budgets import BUDGETS  # noqa: E402
+from study_folder.search_space import load_space  # noqa: E402
 
 REAL_SPLIT_SIZES = {"train": 9949, "validation": 3802, "test": 4231}  # split-0, mood/theme
 PROTOCOL_EPOCHS = 100

@@ -23,7 +23,7 @@ import torch
 from mer_models.config import TrainConfig
 from mer_models.models import build_model
 from mer_models.training.checkpoint import BEST_MODEL_FILE, load_best_model
-from study.records import Trial
+from study_folder.records import Trial
 from tracking.names import TRIAL_TAG
 
 log = logging.getLogger(__name__)

@@ -30,13 +30,10 @@ from ray.tune.search.variant_generator import generate_variants
 from mer_models.config import CUDA_ONLY_FIELDS, TrainConfig
 from mer_models.data.splits import DatasetPaths
 from mer_models.files import atomic_write_text, remove_partials
-from study import records
-from study.budgets import BUDGETS
 from study.checkpoint_store import FOLDER as CHECKPOINTS
 from study.local_cluster import start_local_cluster
 from study.mlflow_writer import StudyTracker
 from study.race import (
-    RUNGS_FILE,
     Course,
     Race,
     RaceRule,
@@ -48,14 +45,6 @@ from study.race import (
 )
 from study.race_scheduler import RaceScheduler, RaceTrialGenerator
 from study.recorder import StudyRecorder
-from study.records import write_groundtruth
-from study.search_space import (
-    MODE,
-    RACE_WITH_OPTUNA,
-    RUNG_SCHEDULERS,
-    SearchSpace,
-    tune_value,
-)
 from study.signals import STOP
 from study.trainable import (
     RECORDED_KEY,
@@ -65,6 +54,16 @@ from study.trainable import (
     storage_fault,
     trial_config,
     trial_key,
+)
+from study_folder import records
+from study_folder.budgets import BUDGETS
+from study_folder.records import RUNGS_FILE, write_groundtruth
+from study_folder.search_space import (
+    MODE,
+    RACE_WITH_OPTUNA,
+    RUNG_SCHEDULERS,
+    SearchSpace,
+    tune_value,
 )
 from tracking.names import SEED_FIELD, SPLIT_FIELD, row_name, searched_fields
 
@@ -306,7 +305,7 @@ def planned_trials(options: StudyOptions) -> list[dict[str, Any]] | None:
 def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     """Run (or resume) the study in its claimed folder; the number of trials Ray ran.
 
-    A resume is rebuilt from the study's records (`study.records`), never from
+    A resume is rebuilt from the study's records (`study_folder.records`), never from
     Ray's saved state: trials that ended stay as recorded, unfinished ones
     continue with their recorded config from their newest loadable checkpoint,
     and trials never begun start. Raises StorageFault when a full or unwritable

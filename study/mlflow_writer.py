@@ -37,8 +37,7 @@ from mlflow.tracking import MlflowClient
 from mer_models.data.splits import DatasetPaths
 from mer_models.data.synthetic import MARKER as SYNTHETIC_MARKER
 from mer_models.training.metrics import DEFAULT_SELECTION
-from study.race import BEST, DROPPED, RUNGS_FILE
-from study.records import DROPPED_KEY
+from study_folder.records import BEST, DROPPED, DROPPED_KEY, RUNGS_FILE
 from tracking.names import (
     BEST_CONFIG_TAG,
     BEST_NAME_TAG,

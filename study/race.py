@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-RUNGS_FILE = "rungs.json"
+from study_folder.records import BEST, DROPPED, KEPT
+
 CONFIDENCE = 0.95
-BEST, KEPT, DROPPED = "best", "kept", "dropped"
 
 
 def score_of(value: Any) -> float:

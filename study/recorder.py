@@ -1,7 +1,7 @@
 """Driver-side Ray Tune callback: trial results to disk and MLflow, and progress.
 
 Every trial Ray knows of gets its folder, `STUDY_DIR/trials/<key>/` (see
-`study.records`), with its config at once. When a trial ends (finished,
+`study_folder.records`), with its config at once. When a trial ends (finished,
 early-stopped, stopped by ASHA, or failed for good), its last checkpoint is
 turned into that folder's results: history, metrics with the end state, the
 best epoch's weights and prediction matrices. Each trial is written as it
@@ -31,7 +31,6 @@ from mer_models.training.checkpoint import (
     save_best_model,
 )
 from mer_models.training.metrics import BEST_VALUE_KEY, DEFAULT_SELECTION
-from study import records
 from study.checkpoint_store import CheckpointStore
 from study.console import TABLE_SECONDS, StudyConsole
 from study.mlflow_writer import PENDING, StudyTracker
@@ -47,6 +46,7 @@ from study.trainable import (
     trial_config,
     trial_key,
 )
+from study_folder import records
 from tracking.names import (
     ARCHITECTURE_FIELDS,
     ROW_TAG,

@@ -27,7 +27,7 @@ from analysis.rows import RowTable, row_results
 from mer_models.config import TrainConfig, applicable_fields
 from study.best_model import log_best_model
 from study.mlflow_writer import StudyTracker
-from study.records import Study, Trial, finished_trials, finite_number
+from study_folder.records import Study, Trial, finished_trials, finite_number
 from tracking.names import BEST_MODEL_TAG, format_value, fusion_metric
 
 log = logging.getLogger(__name__)

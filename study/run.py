@@ -26,7 +26,6 @@ if __package__ in (None, ""):  # run as a script: import the project, not this f
 from mer_models.data.arguments import add_data_arguments, dataset_paths  # noqa: E402
 from mer_models.data.check import check_dataset  # noqa: E402
 from mer_models.data.splits import DataError, DatasetPaths  # noqa: E402
-from study.budgets import BUDGETS  # noqa: E402
 from study.claim import (  # noqa: E402
     BadName,
     StudyClaimed,
@@ -36,21 +35,22 @@ from study.claim import (  # noqa: E402
     new_study_id,
 )
 from study.places import PlaceError, Storage, is_cloud  # noqa: E402
-from study.records import (  # noqa: E402
+from study.signals import STOP  # noqa: E402
+from study_folder.budgets import BUDGETS  # noqa: E402
+from study_folder.records import (  # noqa: E402
     STUDY_FILE,
     RecordError,
     StudyRecord,
     read_study,
     write_study,
 )
-from study.search_space import (  # noqa: E402
+from study_folder.search_space import (  # noqa: E402
     SearchSpace,
     SpaceError,
     find_space,
     load_space,
     space_from_text,
 )
-from study.signals import STOP  # noqa: E402
 from tracking.store import TrackingStore  # noqa: E402
 from tracking.ui import comparison_url  # noqa: E402
 
@@ -545,8 +545,8 @@ def _first_line(error: BaseException) -> str:
 
 def show_table(options, tracker) -> tuple:
     """The summary table so far and where everything is; (the study or None, its trials)."""
-    from study.records import load_study
     from study.summary import format_table
+    from study_folder.records import load_study
 
     try:
         study = load_study(options.study_dir, require_results=False)
@@ -675,8 +675,8 @@ def record_end(options, tracker, table: str, conclusion) -> int:
     """The fusion run, the report, the result and the best model into MLflow, through the
     tracker's queue, then the parent run FINISHED: within the end timeout, else one
     paragraph and the resume that logs what the store lacks."""
-    from study.records import load_study
     from study.result import queue_end, result_lines
+    from study_folder.records import load_study
 
     study = load_study(options.study_dir)
     record = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from mer_models.config import architecture
 from mer_models.models.registry import ARCHITECTURE_COLUMNS
-from study.records import DROPPED_STATE, Study, ranked_trials
+from study_folder.records import DROPPED_STATE, Study, ranked_trials
 from tracking.names import ARCHITECTURE_FIELDS, format_value
 
 COLUMNS = (

@@ -3,7 +3,7 @@
 Ray Tune hands the trial a flat config dict: sampled parameters, and under
 `row` one entry of the space's explicit `configs` list; a resumed study's
 trials carry their recorded key and config under `recorded` instead (see
-`study.records`). Every epoch is reported to Ray (schedulers read the
+`study_folder.records`). Every epoch is reported to Ray (schedulers read the
 validation metric) and its checkpoint kept in the study's checkpoint store
 (`study.checkpoint_store`), from which a crashed, moved or resumed trial continues.
 The trial works in a node-local temporary folder, so nothing it writes on the
@@ -48,8 +48,8 @@ from mer_models.data.splits import DatasetPaths
 from mer_models.training.step import GraphCaptureFailed
 from mer_models.training.trainer import train
 from study.checkpoint_store import CheckpointStore
-from study.records import RESOURCE_FIELDS
-from study.search_space import METRIC
+from study_folder.records import RESOURCE_FIELDS
+from study_folder.search_space import METRIC
 
 ROW_KEY = "row"  # the param-space key of the explicit configuration list
 RECORDED_KEY = "recorded"  # a resumed trial: {"key": its key, "config": its recorded config}

@@ -149,7 +149,7 @@ def trial_run_name(config: Mapping[str, Any], searched: Iterable[str]) -> str:
     return " ".join(parts)[:MAX_RUN_NAME]
 
 
-# The config fields that make a trial one draw of its row (`study.records.DRAW_FIELDS`).
+# The config fields that make a trial one draw of its row (`study_folder.records.DRAW_FIELDS`).
 SEED_FIELD = "seed"
 SPLIT_FIELD = "split"
 

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class StudyFolder(Protocol):
-    """What is read of a study folder (`study.records.Study` is one): tracking imports no study."""
+    """What is read of a study folder (`study_folder.records.Study` is one): tracking imports no study."""
 
     name: str
     dir: Path

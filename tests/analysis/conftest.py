@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 from analysis.__main__ import main
 from mer_models.data import DatasetPaths
 from mer_models.data.splits import load_split
-from study.records import GROUNDTRUTH_FILES, TAGS_FILE, write_groundtruth
+from study_folder.records import GROUNDTRUTH_FILES, TAGS_FILE, write_groundtruth
 from tests.conftest import write_dataset
 
 TRACKING_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")

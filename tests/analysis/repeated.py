@@ -18,8 +18,8 @@ import numpy as np
 from mer_models.config import TrainConfig
 from mer_models.data import DatasetPaths
 from mer_models.training.metrics import tagging_metrics
-from study.budgets import BUDGETS
-from study.records import read_labels, write_groundtruth
+from study_folder.budgets import BUDGETS
+from study_folder.records import read_labels, write_groundtruth
 from tests.analysis.conftest import member_scores
 from tracking.names import trial_run_name
 

@@ -10,9 +10,9 @@ import yaml
 from analysis.confirm import CONFIRM_FILE, write_confirm
 from analysis.rows import row_results
 from mer_models.config import TrainConfig
-from study.budgets import BUDGETS
-from study.records import DRAW_FIELDS, RESOURCE_FIELDS, load_study, row_of
-from study.search_space import load_space
+from study_folder.budgets import BUDGETS
+from study_folder.records import DRAW_FIELDS, RESOURCE_FIELDS, load_study, row_of
+from study_folder.search_space import load_space
 from tests.analysis.repeated import repeated_study
 
 SEARCHED = ("cbam", "cell", "units")

@@ -20,7 +20,7 @@ from analysis.effects import (
     write_effects,
 )
 from analysis.rows import row_results
-from study.records import load_study
+from study_folder.records import load_study
 from tests.analysis.repeated import repeated_study
 
 SEARCHED = ("cell", "units")

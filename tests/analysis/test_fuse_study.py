@@ -16,7 +16,7 @@ from analysis.evaluate import evaluate
 from analysis.fuse_study import fuse_study
 from mer_models.data.splits import DatasetPaths, load_split
 from mer_models.training.thresholds import read_thresholds, tune_thresholds
-from study.records import GROUNDTRUTH_FILES
+from study_folder.records import GROUNDTRUTH_FILES
 from tests.analysis.conftest import copy_study, member_scores, read_json, run_main
 
 RESAMPLES = "200"  # enough for the checks, quick on two cores

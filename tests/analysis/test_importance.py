@@ -32,7 +32,7 @@ from analysis.importance import (
     write_importance,
 )
 from mer_models.config import TrainConfig
-from study.records import StudyRecord, write_study
+from study_folder.records import StudyRecord, write_study
 from tests.analysis.conftest import run_main
 
 TRIALS = 40

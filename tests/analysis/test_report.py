@@ -16,7 +16,7 @@ from analysis.effects import EFFECTS_FILE
 from analysis.plots import ASHA_LABEL, curve_from_history, validation_curves_figure
 from analysis.report import CURVES_FILE, PER_TAG_FILE, REPORT_FILE
 from analysis.rows import ROWS_FILE
-from study.records import load_study
+from study_folder.records import load_study
 from tests.analysis.conftest import copy_study, read_json, run_main
 from tracking.names import FINAL_METRICS, row_metric
 

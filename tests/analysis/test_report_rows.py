@@ -29,7 +29,7 @@ from analysis.plots import (
 )
 from analysis.report import FOREST_FILE, REPORT_FILE, ROW_CURVES_FILE, write_report
 from analysis.rows import ROWS_FILE
-from study.search_space import load_space
+from study_folder.search_space import load_space
 from tests.analysis.repeated import repeated_study
 from tracking.names import effect_metric, row_metric
 
@@ -270,7 +270,7 @@ def test_confirm_proposes_more_draws_only_where_effects_were_undecided(tmp_path,
     from analysis.confirm import CONFIRM_REPEATS, confirm_plan
     from analysis.effects import factor_effects
     from analysis.rows import row_results
-    from study.records import load_study
+    from study_folder.records import load_study
 
     def plan(rows, seeds, name):
         folder = repeated_study(tmp_path / name, labelled_dataset, rows, seeds, SEARCHED)

@@ -11,7 +11,7 @@ from scipy import stats
 
 from analysis.rows import ROWS_FILE, row_results, summarise, write_rows
 from mer_models.training.metrics import tagging_metrics
-from study.records import load_study, read_labels
+from study_folder.records import load_study, read_labels
 from tests.analysis.repeated import repeated_study
 
 SEARCHED = ("cbam", "cell")

@@ -10,7 +10,7 @@ import pytest
 from analysis.effects import factor_effects
 from analysis.rows import row_results
 from mer_models.training.metrics import tagging_metrics
-from study.records import load_study
+from study_folder.records import load_study
 from tests.analysis.repeated import repeated_study
 from tests.conftest import write_swapped_split
 

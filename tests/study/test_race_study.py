@@ -8,7 +8,7 @@ The study is run with two trials at a time (fewer than its six: the trial
 generator must not count the trials paused at the rung, or the rung would
 wait forever), and killed (SIGKILL to its whole session) while trials wait
 at the rung, then resumed: both must write the same rungs.json decisions
-and rows.json values. One trial at a time is `benchmarks/study.py --space
+and rows.json values. One trial at a time is `benchmarks/study_schedulers.py --space
 race`'s `decisions_identical`.
 """
 

@@ -11,8 +11,8 @@ import pytest
 
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
-from study import records
 from study.driver import not_begun
+from study_folder import records
 
 # Where no trial reads: the options only plan trials.
 DATA = DatasetPaths("metadata", "melspecs")
@@ -96,7 +96,7 @@ def test_not_begun_counts_repeated_configs_and_ignores_resources(tmp_path):
 
 def test_a_random_space_draws_the_same_trials_for_the_same_search_seed(tmp_path):
     from study.driver import StudyOptions, planned_trials
-    from study.search_space import space_from_text
+    from study_folder.search_space import space_from_text
 
     def planned(seed: int) -> list[dict]:
         text = (
@@ -114,7 +114,7 @@ def test_a_random_space_draws_the_same_trials_for_the_same_search_seed(tmp_path)
 
 
 def test_trials_that_differ_only_in_seed_and_resources_are_one_row():
-    from study.records import row_key, row_of
+    from study_folder.records import row_key, row_of
 
     base = TrainConfig(cell="lstm").to_dict()
     again = TrainConfig(cell="lstm", seed=3, threads=4, workers=2).to_dict()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from study.records import (
+from study_folder.records import (
     check_finished,
     finished_trials,
     load_study,

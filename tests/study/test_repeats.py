@@ -13,15 +13,21 @@ import yaml
 
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
-from study import records
 from study.console import table_lines
 from study.driver import StudyOptions, check_records, not_begun, planned_trials
 from study.mlflow_writer import StudyTracker
 from study.recorder import StudyRecorder
-from study.records import load_study, row_key
-from study.search_space import MAX_TRIALS, SpaceError, load_space, parse_space, space_from_text
 from study.summary import columns, table_rows
 from study.trainable import ROW_KEY
+from study_folder import records
+from study_folder.records import load_study, row_key
+from study_folder.search_space import (
+    MAX_TRIALS,
+    SpaceError,
+    load_space,
+    parse_space,
+    space_from_text,
+)
 from tests.study.test_summary import GRU, LSTM, finished, write_study
 from tracking.names import ROW_TAG, SEED_TAG, repeated_run_name, row_name, trial_run_name
 from tracking.ui import SHARED_VIEW_TAG, VIEW_KEY

@@ -195,7 +195,7 @@ def test_bad_places_are_refused_in_seconds_with_nothing_created(tiny_dataset, tm
 
 def test_a_recorded_trial_the_space_does_not_plan_is_refused_naming_both(tmp_path):
     from study.driver import StudyOptions, planned_trials
-    from study.search_space import load_space
+    from study_folder.search_space import load_space
 
     study = recorded_study(tmp_path)
     space = load_space("smoke")

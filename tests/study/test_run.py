@@ -11,7 +11,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from mer_models.data.splits import DatasetPaths
 from study.driver import StudyOptions, check_trial_configs, make_scheduler
 from study.run import LIBRARY_LOGGERS, configure_console, parse_args, with_scheduler
-from study.search_space import load_space
+from study_folder.search_space import load_space
 
 
 def options_for(space) -> StudyOptions:
@@ -83,11 +83,14 @@ def test_no_cuda_graphs_turns_the_graph_off_for_every_trial(options_of_run):
     """The flag is a fixed value over the study's space, so every trial's config has it."""
     from study.driver import param_space
 
-    with_graphs = param_space(options_of_run())
-    without = param_space(options_of_run("--no-cuda-graphs"))
+    with_graphs = param_space(options_of_run("--gpus-per-trial", "0.5"))
+    without = param_space(options_of_run("--gpus-per-trial", "0.5", "--no-cuda-graphs"))
     assert "cuda_graphs" not in with_graphs  # the config's default: on
     assert without["cuda_graphs"] is False
     assert set(without) == {*with_graphs, "cuda_graphs"}
+    # On a CPU the CUDA-only switches are recorded as they act: off.
+    on_cpu = param_space(options_of_run())
+    assert [on_cpu[name] for name in ("bf16", "channels_last", "cuda_graphs")] == [False] * 3
 
 
 def test_a_resume_may_turn_the_graph_off_for_the_trials_it_continues(options_of_run):
@@ -95,8 +98,8 @@ def test_a_resume_may_turn_the_graph_off_for_the_trials_it_continues(options_of_
     eagerly: cuda_graphs follows the run, like threads and workers, not the record."""
     from mer_models.config import TrainConfig
     from study.driver import _explicit_space
-    from study.records import identity
     from study.trainable import RECORDED_KEY, trial_config
+    from study_folder.records import identity
 
     recorded = {"key": "k1", "config": TrainConfig(cuda_graphs=True).to_dict()}
     space = _explicit_space(options_of_run("--no-cuda-graphs"), [recorded])
@@ -112,7 +115,7 @@ def test_a_space_is_checked_without_importing_ray():
     import sys
 
     code = (
-        "import sys, study.run; from study.search_space import load_space; "
+        "import sys, study.run; from study_folder.search_space import load_space; "
         "load_space('smoke'); load_space('wide'); print('ray' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-import study.search_space
+import study_folder.search_space
 from mer_models.config import TrainConfig
-from study.search_space import (
+from study_folder.search_space import (
     DISTRIBUTIONS,
     SEARCH_SPACES,
     SpaceError,
@@ -199,7 +199,7 @@ def test_randint_includes_both_bounds():
 
 @pytest.mark.parametrize("kind", DISTRIBUTIONS)
 def test_every_distribution_is_documented(kind):
-    assert f"{{{kind}: [" in study.search_space.__doc__
+    assert f"{{{kind}: [" in study_folder.search_space.__doc__
     assert f"`{kind}`" in (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
-from study import records
 from study.driver import StudyOptions, planned_trials
-from study.search_space import SpaceError, space_from_text
+from study_folder import records
+from study_folder.search_space import SpaceError, space_from_text
 from tests.study.processes import environment, study_command
 from tracking.names import SPLIT_TAG, repeated_run_name, varied_draws
 

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from study.records import load_study
 from study.summary import COLUMNS, columns, format_table, table_rows
+from study_folder.records import load_study
 
 
 def write_study(folder, trials: dict[str, dict], searched: list[str] | None = None) -> None:

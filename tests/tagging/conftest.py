@@ -15,7 +15,7 @@ from mer_models.data.scaling import BandStats
 from mer_models.data.windows import PAD_DB
 from mer_models.models import build_model
 from mer_models.training.trainer import train
-from study.records import write_groundtruth
+from study_folder.records import write_groundtruth
 from tests.audio.conftest import chirp_and_tones, write_audio
 
 TINY = TrainConfig(width=8, units=16, window=128, batch_size=16, max_epochs=2, workers=0, threads=1)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mer_models.audio.frontend import melspec_file
-from mer_models.tagging.command import main
 from mer_models.training.thresholds import read_thresholds
+from tagging.command import main
 from tests.tagging.conftest import expected_probabilities
 
 pytestmark = pytest.mark.slow

@@ -14,9 +14,9 @@ import torch
 from mer_models.config import TrainConfig
 from mer_models.data.scaling import BandStats
 from mer_models.models import build_model
-from mer_models.tagging.export import Probabilities, export_model, main
-from mer_models.tagging.tagger import ModelSourceError, Tagger, TrainedModel, load_tagger
 from mer_models.training.thresholds import read_thresholds
+from tagging.export import Probabilities, export_model, main
+from tagging.tagger import ModelSourceError, Tagger, TrainedModel, load_tagger
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 1e-6  # absolute, on probabilities; the runs here agree exactly

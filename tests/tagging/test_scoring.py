@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from mer_models.audio.frontend import melspec_file
-from mer_models.tagging.scoring import model_probabilities, window_starts
-from mer_models.tagging.tagger import load_trained_model
+from tagging.scoring import model_probabilities, window_starts
+from tagging.tagger import load_trained_model
 from tests.tagging.conftest import expected_probabilities
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from mer_models.data.splits import load_split
-from mer_models.tagging.tagger import ModelSourceError, load_tagger
 from mer_models.training.thresholds import read_thresholds, tune_thresholds
+from tagging.tagger import ModelSourceError, load_tagger
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mer_models.config import TrainConfig, applicable_fields
-from study.search_space import load_space
+from study_folder.search_space import load_space
 from tracking.names import (
     EPOCH_METRICS,
     FINAL_METRICS,

@@ -1,4 +1,4 @@
-"""benchmarks/study.py's drawn space and its slot accounting, without running a study."""
+"""benchmarks/study_schedulers.py's drawn space and its slot accounting, without running a study."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from study.search_space import find_space, load_space
+from study_folder.search_space import find_space, load_space
 from tests.benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    return load_benchmark("study")
+    return load_benchmark("study_schedulers")
 
 
 def test_wide24_is_24_seeded_draws_from_wide_yaml_as_explicit_configs(benchmark, tmp_path):

@@ -35,7 +35,7 @@ from mer_models.audio.frontend import FRAME_SIZE, HOP_SIZE, N_BANDS, SAMPLE_RATE
 from mer_models.data.augment import BatchPreprocess
 from mer_models.data.windows import PAD_DB
 from mer_models.files import PARTIAL, umask_mode
-from mer_models.tagging.tagger import ModelSourceError, Tagger, TrainedModel, load_tagger
+from tagging.tagger import ModelSourceError, Tagger, TrainedModel, load_tagger
 
 METADATA = "metadata.json"
 _MAX_BATCH = 1 << 16
@@ -119,3 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{out}: {tagger.description}, {len(tagger.tags)} tags")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,7 +15,7 @@
     scheduler: {type: race, grace_period: 2, reduction_factor: 3, alpha: 0.05}
                            # race: rows raced over their draws at synchronous rungs (study.race)
     metric: {name: val_roc_auc, mode: max}   # or val_pr_auc: trials, epochs, models by it
-    budget: quick          # quick | paper (see study.budgets)
+    budget: quick          # quick | paper (see study_folder.budgets)
     search_seed: 0         # seeds the random and optuna searchers: the same space, the same draws
     repeats: 1             # every configuration (row) with seeds 0..N-1 (grid and random)
     splits: [0, 1, 2, 3, 4]   # every trial on each of the dataset's official splits
@@ -38,7 +38,7 @@ import yaml
 
 from mer_models.config import FIELD_NAMES, TrainConfig
 from mer_models.training.metrics import BY_EPOCH_NAME, DEFAULT_SELECTION
-from study.budgets import BUDGETS
+from study_folder.budgets import BUDGETS
 
 SEARCH_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 METRIC = DEFAULT_SELECTION  # validation macro ROC-AUC, the paper's model selection

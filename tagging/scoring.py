@@ -16,7 +16,7 @@ import torch
 
 from mer_models.data.augment import BatchPreprocess
 from mer_models.data.windows import centred_starts, read_window
-from mer_models.tagging.tagger import Tagger, TrainedModel
+from tagging.tagger import Tagger, TrainedModel
 
 
 def window_starts(n_frames: int, window: int, crops: int | None = None) -> np.ndarray:

@@ -63,6 +63,9 @@ TAGS_FILE = "tags.txt"
 DROPPED_STATE, DROPPED_KEY = "race_dropped", "dropped_at_rung"
 # End states of a trial that trained to a best epoch (stopped ones included): fusable models.
 FINISHED_STATES = ("finished", "early_stopped", "asha_stopped", DROPPED_STATE)
+# A race's rungs (study.race decides them): every decided rung's rows and their decisions.
+RUNGS_FILE = "rungs.json"
+BEST, KEPT, DROPPED = "best", "kept", "dropped"
 # What a reader needs of study.json (a resume needs all of StudyRecord).
 STUDY_KEYS = ("name", "space", "data")
 # MLflow coordinates: absent or null in a study run without tracking (or, for the study id,

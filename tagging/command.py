@@ -26,8 +26,8 @@ import torch
 
 from mer_models.audio.frontend import AudioError, melspec_file
 from mer_models.data.splits import SUBSETS, DataError, DatasetPaths
-from mer_models.tagging.scoring import tag_probabilities
-from mer_models.tagging.tagger import ModelSourceError, Tagger, load_tagger
+from tagging.scoring import tag_probabilities
+from tagging.tagger import ModelSourceError, Tagger, load_tagger
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,7 +48,7 @@ races' rungs.json decisions), `rows_identical` (their rows.json) and
 `full_budget_rows_as_fifo` (every row the race kept to the end has FIFO's
 means and intervals, to the last digit).
 
-    python benchmarks/study.py [--space table1.yaml|wide24|race] [--configs 24]
+    python benchmarks/study_schedulers.py [--space table1.yaml|wide24|race] [--configs 24]
                                [--concurrency-epochs 3]
 
 The last line printed is a JSON object of the figures.
@@ -74,8 +74,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mer_models.models.registry import ARCHITECTURE_FIELDS as ARCHITECTURE  # noqa: E402
-from study.records import load_study, ranked_trials, row_key  # noqa: E402
-from study.search_space import find_space, load_space, tune_value  # noqa: E402
+from study_folder.records import load_study, ranked_trials, row_key  # noqa: E402
+from study_folder.search_space import find_space, load_space, tune_value  # noqa: E402
 
 GENERATED = {"wide24": "wide.yaml", "race": "wide.yaml"}  # drawn here: the space drawn from
 RACE = {"type": "race", "grace_period": 2, "reduction_factor": 2, "alpha": 0.05}
@@ -132,7 +132,7 @@ def warm_caches(space_file: Path) -> None:
     from mer_models.data.scaling import band_stats
     from mer_models.data.synthetic import synthetic_dataset
     from mer_models.training.trainer import split_tables
-    from study.budgets import BUDGETS
+    from study_folder.budgets import BUDGETS
 
     space = yaml.safe_load(space_file.read_text())
     fixed = {**BUDGETS[space.get("budget", "quick")], **(space.get("parameters") or {})}

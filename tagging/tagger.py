@@ -35,7 +35,7 @@ from mer_models.training.checkpoint import (
     load_best_model,
 )
 from mer_models.training.thresholds import THRESHOLDS_FILE, read_thresholds, tune_thresholds
-from study.records import (
+from study_folder.records import (
     GROUNDTRUTH_FILES,
     finished_trials,
     load_study,
