@@ -1,4 +1,4 @@
-"""The README's "After a study" commands, run as written on a study just made."""
+"""The "After a study" commands (README.md or docs/), run as written on a study just made."""
 
 from __future__ import annotations
 
@@ -14,19 +14,35 @@ import pytest
 
 from analysis.evaluate import evaluate_files
 from mer_models.data.splits import load_split
-from study.records import GROUNDTRUTH_FILES, TAGS_FILE, load_study
+from study_folder.records import GROUNDTRUTH_FILES, TAGS_FILE, load_study
 from tests.analysis.conftest import copy_study
 
 REPO = Path(__file__).resolve().parents[1]
+HEADING = "\n## After a study\n"
+
+
+def after_a_study_section() -> str:
+    """The one "After a study" section of README.md and docs/*.md, wherever it lives."""
+    found = [
+        path
+        for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+        if HEADING in "\n" + path.read_text()
+    ]
+    assert len(found) == 1, f"one '## After a study' section expected, found in {found}"
+    text = "\n" + found[0].read_text()
+    return text.split(HEADING, 1)[1].split("\n## ", 1)[0]
 
 
 def after_a_study_commands() -> list[str]:
-    """The commands of the README's "After a study" bash block, continuation lines joined."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("\n## After a study\n", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1)
+    """The commands of the "After a study" bash block, continuation lines joined."""
+    block = re.search(r"```bash\n(.*?)```", after_a_study_section(), re.DOTALL).group(1)
     joined = block.replace("\\\n", " ")
     return [line.split("  #")[0].strip() for line in joined.splitlines() if line.strip()]
+
+
+def test_the_after_a_study_commands_are_found():
+    commands = after_a_study_commands()
+    assert len(commands) == 5 and all(c.startswith("python -m analysis ") for c in commands)
 
 
 @pytest.mark.slow
