@@ -4,7 +4,7 @@ A researcher opens a report to learn which configuration is best and
 whether its factors (attention, cell, size ...) matter. The numbers are in
 Rows and Effects; here they are said: the best row with its interval, each
 factor's comparisons as a detectable difference or none (its mean paired
-difference, interval and Holm-adjusted p), and the limits of the design
+difference, interval and Benjamini-Hochberg adjusted p), and the limits of the design
 that a reader would otherwise miss (one seed per row, ASHA's unequal
 budgets, a budget that stopped learning before it levelled off).
 """
@@ -130,7 +130,10 @@ def _factor_lines(effects: Effects, table: RowTable) -> list[str]:
     by_factor: dict[str, list[Effect]] = {}
     for effect in shown:
         by_factor.setdefault(effect.factor, []).append(effect)
-    lines = ["On test ROC-AUC (paired by draw; p Holm-adjusted over every effect tested):", ""]
+    lines = [
+        "On test ROC-AUC (paired by draw; p adjusted over every effect tested, Benjamini-Hochberg):",
+        "",
+    ]
     for factor, found in by_factor.items():
         detected = [e for e in found if e.p_adjusted is not None and e.p_adjusted <= ALPHA]
         verdict = (

@@ -519,7 +519,7 @@ def _start_ray(options: StudyOptions) -> None:
             "warning: the cluster has %d nodes but --storage is the default %s, a folder "
             "on this machine only: a trial moved to another node cannot find its "
             "checkpoints. Give --storage a folder every node mounts, or a cloud URI "
-            "(README: On a multi-GPU Ray cluster).",
+            "(docs/cluster.md).",
             nodes,
             options.storage,
         )

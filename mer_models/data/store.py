@@ -2,9 +2,9 @@
 
 A melspec file is (96, T) float32, so a 500-frame window touches one page
 per band row; in the store each track is (T, 96) float16, so the same
-window is one contiguous 96 KB read, and the data halves (the mood/theme
-subset's 68 GB become ~11 GB for the split's tracks, small enough for a
-GPU node's page cache). A store folder holds:
+window is one contiguous 96 KB read, and the data halves (split-0's
+mood/theme tracks, about 68-80 GB of float32 melspecs, become a 34-40 GB
+store, which a large GPU node's page cache can hold). A store folder holds:
 
 - ``windows.f16``: the tracks one after another, float16 (frames, bands);
 - ``index.npy``: per track (in manifest order) its first frame, frame count
