@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -69,7 +68,7 @@ from study_folder.records import (
     load_study,
 )
 from study_folder.search_space import RUNG_SCHEDULERS, SearchSpace, distribution_of, space_from_text
-from tracking.study_run import find_study_run
+from tracking.study_run import log_to_study_run
 
 log = logging.getLogger(__name__)
 
@@ -558,25 +557,9 @@ def log_importance(study_dir: str | Path, result: ImportanceResult, files: Seque
     """Log `files` and `mlflow_metrics` to the study's parent MLflow run; False (a warning
     logged) when there is no run or the store fails: the files on disk are the results."""
     study = load_study(study_dir, require_results=False)
-    study_run = find_study_run(study)
-    if study_run is None:
-        return False
-    from mlflow.entities import Metric as MlflowMetric
-    from mlflow.exceptions import MlflowException
-
-    now = int(time.time() * 1000)
-    entries = [MlflowMetric(key, value, now, 0) for key, value in mlflow_metrics(result).items()]
-    try:
-        for path in files:
-            study_run.client.log_artifact(study_run.parent_run_id, str(path), MLFLOW_ARTIFACT_PATH)
-        if entries:
-            study_run.client.log_batch(study_run.parent_run_id, metrics=entries)
-    except (MlflowException, OSError) as error:
-        log.warning(
-            "importance written but not logged to MLflow run %s: %s", study_run.parent_run_id, error
-        )
-        return False
-    return True
+    return log_to_study_run(
+        study, files, mlflow_metrics(result), MLFLOW_ARTIFACT_PATH, "importance"
+    )
 
 
 # Plots --------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +73,7 @@ from study_folder.records import (
     ranked_trials,
     read_labels,
 )
-from tracking.study_run import find_study_run
+from tracking.study_run import log_to_study_run
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,6 @@ ROW_CURVES_FILE = "validation_curves_rows.png"  # with repeated seeds: a row's m
 FOREST_FILE = "forest.png"  # with repeated seeds: rows' and effects' intervals
 REPORT_FILES = (REPORT_FILE, CURVES_FILE, PER_TAG_FILE, ROW_CURVES_FILE, FOREST_FILE)
 MLFLOW_ARTIFACT_PATH = "report"
-MLFLOW_BATCH = 1000  # metrics per log_batch call: MLflow's limit
 
 
 @dataclass(frozen=True)
@@ -700,33 +698,9 @@ def write_report(
     if importance is not None:
         tables += (write_importance(importance, study.dir),)
     metrics = parent_metrics(rows, effects) | importance_metrics(importance)
-    logged = _log_to_parent_run(study, files + tables, metrics) if track else False
+    logged = (
+        log_to_study_run(study, files + tables, metrics, MLFLOW_ARTIFACT_PATH, "report")
+        if track
+        else False
+    )
     return Report(out, files, logged, rows, effects, tables, metrics)
-
-
-def _log_to_parent_run(
-    study: Study, files: tuple[Path, ...], metrics: dict[str, float] | None = None
-) -> bool:
-    """Log the report files (and the comparison's metrics, named by row and factor) to the
-    study's parent run; a warning (False) if that cannot be done."""
-    study_run = find_study_run(study)
-    if study_run is None:
-        return False
-    from mlflow.entities import Metric as MlflowMetric
-    from mlflow.exceptions import MlflowException
-
-    try:
-        for path in files:
-            study_run.client.log_artifact(study_run.parent_run_id, str(path), MLFLOW_ARTIFACT_PATH)
-        now = int(time.time() * 1000)
-        entries = [MlflowMetric(key, value, now, 0) for key, value in (metrics or {}).items()]
-        for start in range(0, len(entries), MLFLOW_BATCH):
-            study_run.client.log_batch(
-                study_run.parent_run_id, metrics=entries[start : start + MLFLOW_BATCH]
-            )
-    except (MlflowException, OSError) as error:
-        log.warning(
-            "report written but not logged to MLflow run %s: %s", study_run.parent_run_id, error
-        )
-        return False
-    return True

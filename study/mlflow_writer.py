@@ -10,7 +10,7 @@ tags follow `tracking` (shared with the analysis package).
 
 A store that is locked or down does not stop the study: the driver's writes
 wait in order in memory, are retried with backoff, and are sent once it is
-back (see `StudyTracker`); the study's own records on disk stay complete
+back (`tracking.writer`); the study's own records on disk stay complete
 either way, and a resume logs what never reached MLflow.
 """
 
@@ -18,20 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import sqlite3
 import tempfile
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
 from mlflow.entities import DatasetInput, Metric, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mer_models.data.splits import DatasetPaths
@@ -57,6 +50,7 @@ from tracking.names import (
 from tracking.runs import (
     create_nested_run,
     dataset_input,
+    log_metrics,
     named_study_filter,
     params,
     study_experiment,
@@ -65,22 +59,12 @@ from tracking.runs import (
     trial_run_filter,
 )
 from tracking.store import TrackingStore
+from tracking.writer import OrderedWriter, SkippedWrite, reason_of
 
 log = logging.getLogger(__name__)
 
 RESULT_ARTIFACTS = "study"  # the parent run's folder of the space YAML and the summary table
 PENDING = "pending-trial:"  # what `trial_run` returns before the trial's run is found or made
-WRITER = "mlflow-writer"  # the name of the thread that sends the queued writes
-FIRST_RETRY_S, LAST_RETRY_S = 1.0, 30.0  # the backoff between attempts at a waiting write
-_TRANSIENT_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
-_NETWORK_ERRORS = (
-    ConnectionError,
-    TimeoutError,
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    requests.exceptions.RetryError,
-    requests.exceptions.ChunkedEncodingError,
-)
 
 
 def study_dataset(data: DatasetPaths, tracks: dict[str, int], tags: int) -> DatasetInput:
@@ -146,18 +130,8 @@ class StudyTracker:
         self._new_writer()
 
     def _new_writer(self) -> None:
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._queue: deque[_Write] = deque()
-        self._writer: threading.Thread | None = None
+        self._writer = OrderedWriter(self.tracking_uri, self.drain_timeout_s)
         self._requested: set[str] = set()  # trials whose run is queued to be found or made
-        self._failure: Exception | None = None  # a write that failed for good, raised next
-        self._retry_now = False
-        self._unreachable = False
-        self._sent_since = 0  # writes sent since the store became unreachable
-        self._end_deadline: float | None = None
-        self._told_unsent = False
-        self._no_run: set[str] = set()  # trials told to have no run
 
     def __getstate__(self) -> dict[str, Any]:
         keep = (
@@ -306,17 +280,12 @@ class StudyTracker:
         """A write of the study's end (a fusion run, the report, the best model): called as
         ``write(*args, again=...)`` by the writer, in order after the writes queued before,
         retried while the store is unreachable; it must be safe to run twice."""
-        self._submit(what, write, *args, end=True)
+        self._writer.submit(what, write, *args, end=True)
 
     def drop_end_writes(self) -> int:
         """Forget the end's writes not yet begun (a stop signal: `--resume` does them, each
         once); how many were dropped."""
-        with self._lock:
-            first = list(self._queue)[:1] if self._writer is not None else []
-            kept = [w for w in list(self._queue)[len(first) :] if not w.end]
-            dropped = len(self._queue) - len(first) - len(kept)
-            self._queue = deque([*first, *kept])
-        return dropped
+        return self._writer.drop_end_writes()
 
     def close_open_runs(self, status: str) -> bool:
         """End every run of the study still RUNNING (KILLED on an interruption, else FAILED),
@@ -324,7 +293,7 @@ class StudyTracker:
         if self.experiment_id is None:
             return True
         self._submit("closing the open runs", self._close_open_runs, status)
-        return self._drain_at_end()
+        return self._writer.drain_at_end()
 
     def finish_study(self, status: str = "FINISHED") -> bool:
         """End the parent run, after the writes queued before, and wait for them all: up to
@@ -332,45 +301,21 @@ class StudyTracker:
         when everything was sent."""
         if self.parent_run_id is not None:
             self._submit("the end of the study's run", self._terminate, self.parent_run_id, status)
-        return self._drain_at_end()
+        return self._writer.drain_at_end()
 
     def end_within(self, seconds: float) -> None:
         """Wait at most `seconds` from now for the writes of the study's end (a stop signal
         leaves no time for a slow store)."""
-        deadline = time.monotonic() + seconds
-        if self._end_deadline is None or deadline < self._end_deadline:
-            self._end_deadline = deadline
+        self._writer.end_within(seconds)
 
     def drain(self, timeout_s: float) -> bool:
-        """Wait up to `timeout_s` for the queued writes, retrying a waiting one at once.
-
-        True when all were sent. Else False, and a warning (once) that says how
-        many were not and that a resume of the study logs what MLflow lacks.
-        A write that failed for good is raised here.
-        """
-        deadline = time.monotonic() + timeout_s
-        with self._lock:
-            self._retry_now = True
-            self._changed.notify_all()
-            while self._queue and (left := deadline - time.monotonic()) > 0:
-                self._changed.wait(left)
-            unsent = len(self._queue)
-        self._raise_failure()
-        if unsent and not self._told_unsent:
-            self._told_unsent = True
-            log.warning(
-                "MLflow store %s: %d write(s) not sent; the study's records on disk are "
-                "complete, and resuming the study (--resume) logs what MLflow lacks",
-                self.tracking_uri,
-                unsent,
-            )
-        return not unsent
+        """Wait up to `timeout_s` for the queued writes (`OrderedWriter.drain`)."""
+        return self._writer.drain(timeout_s)
 
     @property
     def pending(self) -> int:
         """Writes queued and not yet sent."""
-        with self._lock:
-            return len(self._queue)
+        return self._writer.pending
 
     # Queued: the study's end -------------------------------------------------
 
@@ -421,91 +366,11 @@ class StudyTracker:
                 (Path(folder) / name).write_text(text)
             self.client.log_artifacts(self.parent_run_id, folder, RESULT_ARTIFACTS)
 
-    # The queue and its writer ----------------------------------------------
-
     def _submit(self, what: str, write: Callable[..., None], *args: Any, end: bool = False) -> None:
-        self._raise_failure()
-        with self._lock:
-            self._queue.append(_Write(what, write, args, end=end))
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_all, name=WRITER, daemon=True)
-                _quiet_store_errors()
-                self._writer.start()
+        self._writer.submit(what, write, *args, end=end)
 
     def _raise_failure(self) -> None:
-        with self._lock:
-            failure, self._failure = self._failure, None
-        if failure is not None:
-            raise failure
-
-    def _drain_at_end(self) -> bool:
-        if self._end_deadline is None:
-            self._end_deadline = time.monotonic() + self.drain_timeout_s
-        return self.drain(max(self._end_deadline - time.monotonic(), 0.0))
-
-    def _write_all(self) -> None:
-        """The writer thread: the queue in order; it ends when the queue is empty."""
-        delay = FIRST_RETRY_S
-        while True:
-            with self._lock:
-                if not self._queue:
-                    self._writer = None
-                    return
-                write = self._queue[0]
-            failure = None
-            try:
-                write.function(*write.args, again=write.attempts > 0)
-            except _NoRun as error:
-                self._tell_no_run(error.trial_id)
-            except Exception as error:  # noqa: BLE001 - sorted below, raised by the next call
-                write.attempts += 1
-                if _transient(error):
-                    self._tell_unreachable(error)
-                    with self._lock:  # `drain` cuts the wait short once
-                        self._changed.wait_for(lambda: self._retry_now, timeout=delay)
-                        self._retry_now = False
-                    delay = min(2 * delay, LAST_RETRY_S)
-                    continue
-                failure = error
-            delay = FIRST_RETRY_S
-            with self._lock:
-                self._queue.popleft()
-                if failure is not None and self._failure is None:
-                    if hasattr(failure, "add_note"):  # Python 3.11+
-                        failure.add_note(f"(while sending {write.what} to {self.tracking_uri})")
-                    self._failure = failure
-                back = self._unreachable and not self._queue
-                if self._unreachable:
-                    self._sent_since += 1
-                if back:
-                    self._unreachable, sent = False, self._sent_since
-                self._changed.notify_all()
-            if back:
-                log.warning(
-                    "MLflow store %s is back; %d queued writes sent", self.tracking_uri, sent
-                )
-
-    def _tell_unreachable(self, error: Exception) -> None:
-        with self._lock:
-            told, self._unreachable = self._unreachable, True
-            if not told:
-                self._sent_since = 0
-        if not told:
-            log.warning(
-                "MLflow store %s unreachable (%s); training goes on, its records are kept and "
-                "sent when it is back",
-                self.tracking_uri,
-                reason_of(error),
-            )
-
-    def _tell_no_run(self, trial_id: str) -> None:
-        if trial_id not in self._no_run:
-            self._no_run.add(trial_id)
-            log.warning(
-                "trial %s: no MLflow run was made for it (the store was unreachable while it "
-                "ran); its records are on disk",
-                trial_id,
-            )
+        self._writer.raise_failure()
 
     # The writes: each may run again after a failure (``again``) -------------
 
@@ -562,7 +427,11 @@ class StudyTracker:
                 [self.experiment_id], trial_run_filter(self.study, trial_id, self.study_id)
             )
             if not found:
-                raise _NoRun(trial_id)
+                raise SkippedWrite(
+                    trial_id,
+                    f"trial {trial_id}: no MLflow run was made for it (the store was "
+                    "unreachable while it ran); its records are on disk",
+                )
             self._known(trial_id, found[0].info.run_id)
         return self._runs[trial_id]
 
@@ -593,8 +462,7 @@ class StudyTracker:
             for name, value in mlflow_metrics(record, EPOCH_METRICS).items()
             if int(record["epoch"]) not in logged[name]
         ]
-        for start in range(0, len(metrics), 1000):  # MLflow's batch limit
-            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        log_metrics(self.client, run_id, metrics)
         last = max((int(record["epoch"]) for record in history), default=0)
         self._last_step[run_id] = max(self._last_step.get(run_id, 0), last)
 
@@ -673,77 +541,9 @@ class StudyTracker:
             self.client.log_inputs(run_id, datasets=[self.dataset])
 
 
-class _NoRun(Exception):
-    """A handle from `trial_run` whose trial's run was never made (by an earlier driver)."""
-
-    def __init__(self, trial_id: str) -> None:
-        super().__init__(trial_id)
-        self.trial_id = trial_id
-
-
-@dataclass
-class _Write:
-    what: str  # named when it fails for good
-    function: Callable[..., None]
-    args: tuple[Any, ...]
-    attempts: int = 0
-    end: bool = False  # a write of the study's end, which a stop may drop (a resume redoes it)
-
-
-# SQLite's words for a database another connection holds, or cannot open for now.
-_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o")
-
-
-def _transient(error: BaseException) -> bool:
-    """Whether a failed write may succeed later as it is: the store locked, down or slow.
-
-    A bad request (an unknown run, an invalid value, a schema error) is not.
-    """
-    for cause in _chain(error):
-        if isinstance(cause, sqlite3.OperationalError):
-            return any(word in str(cause).lower() for word in _SQLITE_TRANSIENT)
-    for cause in _chain(error):
-        if isinstance(cause, MlflowException) and cause.error_code in _TRANSIENT_CODES:
-            return True
-        if isinstance(cause, _NETWORK_ERRORS):
-            return True
-    return False
-
-
-def _chain(error: BaseException) -> list[BaseException]:
-    """The error and what caused it, outermost first."""
-    found: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in found:
-        found.append(current)
-        current = current.__cause__ or current.__context__
-    return found
-
-
 def store_failure_reason(tracking_uri: str, error: BaseException) -> str:
     """Why a store failed, in a few words: its file gone, else the innermost cause."""
     missing = TrackingStore(tracking_uri).missing_file()
     if missing is not None:
         return f"its file {missing} no longer exists (deleted while the study ran?)"
     return reason_of(error)
-
-
-def reason_of(error: BaseException) -> str:
-    """The innermost cause in a few words: 'database is locked', 'Connection refused'."""
-    text = str(_chain(error)[-1]).strip().splitlines()
-    reason = re.sub(r"^(\(\w+(\.\w+)*\)|\[Errno \d+\])\s*", "", text[0] if text else "")
-    reason = reason or type(_chain(error)[-1]).__name__
-    return reason if len(reason) <= 100 else reason[:97] + "..."
-
-
-def _quiet_store_errors() -> None:
-    """MLflow logs a traceback for every database error it raises; the writer's are its own
-    to retry or raise, so their tracebacks stay out of the console."""
-    logger = logging.getLogger("mlflow.store.db.utils")
-    if not any(isinstance(found, _NotTheWriter) for found in logger.filters):
-        logger.addFilter(_NotTheWriter())
-
-
-class _NotTheWriter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.threadName != WRITER

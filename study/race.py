@@ -208,41 +208,17 @@ def decide(
     means = {row: float(np.mean(list(by_draw.values()))) for row, by_draw in rows.items()}
     ranked = sorted(rows, key=lambda row: (-means[row], row))
     keep = math.ceil(len(ranked) / reduction_factor)
-    best, tested = ranked[0] if ranked else None, ranked[keep:]
+    tested = ranked[keep:]
     single = all(len(by_draw) == 1 for by_draw in rows.values())
-    differ_p = None
-    if tested and not single:
-        common = sorted(set.intersection(*(set(rows[row]) for row in ranked)), key=repr)
-        if len(common) >= 2:
-            matrix = np.array([[rows[row][draw] for draw in common] for row in ranked])
-            differ_p = rows_differ_p(matrix)
-    pairs: dict[str, tuple[float, float | None, float | None, float | None]] = {}
-    for row in ranked[1:]:
-        common = [draw for draw in rows[row] if draw in rows[best]]
-        if not common:
-            continue
-        differences = np.array([rows[row][d] - rows[best][d] for d in common])
-        if len(common) < 2:
-            pairs[row] = (float(differences.mean()), None, None, None)
-            continue
-        p, low, high = paired_worse(-differences)
-        pairs[row] = (float(differences.mean()), -high, -low, p)
+    differ_p = _rows_differ(rows, ranked) if tested and not single else None
+    pairs = _pairs_to_best(rows, ranked)
     tested_p = [row for row in tested if row in pairs and pairs[row][3] is not None]
     adjusted = dict(zip(tested_p, holm([pairs[row][3] for row in tested_p]), strict=True))
     decisions = []
     for index, row in enumerate(ranked):
         values = list(rows[row].values())
         difference, low, high, p = pairs.get(row, (None, None, None, None))
-        if index == 0:
-            decision = BEST
-        elif index < keep:
-            decision = KEPT
-        elif single:  # no test possible: plain successive halving
-            decision = DROPPED
-        elif differ_p is not None and differ_p <= alpha and adjusted.get(row, math.inf) <= alpha:
-            decision = DROPPED
-        else:
-            decision = KEPT
+        worse = differ_p is not None and differ_p <= alpha and adjusted.get(row, math.inf) <= alpha
         decisions.append(
             RowDecision(
                 rung=rung,
@@ -257,10 +233,54 @@ def decide(
                 p_value=p,
                 p_adjusted=adjusted.get(row),
                 rows_differ_p=differ_p,
-                decision=decision,
+                decision=_decision(index, keep, single, worse),
             )
         )
     return decisions
+
+
+def _rows_differ(rows: dict[str, dict[Any, float]], ranked: list[str]) -> float | None:
+    """The block F test's p over the draws every row has (None below two such draws)."""
+    common = sorted(set.intersection(*(set(rows[row]) for row in ranked)), key=repr)
+    if len(common) < 2:
+        return None
+    matrix = np.array([[rows[row][draw] for draw in common] for row in ranked])
+    return rows_differ_p(matrix)
+
+
+def _pairs_to_best(
+    rows: dict[str, dict[Any, float]], ranked: list[str]
+) -> dict[str, tuple[float, float | None, float | None, float | None]]:
+    """Each row but the best, paired with the best over their common draws: the mean
+    difference (row - best), its 95% interval and the p that it is worse (None below two
+    pairs); rows sharing no draw with the best are left out."""
+    best = ranked[0] if ranked else None
+    pairs: dict[str, tuple[float, float | None, float | None, float | None]] = {}
+    for row in ranked[1:]:
+        common = [draw for draw in rows[row] if draw in rows[best]]
+        if not common:
+            continue
+        differences = np.array([rows[row][d] - rows[best][d] for d in common])
+        if len(common) < 2:
+            pairs[row] = (float(differences.mean()), None, None, None)
+            continue
+        p, low, high = paired_worse(-differences)
+        pairs[row] = (float(differences.mean()), -high, -low, p)
+    return pairs
+
+
+def _decision(index: int, keep: int, single: bool, worse: bool) -> str:
+    """A row's decision from its rank: the best, the top `keep` kept; below them dropped when
+    tested worse (or, with one draw a row, always: plain successive halving), else kept."""
+    if index == 0:
+        return BEST
+    if index < keep:
+        return KEPT
+    if single:  # no test possible: plain successive halving
+        return DROPPED
+    if worse:
+        return DROPPED
+    return KEPT
 
 
 def rung_scores(courses: Iterable[Course], epoch: int, live: Callable[[str], bool]):

@@ -258,40 +258,51 @@ class StudyRecorder(tune.Callback):
         def build(staging: Path) -> tuple[dict, dict, list]:
             summary, skipped = self._copy_results(key, staging)
             skipped = [*self._skipped.pop(key, []), *skipped]
-            error = failed[0] if failed is not None else None
-            if error is None and not summary["history"]:
-                error = "; ".join(skipped) or "the trial ended without a checkpoint"
-            if error is not None:
-                end_state = "error"
-            elif summary["end_state"] in ("finished", "early_stopped"):
-                end_state = summary["end_state"]
-            elif rung is not None:
-                end_state = records.DROPPED_STATE  # its row dropped at a race's rung
-            else:
-                end_state = "asha_stopped"  # ended by the scheduler before its own stop
-            metrics = {
-                **summary["best_metrics"],
-                "epochs_run": summary["epoch"],
-                "end_state": end_state,
-                "failures": trial.num_failures,  # crashes, retried within --max-failures
-                "trial_name": self._name(trial),
-                "row": row_name(_config(trial), self.searched),
-                "mlflow_run_id": self._run_id(trial),
-            }
-            if end_state == records.DROPPED_STATE:
-                metrics[records.DROPPED_KEY] = rung
-            if skipped:
-                metrics["skipped_checkpoints"] = skipped
-            if error is not None:
-                metrics["error"] = error
-                if failed is not None and failed[1]:
-                    (staging / ERROR_FILE).write_text(failed[1])
+            metrics = self._final_metrics(trial, summary, skipped, failed, rung, staging)
             outcome.update(metrics=metrics, history=summary["history"])
             return _config(trial), metrics, summary["history"]
 
         target = records.write_trial_results(self.study_dir, key, build)
         metrics = outcome["metrics"]
         self._close(target, metrics, outcome["history"])
+        self._say_ended(trial, key, target, metrics)
+
+    def _final_metrics(
+        self,
+        trial,
+        summary: dict[str, Any],
+        skipped: list[str],
+        failed: tuple[str, str] | None,
+        rung: int | None,
+        staging: Path,
+    ) -> dict[str, Any]:
+        """A trial's metrics.json from its checkpoint's summary and how it ended; a failed
+        trial's traceback goes into `staging` beside it."""
+        error = failed[0] if failed is not None else None
+        if error is None and not summary["history"]:
+            error = "; ".join(skipped) or "the trial ended without a checkpoint"
+        end_state = _end_state(summary, error, rung)
+        metrics = {
+            **summary["best_metrics"],
+            "epochs_run": summary["epoch"],
+            "end_state": end_state,
+            "failures": trial.num_failures,  # crashes, retried within --max-failures
+            "trial_name": self._name(trial),
+            "row": row_name(_config(trial), self.searched),
+            "mlflow_run_id": self._run_id(trial),
+        }
+        if end_state == records.DROPPED_STATE:
+            metrics[records.DROPPED_KEY] = rung
+        if skipped:
+            metrics["skipped_checkpoints"] = skipped
+        if error is not None:
+            metrics["error"] = error
+            if failed is not None and failed[1]:
+                (staging / ERROR_FILE).write_text(failed[1])
+        return metrics
+
+    def _say_ended(self, trial, key: str, target: Path, metrics: dict[str, Any]) -> None:
+        """The console's line for a trial just recorded: how it ended, and its best score."""
         said = f"trial {key} ({metrics['trial_name']})"
         if metrics["end_state"] == "error":
             details = target / ERROR_FILE
@@ -401,6 +412,17 @@ def _copy_newest(store: CheckpointStore, staging: Path) -> tuple[dict[str, Any],
             saved["band_stats"],
         )
         return found.summary, list(found.skipped)
+
+
+def _end_state(summary: dict[str, Any], error: str | None, rung: int | None) -> str:
+    """How a trial ended: an error, its own stop, its row dropped at a race's rung, or ASHA."""
+    if error is not None:
+        return "error"
+    if summary["end_state"] in ("finished", "early_stopped"):
+        return summary["end_state"]
+    if rung is not None:
+        return records.DROPPED_STATE  # its row dropped at a race's rung
+    return "asha_stopped"  # ended by the scheduler before its own stop
 
 
 def _config(trial) -> dict[str, Any]:

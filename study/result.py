@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.conclude import Conclusion
 from analysis.evaluate import metric_names
 from analysis.fuse_study import record_fusion_run
-from analysis.report import MLFLOW_ARTIFACT_PATH, MLFLOW_BATCH
+from analysis.report import MLFLOW_ARTIFACT_PATH
 from analysis.rows import RowTable, row_results
 from mer_models.config import TrainConfig, applicable_fields
 from study.best_model import log_best_model
 from study.mlflow_writer import StudyTracker
 from study_folder.records import Study, Trial, finished_trials, finite_number
 from tracking.names import BEST_MODEL_TAG, format_value, fusion_metric
+from tracking.runs import log_files_and_metrics
 
 log = logging.getLogger(__name__)
 
@@ -131,18 +131,10 @@ def _fusion_run(
 def _report(
     tracker: StudyTracker, files: tuple[Path, ...], metrics: dict[str, float], again: bool
 ) -> None:
-    """The report's files under ``report/`` and the comparison's metrics (values the run
-    holds already are not logged again)."""
-    from mlflow.entities import Metric
-
-    client, run_id = tracker.client, tracker.parent_run_id
-    for path in files:
-        client.log_artifact(run_id, str(path), MLFLOW_ARTIFACT_PATH)
-    logged = client.get_run(run_id).data.metrics
-    now = int(time.time() * 1000)
-    entries = [Metric(k, v, now, 0) for k, v in metrics.items() if logged.get(k) != v]
-    for start in range(0, len(entries), MLFLOW_BATCH):
-        client.log_batch(run_id, metrics=entries[start : start + MLFLOW_BATCH])
+    """The report's files under ``report/`` and the comparison's metrics, once."""
+    log_files_and_metrics(
+        tracker.client, tracker.parent_run_id, files, metrics, MLFLOW_ARTIFACT_PATH
+    )
 
 
 def _best_model(tracker: StudyTracker, study: Study, record: EndRecord, again: bool) -> None:

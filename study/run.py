@@ -538,7 +538,7 @@ def _finish_study(tracker, status: str) -> bool:
 def _first_line(error: BaseException) -> str:
     """An error in a few words: its innermost cause (MLflow wraps SQLAlchemy's and
     SQLite's, whose first lines say little)."""
-    from study.mlflow_writer import reason_of
+    from tracking.writer import reason_of
 
     return reason_of(error)
 

@@ -37,6 +37,7 @@ import os
 import shutil
 import tempfile
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,55 +110,15 @@ def run_trial(
     and Ray requires it in every result.
     """
     key = trial_key(config, tune.get_context().get_trial_id())
-    store = CheckpointStore(checkpoints, key)
-    last: dict[str, Any] = {"epoch": 0}
-    work = None
+    trial = _Trial(key, CheckpointStore(checkpoints, key), metric)
     WORKER.begin_trial(key)
     failed = True  # until the trial ends as it should (stopped by its scheduler included)
     try:
         train_config = trial_config(config)
         WORKER.set_threads(train_config.threads)
-        work = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{key}-"))
-        store.remove_partials()
-        restore_dir = None
-        with store.newest() as found:
-            if found.folder is None and found.skipped:
-                raise TrialCannotContinue(
-                    f"no checkpoint of trial {key} loads: " + "; ".join(found.skipped)
-                )
-            if found.folder is not None:
-                restore_dir = work / "restore"
-                shutil.copytree(found.folder, restore_dir)
-                history = found.summary.get("history") or [{}]
-                last = {**history[-1], "epoch": int(found.summary["epoch"])}
-                restored = json.dumps([record.get(metric) for record in history])
-        notes = {SKIPPED_KEY: "; ".join(found.skipped)} if found.skipped else {}
-        if restore_dir is not None:
-            tune.report({metric: math.nan, **last, RESTORED_KEY: restored})
-
-        reported = False
-
-        def report(record: dict[str, float], checkpoint_dir: Path) -> None:
-            nonlocal reported
-            store.save(checkpoint_dir, int(record["epoch"]))
-            last.clear()
-            last.update(record)
-            tune.report({**record, **notes})
-            notes.clear()
-            reported = True
-
-        # The study driver checked the data once before starting trials.
-        train(
-            train_config,
-            DatasetPaths(**{**data, "split": train_config.split}),  # a space's splits: its own
-            work / "run",
-            on_epoch=report,
-            restore=restore_dir,
-            check_data=False,
-            selection=metric,
-        )
-        if not reported:  # restored at its end (a kill came after its last checkpoint)
-            tune.report({metric: math.nan, **last, ENDED_KEY: True, **notes})
+        trial.work = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{key}-"))
+        restore_dir = trial.restore()
+        trial.train(train_config, data, restore_dir)
         failed = False
     except SystemExit:  # the scheduler stopped the trial at a report: a clean end
         failed = False
@@ -167,16 +128,80 @@ def run_trial(
     except Exception as error:  # noqa: BLE001 - sorted into what a retry can and cannot mend
         if _retryable(error):
             raise
+        trial.report_failure(error)
+    finally:
+        if trial.work is not None:
+            shutil.rmtree(trial.work, ignore_errors=True)
+        WORKER.end_trial(key, failed)
+
+
+@dataclass
+class _Trial:
+    """One trial's way through `run_trial`: its work folder and what it reported last."""
+
+    key: str
+    store: CheckpointStore
+    metric: str
+    work: Path | None = None  # the node-local work folder, once made
+    last: dict[str, Any] = field(default_factory=lambda: {"epoch": 0})  # the last epoch's record
+    notes: dict[str, str] = field(default_factory=dict)  # added to the next report once
+    reported: bool = False  # an epoch of this attempt was reported
+
+    def restore(self) -> Path | None:
+        """The newest checkpoint that loads, copied into the work folder (None: start afresh);
+        a restored trial reports where it stands first."""
+        self.store.remove_partials()
+        restore_dir = None
+        with self.store.newest() as found:
+            if found.folder is None and found.skipped:
+                raise TrialCannotContinue(
+                    f"no checkpoint of trial {self.key} loads: " + "; ".join(found.skipped)
+                )
+            if found.folder is not None:
+                restore_dir = self.work / "restore"
+                shutil.copytree(found.folder, restore_dir)
+                history = found.summary.get("history") or [{}]
+                self.last = {**history[-1], "epoch": int(found.summary["epoch"])}
+                restored = json.dumps([record.get(self.metric) for record in history])
+        self.notes = {SKIPPED_KEY: "; ".join(found.skipped)} if found.skipped else {}
+        if restore_dir is not None:
+            tune.report({self.metric: math.nan, **self.last, RESTORED_KEY: restored})
+        return restore_dir
+
+    def train(
+        self, train_config: TrainConfig, data: dict[str, Any], restore_dir: Path | None
+    ) -> None:
+        """Train, reporting every epoch; a trial restored at its end reports its last epoch."""
+        # The study driver checked the data once before starting trials.
+        train(
+            train_config,
+            DatasetPaths(**{**data, "split": train_config.split}),  # a space's splits: its own
+            self.work / "run",
+            on_epoch=self.report,
+            restore=restore_dir,
+            check_data=False,
+            selection=self.metric,
+        )
+        if not self.reported:  # restored at its end (a kill came after its last checkpoint)
+            tune.report({self.metric: math.nan, **self.last, ENDED_KEY: True, **self.notes})
+
+    def report(self, record: dict[str, float], checkpoint_dir: Path) -> None:
+        """`train`'s epoch callback: keep the checkpoint, then report the epoch to Ray."""
+        self.store.save(checkpoint_dir, int(record["epoch"]))
+        self.last.clear()
+        self.last.update(record)
+        tune.report({**record, **self.notes})
+        self.notes.clear()
+        self.reported = True
+
+    def report_failure(self, error: Exception) -> None:
+        """The last result of a trial that failed for good: a storage fault, or its cause."""
         cause = _one_line(error)
-        final = {"epoch": int(last.get("epoch", 0)), metric: math.nan}
+        final = {"epoch": int(self.last.get("epoch", 0)), self.metric: math.nan}
         if storage_fault(error):
             tune.report({**final, STORAGE_KEY: cause})
         else:
             tune.report({**final, FAILED_KEY: cause, TRACEBACK_KEY: traceback.format_exc()})
-    finally:
-        if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
-        WORKER.end_trial(key, failed)
 
 
 class TrialCannotContinue(RuntimeError):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Dataset, DatasetInput, InputTag, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 
 from mer_models.training.metrics import DEFAULT_SELECTION
 from tracking.names import (
@@ -31,6 +33,7 @@ from tracking.text import escape_markdown
 from tracking.ui import comparison_tag
 
 MAX_PARAM = 6000  # MLflow's limit on a param value
+MAX_BATCH_METRICS = 1000  # metrics per log_batch call: MLflow's limit
 
 
 def study_runs_filter(study: str, study_id: str = "") -> str:
@@ -115,6 +118,32 @@ def create_nested_run(
         tags={PARENT_TAG: parent_run_id, ROLE_TAG: role, **identity, **tags},
     )
     return run.info.run_id
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: list[Metric]) -> None:
+    """Metrics in batches of MLflow's limit."""
+    for start in range(0, len(metrics), MAX_BATCH_METRICS):
+        client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH_METRICS])
+
+
+def log_files_and_metrics(
+    client: MlflowClient,
+    run_id: str,
+    files: Iterable[Path],
+    metrics: Mapping[str, float],
+    artifact_path: str,
+) -> None:
+    """Files as artifacts under `artifact_path` (a file logged again replaces its copy) and
+    the metrics whose value the run does not hold already: safe to send twice."""
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path)
+    logged = client.get_run(run_id).data.metrics
+    now = int(time.time() * 1000)
+    log_metrics(
+        client,
+        run_id,
+        [Metric(key, value, now, 0) for key, value in metrics.items() if logged.get(key) != value],
+    )
 
 
 def params(values: Mapping[str, Any]) -> list[Param]:

@@ -13,6 +13,7 @@ the results, MLflow is their index.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +42,36 @@ class StudyRun:
     client: Any  # mlflow.MlflowClient; imported lazily (about a second of start-up)
     experiment_id: str
     parent_run_id: str
+
+
+def log_to_study_run(
+    study: StudyFolder,
+    files: Sequence[Path],
+    metrics: Mapping[str, float],
+    artifact_path: str,
+    what: str,
+) -> bool:
+    """Log `files` (under `artifact_path`) and `metrics` to the study's parent run, once
+    (`tracking.runs.log_files_and_metrics`); False, with a warning, when there is no run or
+    the store fails: the files on disk are the results, MLflow is their index. `what`
+    names the files in the warning ("report", "importance")."""
+    from mlflow.exceptions import MlflowException
+
+    from tracking.runs import log_files_and_metrics
+
+    study_run = find_study_run(study)
+    if study_run is None:
+        return False
+    try:
+        log_files_and_metrics(
+            study_run.client, study_run.parent_run_id, files, metrics, artifact_path
+        )
+    except (MlflowException, OSError) as error:
+        log.warning(
+            "%s written but not logged to MLflow run %s: %s", what, study_run.parent_run_id, error
+        )
+        return False
+    return True
 
 
 def find_study_run(study: StudyFolder) -> StudyRun | None:
