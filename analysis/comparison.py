@@ -17,6 +17,7 @@ from analysis.plots import ForestItem, ForestPanel
 from analysis.rows import RowResult, RowTable, Summary, trial_name
 from mer_models.config import architecture
 from mer_models.models.registry import ARCHITECTURE_COLUMNS
+from mer_models.training.metrics import Metric
 from tracking.names import effect_metric, format_value, row_metric
 
 ALPHA = 0.05  # an effect whose adjusted p is below it is marked significant
@@ -35,25 +36,12 @@ def mean_interval(summary: Summary) -> str:
 def rows_section(table: RowTable, published: Mapping[str, float] | None = None) -> list[str]:
     """The "Rows" section: Table 1 as mean ± interval per row, with n (and the published
     single-run figure of the row's architecture, where given)."""
-    selection = table.selection
-    lines = [
-        "## Rows",
-        "",
-        "A row is one configuration trained with several seeds (or on several splits); n "
-        "counts its trials that "
-        "finished with predictions. Macro ROC-AUC and PR-AUC in %: the mean over the row's "
-        "trials ± the half-width of its 95% Student-t interval (n - 1 degrees of freedom; "
-        "none for n = 1), the interval in brackets. Ensemble: the row's seed ensemble (the "
-        "mean of its trials' test predictions) scored on the test labels (split by split, "
-        "then averaged, over several splits). Rows are ranked by "
-        f"their mean validation {selection.title}.",
-        "",
-    ]
+    lines = _rows_intro(table.selection)
     header = (
         "row",
         *ARCHITECTURE_COLUMNS,
         "n",
-        f"validation {selection.short}",
+        f"validation {table.selection.short}",
         "test ROC-AUC",
         "test PR-AUC",
         "ensemble test ROC-AUC / PR-AUC",
@@ -61,28 +49,7 @@ def rows_section(table: RowTable, published: Mapping[str, float] | None = None) 
         *(("published test ROC-AUC (single run)",) if published is not None else ()),
         "trials",
     )
-    cells = []
-    for row in table.rows:
-        phrase = architecture(row.config).phrase
-        cells.append(
-            (
-                row.name,
-                *architecture(row.config).cells(missing=DASH),
-                str(row.n),
-                mean_interval(row.validation),
-                mean_interval(row.test_roc_auc),
-                mean_interval(row.test_pr_auc),
-                f"{percent(row.ensemble_test_roc_auc)} / {percent(row.ensemble_test_pr_auc)}",
-                DASH if row.mean_best_epoch is None else f"{row.mean_best_epoch:.1f}",
-                *(
-                    (f"{published[phrase]:g}" if phrase in published else DASH,)
-                    if published is not None
-                    else ()
-                ),
-                "; ".join(trial_name(trial) for trial in row.trials),
-            )
-        )
-    lines += markdown_table(header, cells)
+    lines += markdown_table(header, [_row_cells(row, published) for row in table.rows])
     if published is not None:
         lines += [
             "",
@@ -100,6 +67,44 @@ def rows_section(table: RowTable, published: Mapping[str, float] | None = None) 
     return lines
 
 
+def _rows_intro(selection: Metric) -> list[str]:
+    """The "Rows" heading and the paragraph that says what the table's figures are."""
+    return [
+        "## Rows",
+        "",
+        "A row is one configuration trained with several seeds (or on several splits); n "
+        "counts its trials that "
+        "finished with predictions. Macro ROC-AUC and PR-AUC in %: the mean over the row's "
+        "trials ± the half-width of its 95% Student-t interval (n - 1 degrees of freedom; "
+        "none for n = 1), the interval in brackets. Ensemble: the row's seed ensemble (the "
+        "mean of its trials' test predictions) scored on the test labels (split by split, "
+        "then averaged, over several splits). Rows are ranked by "
+        f"their mean validation {selection.title}.",
+        "",
+    ]
+
+
+def _row_cells(row: RowResult, published: Mapping[str, float] | None) -> tuple[str, ...]:
+    """One row of the "Rows" table."""
+    phrase = architecture(row.config).phrase
+    return (
+        row.name,
+        *architecture(row.config).cells(missing=DASH),
+        str(row.n),
+        mean_interval(row.validation),
+        mean_interval(row.test_roc_auc),
+        mean_interval(row.test_pr_auc),
+        f"{percent(row.ensemble_test_roc_auc)} / {percent(row.ensemble_test_pr_auc)}",
+        DASH if row.mean_best_epoch is None else f"{row.mean_best_epoch:.1f}",
+        *(
+            (f"{published[phrase]:g}" if phrase in published else DASH,)
+            if published is not None
+            else ()
+        ),
+        "; ".join(trial_name(trial) for trial in row.trials),
+    )
+
+
 def _effect_label(effect: Effect) -> str:
     """``cbam false → true``: the values as run names write them."""
     return f"{effect.factor} {format_value(effect.source)} → {format_value(effect.target)}"
@@ -111,10 +116,31 @@ def significant(effect: Effect) -> bool:
 
 def effects_section(effects: Effects) -> list[str]:
     """The "Effects" section: every factor's paired effects, and the row pairs not compared."""
-    lines = ["## Effects", ""]
+    lines = ["## Effects", "", _effects_intro(effects), ""]
+    if effects.effects:
+        lines += markdown_table(
+            (
+                "factor",
+                "rows",
+                "metric",
+                "pairs",
+                "difference [95% CI]",
+                "p (test)",
+                "paired t p",
+                "p adj.",
+            ),
+            [_effect_cells(effect) for effect in effects.effects],
+        )
+    else:
+        lines.append("No two rows that differ in one factor alone share two or more seeds.")
+    return lines + _not_paired(effects)
+
+
+def _effects_intro(effects: Effects) -> str:
+    """The paragraph that says how effects are paired and tested."""
     pairs = sorted({effect.pairs for effect in effects.effects})
     floors = ", ".join(f"{2 / 2**n:.4g} at {n} pairs" for n in pairs if n <= EXACT_UP_TO)
-    lines += [
+    return (
         "For every searched factor, the rows that differ in it alone, their trials paired by "
         "seed and split (the same seed gives both the same data order, masks and initial "
         "draws; the same split, the same tracks). "
@@ -129,55 +155,44 @@ def effects_section(effects: Effects) -> list[str]:
             "seeds cannot show an effect; give them 5 or more."
             if floors
             else ""
-        ),
-        "",
-    ]
-    if effects.effects:
-        rows = [
-            (
-                _effect_label(effect),
-                f"{effect.from_row} → {effect.to_row}",
-                METRIC_LABELS.get(effect.metric, effect.metric),
-                str(effect.pairs),
-                f"{100 * effect.mean_difference:+.2f} "
-                f"[{100 * effect.low:+.2f}, {100 * effect.high:+.2f}]",
-                f"{effect.p_value:.4f} ({'sign flip' if effect.test == SIGN_FLIP else 't'})",
-                f"{effect.p_t:.4f}",
-                f"{effect.p_adjusted:.4f}" + (" *" if significant(effect) else ""),
-            )
-            for effect in effects.effects
-        ]
-        lines += markdown_table(
-            (
-                "factor",
-                "rows",
-                "metric",
-                "pairs",
-                "difference [95% CI]",
-                "p (test)",
-                "paired t p",
-                "p adj.",
-            ),
-            rows,
         )
-    else:
-        lines.append("No two rows that differ in one factor alone share two or more seeds.")
+    )
+
+
+def _effect_cells(effect: Effect) -> tuple[str, ...]:
+    """One row of the "Effects" table."""
+    return (
+        _effect_label(effect),
+        f"{effect.from_row} → {effect.to_row}",
+        METRIC_LABELS.get(effect.metric, effect.metric),
+        str(effect.pairs),
+        f"{100 * effect.mean_difference:+.2f} [{100 * effect.low:+.2f}, {100 * effect.high:+.2f}]",
+        f"{effect.p_value:.4f} ({'sign flip' if effect.test == SIGN_FLIP else 't'})",
+        f"{effect.p_t:.4f}",
+        f"{effect.p_adjusted:.4f}" + (" *" if significant(effect) else ""),
+    )
+
+
+def _not_paired(effects: Effects) -> list[str]:
+    """The "Not paired" list: effects compared on fewer pairs than their rows have, and row
+    pairs not compared at all; empty when there are none."""
     partial = [effect for effect in effects.effects if effect.unmatched]
-    if partial or effects.unmatched:
-        lines += ["", "Not paired:", ""]
-        seen = set()
-        for effect in partial:
-            if (effect.factor, effect.from_row, effect.to_row) in seen:
-                continue
-            seen.add((effect.factor, effect.from_row, effect.to_row))
-            lines.append(
-                f"- {effect.factor}: {effect.from_row} → {effect.to_row}: compared on "
-                f"{effect.pairs} pairs; {'; '.join(effect.unmatched)}"
-            )
-        lines += [
-            f"- {entry.factor}: {entry.from_row} → {entry.to_row}: not compared, {entry.why}"
-            for entry in effects.unmatched
-        ]
+    if not (partial or effects.unmatched):
+        return []
+    lines = ["", "Not paired:", ""]
+    seen = set()
+    for effect in partial:
+        if (effect.factor, effect.from_row, effect.to_row) in seen:
+            continue
+        seen.add((effect.factor, effect.from_row, effect.to_row))
+        lines.append(
+            f"- {effect.factor}: {effect.from_row} → {effect.to_row}: compared on "
+            f"{effect.pairs} pairs; {'; '.join(effect.unmatched)}"
+        )
+    lines += [
+        f"- {entry.factor}: {entry.from_row} → {entry.to_row}: not compared, {entry.why}"
+        for entry in effects.unmatched
+    ]
     return lines
 
 

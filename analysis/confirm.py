@@ -101,6 +101,29 @@ def confirm_space(
         raise ValueError(f"top must be at least 1, got {top}")
     budget = _budget(study)
     rows = tuple(rows) if rows is not None else table.rows[:top]
+    fixed, configs = _parameters_and_configs(table, rows, budget)
+    space: dict[str, Any] = {
+        "description": _description(study, table, rows, budget, repeats),
+        "searcher": "grid",
+        "num_samples": 1,
+        "repeats": repeats,
+        **({"splits": list(study.splits)} if study.splits else {}),  # on the splits it ran on
+        "budget": budget,
+        "metric": {"name": table.selection.epoch, "mode": "max"},
+        "scheduler": {"type": "fifo"},
+    }
+    if fixed:
+        space["parameters"] = fixed
+    space["configs"] = configs
+    return space
+
+
+def _parameters_and_configs(
+    table: RowTable, rows: Sequence[RowResult], budget: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The rows' config fields (draws and resources left out) as the space's fixed
+    `parameters` (what all rows share and the defaults do not give) and its `configs` (per
+    row: the searched fields and those that differ between the rows)."""
     skip = set(DRAW_FIELDS) | set(RESOURCE_FIELDS)
     searched = [field for field in table.searched if field not in skip]
     base = TrainConfig().to_dict() | dict(BUDGETS[budget])
@@ -121,12 +144,19 @@ def confirm_space(
     ]
     if not all(configs):  # one row and nothing searched: the row's whole config
         configs = [{key: rows[0].config[key] for key in fields if key not in fixed}]
+    return fixed, configs
+
+
+def _description(
+    study: Study, table: RowTable, rows: Sequence[RowResult], budget: str, repeats: int
+) -> str:
+    """The space's description: which study's rows, ranked how, confirmed how."""
     ranking = "; ".join(
         f"{i}. {row.name} (validation {table.selection.title} {100 * row.validation.mean:.2f}, "
         f"n={row.n})"
         for i, row in enumerate(rows, start=1)
     )
-    description = (
+    return (
         f"Confirmation of study {study.name} (space {study.space}, scheduler "
         f"{study.scheduler or 'unrecorded'}, budget {budget}): its top {len(rows)} of "
         f"{len(table.rows)} rows by mean validation {table.selection.title}: {ranking}. "
@@ -136,20 +166,6 @@ def confirm_space(
         "their differences are measured against seed noise. Written by analysis.confirm "
         f"from {study.dir.resolve()}."
     )
-    space: dict[str, Any] = {
-        "description": description,
-        "searcher": "grid",
-        "num_samples": 1,
-        "repeats": repeats,
-        **({"splits": list(study.splits)} if study.splits else {}),  # on the splits it ran on
-        "budget": budget,
-        "metric": {"name": table.selection.epoch, "mode": "max"},
-        "scheduler": {"type": "fifo"},
-    }
-    if fixed:
-        space["parameters"] = fixed
-    space["configs"] = configs
-    return space
 
 
 def _budget(study: Study) -> str:

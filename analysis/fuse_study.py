@@ -21,7 +21,6 @@ import dataclasses
 import json
 import logging
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ from study_folder.records import (
     read_labels,
 )
 from tracking.names import FUSION_TAG, fusion_metric, fusion_run_name, metric_key
+from tracking.runs import NestedRun, record_nested_run
 from tracking.study_run import find_study_run
 
 log = logging.getLogger(__name__)
@@ -341,42 +341,23 @@ def log_fusion_run(study: Study, out: Path) -> str | None:
 def record_fusion_run(
     client, experiment_id: str, parent_run_id: str, study: Study, out: Path, again: bool = False
 ) -> str:
-    """The fusion in folder `out` as a FINISHED run nested in the parent run: found again
-    (by the study, the fusion's name and its members) and completed if an earlier attempt
-    was cut short, else made; its id. `again` is the tracker queue's retry flag."""
-    from mlflow.entities import Metric, Param
-
-    from tracking.runs import create_nested_run, fusion_run_filter
-
+    """The fusion in folder `out` as a FINISHED run nested in the parent run, once
+    (`tracking.runs.record_nested_run`); its id. `again` is the tracker queue's retry flag."""
     summary = json.loads((out / "metrics.json").read_text())
-    params = fusion_params(summary)
-    found = [
-        run
-        for run in client.search_runs(
-            [experiment_id], fusion_run_filter(study.name, out.name, study.study_id)
-        )
-        if run.data.params.get("members") == params["members"]
-    ]
-    if found and found[0].info.status == "FINISHED":
-        return found[0].info.run_id
-    if found:
-        run_id = found[0].info.run_id
-        params = {k: v for k, v in params.items() if k not in found[0].data.params}
-    else:
-        names = {t.id: str(t.metrics.get("trial_name") or t.id) for t in study.trials}
-        run_id = create_nested_run(
-            client,
+    names = {t.id: str(t.metrics.get("trial_name") or t.id) for t in study.trials}
+    return record_nested_run(
+        client,
+        NestedRun(
             experiment_id,
             parent_run_id,
             study.name,
+            study.study_id,
             "fusion",
             fusion_run_name(out.name, [names.get(m, m) for m in summary["members"]]),
             {FUSION_TAG: out.name},
-            study.study_id,
-        )
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, 0) for k, v in fusion_metrics(summary).items()]
-    client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
-    client.log_artifacts(run_id, str(out))
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
+            fusion_params(summary),
+            fusion_metrics(summary),
+        ),
+        out,
+        same=("members",),
+    )

@@ -419,6 +419,47 @@ def run_fusion(
     has them and validation labels are given; otherwise on test, like the
     official MediaEval script (optimistic; recorded as ``thresholds_tuned_on``).
     """
+    test_labels, validation_labels = _checked_labels(
+        members, test_groundtruth, validation_groundtruth
+    )
+    selection = select_members(
+        [m.validation for m in members] if validation_labels is not None else None,
+        validation_labels,
+        select,
+        top_k,
+        weights,
+        count=len(members),
+        metric=metric,
+    )
+    all_weights = _normalised_weights(weights, len(members))
+    chosen_weights = all_weights[list(selection.indices)]
+    chosen_weights = chosen_weights / chosen_weights.sum()
+    chosen = [members[i] for i in selection.indices]
+    # Everything downstream sees the float32 matrix that is saved, so re-evaluating the files agrees.
+    predictions = fuse([m.test for m in chosen], chosen_weights).astype(np.float32)
+    thresholds, tuned_on = _fused_thresholds(
+        chosen, chosen_weights, predictions, test_labels, validation_labels
+    )
+    decisions = decide(predictions, thresholds)
+    return FusionResult(
+        members=tuple(m.name for m in chosen),
+        weights=tuple(float(w) for w in chosen_weights),
+        selection=selection,
+        predictions=predictions,
+        thresholds=thresholds,
+        thresholds_tuned_on=tuned_on,
+        decisions=decisions,
+        metrics=evaluate(test_labels, predictions, decisions),
+        intervals=bootstrap_intervals(test_labels, predictions, resamples=resamples, seed=seed),
+    )
+
+
+def _checked_labels(
+    members: Sequence[Member],
+    test_groundtruth: np.ndarray,
+    validation_groundtruth: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The test and (given) validation labels, checked against the members' scores."""
     has_validation = check_members(members)
     test_labels = check_groundtruth(test_groundtruth, "test groundtruth")
     check_scores(members[0].test, f"test scores of member {members[0].name}", test_labels.shape)
@@ -435,42 +476,25 @@ def run_fusion(
                 f"validation groundtruth has shape {validation_labels.shape}; the members' "
                 f"validation scores have {members[0].validation.shape}"
             )
-    selection = select_members(
-        [m.validation for m in members] if validation_labels is not None else None,
-        validation_labels,
-        select,
-        top_k,
-        weights,
-        count=len(members),
-        metric=metric,
-    )
-    all_weights = _normalised_weights(weights, len(members))
-    chosen_weights = all_weights[list(selection.indices)]
-    chosen_weights = chosen_weights / chosen_weights.sum()
-    chosen = [members[i] for i in selection.indices]
-    # Everything downstream sees the float32 matrix that is saved, so re-evaluating the files agrees.
-    predictions = fuse([m.test for m in chosen], chosen_weights).astype(np.float32)
+    return test_labels, validation_labels
+
+
+def _fused_thresholds(
+    chosen: Sequence[Member],
+    weights: np.ndarray,
+    predictions: np.ndarray,
+    test_labels: np.ndarray,
+    validation_labels: np.ndarray | None,
+) -> tuple[np.ndarray, str]:
+    """Decision thresholds tuned on the fused validation scores, else on test; and which."""
     if validation_labels is not None:
-        validation = fuse([m.validation for m in chosen], chosen_weights).astype(np.float32)
-        thresholds, tuned_on = tune_thresholds(validation_labels, validation), "validation"
-    else:
-        log.warning(
-            "no validation scores and labels: decision thresholds are tuned on the test set "
-            "(the official MediaEval practice; the F-scores are optimistic)"
-        )
-        thresholds, tuned_on = tune_thresholds(test_labels, predictions), "test"
-    decisions = decide(predictions, thresholds)
-    return FusionResult(
-        members=tuple(m.name for m in chosen),
-        weights=tuple(float(w) for w in chosen_weights),
-        selection=selection,
-        predictions=predictions,
-        thresholds=thresholds,
-        thresholds_tuned_on=tuned_on,
-        decisions=decisions,
-        metrics=evaluate(test_labels, predictions, decisions),
-        intervals=bootstrap_intervals(test_labels, predictions, resamples=resamples, seed=seed),
+        validation = fuse([m.validation for m in chosen], weights).astype(np.float32)
+        return tune_thresholds(validation_labels, validation), "validation"
+    log.warning(
+        "no validation scores and labels: decision thresholds are tuned on the test set "
+        "(the official MediaEval practice; the F-scores are optimistic)"
     )
+    return tune_thresholds(test_labels, predictions), "test"
 
 
 def best_single_member(

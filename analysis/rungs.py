@@ -77,22 +77,6 @@ def rungs_section(entries: list[dict[str, Any]], selection_title: str) -> list[s
         "row in points, over their common draws, with its 95% t interval.",
         "",
     ]
-    rows = []
-    for entry in entries:
-        rows.append(
-            (
-                str(entry["rung"]),
-                str(entry["epoch"]),
-                str(entry["row"]),
-                str(entry["n"]),
-                f"{100 * entry['mean']:.1f}",
-                _difference(entry),
-                _p(entry.get("p_value")),
-                _p(entry["p_adjusted"]),
-                _p(entry.get("rows_differ_p")),
-                str(entry["decision"]),
-            )
-        )
     lines += markdown_table(
         (
             "rung",
@@ -106,23 +90,43 @@ def rungs_section(entries: list[dict[str, Any]], selection_title: str) -> list[s
             "rows differ p",
             "decision",
         ),
-        rows,
+        [_rung_cells(entry) for entry in entries],
     )
     dropped = [entry for entry in entries if entry["decision"] == DROPPED]
     lines.append("")
     if not dropped:
         lines.append("No row was dropped: every row reached the full budget.")
         return lines
-    for entry in dropped:
-        best = next(e for e in entries if e["rung"] == entry["rung"] and e["decision"] == BEST)
-        evidence = (
-            f"p adjusted {_p(entry['p_adjusted'])}"
-            if entry["p_adjusted"] is not None
-            else "one draw per row: plain successive halving"
-        )
-        lines.append(
-            f"- {escape_markdown(entry['row'])}: dropped at rung {entry['rung']} (epoch {entry['epoch']}), "
-            f"{_difference(entry)} points against {best['row']} ({evidence}); its trials are "
-            "listed in the tables above and left out of Rows and Effects."
-        )
+    lines += [_dropped_line(entry, entries) for entry in dropped]
     return lines
+
+
+def _rung_cells(entry: dict[str, Any]) -> tuple[str, ...]:
+    """One row of the rungs table."""
+    return (
+        str(entry["rung"]),
+        str(entry["epoch"]),
+        str(entry["row"]),
+        str(entry["n"]),
+        f"{100 * entry['mean']:.1f}",
+        _difference(entry),
+        _p(entry.get("p_value")),
+        _p(entry["p_adjusted"]),
+        _p(entry.get("rows_differ_p")),
+        str(entry["decision"]),
+    )
+
+
+def _dropped_line(entry: dict[str, Any], entries: list[dict[str, Any]]) -> str:
+    """The sentence on a dropped row: where, against which best row, on what evidence."""
+    best = next(e for e in entries if e["rung"] == entry["rung"] and e["decision"] == BEST)
+    evidence = (
+        f"p adjusted {_p(entry['p_adjusted'])}"
+        if entry["p_adjusted"] is not None
+        else "one draw per row: plain successive halving"
+    )
+    return (
+        f"- {escape_markdown(entry['row'])}: dropped at rung {entry['rung']} (epoch {entry['epoch']}), "
+        f"{_difference(entry)} points against {best['row']} ({evidence}); its trials are "
+        "listed in the tables above and left out of Rows and Effects."
+    )

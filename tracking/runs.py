@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,6 @@ from mer_models.training.metrics import DEFAULT_SELECTION
 from tracking.names import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
-    FUSION_TAG,
     NOTE_TAG,
     PARENT_TAG,
     ROLE_TAG,
@@ -52,14 +52,6 @@ def study_run_filter(study: str, study_id: str = "") -> str:
 def trial_run_filter(study: str, trial_id: str, study_id: str = "") -> str:
     """The MLflow search filter that finds a trial's run."""
     return f"{study_runs_filter(study, study_id)} and tags.`{TRIAL_TAG}` = '{trial_id}'"
-
-
-def fusion_run_filter(study: str, fusion: str, study_id: str = "") -> str:
-    """The MLflow search filter of a study's fusion runs of one fusion folder."""
-    return (
-        f"{study_runs_filter(study, study_id)} and tags.`{ROLE_TAG}` = 'fusion' and "
-        f"tags.`{FUSION_TAG}` = '{fusion}'"
-    )
 
 
 def named_study_filter(study: str) -> str:
@@ -144,6 +136,62 @@ def log_files_and_metrics(
         run_id,
         [Metric(key, value, now, 0) for key, value in metrics.items() if logged.get(key) != value],
     )
+
+
+@dataclass(frozen=True)
+class NestedRun:
+    """What a run nested under a study's parent run records (a fusion's, say)."""
+
+    experiment_id: str
+    parent_run_id: str
+    study: str
+    study_id: str
+    role: str
+    name: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+
+def record_nested_run(
+    client: MlflowClient, run: NestedRun, folder: Path, same: Iterable[str] = ()
+) -> str:
+    """`run` as a FINISHED run with `folder`'s files as artifacts, once: a run of the study
+    with the role, the tags and the `same` params is found again (and completed if an
+    earlier attempt was cut short), else made; its id."""
+    filters = [study_runs_filter(run.study, run.study_id), f"tags.`{ROLE_TAG}` = '{run.role}'"]
+    filters += [f"tags.`{key}` = '{value}'" for key, value in run.tags.items()]
+    found = [
+        candidate
+        for candidate in client.search_runs([run.experiment_id], " and ".join(filters))
+        if all(candidate.data.params.get(key) == run.params.get(key) for key in same)
+    ]
+    if found and found[0].info.status == "FINISHED":
+        return found[0].info.run_id
+    values = dict(run.params)
+    if found:
+        run_id = found[0].info.run_id
+        values = {k: v for k, v in values.items() if k not in found[0].data.params}
+    else:
+        run_id = create_nested_run(
+            client,
+            run.experiment_id,
+            run.parent_run_id,
+            run.study,
+            run.role,
+            run.name,
+            run.tags,
+            run.study_id,
+        )
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in run.metrics.items()],
+        params=[Param(k, v) for k, v in values.items()],
+    )
+    client.log_artifacts(run_id, str(folder))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
 
 
 def params(values: Mapping[str, Any]) -> list[Param]:

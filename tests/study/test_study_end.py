@@ -80,8 +80,8 @@ SLEEPER = """
 import sys, time
 from study.signals import STOP
 STOP.install()
-print("ready", flush=True)
 try:
+    print("ready", flush=True)  # inside the try: a signal may come the moment it is read
     time.sleep(120)
 except KeyboardInterrupt:
     print("stopping", flush=True)
