@@ -344,8 +344,9 @@ def _run_importance(args: argparse.Namespace) -> int:
     with staged_folder(out, replaceable=_only_importance_plots) as staging:
         plots = [out / path.name for path in plot_importance(result, staging)]
     files = [write_importance(result, study_dir), *plots]
-    for line in importance_table(result):
-        print(line)
+    if result.entries:
+        for line in importance_table(result):
+            print(line)
     for budget in result.budgets:
         if budget.reason:
             print(f"{budget.budget}\t{budget.reason}")

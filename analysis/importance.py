@@ -707,17 +707,19 @@ def is_importance_plot(name: str) -> bool:
 
 def plot_importance(result: ImportanceResult, folder: str | Path) -> list[Path]:
     """Save a slice plot per searched parameter and a parallel-coordinates plot per budget
-    (trials that have a score at it) into `folder`; returns the files written."""
+    (trials that have a score at it) into `folder`; returns the files written. None when
+    no budget had the trials to compute importance at: a plot of too few trials says less
+    than its absence."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if not any(budget.points for budget in result.budgets):
+    if not result.entries:
         return []
     written = [
         _save(slice_figure(result, name), folder / slice_file(name))
         for name in result.distributions
     ]
     for budget in result.budgets:
-        if budget.points:
+        if budget.entries:
             written.append(
                 _save(parallel_figure(result, budget), folder / parallel_file(budget.budget))
             )

@@ -400,7 +400,8 @@ def render_markdown(
         f"bootstrap intervals over the test tracks ({resamples} resamples, seed {seed}). "
         + _undefined_note(undefined)
         + "p: two-sided paired bootstrap test of the row against the best single model, the "
-        f"finished trial ({', '.join(FINISHED_STATES)}) with the best validation {selection} "
+        f"trial that trained to a best epoch (end state {', '.join(FINISHED_STATES)}) with "
+        f"the best validation {selection} "
         f"({escape_markdown(best.system.removesuffix(' (best single)'))}). Fusion rows come "
         f"from `fusions/*/metrics.json`; their validation {selection} is that of the fused "
         "validation scores.",

@@ -1,6 +1,6 @@
 """Tag recordings with a trained model.
 
-    python -m mer_models.tag AUDIO... --model WHAT [--top N] [--json] [--crops K]
+    python -m tagging AUDIO... --model WHAT [--top N] [--json] [--crops K]
 
 WHAT is a training run folder (python -m mer_models.train --out), a study
 trial folder (STUDY/trials/<id>), or a study (its folder, or its name under
@@ -32,7 +32,7 @@ from tagging.tagger import ModelSourceError, Tagger, load_tagger
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mer_models.tag",
+        prog="python -m tagging",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,8 +1,8 @@
 """Export a trained model as one file that loads with PyTorch alone.
 
-    python -m mer_models.export WHAT --out model.pt2
+    python -m tagging.export WHAT --out model.pt2
 
-WHAT is what `python -m mer_models.tag --model` takes (a run folder, a study
+WHAT is what `python -m tagging --model` takes (a run folder, a study
 trial, or a study's best trial). The file is a `torch.export` program
 (``torch.export.load(path).module()``): no project code, no Python class of
 ours, is needed to run it. It takes raw dB mel windows, (batch, 1, 96,
@@ -101,7 +101,7 @@ def export_model(tagger: Tagger, out: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mer_models.export",
+        prog="python -m tagging.export",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
