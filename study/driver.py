@@ -32,7 +32,6 @@ from mer_models.data.splits import DatasetPaths
 from mer_models.files import atomic_write_text, remove_partials
 from study.checkpoint_store import FOLDER as CHECKPOINTS
 from study.local_cluster import start_local_cluster
-from study.mlflow_writer import StudyTracker
 from study.race import (
     Course,
     Race,
@@ -66,6 +65,7 @@ from study_folder.search_space import (
     tune_value,
 )
 from tracking.names import SEED_FIELD, SPLIT_FIELD, row_name, searched_fields
+from tracking.study_tracker import StudyTracker
 
 log = logging.getLogger(__name__)
 

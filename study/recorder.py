@@ -33,7 +33,6 @@ from mer_models.training.checkpoint import (
 from mer_models.training.metrics import BEST_VALUE_KEY, DEFAULT_SELECTION
 from study.checkpoint_store import CheckpointStore
 from study.console import TABLE_SECONDS, StudyConsole
-from study.mlflow_writer import PENDING, StudyTracker
 from study.signals import STOP
 from study.trainable import (
     ENDED_KEY,
@@ -60,6 +59,7 @@ from tracking.names import (
     trial_run_name,
     varied_draws,
 )
+from tracking.study_tracker import PENDING, StudyTracker
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from analysis.report import MLFLOW_ARTIFACT_PATH
 from analysis.rows import RowTable, row_results
 from mer_models.config import TrainConfig, applicable_fields
 from study.best_model import log_best_model
-from study.mlflow_writer import StudyTracker
 from study_folder.records import Study, Trial, finished_trials, finite_number
 from tracking.names import BEST_MODEL_TAG, format_value, fusion_metric
 from tracking.runs import log_files_and_metrics
+from tracking.study_tracker import StudyTracker
 
 log = logging.getLogger(__name__)
 
@@ -141,5 +141,5 @@ def _best_model(tracker: StudyTracker, study: Study, record: EndRecord, again: b
     model = log_best_model(
         tracker.tracking_uri, tracker.parent_run_id, study.name, tracker.model_name, record.best
     )
-    tracker.client.set_tag(tracker.parent_run_id, BEST_MODEL_TAG, model.uri)
+    tracker.tag_study_run(BEST_MODEL_TAG, model.uri)
     record.uri = model.uri

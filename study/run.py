@@ -240,7 +240,7 @@ def with_scheduler(space: SearchSpace, scheduler: str | None) -> SearchSpace:
 
 # MLflow's HTTP client waits 120 s per request and retries 7 times by default: a frozen
 # server would hold the driver for many minutes. The driver's writes are retried by its own
-# queue instead (study.mlflow_writer), within the study's end timeout.
+# queue instead (tracking.study_tracker), within the study's end timeout.
 MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
 STOP_WAIT_S = 4.0  # what a stopped study waits for MLflow to mark its runs KILLED
 
@@ -445,7 +445,7 @@ def check_before_start(options):
 def run_tracked(options, data_report, working: Path, study_id: str) -> int:
     """The study with its MLflow runs, from the parent run's start to the last line."""
     from study.driver import ClusterError, StorageFault, StoreFailed, run_study, study_params
-    from study.mlflow_writer import StudyTracker, study_dataset
+    from tracking.study_tracker import StudyTracker, study_dataset
 
     tracker = StudyTracker(
         options.tracking_uri,
@@ -589,7 +589,7 @@ def stopped(options, tracker) -> int:
 def store_failed(options, tracker, error: BaseException) -> int:
     """The MLflow store failed for good (deleted, damaged, refusing the writes): the trials'
     records on disk are whole; one paragraph and the resume that logs what it lacks."""
-    from study.mlflow_writer import store_failure_reason
+    from tracking.study_tracker import store_failure_reason
 
     tracker.end_within(STOP_WAIT_S)
     show_table(options, tracker)

@@ -44,7 +44,16 @@ from mer_models.data.splits import DatasetPaths, load_split
 from mer_models.files import PARTIAL, atomic_write_bytes, atomic_write_text
 from mer_models.npy import load_npy
 from mer_models.training.metrics import DEFAULT_SELECTION, Metric, selection_metric
-from tracking.names import SEED_FIELD, SPLIT_FIELD, varied_draws
+from tracking.names import (  # noqa: F401 - the race's names are the folder's too
+    BEST,
+    DROPPED,
+    DROPPED_KEY,
+    KEPT,
+    RUNGS_FILE,
+    SEED_FIELD,
+    SPLIT_FIELD,
+    varied_draws,
+)
 
 STUDY_FILE = "study.json"
 TRIALS = "trials"
@@ -60,12 +69,9 @@ PREDICTION_FILES = {part: f"{part}_predictions.npy" for part in EVALUATED_PARTS}
 GROUNDTRUTH_FILES = {part: f"{part}_groundtruth.npy" for part in EVALUATED_PARTS}
 TAGS_FILE = "tags.txt"
 # A trial stopped because a race dropped its row at a rung; metrics.json says which rung.
-DROPPED_STATE, DROPPED_KEY = "race_dropped", "dropped_at_rung"
+DROPPED_STATE = "race_dropped"
 # End states of a trial that trained to a best epoch (stopped ones included): fusable models.
 FINISHED_STATES = ("finished", "early_stopped", "asha_stopped", DROPPED_STATE)
-# A race's rungs (study.race decides them): every decided rung's rows and their decisions.
-RUNGS_FILE = "rungs.json"
-BEST, KEPT, DROPPED = "best", "kept", "dropped"
 # What a reader needs of study.json (a resume needs all of StudyRecord).
 STUDY_KEYS = ("name", "space", "data")
 # MLflow coordinates: absent or null in a study run without tracking (or, for the study id,

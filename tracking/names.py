@@ -41,6 +41,13 @@ NOTE_TAG = "mlflow.note.content"  # MLflow's own: the description shown in the U
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
+# A race's records, shared by the study folder and its MLflow runs: the metrics.json key
+# (and trial-run tag) of a dropped trial's rung, the rungs file (a parent-run artifact) and
+# its decisions.
+DROPPED_KEY = "dropped_at_rung"
+RUNGS_FILE = "rungs.json"
+BEST, KEPT, DROPPED = "best", "kept", "dropped"
+
 # Metric names: trainer key -> MLflow name (the scores from the one table, metrics.METRICS) -------
 
 EPOCH_METRICS: Mapping[str, str] = {  # one point per epoch, step = epoch

@@ -15,7 +15,6 @@ from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
 from study.console import table_lines
 from study.driver import StudyOptions, check_records, not_begun, planned_trials
-from study.mlflow_writer import StudyTracker
 from study.recorder import StudyRecorder
 from study.summary import columns, table_rows
 from study.trainable import ROW_KEY
@@ -30,6 +29,7 @@ from study_folder.search_space import (
 )
 from tests.study.test_summary import GRU, LSTM, finished, write_study
 from tracking.names import ROW_TAG, SEED_TAG, repeated_run_name, row_name, trial_run_name
+from tracking.study_tracker import StudyTracker
 from tracking.ui import SHARED_VIEW_TAG, VIEW_KEY
 
 # Where no trial reads: the options only plan trials.

@@ -7,7 +7,7 @@ import mlflow
 import mlflow.pytorch
 import torch
 
-from study.mlflow_writer import StudyTracker
+from tracking.study_tracker import StudyTracker
 
 
 def test_a_second_result_replaces_the_first_and_the_model_still_logs(tmp_path, monkeypatch):

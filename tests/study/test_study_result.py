@@ -14,10 +14,10 @@ from mlflow.tracking import MlflowClient
 
 from mer_models.config import TrainConfig, applicable_fields
 from study.best_model import load_trial_model
-from study.mlflow_writer import RESULT_ARTIFACTS
 from study.result import SUMMARY_TABLE
 from study_folder.records import finished_trials, load_study
 from tracking.names import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, FINAL_METRICS, NOTE_TAG
+from tracking.study_tracker import RESULT_ARTIFACTS
 
 pytestmark = pytest.mark.slow
 

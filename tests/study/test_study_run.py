@@ -16,11 +16,11 @@ from mlflow.tracking import MlflowClient
 
 from mer_models.config import FIELD_NAMES, TrainConfig, applicable_fields
 from mer_models.training.metrics import BEST_VALUE_KEY
-from study.mlflow_writer import StudyTracker
 from study.recorder import StudyRecorder
 from tests.study.processes import RUN, mlflow_server, run_driver, study_command
 from tests.study.test_repeats import fake_trial
 from tracking.names import EPOCH_METRICS, FINAL_METRICS
+from tracking.study_tracker import StudyTracker
 from tracking.ui import SHARED_VIEW_TAG, VIEW_KEY, comparison_metrics, comparison_url
 
 pytestmark = pytest.mark.slow

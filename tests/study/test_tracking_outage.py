@@ -21,10 +21,10 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from study.mlflow_writer import PENDING, StudyTracker
 from tests.study.processes import free_port, kill_session, start_mlflow_server
 from tracking.names import EPOCH_METRICS, TRIAL_TAG
 from tracking.runs import dataset_input
+from tracking.study_tracker import PENDING, StudyTracker
 
 PARAMS = {"lr": 0.001, "units": 8}
 EPOCH_KEYS = ("train_loss", "val_roc_auc")
@@ -76,7 +76,7 @@ class Said(logging.Handler):
 @pytest.fixture
 def said_unreachable() -> Iterator[threading.Event]:
     handler = Said(UNREACHABLE)
-    logger = logging.getLogger("study.mlflow_writer")
+    logger = logging.getLogger("tracking.study_tracker")
     logger.addHandler(handler)
     yield handler.event
     logger.removeHandler(handler)

@@ -30,11 +30,13 @@ from mlflow.tracking import MlflowClient
 from mer_models.data.splits import DatasetPaths
 from mer_models.data.synthetic import MARKER as SYNTHETIC_MARKER
 from mer_models.training.metrics import DEFAULT_SELECTION
-from study_folder.records import BEST, DROPPED, DROPPED_KEY, RUNGS_FILE
 from tracking.names import (
+    BEST,
     BEST_CONFIG_TAG,
     BEST_NAME_TAG,
     BEST_TRIAL_TAG,
+    DROPPED,
+    DROPPED_KEY,
     DROPPED_TAG,
     END_STATE_TAG,
     EPOCH_METRICS,
@@ -42,6 +44,7 @@ from tracking.names import (
     MODEL_NAME_TAG,
     ROLE_TAG,
     RUNG_METRICS,
+    RUNGS_FILE,
     STUDY_ID_TAG,
     STUDY_TAG,
     TRIAL_TAG,
@@ -343,6 +346,10 @@ class StudyTracker:
             BEST_CONFIG_TAG: json.dumps(best_config, sort_keys=True),
         }
         self._submit("the study's result", self._log_result, metrics, tags, dict(files), end=True)
+
+    def tag_study_run(self, key: str, value: str) -> None:
+        """A tag on the study's parent run, now (from a write of the end, on the writer)."""
+        self.client.set_tag(self.parent_run_id, key, value)
 
     def _log_result(
         self, metrics: dict[str, float], tags: dict[str, str], files: dict[str, str], again: bool
