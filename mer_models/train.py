@@ -36,6 +36,39 @@ def default_threads(config: TrainConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    try:
+        config = _config(args)
+        out = Path(args.out)
+        restore = _restore_dir(out, args.resume, parser)
+        paths = dataset_paths(args, parser)
+        config = _with_split(config, paths.split, parser)
+        metrics = train(
+            config,
+            paths,
+            out,
+            restore=restore,
+            device=args.device,
+            selection=args.metric,
+        )
+    except (DataError, GraphCaptureFailed, TrainingDiverged, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; continue with: python -m mer_models.train --out {args.out} "
+            "--resume (and the same --config and data flags)",
+            file=sys.stderr,
+        )
+        return 130
+    print(json.dumps(metrics, indent=2))
+    print(f"results in {out}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mer_models.train",
         description=__doc__,
@@ -69,45 +102,28 @@ def main(argv: list[str] | None = None) -> int:
         f"(default: {DEFAULT_SELECTION}, the paper's; MediaEval ranked by val_pr_auc)",
     )
     add_data_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    try:
-        config = load_config(args.config) if args.config else TrainConfig()
-        if args.no_cuda_graphs:
-            config = config.replace(cuda_graphs=False)
-        config = config.replace(threads=args.threads or config.threads or default_threads(config))
-        out = Path(args.out)
-        restore = out / "checkpoint" if args.resume else None
-        if restore is not None and not restore.is_dir():
-            parser.error(f"--resume: no checkpoint at {restore}")
-        if restore is None and (out / "checkpoint").exists():
-            parser.error(
-                f"--out {out} holds a run already (its checkpoint folder); continue it with "
-                "--resume, or choose another --out"
-            )
-        paths = dataset_paths(args, parser)
-        config = _with_split(config, paths.split, parser)
-        metrics = train(
-            config,
-            paths,
-            out,
-            restore=restore,
-            device=args.device,
-            selection=args.metric,
+    return parser
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    """--config's TrainConfig (else the paper's) with --no-cuda-graphs and the threads."""
+    config = load_config(args.config) if args.config else TrainConfig()
+    if args.no_cuda_graphs:
+        config = config.replace(cuda_graphs=False)
+    return config.replace(threads=args.threads or config.threads or default_threads(config))
+
+
+def _restore_dir(out: Path, resume: bool, parser: argparse.ArgumentParser) -> Path | None:
+    """OUT/checkpoint with --resume (which must exist); None, in a folder that holds no run."""
+    restore = out / "checkpoint" if resume else None
+    if restore is not None and not restore.is_dir():
+        parser.error(f"--resume: no checkpoint at {restore}")
+    if restore is None and (out / "checkpoint").exists():
+        parser.error(
+            f"--out {out} holds a run already (its checkpoint folder); continue it with "
+            "--resume, or choose another --out"
         )
-    except (DataError, GraphCaptureFailed, TrainingDiverged, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted; continue with: python -m mer_models.train --out {args.out} "
-            "--resume (and the same --config and data flags)",
-            file=sys.stderr,
-        )
-        return 130
-    print(json.dumps(metrics, indent=2))
-    print(f"results in {out}")
-    return 0
+    return restore
 
 
 def _with_split(config: TrainConfig, split: int, parser: argparse.ArgumentParser) -> TrainConfig:

@@ -244,48 +244,14 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
     check.integer("num_samples", num_samples, minimum=1)
     budget = raw.get("budget", "quick")
     check.choice("budget", budget, tuple(BUDGETS))
-    parameters = raw.get("parameters", {}) or {}
-    if not isinstance(parameters, dict):
-        raise check.error("parameters", "expected a mapping of config fields")
-    for key, spec in parameters.items():
-        _check_parameter(check, key, spec)
-    configs = raw.get("configs", []) or []
-    if not isinstance(configs, list):
-        raise check.error("configs", "expected a list of mappings of config fields")
-    if "configs" in raw and not configs:
-        raise check.error("configs", "the list is empty; give at least one configuration")
-    for index, entry in enumerate(configs):
-        key = f"configs[{index}]"
-        if not isinstance(entry, dict) or not entry:
-            raise check.error(key, "expected a non-empty mapping of config fields")
-        check.unknown_keys(key, entry, FIELD_NAMES)
-        for name, value in entry.items():
-            check.field_value(f"{key}.{name}", name, value)
-    has_grid = bool(configs) or any(_is_grid(spec) for spec in parameters.values())
-    if searcher == "optuna" and has_grid:
-        raise check.error(
-            "searcher",
-            "optuna samples its own points: use choice instead of grid "
-            "and configs, or searcher: grid",
-        )
+    parameters = _parse_parameters(check, raw)
+    configs = _parse_configs(check, raw)
+    _check_grid_searcher(check, searcher, parameters, configs)
     scheduler = _parse_scheduler(check, raw["scheduler"]) if "scheduler" in raw else Scheduler()
     if scheduler.type == "race" and searcher == "optuna":
         raise check.error("scheduler.type", RACE_WITH_OPTUNA)
-    metric = raw.get("metric", {"name": METRIC, "mode": MODE}) or {}
-    if not isinstance(metric, dict):
-        raise check.error("metric", "expected {name: val_roc_auc, mode: max}")
-    check.unknown_keys("metric", metric, ("name", "mode"))
-    check.choice("metric.name", metric.get("name", METRIC), METRICS)
-    check.choice("metric.mode", metric.get("mode", MODE), ("max",))
-    description = raw.get("description", "")
-    if not isinstance(description, str):
-        raise check.error("description", "expected a string")
-    if len(description.strip()) > MAX_DESCRIPTION:
-        raise check.error(
-            "description",
-            f"{len(description.strip()):,} characters; MLflow keeps at most {MAX_DESCRIPTION:,} "
-            "as the experiment's note: shorten it",
-        )
+    metric = _parse_metric(check, raw)
+    description = _parse_description(check, raw)
     search_seed = raw.get("search_seed", 0)
     check.integer("search_seed", search_seed, minimum=0)
     repeats = raw.get("repeats", 1)
@@ -298,7 +264,7 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
         searcher=searcher,
         num_samples=num_samples,
         scheduler=scheduler,
-        metric=metric.get("name", METRIC),
+        metric=metric,
         mode=MODE,
         budget=budget,
         description=description,
@@ -306,6 +272,76 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
         repeats=repeats,
         splits=splits,
     )
+    _check_trial_count(check, space)
+    return space
+
+
+def _parse_parameters(check: _Checks, raw: dict) -> dict[str, Any]:
+    """`parameters:`, a mapping of config fields to fixed values or distributions."""
+    parameters = raw.get("parameters", {}) or {}
+    if not isinstance(parameters, dict):
+        raise check.error("parameters", "expected a mapping of config fields")
+    for key, spec in parameters.items():
+        _check_parameter(check, key, spec)
+    return parameters
+
+
+def _parse_configs(check: _Checks, raw: dict) -> list[dict[str, Any]]:
+    """`configs:`, a non-empty list of non-empty mappings of config fields (or none)."""
+    configs = raw.get("configs", []) or []
+    if not isinstance(configs, list):
+        raise check.error("configs", "expected a list of mappings of config fields")
+    if "configs" in raw and not configs:
+        raise check.error("configs", "the list is empty; give at least one configuration")
+    for index, entry in enumerate(configs):
+        key = f"configs[{index}]"
+        if not isinstance(entry, dict) or not entry:
+            raise check.error(key, "expected a non-empty mapping of config fields")
+        check.unknown_keys(key, entry, FIELD_NAMES)
+        for name, value in entry.items():
+            check.field_value(f"{key}.{name}", name, value)
+    return configs
+
+
+def _check_grid_searcher(
+    check: _Checks, searcher: str, parameters: dict, configs: list[dict]
+) -> None:
+    """Optuna samples its own points: a space searched by it has no grid and no configs."""
+    has_grid = bool(configs) or any(_is_grid(spec) for spec in parameters.values())
+    if searcher == "optuna" and has_grid:
+        raise check.error(
+            "searcher",
+            "optuna samples its own points: use choice instead of grid "
+            "and configs, or searcher: grid",
+        )
+
+
+def _parse_metric(check: _Checks, raw: dict) -> str:
+    """`metric: {name, mode}`: the name of the per-epoch score the study maximises."""
+    metric = raw.get("metric", {"name": METRIC, "mode": MODE}) or {}
+    if not isinstance(metric, dict):
+        raise check.error("metric", "expected {name: val_roc_auc, mode: max}")
+    check.unknown_keys("metric", metric, ("name", "mode"))
+    check.choice("metric.name", metric.get("name", METRIC), METRICS)
+    check.choice("metric.mode", metric.get("mode", MODE), ("max",))
+    return metric.get("name", METRIC)
+
+
+def _parse_description(check: _Checks, raw: dict) -> str:
+    """`description:`, a string short enough to be the MLflow experiment's note."""
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise check.error("description", "expected a string")
+    if len(description.strip()) > MAX_DESCRIPTION:
+        raise check.error(
+            "description",
+            f"{len(description.strip()):,} characters; MLflow keeps at most {MAX_DESCRIPTION:,} "
+            "as the experiment's note: shorten it",
+        )
+    return description
+
+
+def _check_trial_count(check: _Checks, space: SearchSpace) -> None:
     if space.trial_count > MAX_TRIALS:
         raise check.error(
             "",
@@ -314,7 +350,6 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
             f"runs at most {MAX_TRIALS:,}: each is a Ray trial, an MLflow run and a folder. "
             "Sample the space (searcher: random or optuna, num_samples) or split the study",
         )
-    return space
 
 
 def _check_repeats(

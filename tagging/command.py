@@ -31,6 +31,25 @@ from tagging.tagger import ModelSourceError, Tagger, load_tagger
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        tagger = _load(args)
+    except (ModelSourceError, DataError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for member in tagger.members:
+        member.network.to(device)
+    if not args.json:
+        print(f"model: {tagger.description}\n")
+    failed = sum(not _tag_file(path, tagger, device, args) for path in args.audio)
+    if failed:
+        print(f"{failed} of {len(args.audio)} file(s) could not be tagged", file=sys.stderr)
+        return 1
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tagging",
         description=__doc__,
@@ -65,42 +84,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--crops must be >= 1, got {args.crops}")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return args
+
+
+def _load(args: argparse.Namespace) -> Tagger:
+    """The tagger --model (and --fusion) name; --metadata gives its validation labels."""
+    metadata = None
+    if args.metadata is not None:  # labels only: the melspec folder is not read
+        metadata = DatasetPaths(args.metadata, args.metadata, args.split, args.subset)
+    return load_tagger(args.model, results_root=args.results, fusion=args.fusion, metadata=metadata)
+
+
+def _tag_file(path: str, tagger: Tagger, device: torch.device, args: argparse.Namespace) -> bool:
+    """Tag one file and print its result; False (the error on stderr) when it cannot be read."""
     try:
-        metadata = None
-        if args.metadata is not None:  # labels only: the melspec folder is not read
-            metadata = DatasetPaths(args.metadata, args.metadata, args.split, args.subset)
-        tagger = load_tagger(
-            args.model, results_root=args.results, fusion=args.fusion, metadata=metadata
-        )
-    except (ModelSourceError, DataError, ValueError) as error:
+        melspec = melspec_file(path)
+    except AudioError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
-    for member in tagger.members:
-        member.network.to(device)
-    if not args.json:
-        print(f"model: {tagger.description}\n")
-    failed = 0
-    for path in args.audio:
-        try:
-            melspec = melspec_file(path)
-        except AudioError as error:
-            print(f"error: {error}", file=sys.stderr)
-            if args.json:  # one line per file, failed ones too
-                print(json.dumps({"file": str(path), "error": str(error)}), flush=True)
-            failed += 1
-            continue
-        probabilities, windows = tag_probabilities(
-            tagger, melspec, device, args.crops, args.batch_size
-        )
-        if args.json:
-            print(json.dumps(result_record(path, tagger, probabilities, args.top)), flush=True)
-        else:
-            print(format_result(path, tagger, probabilities, args.top, windows), flush=True)
-    if failed:
-        print(f"{failed} of {len(args.audio)} file(s) could not be tagged", file=sys.stderr)
-        return 1
-    return 0
+        if args.json:  # one line per file, failed ones too
+            print(json.dumps({"file": str(path), "error": str(error)}), flush=True)
+        return False
+    probabilities, windows = tag_probabilities(tagger, melspec, device, args.crops, args.batch_size)
+    if args.json:
+        print(json.dumps(result_record(path, tagger, probabilities, args.top)), flush=True)
+    else:
+        print(format_result(path, tagger, probabilities, args.top, windows), flush=True)
+    return True
 
 
 def result_record(path: str, tagger: Tagger, probabilities: np.ndarray, top: int) -> dict:

@@ -364,67 +364,121 @@ def _write_tracks(
     done: int,
     show: bool,
 ) -> None:
-    lengths = np.asarray(plan["frames"], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    rows = [
-        (track, relative)
-        for part in PARTS
-        for track, relative in zip(tables[part].track_ids, tables[part].melspec_paths, strict=True)
-    ]
-    row_bytes = N_BANDS * 2
-    total_bytes = int(lengths.sum()) * row_bytes
+    layout = _Layout.of(tables, plan)
     progress = json.loads((out / PROGRESS).read_text())
     max_error = float(progress["max_abs_error_db"])
     data_fd = os.open(out / DATA, os.O_RDWR | os.O_CREAT, 0o666)  # as the umask allows
     digest_fd = os.open(out / DIGESTS, os.O_RDWR | os.O_CREAT, 0o666)  # as the umask allows
+    tracks = len(layout.rows)
     meter = _Progress(
-        len(rows),
-        total_bytes,
+        tracks,
+        layout.total_bytes,
         done,
-        int(starts[done]) * row_bytes if done < len(rows) else total_bytes,
+        layout.offset(done) if done < tracks else layout.total_bytes,
         show,
     )
     try:
-        os.ftruncate(data_fd, total_bytes)
-        os.ftruncate(digest_fd, len(rows) * _DIGEST_BYTES)
-        unsynced = since_checkpoint = 0
-        for row in range(done, len(rows)):
-            track, relative = rows[row]
-            packed, error = _pack_track(paths, track, relative, int(lengths[row]))
-            os.pwrite(data_fd, packed, int(starts[row]) * row_bytes)
-            digest = hashlib.blake2b(packed, digest_size=_DIGEST_BYTES).digest()
-            os.pwrite(digest_fd, digest, row * _DIGEST_BYTES)
-            max_error = max(max_error, error)
-            unsynced += len(packed)
-            since_checkpoint += 1
-            meter.update(row + 1, len(packed))
-            if (
-                unsynced >= _CHECKPOINT_BYTES
-                or since_checkpoint >= _CHECKPOINT_TRACKS
-                or row + 1 == len(rows)
-            ):
-                os.fsync(data_fd)
-                os.fsync(digest_fd)
-                _atomic_json(
-                    out / PROGRESS, {"plan": plan, "done": row + 1, "max_abs_error_db": max_error}
-                )
-                unsynced = since_checkpoint = 0
-        digests = os.pread(digest_fd, len(rows) * _DIGEST_BYTES, 0)
+        os.ftruncate(data_fd, layout.total_bytes)
+        os.ftruncate(digest_fd, tracks * _DIGEST_BYTES)
+        max_error = _pack_rows(paths, out, plan, layout, done, data_fd, digest_fd, meter, max_error)
+        digests = os.pread(digest_fd, tracks * _DIGEST_BYTES, 0)
     finally:
         os.close(data_fd)
         os.close(digest_fd)
         meter.close()
-    index = np.empty(len(rows), dtype=_INDEX_DTYPE)
-    index["start"], index["frames"] = starts, lengths
+    _write_index(out, layout, digests)
+    _complete(paths, out, plan, layout, max_error)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the tracks go: (track, melspec path) in store order, and each one's first frame
+    and frames in the data file."""
+
+    rows: list[tuple[str, str]]
+    starts: np.ndarray
+    lengths: np.ndarray
+    row_bytes = N_BANDS * 2  # one float16 frame of every band (a class constant)
+
+    @classmethod
+    def of(cls, tables: dict[str, SplitTable], plan: dict[str, Any]) -> _Layout:
+        lengths = np.asarray(plan["frames"], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        rows = [
+            (track, relative)
+            for part in PARTS
+            for track, relative in zip(
+                tables[part].track_ids, tables[part].melspec_paths, strict=True
+            )
+        ]
+        return cls(rows, starts, lengths)
+
+    @property
+    def total_bytes(self) -> int:
+        return int(self.lengths.sum()) * self.row_bytes
+
+    def offset(self, row: int) -> int:
+        """The data file's byte offset of a track."""
+        return int(self.starts[row]) * self.row_bytes
+
+
+def _pack_rows(
+    paths: DatasetPaths,
+    out: Path,
+    plan: dict[str, Any],
+    layout: _Layout,
+    done: int,
+    data_fd: int,
+    digest_fd: int,
+    meter: _Progress,
+    max_error: float,
+) -> float:
+    """Pack the tracks from `done` on into the open files, recording progress (synced) every
+    checkpoint's worth of bytes or tracks and after the last; the largest error so far."""
+    unsynced = since_checkpoint = 0
+    for row in range(done, len(layout.rows)):
+        track, relative = layout.rows[row]
+        packed, error = _pack_track(paths, track, relative, int(layout.lengths[row]))
+        os.pwrite(data_fd, packed, layout.offset(row))
+        digest = hashlib.blake2b(packed, digest_size=_DIGEST_BYTES).digest()
+        os.pwrite(digest_fd, digest, row * _DIGEST_BYTES)
+        max_error = max(max_error, error)
+        unsynced += len(packed)
+        since_checkpoint += 1
+        meter.update(row + 1, len(packed))
+        if (
+            unsynced >= _CHECKPOINT_BYTES
+            or since_checkpoint >= _CHECKPOINT_TRACKS
+            or row + 1 == len(layout.rows)
+        ):
+            os.fsync(data_fd)
+            os.fsync(digest_fd)
+            _atomic_json(
+                out / PROGRESS, {"plan": plan, "done": row + 1, "max_abs_error_db": max_error}
+            )
+            unsynced = since_checkpoint = 0
+    return max_error
+
+
+def _write_index(out: Path, layout: _Layout, digests: bytes) -> None:
+    """index.npy: every track's start, frames and digest."""
+    index = np.empty(len(layout.rows), dtype=_INDEX_DTYPE)
+    index["start"], index["frames"] = layout.starts, layout.lengths
     index["digest"] = np.frombuffer(digests, dtype=np.uint8).reshape(-1, _DIGEST_BYTES)
     buffer = io.BytesIO()
     np.save(buffer, index)
     atomic_write_bytes(out / INDEX, buffer.getvalue())
+
+
+def _complete(
+    paths: DatasetPaths, out: Path, plan: dict[str, Any], layout: _Layout, max_error: float
+) -> None:
+    """Write the manifest that makes the store complete, then remove what packing left."""
     identity = {key: value for key, value in plan.items() if key != "frames"}
     manifest = {
         **identity,
-        "frames_total": int(lengths.sum()),
-        "bytes": total_bytes,
+        "frames_total": int(layout.lengths.sum()),
+        "bytes": layout.total_bytes,
         "max_abs_error_db": max_error,
         "packed_from": {"metadata": str(paths.metadata), "melspecs": str(paths.melspecs)},
     }

@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,138 +88,242 @@ def train(
     stopping and the best epoch follow.
     """
     metric = selection_metric(selection, "selection")
+    _require_same_split(config, paths)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    run = _set_up(config, paths, device, metric, check_data)
+    if restore is not None:
+        run.restore(restore)
+    preprocess = BatchPreprocess(run.stats).to(device)
+    loop = TrainingLoop(run.model, run.optimizer, device, config, run.channels_last, preprocess)
+    loaders = _Loaders.build(config, paths, run.tables)
+    checkpoint_dir = out_dir / "checkpoint"
+    for epoch in range(run.state.epoch + 1, config.max_epochs + 1):
+        if run.state.early_stopping.should_stop:
+            break
+        record, validation = run.run_epoch(epoch, loop, loaders)
+        run.save_checkpoint(checkpoint_dir)
+        _log_epoch(record, validation, config.max_epochs)
+        if on_epoch is not None:
+            on_epoch(record, checkpoint_dir)
+    return run.finish(out_dir)
+
+
+def _require_same_split(config: TrainConfig, paths: DatasetPaths) -> None:
     if config.split != paths.split:
         raise ValueError(
             f"the config trains on split {config.split} but the data is split-{paths.split} of "
             f"{paths.metadata}: give the same split to both"
         )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+@dataclass
+class _Run:
+    """What the steps of `train` share: the data, the model and the best epoch so far."""
+
+    config: TrainConfig
+    metric: Metric
+    tables: dict[str, SplitTable]
+    stats: BandStats
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    channels_last: bool
+    state: TrainingState
+    best_model: dict[str, torch.Tensor]
+    best_predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self.tables["train"].tags
+
+    def restore(self, checkpoint: Path) -> None:
+        """Continue from a checkpoint folder: weights, optimiser, progress and input scaling."""
+        saved, self.best_predictions = load_checkpoint(checkpoint)
+        self.model.load_state_dict(saved["model"])
+        load_optimizer_state(self.optimizer, saved["optimizer"])  # onto the model's device
+        self.state = TrainingState.from_dict(saved["state"])
+        self.best_model = saved["best_model"]
+        self.best_metrics = saved["best_metrics"]
+        _check_selection(checkpoint, self.best_metrics, self.metric)
+        self.stats = BandStats.from_dict(saved["band_stats"])
+        log.info("restored %s at epoch %d", checkpoint, self.state.epoch)
+
+    def run_epoch(
+        self, epoch: int, loop: TrainingLoop, loaders: _Loaders
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """Train one epoch, validate, keep the epoch if it is the best; its history record."""
+        started = time.perf_counter()
+        loaders.sampler.set_epoch(epoch)
+        # Dropout draws from here: the same draws after a restore.
+        torch.manual_seed(self.config.seed * 1_000_003 + epoch)
+        train_loss, samples, train_seconds = loop.train_epoch(loaders.train, epoch)
+        validation_scores = loop.predict(loaders.evaluation["validation"])
+        validation = tagging_metrics(self.tables["validation"].labels, validation_scores)
+        if self.state.early_stopping.update(epoch, validation[self.metric.key]):
+            self._keep_best(epoch, loop, loaders, validation, validation_scores)
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            **{m.epoch: validation[m.key] for m in METRICS},
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+            "samples_per_second": samples / train_seconds,
+        }
+        self.state.epoch = epoch
+        self.state.history.append(record)
+        return record, validation
+
+    def _keep_best(
+        self,
+        epoch: int,
+        loop: TrainingLoop,
+        loaders: _Loaders,
+        validation: dict[str, float],
+        validation_scores: np.ndarray,
+    ) -> None:
+        """The new best epoch: its weights, its predictions on both parts and their metrics."""
+        self.best_model = _cpu_copy(self.model.state_dict())
+        test_scores = loop.predict(loaders.evaluation["test"])
+        self.best_predictions = {
+            VALIDATION_PREDICTIONS: validation_scores,
+            TEST_PREDICTIONS: test_scores,
+        }
+        test = tagging_metrics(self.tables["test"].labels, test_scores)
+        self.best_metrics = _summary(epoch, self.metric, validation, test)
+
+    def save_checkpoint(self, checkpoint_dir: Path) -> None:
+        """Everything a restore needs, after the last completed epoch."""
+        save_checkpoint(
+            checkpoint_dir,
+            model=self.model,
+            optimizer=self.optimizer,
+            state=self.state,
+            best_model=self.best_model,
+            extra={
+                "best_metrics": self.best_metrics,
+                "band_stats": self.stats.to_dict(),
+                "config": self.config.to_dict(),
+                "tags": list(self.tags),
+            },
+            best_predictions=self.best_predictions,
+            summary={
+                **self.state.to_dict(),
+                "best_metrics": self.best_metrics,
+                "end_state": _end_state(self.state, self.config),
+            },
+        )
+
+    def finish(self, out_dir: Path) -> dict[str, Any]:
+        """Write the best epoch's outputs and its tuned thresholds; the final metrics."""
+        metrics = {
+            **self.best_metrics,
+            "epochs_run": self.state.epoch,
+            "end_state": _end_state(self.state, self.config),
+        }
+        _write_outputs(
+            out_dir,
+            self.config,
+            self.tags,
+            self.stats,
+            self.best_model,
+            self.best_predictions,
+            self.state,
+            metrics,
+        )
+        if VALIDATION_PREDICTIONS in self.best_predictions:  # decisions when tagging new music
+            scores = self.best_predictions[VALIDATION_PREDICTIONS]
+            thresholds = tune_thresholds(self.tables["validation"].labels, scores)
+            write_thresholds(out_dir / THRESHOLDS_FILE, self.tags, thresholds)
+        return metrics
+
+
+def _set_up(
+    config: TrainConfig, paths: DatasetPaths, device: torch.device, metric: Metric, check_data: bool
+) -> _Run:
+    """The data's tables and input scaling, then a fresh model and optimiser on the device."""
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     if check_data:
         require_valid_dataset(paths)
     tables = split_tables(paths)
-    tags = tables["train"].tags
     stats = band_stats(tables["train"], paths, config.window)
 
     torch.manual_seed(config.seed)
     channels_last = config.channels_last and device.type == "cuda"
-    model = build_model(config, n_tags=len(tags))
+    model = build_model(config, n_tags=len(tables["train"].tags))
     if config.prior_bias:
         initialise_output_bias(model.output_layer, tables["train"].labels)
     model = model.to(
         device, memory_format=torch.channels_last if channels_last else torch.preserve_format
     )
     optimizer = make_optimizer(model, config, device)
-    state = TrainingState(EarlyStopping(config.patience))
-    best_model = _cpu_copy(model.state_dict())
-    best_predictions: dict[str, np.ndarray] = {}
-    best_metrics: dict[str, Any] = {}
-    if restore is not None:
-        saved, best_predictions = load_checkpoint(restore)
-        model.load_state_dict(saved["model"])
-        load_optimizer_state(optimizer, saved["optimizer"])  # onto the model's device
-        state = TrainingState.from_dict(saved["state"])
-        best_model = saved["best_model"]
-        best_metrics = saved["best_metrics"]
-        _check_selection(restore, best_metrics, metric)
-        stats = BandStats.from_dict(saved["band_stats"])
-        log.info("restored %s at epoch %d", restore, state.epoch)
-    preprocess = BatchPreprocess(stats).to(device)
-    loop = TrainingLoop(model, optimizer, device, config, channels_last, preprocess)
-
-    sampler = EpochSampler(len(tables["train"]), seed=config.seed)
-    augment = SpecAugment(config.time_mask, config.freq_mask)
-    train_loader = make_loader(
-        TrainWindows(
-            tables["train"], window_source(paths, tables["train"]), config.window, augment
-        ),
-        config.batch_size,
-        config.workers,
-        sampler=sampler,
-        seed=config.seed,
-        drop_last=len(tables["train"]) > config.batch_size,
+    return _Run(
+        config=config,
+        metric=metric,
+        tables=tables,
+        stats=stats,
+        model=model,
+        optimizer=optimizer,
+        channels_last=channels_last,
+        state=TrainingState(EarlyStopping(config.patience)),
+        best_model=_cpu_copy(model.state_dict()),
     )
-    eval_loaders = {
-        part: make_loader(
-            EvalWindows(
-                tables[part], window_source(paths, tables[part]), config.window, config.eval_crops
+
+
+@dataclass
+class _Loaders:
+    """The training loader with its epoch sampler, and the evaluation loaders by part."""
+
+    sampler: EpochSampler
+    train: Any
+    evaluation: dict[str, Any]
+
+    @classmethod
+    def build(
+        cls, config: TrainConfig, paths: DatasetPaths, tables: dict[str, SplitTable]
+    ) -> _Loaders:
+        """The loaders of one run; the sampler reshuffles the training tracks each epoch."""
+        sampler = EpochSampler(len(tables["train"]), seed=config.seed)
+        augment = SpecAugment(config.time_mask, config.freq_mask)
+        train = make_loader(
+            TrainWindows(
+                tables["train"], window_source(paths, tables["train"]), config.window, augment
             ),
-            config.eval_batch_size,
+            config.batch_size,
             config.workers,
+            sampler=sampler,
+            seed=config.seed,
+            drop_last=len(tables["train"]) > config.batch_size,
         )
-        for part in ("validation", "test")
-    }
-    checkpoint_dir = out_dir / "checkpoint"
-    for epoch in range(state.epoch + 1, config.max_epochs + 1):
-        if state.early_stopping.should_stop:
-            break
-        started = time.perf_counter()
-        sampler.set_epoch(epoch)
-        torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout, identical after a restore
-        train_loss, samples, train_seconds = loop.train_epoch(train_loader, epoch)
-        validation_scores = loop.predict(eval_loaders["validation"])
-        validation = tagging_metrics(tables["validation"].labels, validation_scores)
-        if state.early_stopping.update(epoch, validation[metric.key]):
-            best_model = _cpu_copy(model.state_dict())
-            test_scores = loop.predict(eval_loaders["test"])
-            best_predictions = {
-                VALIDATION_PREDICTIONS: validation_scores,
-                TEST_PREDICTIONS: test_scores,
-            }
-            best_metrics = _summary(
-                epoch, metric, validation, tagging_metrics(tables["test"].labels, test_scores)
+        evaluation = {
+            part: make_loader(
+                EvalWindows(
+                    tables[part],
+                    window_source(paths, tables[part]),
+                    config.window,
+                    config.eval_crops,
+                ),
+                config.eval_batch_size,
+                config.workers,
             )
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            **{m.epoch: validation[m.key] for m in METRICS},
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - started,
-            "samples_per_second": samples / train_seconds,
+            for part in ("validation", "test")
         }
-        state.epoch = epoch
-        state.history.append(record)
-        save_checkpoint(
-            checkpoint_dir,
-            model=model,
-            optimizer=optimizer,
-            state=state,
-            best_model=best_model,
-            extra={
-                "best_metrics": best_metrics,
-                "band_stats": stats.to_dict(),
-                "config": config.to_dict(),
-                "tags": list(tags),
-            },
-            best_predictions=best_predictions,
-            summary={
-                **state.to_dict(),
-                "best_metrics": best_metrics,
-                "end_state": _end_state(state, config),
-            },
-        )
-        log.info(
-            "epoch %d/%d  loss %.4f  val ROC-AUC %.4f  PR-AUC %.4f  %.1fs  %.0f samples/s",
-            epoch,
-            config.max_epochs,
-            train_loss,
-            validation["roc_auc"],
-            validation["pr_auc"],
-            record["seconds"],
-            record["samples_per_second"],
-        )
-        if on_epoch is not None:
-            on_epoch(record, checkpoint_dir)
-    metrics = {**best_metrics, "epochs_run": state.epoch, "end_state": _end_state(state, config)}
-    _write_outputs(out_dir, config, tags, stats, best_model, best_predictions, state, metrics)
-    if VALIDATION_PREDICTIONS in best_predictions:  # decisions when tagging new music
-        scores = best_predictions[VALIDATION_PREDICTIONS]
-        thresholds = tune_thresholds(tables["validation"].labels, scores)
-        write_thresholds(out_dir / THRESHOLDS_FILE, tags, thresholds)
-    return metrics
+        return cls(sampler, train, evaluation)
+
+
+def _log_epoch(record: dict[str, Any], validation: dict[str, float], max_epochs: int) -> None:
+    log.info(
+        "epoch %d/%d  loss %.4f  val ROC-AUC %.4f  PR-AUC %.4f  %.1fs  %.0f samples/s",
+        record["epoch"],
+        max_epochs,
+        record["train_loss"],
+        validation["roc_auc"],
+        validation["pr_auc"],
+        record["seconds"],
+        record["samples_per_second"],
+    )
 
 
 def initialise_output_bias(layer: nn.Linear, labels: np.ndarray) -> None:
