@@ -97,7 +97,8 @@ def check_ui_api(uri: str, study_dir: Path, metrics: list[dict], stdout: str) ->
     assert tags["mlflow.experimentKind"] == "custom_model_development"
     assert tags["mlflow.note.content"].startswith("A seconds-long study")
     view = json.loads(tags[SHARED_VIEW_TAG + VIEW_KEY])
-    assert view["orderByKey"] == "metrics.`best_val_roc_auc`" and not view["orderByAsc"]
+    # Ordered by the study's selection metric, its best validation value (this study's: PR-AUC).
+    assert view["orderByKey"] == "metrics.`best_val_pr_auc`" and not view["orderByAsc"]
     assert "params.`lr`" in view["selectedColumns"]
     (opened,) = [line.split()[1] for line in stdout.splitlines() if line.startswith("open:")]
     assert opened == (
@@ -140,7 +141,7 @@ def check_ui_api(uri: str, study_dir: Path, metrics: list[dict], stdout: str) ->
         assert all(name in comparison for name in trial_names)
         shown = re.sub(r"<[^>]+>", " ", comparison)
         assert re.search(rf"\b{len(trial_names)}\s+matching runs", shown)  # no parent run
-        for name in comparison_metrics():
+        for name in comparison_metrics("val_pr_auc"):
             assert f'col-id="metrics.`{name}`"' in comparison  # a column of the runs table
         assert 'col-id="params.`lr`"' in comparison
 

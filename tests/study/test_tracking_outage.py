@@ -76,7 +76,7 @@ class Said(logging.Handler):
 @pytest.fixture
 def said_unreachable() -> Iterator[threading.Event]:
     handler = Said(UNREACHABLE)
-    logger = logging.getLogger("tracking.study_tracker")
+    logger = logging.getLogger("tracking.writer")
     logger.addHandler(handler)
     yield handler.event
     logger.removeHandler(handler)
