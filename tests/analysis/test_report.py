@@ -130,8 +130,9 @@ def test_the_report_plots_and_mlflow_artifacts(smoke_study):
     )
     assert parent.info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    # One seed per row: no forest plot or row curves, but the rows' and effects' records.
-    logged = (REPORT_FILE, CURVES_FILE, PER_TAG_FILE, ROWS_FILE, EFFECTS_FILE)
+    # One seed per row: no forest plot or row curves, but the rows' and effects' records, and
+    # the importance of its searched fields (four trials: too few for a number or a plot).
+    logged = (REPORT_FILE, CURVES_FILE, PER_TAG_FILE, ROWS_FILE, EFFECTS_FILE, "importance.json")
     assert artifacts == {f"report/{name}" for name in logged}
     rows = read_json(study / ROWS_FILE)
     assert len(rows) == len([t for t in trials if t.end_state != "error"])
