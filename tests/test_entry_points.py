@@ -16,10 +16,16 @@ SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scrip
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
-def test_each_script_is_installed_and_names_a_main(name):
+def test_each_script_is_installed_as_declared(name):
     (installed,) = [ep for ep in entry_points(group="console_scripts") if ep.name == name]
     assert installed.value == SCRIPTS[name]
-    assert callable(installed.load())
+
+
+@pytest.mark.slow  # imports every command (Ray, MLflow, torch): seconds each
+def test_each_script_names_a_main():
+    for installed in entry_points(group="console_scripts"):
+        if installed.name in SCRIPTS:
+            assert callable(installed.load()), installed.name
 
 
 @pytest.mark.slow

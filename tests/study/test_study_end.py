@@ -350,6 +350,7 @@ def test_a_deleted_store_stops_the_study_with_its_resume(small_synthetic, tmp_pa
     _check_ended_once(f"sqlite:///{database}", "deleted")
 
 
+@pytest.mark.slow
 def test_a_sigterm_at_start_up_stops_the_driver_launched_in_the_background(
     small_synthetic, tmp_path
 ):
