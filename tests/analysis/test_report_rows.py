@@ -223,6 +223,7 @@ def test_effect_levels_read_as_run_names_write_them():
     assert "+2.00 [-10.00, +14.00]" in text
 
 
+@pytest.mark.slow  # several reports
 def test_the_answer_of_a_study_without_effects_says_none_was_detected(tmp_path, labelled_dataset):
     flat = [(overrides, 0.6) for overrides, _ in grid()]  # every row learns alike
     folder = repeated_study(tmp_path / "flat", labelled_dataset, flat, SEEDS, SEARCHED)
@@ -235,6 +236,7 @@ def test_the_answer_of_a_study_without_effects_says_none_was_detected(tmp_path, 
     assert "cut learning short" not in answer and "ran once" not in answer
 
 
+@pytest.mark.slow  # several reports
 def test_the_answer_says_what_a_single_seed_or_a_short_budget_cannot_say(
     tmp_path, labelled_dataset
 ):
