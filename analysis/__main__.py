@@ -26,6 +26,7 @@ from analysis.importance import (
     IMPORTANCE_FOLDER,
     compute_importance,
     importance_table,
+    is_importance_plot,
     log_importance,
     plot_importance,
     write_importance,
@@ -358,7 +359,7 @@ def _run_importance(args: argparse.Namespace) -> int:
 
 def _only_importance_plots(folder: Path) -> bool:
     """An earlier `importance` run's plot folder, which a new run replaces."""
-    return all(path.name.startswith("importance_") for path in folder.iterdir())
+    return all(is_importance_plot(path.name) for path in folder.iterdir())
 
 
 def build_parser() -> argparse.ArgumentParser:

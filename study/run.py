@@ -565,14 +565,19 @@ def show_table(options, tracker) -> tuple:
     return study, trials, table
 
 
+def _unfinished(study, trials, started: int) -> int:
+    """Trials the study plans (else `started`) that have not ended."""
+    planned = study.planned if study is not None and study.planned else started
+    return planned - sum(trial.end_state is not None for trial in trials)
+
+
 def stopped(options, tracker) -> int:
     """A stop signal (SIGINT, SIGTERM) in any phase: the table so far, the runs KILLED, the
     resume command; within seconds, whatever the MLflow store does."""
     tracker.end_within(STOP_WAIT_S)
     tracker.drop_end_writes()
     study, trials, _ = show_table(options, tracker)
-    planned = study.planned if study is not None and study.planned else len(trials)
-    unfinished = planned - sum(trial.end_state is not None for trial in trials)
+    unfinished = _unfinished(study, trials, len(trials))
     closed = _close_runs(tracker, "KILLED") and _finish_study(tracker, "KILLED")
     if unfinished > 0:
         print(f"{unfinished} trial(s) unfinished")
@@ -612,8 +617,7 @@ def finish(options, tracker, trials_started: int, fault: str | None = None) -> i
     `fault` (a full or unwritable disk stopped the study), the summary so far and how to
     continue. The parent run ends FINISHED only once everything is recorded."""
     study, trials, table = show_table(options, tracker)
-    planned = study.planned if study is not None and study.planned else trials_started
-    unfinished = planned - sum(trial.end_state is not None for trial in trials)
+    unfinished = _unfinished(study, trials, trials_started)
     if fault is not None:
         return disk_failed(options, tracker, fault)
     if unfinished > 0 or study is None:
