@@ -202,13 +202,116 @@ def before_item_seconds(readers: Readers, count: int) -> float:
     return (time.perf_counter() - started) / (count // BATCH * BATCH)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=48)
     parser.add_argument("--windows", type=int, default=3000)
     parser.add_argument("--dir", help="where to write the tracks (default: a temporary folder)")
     parser.add_argument("--fortran", action="store_true", help="time-major tracks on disk")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def warm_page_cache(readers: Readers) -> None:
+    """Every track file and the packed store read once, so that warm reads find them in memory."""
+    for path in readers.files:
+        np.load(path)
+    readers.data.read_bytes()
+
+
+def window_figures(readers: Readers, windows: int) -> dict:
+    """Random windows per second of each reader, page cache warm then cold (the slow readers
+    read fewer windows)."""
+    slow_count = max(windows // 20, 50)
+    figures = {}
+    warm = (("melspec", windows), ("plain_mmap", windows), ("whole_file", slow_count))
+    for reader, count in warm:
+        figures[f"{reader}_warm"] = windows_per_second(readers, reader, count, cold=False)
+    figures["store_warm"] = windows_per_second(readers, "store", windows * 3, cold=False)
+    cold = (
+        ("melspec", slow_count * 4),
+        ("plain_mmap", slow_count * 4),
+        ("whole_file", slow_count),
+    )
+    for reader, count in cold:
+        figures[f"{reader}_cold"] = windows_per_second(readers, reader, count, cold=True)
+    figures["store_cold"] = windows_per_second(readers, "store", slow_count * 4, cold=True)
+    return figures
+
+
+def item_figures(readers: Readers, paths: DatasetPaths, store: Path, windows: int) -> dict:
+    """Finished training items per second from the packed store and from the `.npy` files,
+    and from the former per-item pipeline (the control)."""
+    augment = SpecAugment()
+    sources = {
+        "store": window_source(DatasetPaths(paths.metadata, store=store), readers.table),
+        "melspec": MelspecFolder(readers.table, paths.melspecs),
+    }
+    figures = {}
+    for name, source in sources.items():
+        dataset = TrainWindows(readers.table, source, WINDOW, augment)
+        worker, collated, batched = item_seconds(dataset, windows)
+        figures[f"{name}_worker_items_per_second"] = 1 / worker
+        figures[f"{name}_items_per_second"] = 1 / (worker + collated + batched)
+        figures[f"{name}_worker_collated_items_per_second"] = 1 / (worker + collated)
+        if name == "store":
+            figures["collate_us_per_item"] = collated * 1e6
+            figures["preprocess_us_per_item"] = batched * 1e6
+    figures["items_per_second"] = figures["store_items_per_second"]
+    figures["before_items_per_second"] = 1 / before_item_seconds(readers, windows)
+    figures["items_vs_before"] = figures["items_per_second"] / figures["before_items_per_second"]
+    return figures
+
+
+def speedups(figures: dict) -> dict:
+    """The readers' windows per second over the whole file's and over the plain memory map's."""
+    return {
+        "speedup": figures["melspec_warm"] / figures["whole_file_warm"],
+        "speedup_cold": figures["melspec_cold"] / figures["whole_file_cold"],
+        # What the cached header, the random-access advice and the prefetch buy.
+        "vs_plain_mmap": figures["melspec_warm"] / figures["plain_mmap_warm"],
+        "vs_plain_mmap_cold": figures["melspec_cold"] / figures["plain_mmap_cold"],
+        "packed_speedup": figures["store_warm"] / figures["whole_file_warm"],
+        "packed_speedup_cold": figures["store_cold"] / figures["whole_file_cold"],
+    }
+
+
+def print_figures(figures: dict) -> None:
+    """The figures in sentences, then as the JSON object on the last line."""
+    print(f"random {WINDOW}-frame windows per second from 10-minute tracks, one core:")
+    for cache in ("warm", "cold"):
+        print(
+            f"  page cache {cache}: whole file {figures[f'whole_file_{cache}']:.0f}/s, plain "
+            f"np.load memory map {figures[f'plain_mmap_{cache}']:.0f}/s, .npy "
+            f"reader {figures[f'melspec_{cache}']:.0f}/s, packed store "
+            f"{figures[f'store_{cache}']:.0f}/s"
+        )
+    print(
+        f"  speedup over the whole file, warm: .npy reader {figures['speedup']:.1f}x, packed "
+        f"store {figures['packed_speedup']:.1f}x (cold: {figures['speedup_cold']:.1f}x, "
+        f"{figures['packed_speedup_cold']:.1f}x)"
+    )
+    print(
+        f"  .npy reader over a plain np.load memory map: {figures['vs_plain_mmap']:.1f}x warm, "
+        f"{figures['vs_plain_mmap_cold']:.1f}x cold"
+    )
+    print(
+        f"finished training items per second, one core (worker read + masks, collation, "
+        f"batched standardise + mask on the CPU: {figures['preprocess_us_per_item']:.0f} us "
+        f"an item): packed store {figures['store_items_per_second']:.0f}/s, .npy files "
+        f"{figures['melspec_items_per_second']:.0f}/s"
+    )
+    print(
+        f"  the former per-item NumPy pipeline (.npy files, control, same run): "
+        f"{figures['before_items_per_second']:.0f}/s; packed store "
+        f"{figures['items_vs_before']:.1f}x that; without the CPU preprocess (a GPU run "
+        f"does it on the GPU) {figures['store_worker_collated_items_per_second']:.0f}/s"
+    )
+    print(f"packing: {figures['pack_mb_per_second']:.0f} MB/s of float32 input")
+    print(json.dumps(figures))
+
+
+def main() -> None:
+    args = parse_args()
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="loader-bench-", dir=args.dir))
@@ -219,87 +322,15 @@ def main() -> None:
         store = pack(paths, root / "store", progress=False).store
         pack_seconds = time.perf_counter() - started
         readers = Readers(paths, store.path)
-        for path in readers.files:  # warm the page cache
-            np.load(path)
-        (root / "store" / DATA).read_bytes()
-        slow_count = max(args.windows // 20, 50)
+        warm_page_cache(readers)
         figures: dict = {"track_frames": FRAMES, "window": WINDOW, "tracks": args.tracks}
         figures["layout"] = "time-major" if args.fortran else "band-major"
         figures["pack_mb_per_second"] = store.manifest["frames_total"] * 96 * 4 / 1e6 / pack_seconds
-        warm = (("melspec", args.windows), ("plain_mmap", args.windows), ("whole_file", slow_count))
-        for reader, count in warm:
-            figures[f"{reader}_warm"] = windows_per_second(readers, reader, count, cold=False)
-        figures["store_warm"] = windows_per_second(readers, "store", args.windows * 3, cold=False)
-        cold = (
-            ("melspec", slow_count * 4),
-            ("plain_mmap", slow_count * 4),
-            ("whole_file", slow_count),
-        )
-        for reader, count in cold:
-            figures[f"{reader}_cold"] = windows_per_second(readers, reader, count, cold=True)
-        figures["store_cold"] = windows_per_second(readers, "store", slow_count * 4, cold=True)
-
-        for path in readers.files:  # the cold runs evicted them
-            np.load(path)
-        (root / "store" / DATA).read_bytes()
-        augment = SpecAugment()
-        sources = {
-            "store": window_source(DatasetPaths(paths.metadata, store=store.path), readers.table),
-            "melspec": MelspecFolder(readers.table, paths.melspecs),
-        }
-        for name, source in sources.items():
-            dataset = TrainWindows(readers.table, source, WINDOW, augment)
-            worker, collated, batched = item_seconds(dataset, args.windows)
-            figures[f"{name}_worker_items_per_second"] = 1 / worker
-            figures[f"{name}_items_per_second"] = 1 / (worker + collated + batched)
-            figures[f"{name}_worker_collated_items_per_second"] = 1 / (worker + collated)
-            if name == "store":
-                figures["collate_us_per_item"] = collated * 1e6
-                figures["preprocess_us_per_item"] = batched * 1e6
-        figures["items_per_second"] = figures["store_items_per_second"]
-        figures["before_items_per_second"] = 1 / before_item_seconds(readers, args.windows)
-        figures["items_vs_before"] = (
-            figures["items_per_second"] / figures["before_items_per_second"]
-        )
-        figures["speedup"] = figures["melspec_warm"] / figures["whole_file_warm"]
-        figures["speedup_cold"] = figures["melspec_cold"] / figures["whole_file_cold"]
-        # What the cached header, the random-access advice and the prefetch buy.
-        figures["vs_plain_mmap"] = figures["melspec_warm"] / figures["plain_mmap_warm"]
-        figures["vs_plain_mmap_cold"] = figures["melspec_cold"] / figures["plain_mmap_cold"]
-        figures["packed_speedup"] = figures["store_warm"] / figures["whole_file_warm"]
-        figures["packed_speedup_cold"] = figures["store_cold"] / figures["whole_file_cold"]
-        figures = {k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()}
-        print(f"random {WINDOW}-frame windows per second from 10-minute tracks, one core:")
-        for cache in ("warm", "cold"):
-            print(
-                f"  page cache {cache}: whole file {figures[f'whole_file_{cache}']:.0f}/s, plain "
-                f"np.load memory map {figures[f'plain_mmap_{cache}']:.0f}/s, .npy "
-                f"reader {figures[f'melspec_{cache}']:.0f}/s, packed store "
-                f"{figures[f'store_{cache}']:.0f}/s"
-            )
-        print(
-            f"  speedup over the whole file, warm: .npy reader {figures['speedup']:.1f}x, packed "
-            f"store {figures['packed_speedup']:.1f}x (cold: {figures['speedup_cold']:.1f}x, "
-            f"{figures['packed_speedup_cold']:.1f}x)"
-        )
-        print(
-            f"  .npy reader over a plain np.load memory map: {figures['vs_plain_mmap']:.1f}x warm, "
-            f"{figures['vs_plain_mmap_cold']:.1f}x cold"
-        )
-        print(
-            f"finished training items per second, one core (worker read + masks, collation, "
-            f"batched standardise + mask on the CPU: {figures['preprocess_us_per_item']:.0f} us "
-            f"an item): packed store {figures['store_items_per_second']:.0f}/s, .npy files "
-            f"{figures['melspec_items_per_second']:.0f}/s"
-        )
-        print(
-            f"  the former per-item NumPy pipeline (.npy files, control, same run): "
-            f"{figures['before_items_per_second']:.0f}/s; packed store "
-            f"{figures['items_vs_before']:.1f}x that; without the CPU preprocess (a GPU run "
-            f"does it on the GPU) {figures['store_worker_collated_items_per_second']:.0f}/s"
-        )
-        print(f"packing: {figures['pack_mb_per_second']:.0f} MB/s of float32 input")
-        print(json.dumps(figures))
+        figures.update(window_figures(readers, args.windows))
+        warm_page_cache(readers)  # the cold runs evicted it
+        figures.update(item_figures(readers, paths, store.path, args.windows))
+        figures.update(speedups(figures))
+        print_figures({k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()})
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
