@@ -295,7 +295,7 @@ def _decisions(path: Path) -> list[tuple]:
     return [(e["rung"], e["row"], e["decision"]) for e in json.loads(path.read_text())]
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--space", default="table1.yaml", help=f"a space, or one drawn here: {', '.join(GENERATED)}"
@@ -308,75 +308,103 @@ def main() -> None:
         default=3,
         help="max_epochs of the serial/parallel runs (0: skip them; a drawn space skips them)",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def scheduler_runs(
+    source: Path, work: Path, extra: tuple[str, ...], concurrency_epochs: int
+) -> dict[str, tuple[Path, tuple[str, ...]]]:
+    """Each study's space and flags: ASHA and FIFO on the space, then (unless
+    `concurrency_epochs` is 0) FIFO on a shorter budget one trial at a time and two."""
+    runs = {
+        "asha": (write_space(source, work / "asha.yaml", None, None), extra),
+        "fifo": (write_space(source, work / "fifo.yaml", {"type": "fifo"}, None), extra),
+    }
+    if concurrency_epochs > 0:
+        short = write_space(source, work / "short.yaml", {"type": "fifo"}, concurrency_epochs)
+        runs["serial"] = (short, ("--max-concurrent", "1"))
+        runs["parallel"] = (short, ("--max-concurrent", "2"))
+    return runs
+
+
+def run_studies(
+    runs: dict[str, tuple[Path, tuple[str, ...]]], work: Path, keys: tuple[str, ...], figures: dict
+) -> dict[str, dict]:
+    """Each study run in turn, its figures under its name in `figures` and its line printed;
+    each one's epoch seconds by configuration."""
+    by_config: dict[str, dict] = {}
+    for name, (space, flags) in runs.items():
+        slots = int(flags[flags.index("--max-concurrent") + 1]) if flags else os.cpu_count()
+        result = run_study(space, work, name, *flags, slots=slots, keys=keys)
+        by_config[name] = result.pop("by_config")
+        figures[name] = result
+        print(
+            f"{name}: {result['seconds']} s, {result['trial_epochs']} trial-epochs, "
+            f"{result['startup_seconds_per_trial']} s a trial outside epochs, best "
+            f"{result['best_config']} val {result['best_validation_roc_auc']} "
+            f"(load average {result['load_average']})",
+            flush=True,
+        )
+    return by_config
+
+
+def scheduler_comparison(figures: dict, by_config: dict[str, dict]) -> dict:
+    """ASHA against FIFO (trial-epochs, wall time, best configuration, time outside epochs),
+    and two trials at a time against one where they ran."""
+    asha, fifo = figures["asha"], figures["fifo"]
+    wall_fraction = round(asha["seconds"] / fifo["seconds"], 3)
+    outside = sum(run["slot_seconds"] - run["epoch_seconds"] for run in (asha, fifo))
+    comparison = {
+        "asha_trial_epoch_fraction": round(asha["trial_epochs"] / fifo["trial_epochs"], 3),
+        "asha_wall_time_fraction": wall_fraction,
+        "same_best": asha["best_config"] == fifo["best_config"],
+        "asha_wall_seconds": asha["seconds"],
+        "fifo_wall_seconds": fifo["seconds"],
+        "wall_ratio": wall_fraction,
+        "startup_seconds_per_trial": round(outside / (asha["trials"] + fifo["trials"]), 2),
+        # Where ASHA's wall time goes: its epochs' share of FIFO's epoch seconds, as run and
+        # as FIFO's same epochs cost (a difference: ASHA's epochs ran slower, not dearer).
+        "asha_epoch_seconds_fraction": round(asha["epoch_seconds"] / fifo["epoch_seconds"], 3),
+        "asha_epochs_at_fifo_cost": round(
+            epochs_at_fifo_cost({"by_config": by_config["asha"]}, {"by_config": by_config["fifo"]}),
+            3,
+        ),
+    }
+    if "parallel" in figures:
+        speedup = figures["serial"]["seconds"] / figures["parallel"]["seconds"]
+        comparison["concurrency_speedup"] = round(speedup, 3)
+    return comparison
+
+
+def main() -> None:
+    args = parse_args()
     figures: dict = {"space": args.space, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="study-benchmark-") as folder:
         work = Path(folder)
         if args.space == "race":
-            figures.update(
-                race_figures(
-                    work,
-                    searched_keys(
-                        draw_space(find_space("wide.yaml"), work / "keys.yaml", RACE_CONFIGS, 0)
-                    ),
-                )
+            keys = searched_keys(
+                draw_space(find_space("wide.yaml"), work / "keys.yaml", RACE_CONFIGS, 0)
             )
+            figures.update(race_figures(work, keys))
             print(json.dumps(figures))
             return
         extra: tuple[str, ...] = ()
+        concurrency_epochs = args.concurrency_epochs
         if args.space in GENERATED:
             source = draw_space(
                 find_space(GENERATED[args.space]), work / "drawn.yaml", args.configs, args.seed
             )
             figures.update(configs=args.configs, seed=args.seed)
             extra = ("--max-concurrent", str(SLOTS))
-            args.concurrency_epochs = 0
+            concurrency_epochs = 0
         else:
             source = find_space(args.space)
             figures["space"] = source.name
         keys = searched_keys(source)
         warm_caches(source)
-        runs = {
-            "asha": (write_space(source, work / "asha.yaml", None, None), extra),
-            "fifo": (write_space(source, work / "fifo.yaml", {"type": "fifo"}, None), extra),
-        }
-        if args.concurrency_epochs > 0:
-            short = write_space(
-                source, work / "short.yaml", {"type": "fifo"}, args.concurrency_epochs
-            )
-            runs["serial"] = (short, ("--max-concurrent", "1"))
-            runs["parallel"] = (short, ("--max-concurrent", "2"))
-        by_config: dict[str, dict] = {}
-        for name, (space, flags) in runs.items():
-            slots = int(flags[flags.index("--max-concurrent") + 1]) if flags else os.cpu_count()
-            result = run_study(space, work, name, *flags, slots=slots, keys=keys)
-            by_config[name] = result.pop("by_config")
-            figures[name] = result
-            print(
-                f"{name}: {result['seconds']} s, {result['trial_epochs']} trial-epochs, "
-                f"{result['startup_seconds_per_trial']} s a trial outside epochs, best "
-                f"{result['best_config']} val {result['best_validation_roc_auc']} "
-                f"(load average {result['load_average']})",
-                flush=True,
-            )
-    asha, fifo = figures["asha"], figures["fifo"]
-    figures["asha_trial_epoch_fraction"] = round(asha["trial_epochs"] / fifo["trial_epochs"], 3)
-    figures["asha_wall_time_fraction"] = round(asha["seconds"] / fifo["seconds"], 3)
-    figures["same_best"] = asha["best_config"] == fifo["best_config"]
-    figures["asha_wall_seconds"] = asha["seconds"]
-    figures["fifo_wall_seconds"] = fifo["seconds"]
-    figures["wall_ratio"] = figures["asha_wall_time_fraction"]
-    outside = sum(run["slot_seconds"] - run["epoch_seconds"] for run in (asha, fifo))
-    figures["startup_seconds_per_trial"] = round(outside / (asha["trials"] + fifo["trials"]), 2)
-    # Where ASHA's wall time goes: its epochs' share of FIFO's epoch seconds, as run and as
-    # FIFO's same epochs cost (a difference: ASHA's epochs ran slower, not dearer).
-    figures["asha_epoch_seconds_fraction"] = round(asha["epoch_seconds"] / fifo["epoch_seconds"], 3)
-    figures["asha_epochs_at_fifo_cost"] = round(
-        epochs_at_fifo_cost({"by_config": by_config["asha"]}, {"by_config": by_config["fifo"]}), 3
-    )
-    if "parallel" in figures:
-        speedup = figures["serial"]["seconds"] / figures["parallel"]["seconds"]
-        figures["concurrency_speedup"] = round(speedup, 3)
+        runs = scheduler_runs(source, work, extra, concurrency_epochs)
+        by_config = run_studies(runs, work, keys, figures)
+    figures.update(scheduler_comparison(figures, by_config))
     print(json.dumps(figures))
 
 
