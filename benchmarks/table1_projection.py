@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from concurrent_training import exit_with, run_concurrently  # noqa: E402
+from concurrent_training import TrialTiming, exit_with, run_concurrently  # noqa: E402
 
 from mer_models.config import TrainConfig  # noqa: E402
 from mer_models.data.splits import PARTS, DatasetPaths  # noqa: E402
@@ -86,7 +86,7 @@ def row_configs(space: str, budget: str, epochs: int, rows: int | None, device: 
     return configs
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10, help="epochs measured (>= 2)")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the real splits")
@@ -97,29 +97,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 2 or not 0 < args.scale <= 1:
         parser.error("--epochs must be >= 2 and --scale in (0, 1]")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    sizes = {part: max(math.ceil(n * args.scale), 8) for part, n in REAL_SPLIT_SIZES.items()}
-    # The generator splits 60/20/20 by artist: enough tracks that every part is big enough.
+    return args
+
+
+def tracks_needed(sizes: dict[str, int]) -> int:
+    """Tracks the synthetic dataset needs for every part to reach its size (the generator
+    splits 60/20/20 by artist, so with a margin)."""
     shares = dict(zip(PARTS, PART_SHARES, strict=True))
-    tracks = math.ceil(max(sizes[p] / shares[p] for p in PARTS) * 1.1)
-    print(f"synthetic dataset of {tracks} tracks, cut to {sizes} ...", flush=True)
-    configs = row_configs(args.space, args.budget, args.epochs, args.rows, device)
-    started = time.perf_counter()
+    return math.ceil(max(sizes[p] / shares[p] for p in PARTS) * 1.1)
+
+
+def measure(
+    configs: dict[str, TrainConfig], sizes: dict[str, int], tracks: int, device: str, epochs: int
+) -> tuple[list[TrialTiming], float]:
+    """Every row trained at once on the synthetic dataset cut to `sizes`: the trials'
+    timings and the wall time of their run."""
     with tempfile.TemporaryDirectory(prefix="table1-projection-") as folder:
         work = Path(folder)
         paths = cut_to_sizes(synthetic_dataset(tracks=tracks), sizes, work)
-        print(f"{len(configs)} rows at once on {device}, {args.epochs} epochs ...", flush=True)
+        print(f"{len(configs)} rows at once on {device}, {epochs} epochs ...", flush=True)
         run_started = time.perf_counter()
         timings = run_concurrently(configs, paths, work / "runs", device)
-        measured = time.perf_counter() - run_started
-    figures: dict = {
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "budget": args.budget,
-        "split_sizes": sizes,
-        "epochs_measured": args.epochs,
-        "measured_seconds": round(measured, 1),
-        "rows": {},
-    }
+        return timings, time.perf_counter() - run_started
+
+
+def project_rows(timings: list[TrialTiming], measured: float) -> tuple[dict[str, dict], float]:
+    """Each row's figures and its projection to the protocol's epochs, the arithmetic
+    printed; and the study's projected time, its slowest row's."""
+    rows = {}
     projections = []
     for timing in timings:
         first = timing.history[0]["seconds"]
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         remaining = PROTOCOL_EPOCHS - len(timing.history)
         projected = measured + remaining * later
         projections.append(projected)
-        figures["rows"][timing.name] = {
+        rows[timing.name] = {
             "epochs_run": len(timing.history),
             "first_epoch_seconds": round(first, 2),
             "later_epoch_seconds": round(later, 2),
@@ -140,14 +145,32 @@ def main(argv: list[str] | None = None) -> int:
             f"{projected:.0f} s for {PROTOCOL_EPOCHS} epochs",
             flush=True,
         )
-    study = max(projections)
-    figures.update(
-        projected_study_seconds=round(study, 1),
-        projected_study_minutes=round(study / 60, 2),
-        target_minutes=TARGET_MINUTES,
-        within_target=study / 60 <= TARGET_MINUTES,
-        total_seconds=round(time.perf_counter() - started, 1),
-    )
+    return rows, max(projections)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    sizes = {part: max(math.ceil(n * args.scale), 8) for part, n in REAL_SPLIT_SIZES.items()}
+    tracks = tracks_needed(sizes)
+    print(f"synthetic dataset of {tracks} tracks, cut to {sizes} ...", flush=True)
+    configs = row_configs(args.space, args.budget, args.epochs, args.rows, device)
+    started = time.perf_counter()
+    timings, measured = measure(configs, sizes, tracks, device, args.epochs)
+    rows, study = project_rows(timings, measured)
+    figures = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "budget": args.budget,
+        "split_sizes": sizes,
+        "epochs_measured": args.epochs,
+        "measured_seconds": round(measured, 1),
+        "rows": rows,
+        "projected_study_seconds": round(study, 1),
+        "projected_study_minutes": round(study / 60, 2),
+        "target_minutes": TARGET_MINUTES,
+        "within_target": study / 60 <= TARGET_MINUTES,
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
     print(
         f"Table 1, {PROTOCOL_EPOCHS} epochs, all rows at once: max over rows = {study:.0f} s "
         f"= {study / 60:.1f} min (target <= {TARGET_MINUTES:.0f} min; an upper bound, "
