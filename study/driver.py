@@ -311,6 +311,38 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     and trials never begun start. Raises StorageFault when a full or unwritable
     disk stopped it.
     """
+    listed = _prepare_folder(options, tracker)
+    _start_ray(options)
+    STOP.install()  # after ray.init, which puts its own SIGTERM handler (an abrupt exit) there
+    _quiet_ray_logs()
+    retrying = frozenset(t.key for t in listed if t.end_state == "error" and options.retry_failed)
+    planned = planned_trials(options)
+    to_run = _trials_to_run(listed, retrying, planned)
+    race = None
+    if options.space.scheduler.type == "race":
+        ended = [t for t in listed if t.metrics is not None and t.key not in retrying]
+        race = make_race(
+            options, ended, len(to_run), tracker, note=lambda line: recorder.console.note(line)
+        )
+    recorder = _make_recorder(options, tracker, listed, retrying, race)
+    ran = 0
+    if planned is None:
+        ran = _run_optuna(options, recorder, listed, to_run)
+    elif to_run:
+        ran = _fit(options, recorder, _explicit_space(options, to_run), None, len(to_run), race)
+    if recorder.fault is not None:
+        raise StorageFault(recorder.fault)
+    if recorder.store_failure is not None:
+        raise StoreFailed(recorder.store_failure)
+    if race is not None:
+        conclude_race(options, tracker)
+    return ran
+
+
+def _prepare_folder(options: StudyOptions, tracker: StudyTracker) -> list[records.TrialRecord]:
+    """The study's trials as recorded, once its folder is ready to run in: MLflow's ids and
+    the ground truth written, interrupted trials' records recovered, leftovers removed.
+    Raises StorageFault when a full or unwritable disk stops that."""
     try:
         record_tracking(options, tracker)
         for split in options.splits:  # the data's split in the study folder, others beside
@@ -320,31 +352,47 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
         records.recover_trials(options.study_dir)
         listed = records.read_trials(options.study_dir)
         remove_leftovers(options, listed)
+        return listed
     except OSError as error:
         if storage_fault(error):
             raise StorageFault(f"the study's records: {error}") from None
         raise
-    _start_ray(options)
-    STOP.install()  # after ray.init, which puts its own SIGTERM handler (an abrupt exit) there
+
+
+def _quiet_ray_logs() -> None:
+    """Ray Tune's loggers keep quiet about what the study says itself (`_NoRayTrialNoise`)."""
     for name in (
         "ray.tune.tune",
         "ray.tune.execution.tune_controller",
         "ray.tune.execution.experiment_state",
     ):
         logging.getLogger(name).addFilter(_NoRayTrialNoise())
-    retrying = frozenset(t.key for t in listed if t.end_state == "error" and options.retry_failed)
+
+
+def _trials_to_run(
+    listed: list[records.TrialRecord],
+    retrying: frozenset[str],
+    planned: list[dict[str, Any]] | None,
+) -> list[dict[str, Any]]:
+    """Entries for `_explicit_space`: the recorded trials that did not end (or are retried),
+    with their keys, then the planned configs no trial has begun (no key yet)."""
     to_run = [
         {"key": t.key, "config": t.config} for t in listed if t.metrics is None or t.key in retrying
     ]
-    planned = planned_trials(options)
     if planned is not None:
         to_run += [{"key": None, "config": c} for c in not_begun(planned, listed)]
-    race = None
-    if options.space.scheduler.type == "race":
-        ended = [t for t in listed if t.metrics is not None and t.key not in retrying]
-        race = make_race(
-            options, ended, len(to_run), tracker, note=lambda line: recorder.console.note(line)
-        )
+    return to_run
+
+
+def _make_recorder(
+    options: StudyOptions,
+    tracker: StudyTracker,
+    listed: list[records.TrialRecord],
+    retrying: frozenset[str],
+    race: tuple[RaceScheduler, RaceTrialGenerator] | None,
+) -> StudyRecorder:
+    """The study's Ray callback, having first finished recording the trials that ended
+    before (an interruption may have cut their recording short)."""
     recorder = StudyRecorder(
         options.study_dir,
         tracker,
@@ -362,28 +410,27 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     for trial in listed:
         if trial.metrics is not None:
             recorder.close_recorded(records.trial_dir(options.study_dir, trial.key))
+    return recorder
+
+
+def _run_optuna(
+    options: StudyOptions,
+    recorder: StudyRecorder,
+    listed: list[records.TrialRecord],
+    to_run: list[dict[str, Any]],
+) -> int:
+    """Optuna's trials: those begun before (a resume) first, then the rest of its samples;
+    how many trials Ray ran."""
     ran = 0
-    if planned is not None:
-        if to_run:
-            ran += _fit(
-                options, recorder, _explicit_space(options, to_run), None, len(to_run), race
-            )
-    else:  # optuna: the trials begun first, then the rest of its samples
-        if to_run:
-            ran += _fit(options, recorder, _explicit_space(options, to_run), None, len(to_run))
-        remaining = options.space.num_samples - len(listed)
-        begun = records.read_trials(options.study_dir)
-        # Not after an interruption (Ray stops gracefully): only once the begun trials ended.
-        stopped = recorder.fault is not None or recorder.store_failure is not None
-        if remaining > 0 and all(t.metrics is not None for t in begun) and not stopped:
-            searcher = make_searcher(options, begun)
-            ran += _fit(options, recorder, param_space(options), searcher, remaining)
-    if recorder.fault is not None:
-        raise StorageFault(recorder.fault)
-    if recorder.store_failure is not None:
-        raise StoreFailed(recorder.store_failure)
-    if race is not None:
-        conclude_race(options, tracker)
+    if to_run:
+        ran += _fit(options, recorder, _explicit_space(options, to_run), None, len(to_run))
+    remaining = options.space.num_samples - len(listed)
+    begun = records.read_trials(options.study_dir)
+    # Not after an interruption (Ray stops gracefully): only once the begun trials ended.
+    stopped = recorder.fault is not None or recorder.store_failure is not None
+    if remaining > 0 and all(t.metrics is not None for t in begun) and not stopped:
+        searcher = make_searcher(options, begun)
+        ran += _fit(options, recorder, param_space(options), searcher, remaining)
     return ran
 
 
