@@ -1,10 +1,14 @@
 """The `race` scheduler: Ray Tune's extension point driving `study.race`'s rule.
 
-A trial that reaches the next undecided rung is paused (its slot goes to
-another trial) until every live trial of the study has reached that rung or
-ended; the rung is then decided (`study.race.Race.advance`), the dropped
-rows' trials stop and the kept ones are released to continue from their
-checkpoints. Results are read as the trials report them; a trial that
+A trial that reaches the next undecided rung waits there until every live
+trial of the study has reached that rung or ended; the rung is then decided
+(`study.race.Race.advance`), the dropped rows' trials stop and the kept ones
+train on. A waiting trial is paused (its process ends and its slot goes to
+another trial; it continues later from its checkpoint) while other trials
+need a slot, and held otherwise: its process keeps its state and slot and
+trains on from memory once the rung is decided, without the cost of a
+restart. Pausing or holding changes when a trial trains, never what it
+computes, so the decisions are the same either way. Results are read as the trials report them; a trial that
 restores from a checkpoint first reports the epoch it restored with its
 scores so far (`study.trainable.RESTORED_KEY`), so a resumed study knows
 every trial's history before any trains on, and re-derives the same
@@ -76,6 +80,7 @@ class RaceScheduler(TrialScheduler):
         self._trials: dict[str, Trial] = {}  # key -> Ray's trial
         self._keys: dict[str, str] = {}  # Ray's trial id -> key
         self._released: set[str] = set()  # paused at a decided rung: may run on
+        self._held: set[str] = set()  # waiting at the rung in their running process
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return True  # the metric is the study's, given at construction
@@ -103,6 +108,9 @@ class RaceScheduler(TrialScheduler):
             return TrialScheduler.STOP
         waiting_at = self.race.next_rung
         if waiting_at is not None and course.epochs >= waiting_at and not course.failed:
+            if self._may_hold(tune_controller, trial):
+                self._held.add(course.key)
+                return TrialScheduler.NOOP
             if self.generator is not None:
                 self.generator.park(trial.trial_id)
             return TrialScheduler.PAUSE
@@ -154,17 +162,34 @@ class RaceScheduler(TrialScheduler):
                 self.race.courses[key] = Course(key, row, draw)
         return self.race.courses[key]
 
+    def _may_hold(self, tune_controller, current: Trial) -> bool:
+        """Whether a trial at its rung may wait in its process: no other trial needs a slot
+        (none is pending, none released from a rung, none left to create)."""
+        if _controller(tune_controller, "_schedule_trial_train") is None:
+            return False
+        if len(self.race.courses) < self.race.expected:
+            return False  # trials not yet created wait for slots
+        for trial in tune_controller.get_trials():
+            if trial is current:
+                continue
+            if trial.status == Trial.PENDING:
+                return False
+            if trial.status == Trial.PAUSED and self._keys.get(trial.trial_id) in self._released:
+                return False
+        return True
+
     def _end(self, tune_controller, trial: Trial) -> None:
         course = self._course(trial)
         if not course.failed and trial.status == Trial.ERROR:
             course.failed = True
         course.ended = True
         self._released.discard(course.key)
+        self._held.discard(course.key)
         self._advance(tune_controller, trial)
 
     def _advance(self, tune_controller, current: Trial) -> None:
-        """Decide the rungs that are ready; stop the dropped rows' paused trials and release
-        the kept ones."""
+        """Decide the rungs that are ready; stop the dropped rows' waiting trials, let the
+        kept held ones train on and release the kept paused ones."""
         decided = self.race.advance()
         if not decided:
             return
@@ -174,6 +199,9 @@ class RaceScheduler(TrialScheduler):
         waiting_at = self.race.next_rung
         for key, trial in self._trials.items():
             course = self.race.courses[key]
+            if key in self._held and trial is not current:
+                self._release_held(tune_controller, trial, course, waiting_at)
+                continue
             if trial is current or trial.status != Trial.PAUSED:
                 continue
             if not self.race.live(course.row):
@@ -183,3 +211,23 @@ class RaceScheduler(TrialScheduler):
                 waiting_at is None or course.epochs < waiting_at
             ):
                 self._released.add(key)
+
+    def _release_held(
+        self, tune_controller, trial: Trial, course: Course, waiting_at: int | None
+    ) -> None:
+        """A held trial after its rung's decision: stopped with its row, or training on."""
+        if not self.race.live(course.row):
+            self._held.discard(course.key)
+            tune_controller.stop_trial(trial)
+        elif waiting_at is None or course.epochs < waiting_at:
+            self._held.discard(course.key)
+            _controller(tune_controller, "_schedule_trial_train")(trial)
+
+
+def _controller(tune_controller, name: str) -> Callable | None:
+    """The controller's own `name`, past the wrapper Ray hands schedulers. A trial that
+    answered NOOP is held: Ray has no public call that lets it train on, and
+    `_schedule_trial_train` is what Ray itself runs for CONTINUE. Without it (another Ray)
+    trials at a rung are paused instead."""
+    inner = getattr(tune_controller, "_tune_controller", tune_controller)
+    return getattr(inner, name, None)

@@ -2,14 +2,16 @@
 
 The trainable here is a stand-in for training (scores are a function of row,
 seed and epoch, its state a JSON file per trial) so that the test is about
-the scheduler: pausing at a rung, releasing and stopping, and decisions that
-equal `study.race.replay` of the same histories with 1 or 3 trials at once.
+the scheduler: pausing or holding at a rung, releasing and stopping, and
+decisions that equal `study.race.replay` of the same histories with 1, 3 or
+all 12 trials at once.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -32,11 +34,20 @@ def score(row: str, seed: int, epoch: int) -> float:
     return ROWS[row] - 0.2 / epoch + 0.006 * (seed - 1) + wobble
 
 
-def toy_trial(config: dict, state_dir: str) -> None:
-    """Train from the saved epoch on; report the restored scores first, as study trials do."""
+def toy_trial(config: dict, state_dir: str, start_together: bool = False) -> None:
+    """Train from the saved epoch on; report the restored scores first, as study trials do.
+    `start_together`: the first start of every trial waits until all have started."""
     path = Path(state_dir) / f"{config['row']}-{config['seed']}.json"
+    if start_together and not path.is_file():
+        (Path(state_dir) / f"{path.stem}.started").touch()
+        deadline = time.monotonic() + 120
+        while len(list(Path(state_dir).glob("*.started"))) < len(ROWS) * len(SEEDS):
+            assert time.monotonic() < deadline, "not every trial started"
+            time.sleep(0.05)
     scores = json.loads(path.read_text()) if path.is_file() else []
     if scores:
+        with (Path(state_dir) / "restores.txt").open("a") as restores:
+            restores.write(f"{path.stem}\n")
         tune.report({"epoch": len(scores), "val": scores[-1], RESTORED_KEY: json.dumps(scores)})
     for epoch in range(len(scores) + 1, EPOCHS + 1):
         scores.append(score(config["row"], config["seed"], epoch))
@@ -49,9 +60,12 @@ def identify(trial) -> tuple[str, str, tuple]:
     return f"{config['row']}-{config['seed']}", config["row"], (config["seed"],)
 
 
-def run_race(tmp_path: Path, concurrent: int) -> tuple[RaceScheduler, list, list[int]]:
-    """The scheduler after the run, Ray's results, and the furthest epoch any trial had
-    reached when each rung was decided."""
+def run_race(
+    tmp_path: Path, concurrent: int, cpus_per_trial: float = 1.0
+) -> tuple[RaceScheduler, list, list[int], list[str]]:
+    """The scheduler after the run, Ray's results, the furthest epoch any trial had
+    reached when each rung was decided, and the trials restored from their state (once a
+    restart)."""
     state = tmp_path / f"state-{concurrent}"
     state.mkdir()
     generator = RaceTrialGenerator(max_concurrent=concurrent)
@@ -66,7 +80,12 @@ def run_race(tmp_path: Path, concurrent: int) -> tuple[RaceScheduler, list, list
     )
     with local_ray(cpus=3):
         results = tune.Tuner(
-            tune.with_parameters(toy_trial, state_dir=str(state)),
+            tune.with_resources(
+                tune.with_parameters(
+                    toy_trial, state_dir=str(state), start_together=cpus_per_trial < 1
+                ),
+                {"cpu": cpus_per_trial},
+            ),
             param_space={
                 "row": tune.grid_search(list(ROWS)),
                 "seed": tune.grid_search(list(SEEDS)),
@@ -80,14 +99,25 @@ def run_race(tmp_path: Path, concurrent: int) -> tuple[RaceScheduler, list, list
             ),
             run_config=tune.RunConfig(storage_path=str(tmp_path / f"ray-{concurrent}"), verbose=0),
         ).fit()
-    return scheduler, results, furthest
+    restores = state / "restores.txt"
+    return scheduler, results, furthest, restores.read_text().split() if restores.is_file() else []
 
 
 @pytest.mark.slow  # a Ray Tune run of 12 short trials: ~20 s on the 2-core VM
-def test_rungs_are_synchronous_and_equal_the_replay(tmp_path):
-    """Three trials at a time (one at a time: tests/study/test_race_study.py)."""
-    scheduler, results, furthest = run_race(tmp_path, concurrent=3)
+@pytest.mark.parametrize("concurrent", [3, 12])
+def test_rungs_are_synchronous_and_equal_the_replay(tmp_path, concurrent):
+    """Three trials at a time: those that reach a rung while others need their slot are
+    paused and restart; all twelve at once: every trial waits at its rungs in its own
+    process, and none restarts (one at a time: tests/study/test_race_study.py)."""
+    scheduler, results, furthest, restores = run_race(
+        tmp_path, concurrent=concurrent, cpus_per_trial=3 / concurrent
+    )
     assert furthest == list(RULE.rungs)  # no trial trained past a rung before its decision
+    assert not scheduler._held
+    if concurrent == 3:
+        assert len(restores) >= 6  # at each rung, more trials waited than slots
+    else:
+        assert restores == []
     decided = scheduler.race.to_json()
     courses = [
         Course(f"{row}-{seed}", row, (seed,), [score(row, seed, e) for e in range(1, EPOCHS + 1)])
