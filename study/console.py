@@ -65,6 +65,8 @@ class StudyConsole:
         self.clock = clock
         self.total: int | None = None  # trials of this run, once it began
         self.ended = 0
+        self.epochs_run = 0  # trial-epochs trained in this run so far
+        self.epochs_left: int | None = None  # at most this many still to train (None: unknown)
         self._started: float | None = None
         self._last_table: float | None = None  # when the table was last shown
         self._rows: Table | None = None
@@ -148,10 +150,22 @@ class StudyConsole:
         if self.total is None:
             return f"{self.ended} trial(s) ended"
         text = f"{self.ended} of {self.total} trials ended"
-        left = self.total - self.ended
-        if estimate and 0 < self.ended and left > 0:
-            text += f", about {duration(self._elapsed() / self.ended * left)} left"
+        left = self._time_left() if estimate and self.ended < self.total else None
+        if left is not None:
+            text += f", about {duration(left)} left"
         return text
+
+    def _time_left(self) -> float | None:
+        """The smaller of two estimates at the rates so far: the trials left at the trials'
+        rate, and the most trial-epochs left at the epochs' rate. Trials that end together
+        (a race's, at its last rungs) make the first far too long, and early stops (ASHA's,
+        patience) the second."""
+        elapsed, estimates = self._elapsed(), []
+        if self.ended > 0:
+            estimates.append(elapsed / self.ended * (self.total - self.ended))
+        if self.epochs_run > 0 and self.epochs_left is not None:
+            estimates.append(elapsed / self.epochs_run * self.epochs_left)
+        return min(estimates) if estimates else None
 
     def _finished(self) -> str:
         count = f"{self.total} trials" if self.total is not None else f"{self.ended} trial(s)"

@@ -406,6 +406,7 @@ def _make_recorder(
         repeats=options.space.repeats,
         splits=len(options.splits),
         dropped_at=race[0].dropped_at if race is not None else None,
+        max_epochs=max_epochs(options),
     )
     for trial in listed:
         if trial.metrics is not None:

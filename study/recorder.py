@@ -82,6 +82,7 @@ class StudyRecorder(tune.Callback):
         repeats: int = 1,
         splits: int = 1,
         dropped_at: Callable[[str], int | None] | None = None,
+        max_epochs: int | None = None,
     ) -> None:
         self.study_dir = Path(study_dir)
         # race: the rung that dropped a trial's row (None: not dropped); else None
@@ -104,6 +105,9 @@ class StudyRecorder(tune.Callback):
         self._failed: dict[str, tuple[str, str]] = {}  # key -> (cause, traceback)
         self._listed: set[str] = set()  # trials whose folder holds at least their config
         self._started: set[str] = set()  # trials started in this run (a rung pauses them)
+        self.max_epochs = max_epochs  # a trial's most epochs: the console's time left
+        self._epoch: dict[str, int] = {}  # the trials' epochs so far, for the time left
+        self._ended: set[str] = set()
         # A live table on a terminal; off one, a line per event and the table every
         # `progress_seconds`.
         self.console = StudyConsole(table_seconds=progress_seconds)
@@ -139,13 +143,17 @@ class StudyRecorder(tune.Callback):
         again = result.get(ENDED_KEY) or RESTORED_KEY in result  # an epoch logged before
         if "epoch" in result and not again and self.fault is None:
             self._send(self.tracker.log_epoch, self._run_id(trial), result)
+        if "epoch" in result:
+            self._count_epochs(key, int(result["epoch"]), again)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._count_ended(self.key(trial))
         failed = self._failed.pop(self.key(trial), None)
         self._guard(self._finish, trial, failed)
         self.on_step_end(iteration, trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._count_ended(self.key(trial))
         self._guard(self._finish, trial, _ray_error(trial))
         self.on_step_end(iteration, trials)
 
@@ -162,6 +170,28 @@ class StudyRecorder(tune.Callback):
         self.console.end(self.table(trials))
 
     # ----------------------------------------------------------------------
+
+    def _count_epochs(self, key: str, epoch: int, again: bool) -> None:
+        """A trial reported `epoch` (`again`: one it had trained before this run)."""
+        if not again and epoch > self._epoch.get(key, 0):
+            self.console.epochs_run += 1
+        self._epoch[key] = epoch
+        self._tell_epochs_left()
+
+    def _count_ended(self, key: str) -> None:
+        self._ended.add(key)
+        self._tell_epochs_left()
+
+    def _tell_epochs_left(self) -> None:
+        """The console's most trial-epochs left: the live trials' epochs to their last, and
+        every epoch of the trials not yet begun."""
+        total = self.console.total
+        if self.max_epochs is None or total is None:
+            return
+        live = [epoch for key, epoch in self._epoch.items() if key not in self._ended]
+        unseen = max(0, total - len(self._ended | set(self._epoch)))
+        left = sum(max(0, self.max_epochs - epoch) for epoch in live)
+        self.console.epochs_left = left + unseen * self.max_epochs
 
     def key(self, trial) -> str:
         return trial_key(trial.config, trial.trial_id)
