@@ -200,6 +200,46 @@ def fuse_study(
     one. With ``track``, a run named ``fusion <name>: <members>`` nested in the study's
     MLflow parent run records members, metrics and the output files.
     """
+    plan = _plan(study_dir, top_k, select, externals, out, replace)
+    inputs = _read_inputs(plan)
+    result = _fuse(plan, inputs, resamples, seed)
+    paired = paired_bootstrap(
+        inputs.test_labels, result.predictions, inputs.best_test, resamples=resamples, seed=seed
+    )
+    result = dataclasses.replace(result, context=_context(plan, inputs, result, paired))
+    write_fusion(result, plan.out, inputs.tags, replace=replace)
+    log.debug("fusion %s of %s written to %s", plan.name, ", ".join(result.members), plan.out)
+    run_id = log_fusion_run(plan.study, plan.out) if track else None
+    return StudyFusion(plan.name, plan.out, result, plan.best.id, paired, run_id)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A fusion request checked against its study, before any scores are read."""
+
+    study: Study
+    select: str
+    top_k: int | None
+    externals: list[External]
+    pool: list[Trial]  # the candidate trials, best first
+    name: str
+    out: Path
+
+    @property
+    def best(self) -> Trial:
+        """The best single trial: the candidates are the finished trials best first."""
+        return self.pool[0]
+
+
+def _plan(
+    study_dir: str | Path,
+    top_k: int | None,
+    select: str,
+    externals: Sequence[str],
+    out: str | Path | None,
+    replace: bool,
+) -> _Plan:
+    """Check the request, the study and the output folder; a bad one is a ValueError."""
     parsed = [parse_external(spec) for spec in externals]
     _check_request(select, top_k, parsed)
     study = load_study(study_dir)
@@ -211,60 +251,83 @@ def fuse_study(
     name = fusion_name(select, top_k, parsed)
     out = Path(out) if out is not None else study.dir / "fusions" / name
     check_output_dir(out, is_fusion_folder if replace else None)
+    return _Plan(study, select, top_k, parsed, pool, name, out)
 
-    # The labels the trials were scored on, as the study stored them.
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The members' scores and the labels they are scored on, read and checked."""
+
+    members: list[Member]  # the candidates, then the externals
+    validation_labels: np.ndarray | None  # None when a member has no validation scores
+    test_labels: np.ndarray
+    tags: tuple[str, ...]
+
+    @property
+    def best_test(self) -> np.ndarray:
+        """The best single trial's test scores: the first candidate's."""
+        return self.members[0].test
+
+
+def _read_inputs(plan: _Plan) -> _Inputs:
+    """The labels the trials were scored on, as the study stored them, and every member's
+    scores; without validation scores for all, the fusion uses none."""
+    study = plan.study
     validation_labels, tags = read_labels(study.dir, "validation")
     validation_labels = check_groundtruth(validation_labels, f"validation labels of {study.dir}")
     test_labels = check_groundtruth(
         read_labels(study.dir, "test")[0], f"test labels of {study.dir}"
     )
-    members = [_trial_member(t, validation_labels.shape, test_labels.shape) for t in pool]
-    members += [_external_member(e, validation_labels.shape, test_labels.shape) for e in parsed]
-    with_validation = all(m.validation is not None for m in members)
-    if not with_validation:
-        members = [Member(m.name, m.test) for m in members]
+    shapes = validation_labels.shape, test_labels.shape
+    members = [_trial_member(t, *shapes) for t in plan.pool]
+    members += [_external_member(e, *shapes) for e in plan.externals]
+    if all(m.validation is not None for m in members):
+        return _Inputs(members, validation_labels, test_labels, tags)
+    return _Inputs([Member(m.name, m.test) for m in members], None, test_labels, tags)
 
+
+def _fuse(plan: _Plan, inputs: _Inputs, resamples: int, seed: int) -> FusionResult:
+    """Average the top K (``topk``) or the members a forward selection keeps (``greedy``)."""
     result = run_fusion(
-        members,
-        test_labels,
-        validation_labels if with_validation else None,
-        select="greedy" if select == "greedy" else "all",
+        inputs.members,
+        inputs.test_labels,
+        inputs.validation_labels,
+        select="greedy" if plan.select == "greedy" else "all",
         resamples=resamples,
         seed=seed,
-        metric=study.metric,
+        metric=plan.study.metric,
     )
-    if select == "topk":
+    if plan.select == "topk":
         # run_fusion averaged all given members; they are the top K by validation.
         result = dataclasses.replace(
-            result,
-            selection=dataclasses.replace(result.selection, method="topk"),
+            result, selection=dataclasses.replace(result.selection, method="topk")
         )
+    return result
 
-    # The candidates are the finished trials best first: the first is the best single trial.
-    best, best_test = pool[0], members[0].test
-    paired = paired_bootstrap(
-        test_labels, result.predictions, best_test, resamples=resamples, seed=seed
-    )
+
+def _context(
+    plan: _Plan, inputs: _Inputs, result: FusionResult, paired: dict[str, PairedResult]
+) -> dict:
+    """What metrics.json records beside the fusion's scores: its request, its members, and
+    the best single trial with the paired test against it."""
+    study, best = plan.study, plan.best
     chosen = set(result.members)
-    context = {
+    return {
         "study": study.name,
-        "fusion": name,
-        "top_k": top_k,
-        "externals": [e.name for e in parsed],
-        "candidates": [m.name for m in members],
-        "member_details": [_member_detail(m, pool, parsed) for m in members if m.name in chosen],
+        "fusion": plan.name,
+        "top_k": plan.top_k,
+        "externals": [e.name for e in plan.externals],
+        "candidates": [m.name for m in inputs.members],
+        "member_details": [
+            _member_detail(m, plan.pool, plan.externals) for m in inputs.members if m.name in chosen
+        ],
         "best_single_trial": {
             "id": best.id,
             study.selection.validation: best.metrics.get(study.selection.validation),
-            **evaluate(test_labels, best_test),
+            **evaluate(inputs.test_labels, inputs.best_test),
         },
         "paired_bootstrap_vs_best_single": {k: v.to_dict() for k, v in paired.items()},
     }
-    result = dataclasses.replace(result, context=context)
-    write_fusion(result, out, tags, replace=replace)
-    log.debug("fusion %s of %s written to %s", name, ", ".join(result.members), out)
-    run_id = log_fusion_run(study, out) if track else None
-    return StudyFusion(name, out, result, best.id, paired, run_id)
 
 
 def _member_detail(member: Member, pool: Sequence[Trial], externals: Sequence[External]) -> dict:
