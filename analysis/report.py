@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from analysis.comparison import effects_section, forest_panels, parent_metrics, 
 from analysis.effects import Effects, factor_effects, write_effects
 from analysis.evaluate import check_groundtruth, check_scores, load_matrix
 from analysis.importance import (
+    ImportanceResult,
     compute_importance,
     importance_section,
     is_importance_plot,
@@ -151,6 +153,26 @@ class Report:
     # the parent run's metrics, named by row, factor and parameter.
     tables: tuple[Path, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReportContents:
+    """What the report shows, every input read and checked before anything is written."""
+
+    study: Study
+    tags: tuple[str, ...]  # the test labels' columns
+    order: list[Trial]  # ranked trials best first, then the rest
+    best_trial: Trial  # the best single model
+    best_row: Row
+    trial_rows: list[Row]  # in `order`
+    fusion_rows: list[Row]
+    per_tag: dict[str, np.ndarray]  # per-tag test ROC-AUC of the best single model and fusion
+    rows: RowTable
+    effects: Effects
+    undefined: float | None  # the share of resamples with a tag of one class only
+    importance: ImportanceResult | None
+    resamples: int
+    seed: int
 
 
 def _with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
@@ -341,74 +363,94 @@ def _published_cell(value: float | None) -> str:
     return DASH if value is None else f"{value:g}"  # as published: 73.9, 72.58
 
 
-def render_markdown(
-    study: Study,
-    trial_rows: list[Row],
-    fusion_rows: list[Row],
-    best_id: str,
-    best: Row,
-    plots: list[tuple[str, str]],
-    resamples: int,
-    seed: int,
-    row_table: RowTable | None = None,
-    effects: Effects | None = None,
-    undefined: float | None = None,
-    importance: Sequence[str] = (),
-) -> str:
+def render_markdown(contents: ReportContents, importance: Sequence[str] = ()) -> str:
     """The report's Markdown text: the answer first, then the rows and effects (with
     repeated seeds), the rungs of a race; the per-trial table and curves after them; the
-    published figures last, as their own reference table."""
-    states: dict[str, int] = {}
-    for trial in study.trials:
-        states[str(trial.end_state)] = states.get(str(trial.end_state), 0) + 1
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-    selection = study.selection.title
-    row_table = row_table if row_table is not None else RowTable((), study.selection, (), ())
-    effects = effects if effects is not None else Effects((), ())
+    published figures last, as their own reference table. ``importance`` is the rendered
+    section of the searched parameters' importance (its plots are drawn first)."""
+    study, rows, effects = contents.study, contents.rows, contents.effects
     rungs = read_rungs(study.dir)
-    by_file = {file: f"![{title}]({file})" for title, file in plots}
-    lines = [
+    links = _plot_links(study, rows.repeated)
+    sections = (
+        _heading(study),
+        answer_section(study, rows, effects, rungs),
+        importance,
+        _scheduler_note(study, rows.repeated),
+        _splits_note(study),
+        [*rungs_section(rungs, study.selection.title), ""] if rungs else [],
+        _repeated_section(rows, effects, links) if rows.repeated else [],
+        _data_section(study),
+        _trials_section(contents),
+        [links[name] + "\n" for name in (CURVES_FILE, PER_TAG_FILE)],
+        # The published figures are of the mood/theme subset: another subset has none to stand by.
+        _published_section() if study.data.subset == PUBLISHED_SUBSET else [],
+    )
+    return "\n".join(line for section in sections for line in section).rstrip("\n") + "\n"
+
+
+def _plot_links(study: Study, repeated: bool) -> dict[str, str]:
+    """The report's plots as Markdown images, by file; the row plots only with repeated seeds."""
+    title = study.selection.title
+    stopped = any(t.end_state in STOPPED_BY_SCHEDULER for t in study.trials)
+    plots = [
+        (
+            f"validation {title} per epoch of every trial"
+            + (" (x: stopped by its scheduler)" if stopped else ""),
+            CURVES_FILE,
+        ),
+        ("per-tag test ROC-AUC of the best single model and the best fusion", PER_TAG_FILE),
+    ]
+    if repeated:
+        plots += [
+            (
+                f"validation {title} per epoch of every row: the mean over its "
+                "seeds, in a band from their minimum to their maximum",
+                ROW_CURVES_FILE,
+            ),
+            ("rows' test scores and the factors' effects with their 95% intervals", FOREST_FILE),
+        ]
+    return {file: f"![{alt}]({file})" for alt, file in plots}
+
+
+def _heading(study: Study) -> list[str]:
+    """The title, and the study's folder, space, trials by end state and kind of data."""
+    states = Counter(str(trial.end_state) for trial in study.trials)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    return [
         f"# Study {escape_markdown(study.name)}: results in the layout of Table 1 of Gerczuk "
         "et al. (MediaEval 2020)",
         "",
         f"Study folder {code_span(study.dir.resolve())}, search space {code_span(study.space)}; "
         f"{len(study.trials)} trial(s): {counts}." + _data_kind(study),
         "",
-        *answer_section(study, row_table, effects, rungs),
-        *importance,
-        *_scheduler_note(study, row_table.repeated),
-        *_splits_note(study),
     ]
-    if rungs:
-        lines += [*rungs_section(rungs, selection), ""]
-    if row_table.repeated:
-        lines += [*rows_section(row_table), ""]
-        lines += [*effects_section(effects), ""]
-        lines += [
-            by_file[name] + "\n" for name in (FOREST_FILE, ROW_CURVES_FILE) if name in by_file
-        ]
-    lines += [
-        "## Data",
+
+
+def _repeated_section(rows: RowTable, effects: Effects, links: dict[str, str]) -> list[str]:
+    """With repeated seeds: the rows over their seeds, the factors' effects and their plots."""
+    return [
+        *rows_section(rows),
         "",
-        data_description(study),
+        *effects_section(effects),
         "",
+        *(links[name] + "\n" for name in (FOREST_FILE, ROW_CURVES_FILE)),
+    ]
+
+
+def _data_section(study: Study) -> list[str]:
+    return ["## Data", "", data_description(study), ""]
+
+
+def _trials_section(contents: ReportContents) -> list[str]:
+    """Every trial and fusion, best first, after how their figures were computed."""
+    rows = contents.trial_rows + contents.fusion_rows
+    lines = [
         "## Trials",
         "",
-        "Every trial, best first. Macro ROC-AUC and PR-AUC in %. Trial values are those of each "
-        f"trial's metrics.json (test scores at the epoch of best validation {selection}); "
-        "intervals are 95% BCa (bias-corrected and accelerated) "
-        f"bootstrap intervals over the test tracks ({resamples} resamples, seed {seed}). "
-        + _undefined_note(undefined)
-        + "p: two-sided paired bootstrap test of the row against the best single model, the "
-        f"trial that trained to a best epoch (end state {', '.join(FINISHED_STATES)}) with "
-        f"the best validation {selection} "
-        f"({escape_markdown(best.system.removesuffix(' (best single)'))}). Fusion rows come "
-        f"from `fusions/*/metrics.json`; their validation {selection} is that of the fused "
-        "validation scores.",
+        _trials_legend(contents),
         "",
+        *markdown_table(table_header(contents.study.selection), [_row_cells(row) for row in rows]),
     ]
-    rows = trial_rows + fusion_rows
-    lines += markdown_table(table_header(study.selection), [_row_cells(row) for row in rows])
     if any(_outside(row) for row in rows):
         lines += [
             "",
@@ -416,12 +458,27 @@ def render_markdown(
             "per tag, nearly all resamples score on one side of it, a bias larger than BCa "
             "corrects; read such intervals as rough.",
         ]
-    lines.append("")
-    lines += [by_file[name] + "\n" for name in (CURVES_FILE, PER_TAG_FILE) if name in by_file]
-    # The published figures are of the mood/theme subset: another subset has none to stand by.
-    if study.data.subset == PUBLISHED_SUBSET:
-        lines += _published_section()
-    return "\n".join(lines).rstrip("\n") + "\n"
+    return [*lines, ""]
+
+
+def _trials_legend(contents: ReportContents) -> str:
+    """Where the trials table's values, intervals and p-values come from."""
+    selection = contents.study.selection.title
+    best = contents.best_row.system.removesuffix(" (best single)")
+    return (
+        "Every trial, best first. Macro ROC-AUC and PR-AUC in %. Trial values are those of each "
+        f"trial's metrics.json (test scores at the epoch of best validation {selection}); "
+        "intervals are 95% BCa (bias-corrected and accelerated) "
+        f"bootstrap intervals over the test tracks ({contents.resamples} resamples, seed "
+        f"{contents.seed}). "
+        + _undefined_note(contents.undefined)
+        + "p: two-sided paired bootstrap test of the row against the best single model, the "
+        f"trial that trained to a best epoch (end state {', '.join(FINISHED_STATES)}) with "
+        f"the best validation {selection} "
+        f"({escape_markdown(best)}). Fusion rows come "
+        f"from `fusions/*/metrics.json`; their validation {selection} is that of the fused "
+        "validation scores."
+    )
 
 
 def _data_kind(study: Study) -> str:
@@ -571,9 +628,65 @@ def write_report(
     study = load_study(study_dir)
     check_finished(study)
     out = check_output_dir(Path(out) if out is not None else study.dir / "report", is_report_folder)
+    contents = _gather_contents(study, resamples, seed)
+    with staged_folder(out, is_report_folder) as staging:
+        _render_into(staging, contents)
+    files = tuple(
+        path
+        for path in sorted(out.iterdir())
+        if path.name in REPORT_FILES or is_importance_plot(path.name)
+    )
+    tables = _write_records(contents)
+    metrics = parent_metrics(contents.rows, contents.effects)
+    metrics |= importance_metrics(contents.importance)
+    logged = (
+        log_to_study_run(study, files + tables, metrics, MLFLOW_ARTIFACT_PATH, "report")
+        if track
+        else False
+    )
+    return Report(out, files, logged, contents.rows, contents.effects, tables, metrics)
+
+
+def _gather_contents(study: Study, resamples: int, seed: int) -> ReportContents:
+    """Read and check every input the report needs, and compute what it shows."""
     test_labels, tags = read_labels(study.dir, "test")  # the labels the trials were scored on
     labels = check_groundtruth(test_labels, f"test labels of {study.dir}")
     ranked = ranked_trials(study)
+    best_trial = _best_single_trial(study)
+    order = ranked + [t for t in study.trials if t not in ranked]
+    best_scores = _check_predictions(
+        best_trial.test_predictions, f"test predictions of trial {best_trial.id}", labels.shape
+    )
+    best_scored = resample_scores(labels, best_scores, resamples=resamples, seed=seed)
+    trial_rows = _trial_rows(study, order, best_trial, best_scored, resamples, seed)
+    fusions = read_fusions(study, labels.shape)
+    fusion_rows = [
+        _fusion_row(f, study.selection, labels, best_scored, resamples, seed) for f in fusions
+    ]
+    chosen_fusion = _best_fusion(fusions, fusion_rows)
+    rows = row_results(study)
+    effects = factor_effects(rows) if rows.repeated else Effects((), ())
+    per_tag = _per_tag_roc_auc(labels, best_trial, best_scores, chosen_fusion)
+    return ReportContents(
+        study=study,
+        tags=tags,
+        order=order,
+        best_trial=best_trial,
+        best_row=trial_rows[order.index(best_trial)],
+        trial_rows=trial_rows,
+        fusion_rows=fusion_rows,
+        per_tag=per_tag,
+        rows=rows,
+        effects=effects,
+        undefined=undefined_share(labels, resamples, seed),
+        importance=compute_importance(study.dir, seed=seed),
+        resamples=resamples,
+        seed=seed,
+    )
+
+
+def _best_single_trial(study: Study) -> Trial:
+    """The finished trial with the best validation score; none is a ValueError."""
     finished = finished_trials(study)
     if not finished:
         raise ValueError(
@@ -581,14 +694,21 @@ def write_report(
             f"{', '.join(FINISHED_STATES)} with predictions and a validation "
             f"{study.selection.title}"
         )
-    best_trial = finished[0]
-    order = ranked + [t for t in study.trials if t not in ranked]
-    best_scores = _check_predictions(
-        best_trial.test_predictions, f"test predictions of trial {best_trial.id}", labels.shape
-    )
+    return finished[0]
+
+
+def _trial_rows(
+    study: Study,
+    order: list[Trial],
+    best_trial: Trial,
+    best_scored: Resampled,
+    resamples: int,
+    seed: int,
+) -> list[Row]:
+    """A row per trial in ``order``, each on its own split's test labels; only trials on the
+    study's split are paired with the best single model."""
     split_labels = {split: study.labels("test", split)[0] for split in study.runs_on_splits}
-    best_scored = resample_scores(labels, best_scores, resamples=resamples, seed=seed)
-    trial_rows = [
+    return [
         _trial_row(
             t,
             study.selection,
@@ -600,108 +720,79 @@ def write_report(
         )
         for t in order
     ]
-    best_row = trial_rows[order.index(best_trial)]
-    fusions = read_fusions(study, labels.shape)
-    fusion_rows = [
-        _fusion_row(f, study.selection, labels, best_scored, resamples, seed) for f in fusions
-    ]
-    chosen_fusion = _best_fusion(fusions, fusion_rows)
-    rows = row_results(study)
-    effects = factor_effects(rows) if rows.repeated else Effects((), ())
 
+
+def _per_tag_roc_auc(
+    labels: np.ndarray,
+    best_trial: Trial,
+    best_scores: np.ndarray,
+    chosen_fusion: tuple[Fusion, Row] | None,
+) -> dict[str, np.ndarray]:
+    """Per-tag test ROC-AUC of the best single model and of the best fusion, if any."""
     series = {f"best single: {trial_name(best_trial)}": best_scores}
     if chosen_fusion is not None:
         series[f"fusion {chosen_fusion[0].name}"] = chosen_fusion[0].predictions
-    per_tag = {name: roc_auc_score(labels, scores, average=None) for name, scores in series.items()}
-    plots = [
-        (
-            f"validation {study.selection.title} per epoch of every trial"
-            + (
-                " (x: stopped by its scheduler)"
-                if any(t.end_state in STOPPED_BY_SCHEDULER for t in study.trials)
-                else ""
-            ),
-            CURVES_FILE,
-        ),
-        ("per-tag test ROC-AUC of the best single model and the best fusion", PER_TAG_FILE),
+    return {name: roc_auc_score(labels, scores, average=None) for name, scores in series.items()}
+
+
+def _render_into(staging: Path, contents: ReportContents) -> None:
+    """Draw the plots and write report.md into the staging folder."""
+    section = []
+    if contents.importance is not None:
+        drawn = plot_importance(contents.importance, staging)
+        section = importance_section(contents.importance, drawn, relative_to=staging)
+    text = render_markdown(contents, importance=section)
+    _draw_trial_plots(staging, contents)
+    if contents.rows.repeated:
+        _draw_row_plots(staging, contents)
+    (staging / REPORT_FILE).write_text(text)
+
+
+def _draw_trial_plots(staging: Path, contents: ReportContents) -> None:
+    """Every trial's validation curve, and the per-tag test ROC-AUC of the best systems."""
+    study, selection = contents.study, contents.study.selection
+    curves = [
+        curve_from_history(
+            f"{trial_name(t)}: {t.end_state}", t.history, t.end_state, selection.epoch
+        )
+        for t in contents.order
     ]
-    if rows.repeated:
-        plots += [
-            (
-                f"validation {study.selection.title} per epoch of every row: the mean over its "
-                "seeds, in a band from their minimum to their maximum",
-                ROW_CURVES_FILE,
-            ),
-            ("rows' test scores and the factors' effects with their 95% intervals", FOREST_FILE),
-        ]
-    undefined = undefined_share(labels, resamples, seed)
-    importance = compute_importance(study.dir, seed=seed)
-    with staged_folder(out, is_report_folder) as staging:
-        section = []
-        if importance is not None:
-            drawn = plot_importance(importance, staging)
-            section = importance_section(importance, drawn, relative_to=staging)
-        text = render_markdown(
-            study,
-            trial_rows,
-            fusion_rows,
-            best_trial.id,
-            best_row,
-            plots,
-            resamples,
-            seed,
-            rows,
-            effects,
-            undefined=undefined,
-            importance=section,
-        )
-        selection = study.selection
-        curves = [
-            curve_from_history(
-                f"{trial_name(t)}: {t.end_state}", t.history, t.end_state, selection.epoch
-            )
-            for t in order
-        ]
-        plot_validation_curves(
-            curves,
-            staging / CURVES_FILE,
-            f"Study {study.name}: validation {selection.title} per epoch",
-            selection.title,
-        )
-        plot_per_tag_roc_auc(tags, per_tag, staging / PER_TAG_FILE, "Per-tag test ROC-AUC")
-        if rows.repeated:
-            bands = [
-                band_from_curves(
-                    f"{row.name} (n={row.n})",
-                    [
-                        curve_from_history(t.id, t.history, None, selection.epoch)
-                        for t in row.trials
-                    ],
-                )
-                for row in rows.rows
-            ]
-            plot_row_curves(
-                bands,
-                staging / ROW_CURVES_FILE,
-                f"Study {study.name}: validation {selection.title} per epoch, mean over seeds "
-                "(band: min to max)",
-                selection.title,
-            )
-            plot_forest(forest_panels(rows, effects), staging / FOREST_FILE, f"Study {study.name}")
-        (staging / REPORT_FILE).write_text(text)
-    files = tuple(
-        path
-        for path in sorted(out.iterdir())
-        if path.name in REPORT_FILES or is_importance_plot(path.name)
+    plot_validation_curves(
+        curves,
+        staging / CURVES_FILE,
+        f"Study {study.name}: validation {selection.title} per epoch",
+        selection.title,
     )
-    # The comparison's records: in the study folder, whatever folder the report went to.
-    tables = (write_rows(rows, study.dir), write_effects(effects, study.dir))
-    if importance is not None:
-        tables += (write_importance(importance, study.dir),)
-    metrics = parent_metrics(rows, effects) | importance_metrics(importance)
-    logged = (
-        log_to_study_run(study, files + tables, metrics, MLFLOW_ARTIFACT_PATH, "report")
-        if track
-        else False
+    plot_per_tag_roc_auc(
+        contents.tags, contents.per_tag, staging / PER_TAG_FILE, "Per-tag test ROC-AUC"
     )
-    return Report(out, files, logged, rows, effects, tables, metrics)
+
+
+def _draw_row_plots(staging: Path, contents: ReportContents) -> None:
+    """With repeated seeds: each row's mean curve in its band, and the forest plot."""
+    study, selection, rows = contents.study, contents.study.selection, contents.rows
+    bands = [
+        band_from_curves(
+            f"{row.name} (n={row.n})",
+            [curve_from_history(t.id, t.history, None, selection.epoch) for t in row.trials],
+        )
+        for row in rows.rows
+    ]
+    plot_row_curves(
+        bands,
+        staging / ROW_CURVES_FILE,
+        f"Study {study.name}: validation {selection.title} per epoch, mean over seeds "
+        "(band: min to max)",
+        selection.title,
+    )
+    plot_forest(forest_panels(rows, contents.effects), staging / FOREST_FILE, f"Study {study.name}")
+
+
+def _write_records(contents: ReportContents) -> tuple[Path, ...]:
+    """rows.json, effects.json and importance.json: in the study folder, whatever folder the
+    report went to."""
+    study_dir = contents.study.dir
+    tables = (write_rows(contents.rows, study_dir), write_effects(contents.effects, study_dir))
+    if contents.importance is not None:
+        tables += (write_importance(contents.importance, study_dir),)
+    return tables
