@@ -23,7 +23,7 @@ from analysis.effects import Effects
 from analysis.fuse_study import StudyFusion, fuse_study, fusion_name
 from analysis.report import REPORT_FILE, Report, write_report
 from analysis.rows import RowTable, Summary
-from study_folder.records import finished_trials, load_study
+from study_folder.records import Study, finished_trials, load_study
 
 log = logging.getLogger(__name__)
 
@@ -108,56 +108,72 @@ def conclude_study(
     report are logged to the study's MLflow run here; the study driver logs them itself
     (`study.result`), through its queue."""
     study = load_study(study_dir)
-    finished = finished_trials(study)
-    lines, fusion, fusion_dir = [], None, None
-    if len(finished) < fuse_top:
-        lines.append(
-            f"fusion skipped: {len(finished)} trial(s) finished with predictions; fusing the "
-            f"top {fuse_top} needs {fuse_top}"
-        )
-    else:
-        members = [trial.id for trial in finished[:fuse_top]]
-        out = fusion_dir = study.dir / "fusions" / fusion_name("topk", fuse_top)
-        if _fusion_members(out) == members:
-            lines.append(f"fusion of {' + '.join(members)}: {out} (already there)")
-        else:
-            fusion = fuse_study(
-                study.dir,
-                fuse_top,
-                out=out,
-                resamples=resamples,
-                seed=seed,
-                replace=True,
-                track=track,
-            )
-            metrics = fusion.result.metrics
-            lines.append(
-                (
-                    f"fusion of {' + '.join(members)}: {fusion.out} (test ROC-AUC "
-                    if fusion.result.fused
-                    else f"{fusion.result.note}: {fusion.out} (its test ROC-AUC "
-                )
-                + f"{100 * metrics['ROC-AUC-macro']:.1f}, PR-AUC {100 * metrics['PR-AUC-macro']:.1f}"
-                + (f"; MLflow run {fusion.mlflow_run_id})" if fusion.mlflow_run_id else ")")
-            )
+    fusion, fusion_dir, fusion_line = _fuse_top(study, fuse_top, resamples, seed, track)
     report = write_report(study.dir, resamples=resamples, seed=seed, track=track)
-    lines.append(
+    lines = [fusion_line, *_report_lines(report), _update_confirm(study, report, confirm_top)]
+    return Conclusion(report, fusion, fusion_dir, tuple(lines))
+
+
+def _fuse_top(
+    study: Study, fuse_top: int, resamples: int, seed: int, track: bool
+) -> tuple[StudyFusion | None, Path | None, str]:
+    """The fusion of the top ``fuse_top`` finished trials, unless too few finished or the
+    folder already holds theirs: the new fusion (None if none), its folder and a line."""
+    finished = finished_trials(study)
+    if len(finished) < fuse_top:
+        return (
+            None,
+            None,
+            f"fusion skipped: {len(finished)} trial(s) finished with predictions; fusing the "
+            f"top {fuse_top} needs {fuse_top}",
+        )
+    members = [trial.id for trial in finished[:fuse_top]]
+    out = study.dir / "fusions" / fusion_name("topk", fuse_top)
+    if _fusion_members(out) == members:
+        return None, out, f"fusion of {' + '.join(members)}: {out} (already there)"
+    fusion = fuse_study(
+        study.dir, fuse_top, out=out, resamples=resamples, seed=seed, replace=True, track=track
+    )
+    return fusion, out, _fusion_line(fusion, members)
+
+
+def _fusion_line(fusion: StudyFusion, members: list[str]) -> str:
+    """``fusion of A + B: FOLDER (test ROC-AUC 80.1, PR-AUC 12.3; MLflow run ID)``, or what
+    the fusion kept instead when it fused nothing."""
+    metrics = fusion.result.metrics
+    return (
+        (
+            f"fusion of {' + '.join(members)}: {fusion.out} (test ROC-AUC "
+            if fusion.result.fused
+            else f"{fusion.result.note}: {fusion.out} (its test ROC-AUC "
+        )
+        + f"{100 * metrics['ROC-AUC-macro']:.1f}, PR-AUC {100 * metrics['PR-AUC-macro']:.1f}"
+        + (f"; MLflow run {fusion.mlflow_run_id})" if fusion.mlflow_run_id else ")")
+    )
+
+
+def _report_lines(report: Report) -> list[str]:
+    """Where the report is; with repeated seeds also its rows, effects and best row."""
+    lines = [
         f"report: {report.out / REPORT_FILE}"
         + (" (also in the study's MLflow run, under report/)" if report.mlflow_logged else "")
-    )
+    ]
     if report.rows is not None and report.rows.repeated:
         lines += row_lines(report.rows)
         if report.effects is not None:
             lines += effect_lines(report.effects)
         lines.append(best_row_line(report.rows))
-    if report.rows is not None and report.rows.rows:
-        plan = confirm_plan(study, report.rows, report.effects, confirm_top)
-        if plan.rows:
-            confirm = write_confirm(study, report.rows, repeats=plan.repeats, rows=plan.rows)
-            lines.append(f"confirm: {confirm} ({plan.why}): python study/run.py --space {confirm}")
-        else:
-            (study.dir / CONFIRM_FILE).unlink(missing_ok=True)  # an earlier end's proposal
-            lines.append(f"confirm: {plan.why}")
-    else:
-        lines.append("confirm.yaml skipped: no row finished with predictions and scores")
-    return Conclusion(report, fusion, fusion_dir, tuple(lines))
+    return lines
+
+
+def _update_confirm(study: Study, report: Report, confirm_top: int) -> str:
+    """Write confirm.yaml of the top ``confirm_top`` rows where there is something to
+    confirm, else remove an earlier one; a line saying which."""
+    if report.rows is None or not report.rows.rows:
+        return "confirm.yaml skipped: no row finished with predictions and scores"
+    plan = confirm_plan(study, report.rows, report.effects, confirm_top)
+    if not plan.rows:
+        (study.dir / CONFIRM_FILE).unlink(missing_ok=True)  # an earlier end's proposal
+        return f"confirm: {plan.why}"
+    confirm = write_confirm(study, report.rows, repeats=plan.repeats, rows=plan.rows)
+    return f"confirm: {confirm} ({plan.why}): python study/run.py --space {confirm}"
