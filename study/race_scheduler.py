@@ -41,13 +41,30 @@ FAILED_KEYS = (FAILED_KEY, STORAGE_KEY)  # a trial's last result when it failed 
 class RaceTrialGenerator(BasicVariantGenerator):
     """Ray's variant generator whose `max_concurrent` leaves out the trials paused at a rung:
     with them counted, a paused trial would hold its slot and the rung it waits at would
-    wait for trials that are never created."""
+    wait for trials that are never created.
+
+    Its search is not over while trials wait paused at a rung: once the search is over Ray
+    ends a stopped trial's worker process instead of keeping it for the next trial, and
+    every paused trial would restart in a new process (its imports again, seconds a trial)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._parked: set[str] = set()  # paused at a rung: they will run again
 
     def park(self, trial_id: str) -> None:
         self._live_trials.discard(trial_id)
+        self._parked.add(trial_id)
 
     def unpark(self, trial_id: str) -> None:
+        self._parked.discard(trial_id)
         self._live_trials.add(trial_id)
+
+    def forget(self, trial_id: str) -> None:
+        """The trial ended (stopped with its row, or failed): it will not run again."""
+        self._parked.discard(trial_id)
+
+    def is_finished(self) -> bool:
+        return super().is_finished() and not self._parked
 
 
 class RaceScheduler(TrialScheduler):
@@ -185,6 +202,8 @@ class RaceScheduler(TrialScheduler):
         course.ended = True
         self._released.discard(course.key)
         self._held.discard(course.key)
+        if self.generator is not None:
+            self.generator.forget(trial.trial_id)
         self._advance(tune_controller, trial)
 
     def _advance(self, tune_controller, current: Trial) -> None:
