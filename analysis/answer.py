@@ -51,11 +51,11 @@ def truncation(study: Study, table: RowTable) -> Truncation:
 
     considered = [trial for trial in study.trials if judged(trial)]
     late_trials = [trial for trial in considered if late(trial)]
-    late_ids = {trial.id for trial in late_trials}
+    late_ids = {trial.key for trial in late_trials}
     rows = []
     for row in table.rows:
         mine = [trial for trial in row.trials if judged(trial)]
-        if mine and 2 * sum(trial.id in late_ids for trial in mine) > len(mine):
+        if mine and 2 * sum(trial.key in late_ids for trial in mine) > len(mine):
             rows.append(row.name)
     return Truncation(tuple(late_trials), tuple(considered), tuple(rows))
 

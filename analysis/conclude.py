@@ -127,7 +127,7 @@ def _fuse_top(
             f"fusion skipped: {len(finished)} trial(s) finished with predictions; fusing the "
             f"top {fuse_top} needs {fuse_top}",
         )
-    members = [trial.id for trial in finished[:fuse_top]]
+    members = [trial.key for trial in finished[:fuse_top]]
     out = study.dir / "fusions" / fusion_name("topk", fuse_top)
     if _fusion_members(out) == members:
         return None, out, f"fusion of {' + '.join(members)}: {out} (already there)"

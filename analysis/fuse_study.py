@@ -138,7 +138,7 @@ def _candidates(study: Study, top_k: int | None) -> list[Trial]:
         raise ValueError(
             f"--top-k {top_k} is larger than the number of finished trials in study "
             f"{study.dir}: {len(trials)} of its {len(study.trials)} trial(s) finished with "
-            f"predictions ({', '.join(t.id for t in trials)}); choose K <= {len(trials)}"
+            f"predictions ({', '.join(t.key for t in trials)}); choose K <= {len(trials)}"
         )
     return trials if top_k is None else trials[:top_k]
 
@@ -156,13 +156,13 @@ def _read_scores(path: Path, name: str, part: str, shape: tuple) -> np.ndarray:
 
 def _trial_member(trial: Trial, validation_shape: tuple, test_shape: tuple) -> Member:
     validation, test = (
-        _read_scores(path, f"{part} predictions of trial {trial.id}", part, shape)
+        _read_scores(path, f"{part} predictions of trial {trial.key}", part, shape)
         for part, path, shape in (
             ("validation", trial.validation_predictions, validation_shape),
             ("test", trial.test_predictions, test_shape),
         )
     )
-    return Member(trial.id, test, validation)
+    return Member(trial.key, test, validation)
 
 
 def _external_member(external: External, validation_shape: tuple, test_shape: tuple) -> Member:
@@ -210,7 +210,7 @@ def fuse_study(
     write_fusion(result, plan.out, inputs.tags, replace=replace)
     log.debug("fusion %s of %s written to %s", plan.name, ", ".join(result.members), plan.out)
     run_id = log_fusion_run(plan.study, plan.out) if track else None
-    return StudyFusion(plan.name, plan.out, result, plan.best.id, paired, run_id)
+    return StudyFusion(plan.name, plan.out, result, plan.best.key, paired, run_id)
 
 
 @dataclass(frozen=True)
@@ -245,7 +245,7 @@ def _plan(
     study = load_study(study_dir)
     check_finished(study)
     pool = _candidates(study, top_k)
-    clash = {t.id for t in study.trials} & {e.name for e in parsed}
+    clash = {t.key for t in study.trials} & {e.name for e in parsed}
     if clash:
         raise ValueError(f"external name(s) {', '.join(sorted(clash))} are also trial ids")
     name = fusion_name(select, top_k, parsed)
@@ -322,7 +322,7 @@ def _context(
             _member_detail(m, plan.pool, plan.externals) for m in inputs.members if m.name in chosen
         ],
         "best_single_trial": {
-            "id": best.id,
+            "id": best.key,
             study.selection.validation: best.metrics.get(study.selection.validation),
             **evaluate(inputs.test_labels, inputs.best_test),
         },
@@ -331,10 +331,10 @@ def _context(
 
 
 def _member_detail(member: Member, pool: Sequence[Trial], externals: Sequence[External]) -> dict:
-    trial = next((t for t in pool if t.id == member.name), None)
+    trial = next((t for t in pool if t.key == member.name), None)
     if trial is not None:
         return {
-            "name": trial.id,
+            "name": trial.key,
             "kind": "trial",
             **{key: trial.metrics.get(key) for key in (SELECTION_KEY, BEST_VALUE_KEY)},
             "test_predictions": str(trial.test_predictions.resolve()),
@@ -407,7 +407,7 @@ def record_fusion_run(
     """The fusion in folder `out` as a FINISHED run nested in the parent run, once
     (`tracking.runs.record_nested_run`); its id. `again` is the tracker queue's retry flag."""
     summary = json.loads((out / "metrics.json").read_text())
-    names = {t.id: str(t.metrics.get("trial_name") or t.id) for t in study.trials}
+    names = {t.key: str(t.metrics.get("trial_name") or t.key) for t in study.trials}
     return record_nested_run(
         client,
         NestedRun(

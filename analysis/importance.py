@@ -295,7 +295,7 @@ def budget_points(
         if score is None or any(name not in trial.config for name in distributions):
             continue
         params = {name: _value(d, trial.config[name]) for name, d in distributions.items()}
-        points.append(Point(trial.id, params, score))
+        points.append(Point(trial.key, params, score))
     return tuple(points)
 
 

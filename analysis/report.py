@@ -232,7 +232,7 @@ def _trial_row(
     intervals = paired = None
     if trial.test_predictions is not None:
         scores = _check_predictions(
-            trial.test_predictions, f"test predictions of trial {trial.id}", labels.shape
+            trial.test_predictions, f"test predictions of trial {trial.key}", labels.shape
         )
         scored = (
             best
@@ -247,7 +247,7 @@ def _trial_row(
             log.warning(
                 "trial %s: metrics.json logs test ROC-AUC %.6f, its test predictions score "
                 "%.6f; the interval is that of the predictions file",
-                trial.id,
+                trial.key,
                 logged,
                 intervals["ROC-AUC-macro"].point,
             )
@@ -655,7 +655,7 @@ def _gather_contents(study: Study, resamples: int, seed: int) -> ReportContents:
     best_trial = _best_single_trial(study)
     order = ranked + [t for t in study.trials if t not in ranked]
     best_scores = _check_predictions(
-        best_trial.test_predictions, f"test predictions of trial {best_trial.id}", labels.shape
+        best_trial.test_predictions, f"test predictions of trial {best_trial.key}", labels.shape
     )
     best_scored = resample_scores(labels, best_scores, resamples=resamples, seed=seed)
     trial_rows = _trial_rows(study, order, best_trial, best_scored, resamples, seed)
@@ -774,7 +774,7 @@ def _draw_row_plots(staging: Path, contents: ReportContents) -> None:
     bands = [
         band_from_curves(
             f"{row.name} (n={row.n})",
-            [curve_from_history(t.id, t.history, None, selection.epoch) for t in row.trials],
+            [curve_from_history(t.key, t.history, None, selection.epoch) for t in row.trials],
         )
         for row in rows.rows
     ]

@@ -97,7 +97,7 @@ def draw_label(draw: tuple[Any, ...], among: Sequence[tuple[Any, ...]] = ()) -> 
 def trial_name(trial: Trial) -> str:
     """A trial as the MLflow runs table names it (metrics.json's trial_name), with its id."""
     name = trial.metrics.get("trial_name")
-    return f"{name} ({trial.id})" if name else trial.id
+    return f"{name} ({trial.key})" if name else trial.key
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class RowTable:
                 "row": row.name,
                 "n": row.n,
                 "config": row.config,
-                "trials": [trial.id for trial in row.trials],
+                "trials": [trial.key for trial in row.trials],
                 "trial_names": [str(trial.metrics.get("trial_name") or "") for trial in row.trials],
                 "draws": [list(draw_of(trial.config)) for trial in row.trials],
                 "mean_best_epoch": row.mean_best_epoch,
@@ -200,7 +200,7 @@ def row_results(study: Study) -> RowTable:
             else _why_left_out(trial, needed)
         )
         if why is not None:
-            left_out.append((trial.id, why))
+            left_out.append((trial.key, why))
             continue
         grouped.setdefault(row_key(trial.config), []).append(trial)
     if left_out:
@@ -232,7 +232,7 @@ def row_results(study: Study) -> RowTable:
 def _row(
     name: str, key: str, trials: list[Trial], selection: Metric, labels: dict[int, np.ndarray]
 ) -> RowResult:
-    trials = sorted(trials, key=lambda trial: (repr(draw_of(trial.config)), trial.id))
+    trials = sorted(trials, key=lambda trial: (repr(draw_of(trial.config)), trial.key))
 
     def values(metric_key: str) -> list[float]:
         return [float(trial.metrics[metric_key]) for trial in trials]
@@ -266,7 +266,7 @@ def _seed_ensemble(
     for split, members in sorted(by_split.items()):
         if split not in labels:
             raise ValueError(
-                f"row {name}: trial {members[0].id} ran on split {split}, which the study "
+                f"row {name}: trial {members[0].key} ran on split {split}, which the study "
                 f"did not record labels of (its splits: {', '.join(map(str, labels))})"
             )
         mean = np.mean([t.load_predictions("test").astype(np.float64) for t in members], axis=0)

@@ -194,7 +194,7 @@ def run_study(
         "seconds": round(seconds, 1),
         "trials": len(study.trials),
         "trial_epochs": sum(epochs),
-        "best_trial": best.id,
+        "best_trial": best.key,
         "best_config": {key: best.config.get(key) for key in keys},
         "best_validation_roc_auc": round(float(best.metrics["validation_roc_auc"]), 4),
         "best_test_roc_auc": round(float(best.metrics["test_roc_auc"]), 4),

@@ -47,14 +47,14 @@ def log_best_model(
         tracking_uri,
         run_id,
         name,
-        trial.id,
+        trial.key,
         lambda: pytorch_model(trial),
         (
             f"The best trial of study {study} by validation macro ROC-AUC. Input: "
             "standardised mel-spectrogram windows, float32 (batch, 1, bands, frames), each "
             "band standardised with extra_files/band_stats.json; output: one logit per tag of "
             "extra_files/tags.txt (apply a sigmoid for scores).",
-            f"trial {trial.id}: {trial.metrics.get('trial_name', '')}",
+            f"trial {trial.key}: {trial.metrics.get('trial_name', '')}",
         ),
     )
 
@@ -77,5 +77,5 @@ def pytorch_model(trial: Trial) -> PyTorchModel:
             "config.json": json.dumps(config, indent=2),
         },
         (f"torch=={torch.__version__.split('+')[0]}", "numpy"),
-        {"trial_id": trial.id, "tags": len(saved["tags"])},
+        {"trial_id": trial.key, "tags": len(saved["tags"])},
     )

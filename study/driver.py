@@ -198,14 +198,14 @@ def race_rule(options: StudyOptions) -> RaceRule:
     )
 
 
-def course_of(trial: records.TrialRecord, options: StudyOptions) -> Course:
+def course_of(trial: records.Trial, options: StudyOptions) -> Course:
     """A recorded trial as the race sees it: its row, its draw, and its whole history."""
     metric = options.space.metric
     return Course(
         trial.key,
         row_name(trial.config, options.searched),
         records.draw_of(trial.config),
-        [score_of(record.get(metric)) for record in trial.history or []],
+        [score_of(record.get(metric)) for record in trial.history],
         ended=True,
         failed=trial.end_state == "error",
     )
@@ -213,7 +213,7 @@ def course_of(trial: records.TrialRecord, options: StudyOptions) -> Course:
 
 def make_race(
     options: StudyOptions,
-    recorded: list[records.TrialRecord],
+    recorded: list[records.Trial],
     running: int,
     tracker: StudyTracker | None = None,
     note: Callable[[str], None] | None = None,
@@ -253,7 +253,7 @@ def write_rungs(study_dir: Path, race: Race) -> None:
     atomic_write_text(Path(study_dir) / RUNGS_FILE, json.dumps(race.to_json(), indent=2) + "\n")
 
 
-def make_searcher(options: StudyOptions, ended: list[records.TrialRecord] = ()):
+def make_searcher(options: StudyOptions, ended: list[records.Trial] = ()):
     """Optuna's searcher (grid and random trials are drawn by `planned_trials`), told the
     results of the trials a resumed study has recorded."""
     sampled = [k for k, spec in options.space.parameters.items() if isinstance(spec, dict)]
@@ -320,7 +320,7 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     to_run = _trials_to_run(listed, retrying, planned)
     race = None
     if options.space.scheduler.type == "race":
-        ended = [t for t in listed if t.metrics is not None and t.key not in retrying]
+        ended = [t for t in listed if t.end_state is not None and t.key not in retrying]
         race = make_race(
             options, ended, len(to_run), tracker, note=lambda line: recorder.console.note(line)
         )
@@ -339,7 +339,7 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     return ran
 
 
-def _prepare_folder(options: StudyOptions, tracker: StudyTracker) -> list[records.TrialRecord]:
+def _prepare_folder(options: StudyOptions, tracker: StudyTracker) -> list[records.Trial]:
     """The study's trials as recorded, once its folder is ready to run in: MLflow's ids and
     the ground truth written, interrupted trials' records recovered, leftovers removed.
     Raises StorageFault when a full or unwritable disk stops that."""
@@ -370,14 +370,16 @@ def _quiet_ray_logs() -> None:
 
 
 def _trials_to_run(
-    listed: list[records.TrialRecord],
+    listed: list[records.Trial],
     retrying: frozenset[str],
     planned: list[dict[str, Any]] | None,
 ) -> list[dict[str, Any]]:
     """Entries for `_explicit_space`: the recorded trials that did not end (or are retried),
     with their keys, then the planned configs no trial has begun (no key yet)."""
     to_run = [
-        {"key": t.key, "config": t.config} for t in listed if t.metrics is None or t.key in retrying
+        {"key": t.key, "config": t.config}
+        for t in listed
+        if t.end_state is None or t.key in retrying
     ]
     if planned is not None:
         to_run += [{"key": None, "config": c} for c in not_begun(planned, listed)]
@@ -387,7 +389,7 @@ def _trials_to_run(
 def _make_recorder(
     options: StudyOptions,
     tracker: StudyTracker,
-    listed: list[records.TrialRecord],
+    listed: list[records.Trial],
     retrying: frozenset[str],
     race: tuple[RaceScheduler, RaceTrialGenerator] | None,
 ) -> StudyRecorder:
@@ -409,7 +411,7 @@ def _make_recorder(
         max_epochs=max_epochs(options),
     )
     for trial in listed:
-        if trial.metrics is not None:
+        if trial.end_state is not None:
             recorder.close_recorded(records.trial_dir(options.study_dir, trial.key))
     return recorder
 
@@ -417,7 +419,7 @@ def _make_recorder(
 def _run_optuna(
     options: StudyOptions,
     recorder: StudyRecorder,
-    listed: list[records.TrialRecord],
+    listed: list[records.Trial],
     to_run: list[dict[str, Any]],
 ) -> int:
     """Optuna's trials: those begun before (a resume) first, then the rest of its samples;
@@ -429,7 +431,7 @@ def _run_optuna(
     begun = records.read_trials(options.study_dir)
     # Not after an interruption (Ray stops gracefully): only once the begun trials ended.
     stopped = recorder.fault is not None or recorder.store_failure is not None
-    if remaining > 0 and all(t.metrics is not None for t in begun) and not stopped:
+    if remaining > 0 and all(t.end_state is not None for t in begun) and not stopped:
         searcher = make_searcher(options, begun)
         ran += _fit(options, recorder, param_space(options), searcher, remaining)
     return ran
@@ -439,7 +441,7 @@ def conclude_race(options: StudyOptions, tracker: StudyTracker) -> None:
     """Once every trial ended: the rungs re-derived from the records, written and logged (a
     resume that decided nothing new still has them whole)."""
     listed = records.read_trials(options.study_dir)
-    if not listed or any(trial.metrics is None for trial in listed):
+    if not listed or any(trial.end_state is None for trial in listed):
         return
     race = replay(race_rule(options), [course_of(trial, options) for trial in listed])
     write_rungs(options.study_dir, race)
@@ -484,7 +486,7 @@ def _planned_identity(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in records.identity(config).items() if k not in CUDA_ONLY_FIELDS}
 
 
-def not_begun(planned: list[dict[str, Any]], listed: list[records.TrialRecord]) -> list[dict]:
+def not_begun(planned: list[dict[str, Any]], listed: list[records.Trial]) -> list[dict]:
     """The planned configs no listed trial has (as many times as they are planned)."""
     begun = Counter(_identity_key(t.config) for t in listed)
     remaining = []
@@ -585,7 +587,7 @@ class StoreFailed(RuntimeError):
         self.error = error
 
 
-def remove_leftovers(options: StudyOptions, listed: list[records.TrialRecord]) -> None:
+def remove_leftovers(options: StudyOptions, listed: list[records.Trial]) -> None:
     """What killed runs of this study left: half-written files in its folder (a local
     checkpoint store included; a trial clears its own store when it starts) and its
     trials' scratch folders on this node."""

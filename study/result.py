@@ -52,8 +52,8 @@ def registered_trial(study: Study, rows: RowTable | None = None) -> Trial:
     rows = rows if rows is not None else row_results(study)
     if not rows.repeated:
         return finished[0]
-    members = {trial.id for trial in rows.rows[0].trials}
-    return next((trial for trial in finished if trial.id in members), finished[0])
+    members = {trial.key for trial in rows.rows[0].trials}
+    return next((trial for trial in finished if trial.key in members), finished[0])
 
 
 @dataclass
@@ -82,7 +82,7 @@ def queue_end(
     config shown is what acted there)."""
     best = registered_trial(study, conclusion.report.rows)
     config = applicable_fields(TrainConfig.from_dict(best.config, source=str(best.dir)), device)
-    record = EndRecord(best, str(best.metrics.get("trial_name") or best.id), config)
+    record = EndRecord(best, str(best.metrics.get("trial_name") or best.key), config)
     if conclusion.fusion_dir is not None:
         tracker.queue(
             f"the run of fusion {conclusion.fusion_dir.name}",
@@ -95,7 +95,7 @@ def queue_end(
     report = conclusion.report
     tracker.queue("the report", _report, tracker, report.files + report.tables, report.metrics)
     tracker.log_result(
-        best.id,
+        best.key,
         record.name,
         config,
         best.metrics,
@@ -110,7 +110,7 @@ def result_lines(study: Study, record: EndRecord) -> list[str]:
     """Where the best trial's model is, and its whole configuration."""
     best = record.best
     return [
-        f"best trial: {best.id} ({record.name}), validation {study.selection.title} "
+        f"best trial: {best.key} ({record.name}), validation {study.selection.title} "
         f"{100 * best.metrics[study.selection.validation]:.1f}, test ROC-AUC "
         f"{100 * best.metrics['test_roc_auc']:.1f}",
         "  config: "

@@ -42,6 +42,7 @@ from study_folder.records import (  # noqa: E402
     RecordError,
     StudyRecord,
     read_study,
+    require_resumable,
     write_study,
 )
 from study_folder.search_space import (  # noqa: E402
@@ -344,6 +345,7 @@ def study_to_run(
         if recorded is None:
             space = load_space(args.space or DEFAULT_SPACE)
         else:
+            require_resumable(study_dir, recorded)
             conflicts = resume_conflicts(args, parser, recorded)
             if conflicts:
                 raise SpaceError(

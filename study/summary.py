@@ -58,7 +58,7 @@ def table_rows(study: Study) -> list[tuple[str, ...]]:
         metrics = trial.metrics
         rows.append(
             (
-                trial.id,
+                trial.key,
                 *architecture(trial.config).cells(missing="-"),
                 *(format_value(trial.config[key]) if key in trial.config else "-" for key in extra),
                 _percent(metrics.get(study.selection.validation)),

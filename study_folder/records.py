@@ -8,8 +8,8 @@ loading it would run whatever a file holds). Layout in the study folder::
 
     study.json                  the study: space (path and text), budget, scheduler,
                                 selection metric, data, stores, planned trial count,
-                                seeds per row (repeats) (StudyRecord)
-    trials/<key>/config.json    a trial's whole TrainConfig, written when Ray creates it
+                                seeds per row (repeats) (StudyRecord; read: Study)
+    trials/<key>/config.json    a trial's whole TrainConfig, written when Ray creates it (Trial)
     trials/<key>/metrics.json   its end: best-epoch metrics, epochs_run, end_state, ...
     trials/<key>/history.json   its epochs
     trials/<key>/{validation,test}_predictions.npy   float32, split rows x tags
@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ from tracking.names import (  # noqa: F401 - the race's names are the folder's t
     varied_draws,
 )
 
+log = logging.getLogger(__name__)
+
 STUDY_FILE = "study.json"
 TRIALS = "trials"
 CONFIG_FILE = "config.json"
@@ -72,11 +75,7 @@ TAGS_FILE = "tags.txt"
 DROPPED_STATE = "race_dropped"
 # End states of a trial that trained to a best epoch (stopped ones included): fusable models.
 FINISHED_STATES = ("finished", "early_stopped", "asha_stopped", DROPPED_STATE)
-# What a reader needs of study.json (a resume needs all of StudyRecord).
-STUDY_KEYS = ("name", "space", "data")
-# MLflow coordinates: absent or null in a study run without tracking (or, for the study id,
-# in a study.json older than it); read as "".
-TRACKING_KEYS = ("tracking_uri", "experiment_id", "parent_run_id", "study_id")
+# What the study's data must name for a reader that loads it (DatasetPaths).
 DATA_KEYS = ("metadata", "melspecs", "split", "subset")
 
 
@@ -86,58 +85,52 @@ class RecordError(ValueError):
 
 @dataclass(frozen=True)
 class StudyRecord:
-    """`study.json`: what a resume continues with, whatever flags it is given."""
+    """`study.json`: what the study is, and what a resume continues with whatever flags it
+    is given. A key without a default is in every study.json; one with a default may be
+    absent (or null) in an older one and reads as it: None for what only a resume needs
+    (`require_resumable`)."""
 
     name: str
     space: str  # the space file the study began with
-    space_yaml: str  # its text then (the file may change later)
-    budget: str
-    scheduler: str
-    searched: tuple[str, ...]  # the fields the space varies
-    trials: int  # how many trials the space plans
     data: dict[str, Any]  # DatasetPaths.to_dict()
-    tracking_uri: str
+    space_yaml: str | None = None  # its text then (the file may change later)
+    budget: str | None = None
+    scheduler: str | None = None  # asha, fifo or race
+    searched: tuple[str, ...] | None = None  # the fields the space varies
+    trials: int | None = None  # how many trials the space plans
+    tracking_uri: str | None = None
     ray_storage: str | None = None  # a cloud URI for the checkpoints; None: the study folder
     metric: str = DEFAULT_SELECTION  # what chose trials, best epochs and the registered model
-    experiment_id: str | None = None
+    experiment_id: str | None = None  # None until the study's MLflow run is made
     parent_run_id: str | None = None
-    repeats: int = 1  # seeds per row (0..repeats-1); a study.json without it: one
+    repeats: int = 1  # seeds per row (0..repeats-1)
     splits: tuple[int, ...] = ()  # the splits each row runs on; (): the data's split alone
     # Made at the claim: its MLflow runs are found by it, never by the name alone (a name may
     # be used again in one store). "": a study.json older than it (its runs found by name).
     study_id: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "searched": list(self.searched), "splits": list(self.splits)}
 
-
-_STUDY_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "space": (str,),
-    "space_yaml": (str,),
-    "budget": (str,),
-    "scheduler": (str,),
-    "searched": (list,),
-    "trials": (int,),
-    "data": (dict,),
-    "tracking_uri": (str,),
-    "ray_storage": (str, type(None)),
-    "metric": (str,),
-    "experiment_id": (str, type(None)),
-    "parent_run_id": (str, type(None)),
-    "repeats": (int,),
-    "splits": (list,),
-    "study_id": (str,),
+# The JSON type of each key of study.json (StudyRecord's fields).
+_STUDY_TYPES: dict[str, type] = {
+    "name": str,
+    "space": str,
+    "data": dict,
+    "space_yaml": str,
+    "budget": str,
+    "scheduler": str,
+    "searched": list,
+    "trials": int,
+    "tracking_uri": str,
+    "ray_storage": str,
+    "metric": str,
+    "experiment_id": str,
+    "parent_run_id": str,
+    "repeats": int,
+    "splits": list,
+    "study_id": str,
 }
-_OPTIONAL = {
-    "ray_storage",
-    "experiment_id",
-    "parent_run_id",
-    "metric",
-    "repeats",
-    "splits",
-    "study_id",
-}
+# What a resume needs that an older study.json may lack (read as None).
+RESUME_KEYS = ("space_yaml", "budget", "scheduler", "searched", "trials", "tracking_uri")
 
 
 def read_study(study_dir: Path) -> StudyRecord | None:
@@ -151,24 +144,35 @@ def read_study(study_dir: Path) -> StudyRecord | None:
             f"{path}: expected a JSON object with the keys {', '.join(_STUDY_TYPES)}, "
             f"got {type(values).__name__}; the file is damaged: restore it, or start a new study"
         )
-    for key, types in _STUDY_TYPES.items():
-        if key not in values and key in _OPTIONAL:
-            continue
-        if key not in values:
-            raise RecordError(f"{path}: no '{key}'; the file is damaged or not a study record")
-        value = values[key]
-        if not isinstance(value, types) or isinstance(value, bool):
-            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise RecordError(f"{path}: '{key}' should be {expected}, got {value!r:.80}")
-    known = {f.name for f in fields(StudyRecord)}
-    record = {key: value for key, value in values.items() if key in known}
-    record["searched"] = tuple(record["searched"])
-    record["splits"] = tuple(record.get("splits") or ())
-    return StudyRecord(**record)
+    present = {key: values[key] for key in _STUDY_TYPES if values.get(key) is not None}
+    required = [f.name for f in fields(StudyRecord) if f.default is MISSING]
+    _refuse_missing(path, [key for key in required if key not in present])
+    for key, value in present.items():
+        expected = _STUDY_TYPES[key]
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise RecordError(f"{path}: '{key}' should be {expected.__name__}, got {value!r:.80}")
+    for key in ("searched", "splits"):
+        if key in present:
+            present[key] = tuple(present[key])
+    return StudyRecord(**present)
+
+
+def require_resumable(study_dir: Path, record: StudyRecord) -> None:
+    """A RecordError unless `record` holds all a resume continues with (RESUME_KEYS)."""
+    missing = [key for key in RESUME_KEYS if getattr(record, key) is None]
+    _refuse_missing(Path(study_dir) / STUDY_FILE, missing)
+
+
+def _refuse_missing(path: Path, missing: list[str]) -> None:
+    if missing:
+        raise RecordError(
+            f"{path}: missing key(s) {', '.join(missing)}; the file is damaged or not a study "
+            "record"
+        )
 
 
 def write_study(study_dir: Path, record: StudyRecord) -> None:
-    atomic_write_text(Path(study_dir) / STUDY_FILE, json.dumps(record.to_dict(), indent=2))
+    atomic_write_text(Path(study_dir) / STUDY_FILE, json.dumps(asdict(record), indent=2))
 
 
 def labels_dir(study_dir: Path, split: int | None = None) -> Path:
@@ -220,17 +224,38 @@ def read_labels(
 
 
 @dataclass(frozen=True)
-class TrialRecord:
-    """One trial as the study recorded it: its config, and once it ended, its results."""
+class Trial:
+    """One trial's folder, read: its config, and once it ended, its results."""
 
-    key: str
-    config: dict[str, Any]  # the whole TrainConfig, as it trains
-    metrics: dict[str, Any] | None = None  # None: not ended
-    history: list[dict[str, Any]] | None = None
+    key: str  # the Ray trial id it was first created with: its folder's name
+    dir: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]  # best-epoch metrics, epochs_run, end_state, ...; {}: not ended
+    history: tuple[dict[str, Any], ...]  # its epochs
+    validation_predictions: Path | None  # None when the file is absent
+    test_predictions: Path | None
+
+    @property
+    def has_predictions(self) -> bool:
+        return self.validation_predictions is not None and self.test_predictions is not None
 
     @property
     def end_state(self) -> str | None:
-        return None if self.metrics is None else self.metrics.get("end_state")
+        """finished, early_stopped, asha_stopped, race_dropped or error; None while running."""
+        return self.metrics.get("end_state")
+
+    def train_config(self) -> TrainConfig:
+        """The config as the typed TrainConfig (errors name the config file)."""
+        return TrainConfig.from_dict(self.config, source=str(self.dir / CONFIG_FILE))
+
+    def load_predictions(self, part: str) -> np.ndarray:
+        """float32 (tracks, tags) scores of ``part``: validation or test."""
+        if part not in PREDICTION_FILES:
+            raise ValueError(f"unknown part {part!r}; expected one of {', '.join(EVALUATED_PARTS)}")
+        path = self.validation_predictions if part == "validation" else self.test_predictions
+        if path is None:
+            raise ValueError(f"trial {self.key} has no {part} predictions in {self.dir}")
+        return load_npy(path, f"{part} predictions of trial {self.key}")
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -263,46 +288,73 @@ def trial_dir(study_dir: Path, key: str) -> Path:
     return Path(study_dir) / TRIALS / key
 
 
-def read_trials(study_dir: Path) -> list[TrialRecord]:
-    """Every trial the study listed, in the order Ray created them (their keys' order).
+def read_trial(folder: Path, split: int) -> Trial:
+    """A trial's folder. `split`: the study's, for a config written before trials recorded
+    their own. A config that is not a JSON object is a RecordError naming it; results that
+    do not read as written are not written (the trial has not ended: a resume records it
+    again when it ends)."""
+    config_path = folder / CONFIG_FILE
+    config = _read_json(config_path)
+    if not isinstance(config, dict):
+        raise RecordError(f"{config_path}: expected a JSON object of config fields")
+    predictions = {
+        part: folder / name if (folder / name).is_file() else None
+        for part, name in PREDICTION_FILES.items()
+    }
+    return Trial(
+        folder.name,
+        folder,
+        {"split": split, **config},
+        *_read_results(folder),
+        validation_predictions=predictions["validation"],
+        test_predictions=predictions["test"],
+    )
 
-    A config that is not a valid TrainConfig is a RecordError (a resume would
-    otherwise train something the study never planned). Results that do not
-    read are treated as not written: the trial is recorded again when it ends.
-    """
+
+def _read_results(folder: Path) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
+    """A trial's metrics and history; none while metrics.json (written last) is absent or
+    they do not read."""
+    metrics_path, history_path = folder / METRICS_FILE, folder / HISTORY_FILE
+    if not metrics_path.is_file():
+        return {}, ()
+    try:
+        metrics = _read_json_as(metrics_path, dict)
+        history = _read_json_as(history_path, list) if history_path.is_file() else []
+        for number, entry in enumerate(history, start=1):
+            if not isinstance(entry, dict):
+                raise RecordError(f"{history_path}: entry {number} is not an object")
+    except RecordError as error:
+        log.warning("%s: trial %s read as not ended", error, folder.name)
+        return {}, ()
+    return metrics, tuple(history)
+
+
+def _read_listed(study_dir: Path, split: int) -> list[Trial]:
+    """Every trial the study listed, in the order Ray created them (their keys' order); a
+    folder without its config.json was listed, then killed before it landed: never trained."""
     root = Path(study_dir) / TRIALS
     if not root.is_dir():
         return []
-    study = read_study(study_dir)
-    # A config written before trials recorded their split trained on the study's.
-    split = int(study.data.get("split", 0)) if study is not None else 0
-    found = []
-    for folder in sorted(root.iterdir()):
-        if not folder.is_dir() or PARTIAL in folder.name:
-            continue
-        config_path = folder / CONFIG_FILE
-        if not config_path.is_file():
-            continue  # listed, then killed before its config landed: never trained
-        config = _read_json(config_path)
-        if not isinstance(config, dict):
-            raise RecordError(f"{config_path}: expected a JSON object of config fields")
-        config.setdefault("split", split)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and PARTIAL not in p.name)
+    return [read_trial(p, split) for p in folders if (p / CONFIG_FILE).is_file()]
+
+
+def read_trials(study_dir: Path) -> list[Trial]:
+    """Every trial the study listed, its config as the TrainConfig it trains (fields added
+    since filled in), for a resume to continue from.
+
+    A config that is not a valid TrainConfig is a RecordError (a resume would
+    otherwise train something the study never planned).
+    """
+    record = read_study(study_dir)
+    split = int(record.data.get("split", 0)) if record is not None else 0
+    listed = []
+    for trial in _read_listed(study_dir, split):
         try:
-            config = TrainConfig.from_dict(config, source=str(config_path)).to_dict()
+            listed.append(replace(trial, config=trial.train_config().to_dict()))
         except ValueError as error:
             raise RecordError(str(error)) from None
-        metrics = history = None
-        try:
-            metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
-            history = json.loads((folder / HISTORY_FILE).read_text(encoding="utf-8"))
-            if not isinstance(metrics, dict) or "end_state" not in metrics:
-                raise ValueError("no end_state")
-            if not isinstance(history, list):
-                raise ValueError("history is not a list")
-        except (OSError, ValueError, UnicodeDecodeError):
-            metrics = history = None
-        found.append(TrialRecord(folder.name, config, metrics, history))
-    return found
+    return listed
 
 
 def list_trial(study_dir: Path, key: str, config: dict[str, Any]) -> bool:
@@ -377,6 +429,14 @@ def _read_json(path: Path) -> Any:
         raise RecordError(f"{path}: cannot be read ({error.strerror or error})") from None
 
 
+def _read_json_as(path: Path, expected: type) -> Any:
+    value = _read_json(path)
+    if not isinstance(value, expected):
+        kind = {dict: "object", list: "array"}[expected]
+        raise RecordError(f"{path}: expected a JSON {kind}, got {type(value).__name__}")
+    return value
+
+
 # Reading a study for the summary, analysis and tagging -------------------------------------
 
 
@@ -387,60 +447,41 @@ def finite_number(value: Any) -> float | None:
     return float(value)
 
 
-@dataclass(frozen=True)
-class Trial:
-    """One trial's folder, read."""
+def _recorded(field: str, absent: Any = None) -> property:
+    """A field of the study's record, as `absent` where an older study.json lacks it."""
 
-    id: str
-    dir: Path
-    config: dict[str, Any]
-    history: tuple[dict[str, Any], ...]
-    metrics: dict[str, Any]
-    validation_predictions: Path | None  # None when the file is absent
-    test_predictions: Path | None
+    def value(study: Study) -> Any:
+        found = getattr(study.record, field)
+        return absent if found is None else found
 
-    @property
-    def has_predictions(self) -> bool:
-        return self.validation_predictions is not None and self.test_predictions is not None
-
-    @property
-    def end_state(self) -> str | None:
-        """finished, early_stopped, asha_stopped, race_dropped or error; None while running."""
-        return self.metrics.get("end_state")
-
-    def train_config(self) -> TrainConfig:
-        """The config as the typed TrainConfig (errors name the config file)."""
-        return TrainConfig.from_dict(self.config, source=str(self.dir / CONFIG_FILE))
-
-    def load_predictions(self, part: str) -> np.ndarray:
-        """float32 (tracks, tags) scores of ``part``: validation or test."""
-        if part not in PREDICTION_FILES:
-            raise ValueError(f"unknown part {part!r}; expected one of {', '.join(EVALUATED_PARTS)}")
-        path = self.validation_predictions if part == "validation" else self.test_predictions
-        if path is None:
-            raise ValueError(f"trial {self.id} has no {part} predictions in {self.dir}")
-        return load_npy(path, f"{part} predictions of trial {self.id}")
+    return property(value)
 
 
 @dataclass(frozen=True)
 class Study:
-    """A study folder: its description and its trials (sorted by id)."""
+    """A study folder, read: its record, its data and its trials (in key order)."""
 
-    name: str
+    record: StudyRecord
     dir: Path
-    space: str
     data: DatasetPaths
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
     trials: tuple[Trial, ...]
-    study_id: str = ""  # "": a study.json older than study ids
-    searched: tuple[str, ...] = ()  # the config fields the search space varied
-    planned: int | None = None  # the trials the space runs; None in a study.json that does not say
-    scheduler: str = ""  # asha or fifo; "" in a study.json that does not say
-    metric: str = DEFAULT_SELECTION  # the selection metric: ranks trials, chose best epochs
-    repeats: int = 1  # seeds per row; 1 in a study.json that does not say
-    splits: tuple[int, ...] = ()  # the splits its rows ran on; () in a study.json without them
+
+    name = _recorded("name")
+    space = _recorded("space")
+    metric = _recorded("metric")  # the selection metric: ranks trials, chose best epochs
+    repeats = _recorded("repeats")
+    study_id = _recorded("study_id")  # "": a study.json older than study ids
+    tracking_uri = _recorded("tracking_uri", "")  # "": tracked nowhere
+    experiment_id = _recorded("experiment_id", "")
+    parent_run_id = _recorded("parent_run_id", "")
+    searched = _recorded("searched", ())  # the config fields the search space varied
+    scheduler = _recorded("scheduler", "")  # "": a study.json that does not say
+    planned = _recorded("trials")  # the trials the space runs; None: a study.json that does not say
+
+    @property
+    def splits(self) -> tuple[int, ...]:
+        """The splits its rows ran on; () for one split (the data's)."""
+        return self.record.splits if len(self.record.splits) > 1 else ()
 
     @property
     def runs_on_splits(self) -> tuple[int, ...]:
@@ -464,62 +505,20 @@ class Study:
         return selection_metric(self.metric, str(self.dir / STUDY_FILE))
 
 
-def _read_json_as(path: Path, expected: type) -> Any:
-    value = _read_json(path)
-    if not isinstance(value, expected):
-        kind = {dict: "object", list: "array"}[expected]
-        raise RecordError(f"{path}: expected a JSON {kind}, got {type(value).__name__}")
-    return value
-
-
-def _read_trial(folder: Path, split: int) -> Trial:
-    """`split`: the study's, for a config written before trials recorded their own."""
-    config_file = folder / CONFIG_FILE
-    if not config_file.is_file():
-        raise ValueError(f"trial folder {folder} has no {CONFIG_FILE}")
-    history_file, metrics_file = folder / HISTORY_FILE, folder / METRICS_FILE
-    history = _read_json_as(history_file, list) if history_file.is_file() else []
-    for number, entry in enumerate(history, start=1):
-        if not isinstance(entry, dict):
-            raise ValueError(f"{history_file}: entry {number} is not an object")
-    predictions = {
-        part: folder / name if (folder / name).is_file() else None
-        for part, name in PREDICTION_FILES.items()
-    }
-    return Trial(
-        id=folder.name,
-        dir=folder,
-        config={"split": split, **_read_json_as(config_file, dict)},
-        history=tuple(history),
-        metrics=_read_json_as(metrics_file, dict) if metrics_file.is_file() else {},
-        validation_predictions=predictions["validation"],
-        test_predictions=predictions["test"],
-    )
-
-
-def _read_description(study_file: Path) -> dict[str, Any]:
-    description = _read_json_as(study_file, dict)
-    missing = [key for key in STUDY_KEYS if key not in description]
-    if missing:
-        raise ValueError(f"{study_file}: missing key(s) {', '.join(missing)}")
-    data = description["data"]
-    if not isinstance(data, dict) or any(key not in data for key in DATA_KEYS):
+def _dataset(study_file: Path, data: dict[str, Any]) -> DatasetPaths:
+    """The study's data as paths to read (an analysis reads its labels and tracks)."""
+    if any(key not in data for key in DATA_KEYS):
         raise ValueError(f"{study_file}: 'data' must be an object with keys {', '.join(DATA_KEYS)}")
-    return description
-
-
-def _optional_text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _repeats(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
-
-
-def _splits(value: Any) -> tuple[int, ...]:
-    if not isinstance(value, list) or len(value) < 2:
-        return ()  # one split: the data's
-    return tuple(int(n) for n in value if isinstance(n, int) and not isinstance(n, bool))
+    try:
+        return DatasetPaths(
+            data["metadata"],
+            data["melspecs"],
+            int(data["split"]),
+            data["subset"],
+            store=data.get("store"),  # None: windows read from the melspec files
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{study_file}: bad 'data': {error}") from None
 
 
 def resolve_study(study: str | Path, results_root: str | Path) -> Path:
@@ -547,30 +546,13 @@ def load_study(study_dir: str | Path, require_results: bool = True) -> Study:
     (all failed, say), for a driver that lists what happened.
     """
     folder = Path(study_dir)
-    study_file = folder / STUDY_FILE
-    if not folder.is_dir() or not study_file.is_file():
+    record = read_study(folder)
+    if record is None:
         raise ValueError(f"{folder} is not a study folder (no {STUDY_FILE} in it)")
-    description = _read_description(study_file)
-    data = description["data"]
-    try:
-        paths = DatasetPaths(
-            data["metadata"],
-            data["melspecs"],
-            int(data["split"]),
-            data["subset"],
-            store=data.get("store"),  # None: windows read from the melspec files
-        )
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{study_file}: bad 'data': {error}") from None
-    trials_dir = folder / TRIALS
-    trial_dirs = (
-        sorted(p for p in trials_dir.iterdir() if p.is_dir() and PARTIAL not in p.name)
-        if trials_dir.is_dir()
-        else []
-    )
-    if not trial_dirs:
-        raise ValueError(f"study {folder} has no trials yet ({trials_dir} is empty or absent)")
-    trials = tuple(_read_trial(p, paths.split) for p in trial_dirs)
+    data = _dataset(folder / STUDY_FILE, record.data)
+    trials = tuple(_read_listed(folder, data.split))
+    if not trials:
+        raise ValueError(f"study {folder} has no trials yet ({folder / TRIALS} is empty or absent)")
     if require_results and not any(trial.has_predictions for trial in trials):
         ended = all(trial.end_state is not None for trial in trials)
         raise ValueError(
@@ -581,25 +563,12 @@ def load_study(study_dir: str | Path, require_results: bool = True) -> Study:
                 else "predictions yet (unfinished)"
             )
         )
-    return Study(
-        name=str(description["name"]),
-        dir=folder,
-        space=str(description["space"]),
-        data=paths,
-        **{key: _optional_text(description.get(key)) for key in TRACKING_KEYS},
-        trials=trials,
-        searched=tuple(str(key) for key in description.get("searched") or ()),
-        planned=description["trials"] if isinstance(description.get("trials"), int) else None,
-        scheduler=_optional_text(description.get("scheduler")),
-        metric=str(description.get("metric") or DEFAULT_SELECTION),
-        repeats=_repeats(description.get("repeats")),
-        splits=_splits(description.get("splits")),
-    )
+    return Study(record, folder, data, trials)
 
 
 def ranked_trials(study: Study) -> list[Trial]:
     """Trials with predictions and a validation score of the study's selection metric, best
-    first (ties: by id)."""
+    first (ties: by key)."""
     key = study.selection.validation
 
     def score(trial: Trial) -> float | None:
@@ -610,7 +579,7 @@ def ranked_trials(study: Study) -> list[Trial]:
         raise ValueError(
             f"study {study.dir}: no trial has predictions and a finite {key} to rank by"
         )
-    return sorted(ranked, key=lambda t: (-score(t), t.id))
+    return sorted(ranked, key=lambda t: (-score(t), t.key))
 
 
 def finished_trials(study: Study) -> list[Trial]:
@@ -632,7 +601,7 @@ def finished_trials(study: Study) -> list[Trial]:
 def check_finished(study: Study) -> None:
     """Refuse a study some of whose trials have not ended (no end state in metrics.json) or
     not begun (fewer trial folders than the space runs)."""
-    running = [trial.id for trial in study.trials if trial.end_state is None]
+    running = [trial.key for trial in study.trials if trial.end_state is None]
     unstarted = (study.planned or 0) - len(study.trials)
     if running or unstarted > 0:
         problems = [f"trial(s) {', '.join(running)} have no end state"] if running else []

@@ -114,7 +114,7 @@ def test_the_report_plots_and_mlflow_artifacts(smoke_study):
     stopped = [t for t in trials if t.end_state == "asha_stopped"]
     assert stopped, "the smoke space is built so that ASHA stops a trial"
     figure = validation_curves_figure(
-        [curve_from_history(t.id, t.history, t.end_state) for t in trials]
+        [curve_from_history(t.key, t.history, t.end_state) for t in trials]
     )
     axes = figure.axes[0]
     crosses = [line for line in axes.get_lines() if line.get_gid() == "asha-stop"]

@@ -65,7 +65,7 @@ def test_the_report_has_rows_effects_and_their_plots(study):
         half = 100 * (summary.high - summary.low) / 2
         assert f"{100 * summary.mean:.2f} ± {half:.2f}" in rows
         for trial in row.trials:  # trials by their run names, with their ids
-            assert f"{trial.metrics['trial_name']} ({trial.id})" in rows
+            assert f"{trial.metrics['trial_name']} ({trial.key})" in rows
     effects = section(text, "Effects")
     assert "cell gru → lstm" in effects and "units 128 → 256" in effects
     assert "*" in effects.split("cell gru → lstm", 1)[1].splitlines()[0]  # significant

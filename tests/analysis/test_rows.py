@@ -31,7 +31,7 @@ def test_aggregates_equal_numpy_and_scipy_of_the_trials_metrics(study):
     table = row_results(load_study(study))
     assert [row.n for row in table.rows] == [4, 4, 4]
     for row in table.rows:
-        ids = [trial.id for trial in row.trials]
+        ids = [trial.key for trial in row.trials]
         assert len({i[:2] for i in ids}) == 1  # one row's trials, and no other's
         for key, summary in (
             ("test_roc_auc", row.test_roc_auc),
@@ -75,7 +75,7 @@ def test_rows_json_has_the_named_keys(study):
             assert set(entry[key]) == {"mean", "sd", "low", "high"}
             assert entry[key]["low"] <= entry[key]["mean"] <= entry[key]["high"]
         assert 0 <= entry["ensemble_test_roc_auc"] <= 1 and 0 <= entry["ensemble_test_pr_auc"] <= 1
-        assert entry["trials"] == [trial.id for trial in row.trials]
+        assert entry["trials"] == [trial.key for trial in row.trials]
         assert entry["trial_names"][0].startswith(row.name)
 
 

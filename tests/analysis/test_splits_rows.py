@@ -58,7 +58,7 @@ def test_effects_pair_trials_by_seed_and_split(study):
     (roc,) = [effect for effect in found.effects if effect.metric == "test_roc_auc"]
     assert roc.pairs == 6
     assert sorted(roc.draws) == [(seed, split) for seed in SEEDS for split in (0, 1)]
-    by_id = {trial.id: trial for trial in study.trials}
+    by_id = {trial.key: trial for trial in study.trials}
     for (seed, split), difference in zip(roc.draws, roc.differences, strict=True):
         # from no attention (row 1) to block (row 0), as the effect reads
         expected = (

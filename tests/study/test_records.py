@@ -34,8 +34,8 @@ def test_trials_read_in_key_order_with_their_results(tmp_path):
     records.write_trial_results(tmp_path, "abc_00000", results())
     found = records.read_trials(tmp_path)
     assert [t.key for t in found] == ["abc_00000", "abc_00001"]
-    assert found[0].end_state == "finished" and found[0].history == [{"epoch": 1}, {"epoch": 2}]
-    assert found[1].metrics is None and found[1].config["lr"] == 1e-3
+    assert found[0].end_state == "finished" and found[0].history == ({"epoch": 1}, {"epoch": 2})
+    assert found[1].metrics == {} and found[1].config["lr"] == 1e-3
     assert (tmp_path / "trials" / "abc_00000" / "best_model.pt").read_bytes() == b"weights"
     assert not records.list_trial(tmp_path, "abc_00001", CONFIG)  # listed once, not replaced
 
@@ -56,7 +56,7 @@ def test_a_write_that_fails_leaves_the_old_folder_and_no_partial(tmp_path):
     with pytest.raises(OSError):
         records.write_trial_results(tmp_path, "abc_00000", failing)
     assert sorted(p.name for p in (tmp_path / "trials").iterdir()) == ["abc_00000"]
-    assert records.read_trials(tmp_path)[0].metrics is None
+    assert records.read_trials(tmp_path)[0].metrics == {}
 
 
 @pytest.mark.parametrize("moment", ["staging complete", "target moved aside", "staging half"])

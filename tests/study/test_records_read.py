@@ -82,14 +82,14 @@ def test_a_study_is_read_and_ranked_by_validation_roc_auc(study):
     write_trial(study, "t4", None, running=True)
     result = load_study(study)
     assert result.name == "table1" and result.data.split == 0 and result.data.subset == "moodtheme"
-    assert [t.id for t in result.trials] == ["t0", "t1", "t2", "t3", "t4"]
+    assert [t.key for t in result.trials] == ["t0", "t1", "t2", "t3", "t4"]
     t1 = result.trials[1]
     assert t1.has_predictions and t1.end_state == "finished"
     assert t1.config["lr"] == 0.001 and t1.train_config().lr == 0.001
     assert t1.history[0]["val_roc_auc"] == 0.80
     assert t1.load_predictions("test").dtype == np.float32
     assert not result.trials[3].has_predictions and result.trials[4].metrics == {}
-    assert [t.id for t in ranked_trials(result)] == ["t1", "t2", "t0"]
+    assert [t.key for t in ranked_trials(result)] == ["t1", "t2", "t0"]
 
 
 def test_not_a_study_folder(tmp_path):
@@ -121,7 +121,7 @@ def test_a_malformed_study_file_is_named(study):
 def test_a_trial_being_written_is_not_a_trial(study):
     write_trial(study, "t0", 0.70)
     write_trial(study, "t1.partial", None, running=True)  # the driver's staging folder
-    assert [t.id for t in load_study(study).trials] == ["t0"]
+    assert [t.key for t in load_study(study).trials] == ["t0"]
 
 
 def test_finished_trials_and_the_unfinished_check(study):
@@ -129,7 +129,7 @@ def test_finished_trials_and_the_unfinished_check(study):
     write_trial(study, "t1", 0.90, predictions=False)  # errored: not a model to fuse
     write_trial(study, "t2", 0.80)
     result = load_study(study)
-    assert [t.id for t in finished_trials(result)] == ["t2", "t0"]
+    assert [t.key for t in finished_trials(result)] == ["t2", "t0"]
     check_finished(result)
     write_trial(study, "t3", None, running=True)
     with pytest.raises(ValueError, match=r"unfinished: trial\(s\) t3 have no end state"):
@@ -161,13 +161,13 @@ def test_a_study_selected_by_pr_auc_ranks_its_trials_by_it(study):
         metrics = json.loads(metrics_file.read_text())
         metrics["validation_pr_auc"] = 1.5 - roc
         metrics_file.write_text(json.dumps(metrics))
-    assert [t.id for t in ranked_trials(load_study(study))] == ["t1", "t2", "t0"]
+    assert [t.key for t in ranked_trials(load_study(study))] == ["t1", "t2", "t0"]
     description = json.loads((study / "study.json").read_text())
     (study / "study.json").write_text(json.dumps({**description, "metric": "val_pr_auc"}))
     by_pr = load_study(study)
     assert by_pr.selection.validation == "validation_pr_auc"
-    assert [t.id for t in ranked_trials(by_pr)] == ["t0", "t2", "t1"]
-    assert [t.id for t in finished_trials(by_pr)] == ["t0", "t2", "t1"]
+    assert [t.key for t in ranked_trials(by_pr)] == ["t0", "t2", "t1"]
+    assert [t.key for t in finished_trials(by_pr)] == ["t0", "t2", "t1"]
     (study / "study.json").write_text(json.dumps({**description, "metric": "val_f1"}))
     with pytest.raises(ValueError, match=r"study.json: unknown selection metric 'val_f1'"):
         ranked_trials(load_study(study))

@@ -97,7 +97,7 @@ def test_a_resume_refuses_flags_that_contradict_the_study(tmp_path, flags, named
 @pytest.mark.parametrize(
     ("text", "named"),
     [
-        ("{}", "no 'name'"),
+        ("{}", "missing key(s) name, space, data"),
         ("[1, 2]", "expected a JSON object"),
         ('{"name": "ek1"', "not readable JSON"),
         (None, "'trials' should be int"),

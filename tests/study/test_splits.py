@@ -105,7 +105,15 @@ def test_a_config_written_before_trials_had_a_split_reads_as_the_studys(tmp_path
     study.mkdir()
     data = DatasetPaths(tmp_path / "metadata", tmp_path / "melspecs", split=4)
     record = records.StudyRecord(
-        "old", "s.yaml", "", "quick", "fifo", (), 1, data.to_dict(), "sqlite:///x.db"
+        name="old",
+        space="s.yaml",
+        data=data.to_dict(),
+        space_yaml="",
+        budget="quick",
+        scheduler="fifo",
+        searched=(),
+        trials=1,
+        tracking_uri="sqlite:///x.db",
     )
     records.write_study(study, record)
     old = TrainConfig().to_dict()
@@ -204,7 +212,7 @@ def test_a_study_over_two_splits_trains_each_trial_on_its_splits_tracks(small_sy
         assert (stored == test.labels).all()
         scored = tagging_metrics(test.labels, predictions)
         assert trial.metrics["test_roc_auc"] == pytest.approx(scored["roc_auc"], abs=1e-6)
-        run = runs[trial.id]
+        run = runs[trial.key]
         assert run.data.tags[SPLIT_TAG] == str(split) and run.data.params["split"] == str(split)
         assert run.info.run_name.endswith(f" split={split}")
         assert run.data.tags["mer.row"] == trial.metrics["row"]
@@ -224,4 +232,4 @@ def test_a_study_over_two_splits_trains_each_trial_on_its_splits_tracks(small_sy
     assert {effect["pairs"] for effect in effects} == {2}  # paired by seed and split
     (fusion,) = (study_dir / "fusions").iterdir()  # the study's top-2 fusion: split 0's trials
     members = json.loads((fusion / "metrics.json").read_text())["members"]
-    assert set(members) == {trial.id for trial in study.trials if trial.config["split"] == 0}
+    assert set(members) == {trial.key for trial in study.trials if trial.config["split"] == 0}

@@ -38,7 +38,7 @@ def test_the_parent_run_carries_the_result(smoke_study, tmp_path):
     study = load_study(smoke_study.dir)
     best = finished_trials(study)[0]
     tags, metrics = parent.data.tags, parent.data.metrics
-    assert tags["mer.best_trial"] == best.id
+    assert tags["mer.best_trial"] == best.key
     assert tags["mer.best_trial_name"] == best.metrics["trial_name"]
     config = applicable_fields(TrainConfig.from_dict(best.config), "cpu")
     assert config["bf16"] is False and config["device"] == "cpu"  # what ran, not what was asked
@@ -50,7 +50,7 @@ def test_the_parent_run_carries_the_result(smoke_study, tmp_path):
     assert metrics["fusion_test_pr_auc_macro"] == pytest.approx(fusion["PR-AUC-macro"])
     folder = client.download_artifacts(parent.info.run_id, RESULT_ARTIFACTS, str(tmp_path))
     summary = (tmp_path / RESULT_ARTIFACTS / SUMMARY_TABLE).read_text()
-    assert summary.strip() in smoke_study.stdout and best.id in summary
+    assert summary.strip() in smoke_study.stdout and best.key in summary
     assert "scheduler: {type: asha" in (tmp_path / RESULT_ARTIFACTS / "smoke.yaml").read_text()
     assert folder.endswith(RESULT_ARTIFACTS)
     # The report says which scheduler ran and that ASHA made the budgets unequal.
