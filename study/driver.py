@@ -29,12 +29,11 @@ from ray.tune.search.variant_generator import generate_variants
 
 from mer_models.config import CUDA_ONLY_FIELDS, TrainConfig
 from mer_models.data.splits import DatasetPaths
-from mer_models.files import atomic_write_text, remove_partials
+from mer_models.files import remove_partials
 from study.checkpoint_store import FOLDER as CHECKPOINTS
 from study.local_cluster import start_local_cluster
 from study.race import (
     Course,
-    Race,
     RaceRule,
     RowDecision,
     replay,
@@ -56,7 +55,7 @@ from study.trainable import (
 )
 from study_folder import records
 from study_folder.budgets import BUDGETS
-from study_folder.records import RUNGS_FILE, write_groundtruth
+from study_folder.records import write_groundtruth
 from study_folder.search_space import (
     MODE,
     RACE_WITH_OPTUNA,
@@ -232,7 +231,7 @@ def make_race(
     )
 
     def on_rung(decisions: list[RowDecision]) -> None:
-        write_rungs(options.study_dir, scheduler.race)
+        records.write_rungs(options.study_dir, scheduler.race.to_json())
         if note is not None:
             note(rung_line(decisions))
         if tracker is not None:
@@ -246,11 +245,6 @@ def _identify(trial, options: StudyOptions) -> tuple[str, str, tuple[Any, ...]]:
     config = trial_config(trial.config).to_dict()
     key = trial_key(trial.config, trial.trial_id)
     return key, row_name(config, options.searched), records.draw_of(config)
-
-
-def write_rungs(study_dir: Path, race: Race) -> None:
-    """`STUDY/rungs.json`: every decided rung's rows and their decisions."""
-    atomic_write_text(Path(study_dir) / RUNGS_FILE, json.dumps(race.to_json(), indent=2) + "\n")
 
 
 def make_searcher(options: StudyOptions, ended: list[records.Trial] = ()):
@@ -444,7 +438,7 @@ def conclude_race(options: StudyOptions, tracker: StudyTracker) -> None:
     if not listed or any(trial.end_state is None for trial in listed):
         return
     race = replay(race_rule(options), [course_of(trial, options) for trial in listed])
-    write_rungs(options.study_dir, race)
+    records.write_rungs(options.study_dir, race.to_json())
     tracker.log_rungs(race.to_json())
 
 

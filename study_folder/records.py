@@ -19,6 +19,7 @@ loading it would run whatever a file holds). Layout in the study folder::
                                 (bool, split rows x tag columns), and the tags
     split-<N>/                  the same for each other split of a space's `splits`
                                 (the files above: the study's first split, its data's)
+    rungs.json                  a race's decided rungs and their rows' decisions
     fusions/<name>/             a fusion (analysis.fusion.FUSION_FILES)
 
 A trial's key is the Ray trial id it was first created with; a resumed trial
@@ -173,6 +174,11 @@ def _refuse_missing(path: Path, missing: list[str]) -> None:
 
 def write_study(study_dir: Path, record: StudyRecord) -> None:
     atomic_write_text(Path(study_dir) / STUDY_FILE, json.dumps(asdict(record), indent=2))
+
+
+def write_rungs(study_dir: Path, rungs: dict[str, Any]) -> None:
+    """`rungs.json`: a race's decided rungs, their rows and decisions (`Race.to_json`)."""
+    atomic_write_text(Path(study_dir) / RUNGS_FILE, json.dumps(rungs, indent=2) + "\n")
 
 
 def labels_dir(study_dir: Path, split: int | None = None) -> Path:
