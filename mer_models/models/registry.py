@@ -17,18 +17,29 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from torch import nn
-
-    from mer_models.config import TrainConfig
 
 # Fields every model reads; an entry's `fields` are those only it reads. Each is a keyword
 # argument of the model's class, spelled as the TrainConfig field.
 SHARED_FIELDS = ("width", "dropout")
 # Headers of the architecture columns, in every table that shows them.
 ARCHITECTURE_COLUMNS = ("conv. attention", "model", "RNN cell", "RNN units")
+
+
+class ModelConfig(Protocol):
+    """What the entries read of a config: `mer_models.config.TrainConfig`'s model fields.
+    A protocol, not the class: the config imports this table for its choices."""
+
+    model: str
+    width: int
+    dropout: float
+    cbam: bool
+    cell: str
+    units: int
+    layers: int
 
 
 @dataclass(frozen=True)
@@ -60,10 +71,10 @@ class ModelEntry:
 
     name: str
     builder: str  # "module:Class", imported on first build
-    describe: Callable[[TrainConfig], Architecture]
+    describe: Callable[[ModelConfig], Architecture]
     fields: tuple[str, ...] = ()  # config fields only this model reads
 
-    def build(self, config: TrainConfig, n_tags: int, n_bands: int) -> nn.Module:
+    def build(self, config: ModelConfig, n_tags: int, n_bands: int) -> nn.Module:
         """The model class called with the config fields it reads as keyword arguments."""
         module, _, name = self.builder.partition(":")
         model_class = getattr(importlib.import_module(module), name)
@@ -73,7 +84,7 @@ class ModelEntry:
         return model_class(n_tags=n_tags, n_bands=n_bands, **values)
 
 
-def _describe_crnn(config: TrainConfig) -> Architecture:
+def _describe_crnn(config: ModelConfig) -> Architecture:
     cell = config.cell.upper()
     attention = "block" if config.cbam else "no attention"
     return Architecture(
@@ -90,7 +101,7 @@ def _size(units: int, layers: int, times: str) -> str:
     return str(units) if layers == 1 else f"{layers}{times}{units}"
 
 
-def _describe_attention_cnn(config: TrainConfig) -> Architecture:
+def _describe_attention_cnn(config: ModelConfig) -> Architecture:
     return Architecture(phrase="attention CNN", model="attention CNN")
 
 
@@ -124,6 +135,6 @@ def model_entry(name: str) -> ModelEntry:
     return entry
 
 
-def describe(config: TrainConfig) -> Architecture:
+def describe(config: ModelConfig) -> Architecture:
     """The run-name phrase and table cells of the config's model."""
     return model_entry(config.model).describe(config)
