@@ -7,7 +7,6 @@ of a cluster with shared storage can restore any trial); the driver adds
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -339,10 +338,9 @@ def _prepare_folder(options: StudyOptions, tracker: StudyTracker) -> list[record
     Raises StorageFault when a full or unwritable disk stops that."""
     try:
         record_tracking(options, tracker)
-        for split in options.splits:  # the data's split in the study folder, others beside
-            write_groundtruth(
-                options.study_dir, options.data_on(split), own_folder=split != options.data.split
-            )
+        for data in [options.data_on(split) for split in options.splits]:
+            # the data's split in the study folder, others beside
+            write_groundtruth(options.study_dir, data, own_folder=data.split != options.data.split)
         records.recover_trials(options.study_dir)
         listed = records.read_trials(options.study_dir)
         remove_leftovers(options, listed)
@@ -376,7 +374,7 @@ def _trials_to_run(
         if t.end_state is None or t.key in retrying
     ]
     if planned is not None:
-        to_run += [{"key": None, "config": c} for c in not_begun(planned, listed)]
+        to_run += [{"key": None, "config": c} for c in records.not_begun(planned, listed)]
     return to_run
 
 
@@ -449,12 +447,12 @@ def check_records(options: StudyOptions) -> None:
     planned = planned_trials(options)
     if planned is None:
         return
-    left = Counter(_identity_key(config) for config in planned)
+    left = Counter(records.planned_key(config) for config in planned)
     for trial in listed:
-        if left[_identity_key(trial.config)] > 0:
-            left[_identity_key(trial.config)] -= 1
+        if left[records.planned_key(trial.config)] > 0:
+            left[records.planned_key(trial.config)] -= 1
             continue
-        recorded = _planned_identity(trial.config)
+        recorded = records.planned_identity(trial.config)
         nearest = min(planned, key=lambda c: sum(c.get(k) != v for k, v in recorded.items()))
         differs = ", ".join(
             f"{key} {value!r} (planned: {nearest.get(key)!r})"
@@ -468,29 +466,6 @@ def check_records(options: StudyOptions) -> None:
             "The records disagree with the space; restore the file, or start a new study "
             "(another --name)"
         )
-
-
-def _identity_key(config: dict[str, Any]) -> str:
-    return json.dumps(_planned_identity(config), sort_keys=True)
-
-
-def _planned_identity(config: dict[str, Any]) -> dict[str, Any]:
-    """What a recorded trial is, to match it with a planned one: its identity without the
-    CUDA-only switches, which a CPU study records false (and studies before it true)."""
-    return {k: v for k, v in records.identity(config).items() if k not in CUDA_ONLY_FIELDS}
-
-
-def not_begun(planned: list[dict[str, Any]], listed: list[records.Trial]) -> list[dict]:
-    """The planned configs no listed trial has (as many times as they are planned)."""
-    begun = Counter(_identity_key(t.config) for t in listed)
-    remaining = []
-    for config in planned:
-        identity = _identity_key(config)
-        if begun[identity] > 0:
-            begun[identity] -= 1
-        else:
-            remaining.append(config)
-    return remaining
 
 
 def _explicit_space(options: StudyOptions, entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -688,11 +663,8 @@ def study_params(options: StudyOptions) -> dict[str, Any]:
 
 
 def check_trial_configs(options: StudyOptions) -> None:
-    """Every fixed combination must make a valid TrainConfig before Ray starts."""
-    fixed = fixed_values(options)
-    fixed.update({k: v for k, v in options.space.parameters.items() if not isinstance(v, dict)})
-    for row in options.space.configs or [{}]:
-        TrainConfig.from_dict({**fixed, **row}, source=str(options.space.file))
+    """The scheduler must fit the trials, and every fixed combination must make a valid
+    TrainConfig, before Ray starts."""
     spec = options.space.scheduler
     if spec.type == "race" and options.space.searcher == "optuna":  # --scheduler race
         raise ValueError(f"{options.space.file}: --scheduler race: {RACE_WITH_OPTUNA}")
@@ -715,3 +687,7 @@ def check_trial_configs(options: StudyOptions) -> None:
             make_scheduler(options)
     except AssertionError as error:  # Ray's own checks of the scheduler's values
         raise ValueError(f"{options.space.file}: scheduler: {error or 'invalid values'}") from None
+    fixed = fixed_values(options)
+    fixed.update({k: v for k, v in options.space.parameters.items() if not isinstance(v, dict)})
+    for row in options.space.configs or [{}]:
+        TrainConfig.from_dict({**fixed, **row}, source=str(options.space.file))

@@ -230,15 +230,6 @@ def configure_console(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def with_scheduler(space: SearchSpace, scheduler: str | None) -> SearchSpace:
-    """The space with its scheduler type replaced by ``scheduler`` (--scheduler), if given."""
-    if scheduler is None or scheduler == space.scheduler.type:
-        return space
-    return dataclasses.replace(
-        space, scheduler=dataclasses.replace(space.scheduler, type=scheduler)
-    )
-
-
 # MLflow's HTTP client waits 120 s per request and retries 7 times by default: a frozen
 # server would hold the driver for many minutes. The driver's writes are retried by its own
 # queue instead (tracking.study_tracker), within the study's end timeout.
@@ -343,23 +334,20 @@ def study_to_run(
                 "so what it was to run is unknown. Remove the folder and start the study again"
             )
         if recorded is None:
-            space = load_space(args.space or DEFAULT_SPACE)
+            space = load_space(args.space or DEFAULT_SPACE).with_scheduler(args.scheduler)
         else:
             require_resumable(study_dir, recorded)
+            space = space_from_text(recorded.space_yaml, Path(recorded.space))
+            space = space.with_scheduler(recorded.scheduler)
             conflicts = resume_conflicts(args, parser, recorded)
             if conflicts:
                 raise SpaceError(
                     f"--resume continues study {name} as it began ({study_dir / 'study.json'}); "
                     "leave out, or start a new study (another --name) for: " + "; ".join(conflicts)
                 )
-            space = space_from_text(recorded.space_yaml, Path(recorded.space))
     except (SpaceError, DataError, RecordError) as error:
         raise Refusal(f"error: {error}") from None
-    return (
-        recorded,
-        with_scheduler(space, recorded.scheduler if recorded else args.scheduler),
-        study_dir,
-    )
+    return recorded, space, study_dir
 
 
 def study_options(
@@ -427,14 +415,15 @@ def check_before_start(options):
     except ValueError as error:
         raise Refusal(f"error: {error}") from None
     report = None  # the study's own split's: what its MLflow dataset describes
-    for split in options.splits:  # every split a trial trains on, before any starts
-        log.info("checking the dataset (%s, split-%d) ...", options.data.metadata, split)
+    for data in [options.data_on(split) for split in options.splits]:  # every split trained on
+        log.info("checking the dataset (%s, split-%d) ...", data.metadata, data.split)
         try:
-            checked = check_dataset(options.data_on(split))
+            checked = check_dataset(data)
         except DataError as error:
             raise Refusal(f"error: {error}", 1) from None
         if not checked.ok:
-            raise Refusal(checked.describe_problems(), 1)
+            problems = checked.describe_problems()
+            raise Refusal(problems, 1)
         report = report or checked
     try:
         Storage(options.storage).check()
@@ -449,6 +438,7 @@ def run_tracked(options, data_report, working: Path, study_id: str) -> int:
     from study.driver import ClusterError, StorageFault, StoreFailed, run_study, study_params
     from tracking.study_tracker import StudyTracker, study_dataset
 
+    params = study_params(options)
     tracker = StudyTracker(
         options.tracking_uri,
         options.name,
@@ -463,7 +453,7 @@ def run_tracked(options, data_report, working: Path, study_id: str) -> int:
     try:
         try:
             TrackingStore(options.tracking_uri).create_whole()
-            tracker.start(study_params(options), per_row=options.space.draws)
+            tracker.start(params, per_row=options.space.draws)
         except KeyboardInterrupt:
             raise
         except Exception as error:  # noqa: BLE001 - a store that cannot be opened or written

@@ -35,13 +35,14 @@ import json
 import logging
 import math
 import shutil
+from collections import Counter
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mer_models.config import TrainConfig
+from mer_models.config import CUDA_ONLY_FIELDS, TrainConfig
 from mer_models.data.splits import DatasetPaths, load_split
 from mer_models.files import PARTIAL, atomic_write_bytes, atomic_write_text
 from mer_models.npy import load_npy
@@ -267,6 +268,30 @@ class Trial:
 def identity(config: dict[str, Any]) -> dict[str, Any]:
     """What a trial is, whatever resources it runs with."""
     return {key: value for key, value in config.items() if key not in RESOURCE_FIELDS}
+
+
+def planned_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What a listed trial is, to match it with a planned one: its identity without the
+    CUDA-only switches, which a CPU study records false (and studies before it true)."""
+    return {k: v for k, v in identity(config).items() if k not in CUDA_ONLY_FIELDS}
+
+
+def planned_key(config: dict[str, Any]) -> str:
+    """`planned_identity` as one string: a listed trial and its planned config share it."""
+    return json.dumps(planned_identity(config), sort_keys=True)
+
+
+def not_begun(planned: list[dict[str, Any]], listed: list[Trial]) -> list[dict[str, Any]]:
+    """The planned configs no listed trial is (as many times as they are planned)."""
+    begun = Counter(planned_key(t.config) for t in listed)
+    remaining = []
+    for config in planned:
+        key = planned_key(config)
+        if begun[key] > 0:
+            begun[key] -= 1
+        else:
+            remaining.append(config)
+    return remaining
 
 
 # Config fields that make a trial one draw of its row (a configuration the study compares):

@@ -164,6 +164,12 @@ class SearchSpace:
     def name(self) -> str:
         return self.file.stem
 
+    def with_scheduler(self, scheduler: str | None) -> SearchSpace:
+        """This space with its scheduler's type replaced by `scheduler` (--scheduler), if given."""
+        if scheduler is None or scheduler == self.scheduler.type:
+            return self
+        return replace(self, scheduler=replace(self.scheduler, type=scheduler))
+
     @property
     def trial_count(self) -> int:
         """The study's trials: every grid combination (configs rows included) num_samples

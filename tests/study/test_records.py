@@ -11,8 +11,8 @@ import pytest
 
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
-from study.driver import not_begun
 from study_folder import records
+from study_folder.records import not_begun
 
 # Where no trial reads: the options only plan trials.
 DATA = DatasetPaths("metadata", "melspecs")

@@ -14,12 +14,12 @@ import yaml
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
 from study.console import table_lines
-from study.driver import StudyOptions, check_records, not_begun, planned_trials
+from study.driver import StudyOptions, check_records, planned_trials
 from study.recorder import StudyRecorder
 from study.summary import columns, table_rows
 from study.trainable import ROW_KEY
 from study_folder import records
-from study_folder.records import load_study, row_key
+from study_folder.records import load_study, not_begun, row_key
 from study_folder.search_space import (
     MAX_TRIALS,
     SpaceError,

@@ -10,7 +10,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from mer_models.data.splits import DatasetPaths
 from study.driver import StudyOptions, check_trial_configs, make_scheduler
-from study.run import LIBRARY_LOGGERS, configure_console, parse_args, with_scheduler
+from study.run import LIBRARY_LOGGERS, configure_console, parse_args
 from study_folder.search_space import load_space
 
 
@@ -28,18 +28,18 @@ def options_for(space) -> StudyOptions:
 def test_scheduler_flag_overrides_the_space():
     space = load_space("table1")
     assert space.scheduler.type == "race"
-    fifo = with_scheduler(space, parse_args(["--scheduler", "fifo"])[0].scheduler)
+    fifo = space.with_scheduler(parse_args(["--scheduler", "fifo"])[0].scheduler)
     assert fifo.scheduler.type == "fifo" and fifo.parameters == space.parameters
     assert isinstance(make_scheduler(options_for(fifo)), FIFOScheduler)
-    assert with_scheduler(space, None) is space
-    asha = with_scheduler(fifo, "asha")
+    assert space.with_scheduler(None) is space
+    asha = fifo.with_scheduler("asha")
     assert isinstance(make_scheduler(options_for(asha)), ASHAScheduler)
-    race = with_scheduler(fifo, parse_args(["--scheduler", "race"])[0].scheduler)
+    race = fifo.with_scheduler(parse_args(["--scheduler", "race"])[0].scheduler)
     assert race.scheduler == space.scheduler  # grace, reduction and alpha kept through fifo
 
 
 def test_race_over_an_optuna_space_is_refused_before_anything_is_written(tmp_path):
-    race = with_scheduler(load_space("wide"), "race")
+    race = load_space("wide").with_scheduler("race")
     with pytest.raises(ValueError, match="wide.yaml: --scheduler race: race compares whole rows"):
         check_trial_configs(options_for(race))
 
