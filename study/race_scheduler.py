@@ -10,7 +10,7 @@ trains on from memory once the rung is decided, without the cost of a
 restart. Pausing or holding changes when a trial trains, never what it
 computes, so the decisions are the same either way. Results are read as the trials report them; a trial that
 restores from a checkpoint first reports the epoch it restored with its
-scores so far (`study.trainable.RESTORED_KEY`), so a resumed study knows
+scores so far (`study.trial_reports.RESTORED_KEY`), so a resumed study knows
 every trial's history before any trains on, and re-derives the same
 decisions.
 
@@ -33,7 +33,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from study.race import Course, Race, RaceRule, RowDecision, score_of
-from study.trainable import ENDED_KEY, FAILED_KEY, RESTORED_KEY, STORAGE_KEY
+from study.trial_reports import ENDED_KEY, FAILED_KEY, RESTORED_KEY, STORAGE_KEY
 
 FAILED_KEYS = (FAILED_KEY, STORAGE_KEY)  # a trial's last result when it failed for good
 

@@ -34,16 +34,14 @@ from mer_models.training.metrics import BEST_VALUE_KEY, DEFAULT_SELECTION
 from study.checkpoint_store import CheckpointStore
 from study.console import TABLE_SECONDS, StudyConsole
 from study.signals import STOP
-from study.trainable import (
+from study.trainable import storage_fault, trial_config, trial_key
+from study.trial_reports import (
     ENDED_KEY,
     FAILED_KEY,
     RESTORED_KEY,
     SKIPPED_KEY,
     STORAGE_KEY,
     TRACEBACK_KEY,
-    storage_fault,
-    trial_config,
-    trial_key,
 )
 from study_folder import records
 from tracking.names import (

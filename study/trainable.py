@@ -49,24 +49,21 @@ from mer_models.data.splits import DatasetPaths
 from mer_models.training.step import GraphCaptureFailed
 from mer_models.training.trainer import train
 from study.checkpoint_store import CheckpointStore
+from study.trial_reports import (
+    ENDED_KEY,
+    FAILED_KEY,
+    RESTORED_KEY,
+    SKIPPED_KEY,
+    STORAGE_KEY,
+    TRACEBACK_KEY,
+)
 from study_folder.records import RESOURCE_FIELDS
 from study_folder.search_space import METRIC
 
 ROW_KEY = "row"  # the param-space key of the explicit configuration list
 RECORDED_KEY = "recorded"  # a resumed trial: {"key": its key, "config": its recorded config}
-SKIPPED_KEY = "skipped_checkpoints"  # reported once when damaged checkpoints were passed over
-FAILED_KEY = "trial_failed"  # the last result of a trial that failed for good: the cause
-TRACEBACK_KEY = "trial_traceback"  # ... and its traceback
-STORAGE_KEY = "storage_fault"  # the last result of a trial stopped by a full/unwritable disk
 # Where a retry cannot help but room on the disk (or permission) will.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
-# Marks the one result of a trial restored after its last epoch: that epoch's record again
-# (Ray refuses a trial that ends without ever reporting the metric), not a new epoch.
-ENDED_KEY = "ended_before"
-# The first result of a trial restored from a checkpoint: the restored epoch's record again,
-# with the selection metric of every epoch so far (a JSON list). A scheduler that decides on
-# histories (`race`) learns where a resumed trial stands before it trains on.
-RESTORED_KEY = "restored_scores"
 SCRATCH_PREFIX = "mer-trial-"  # node-local work folders: /tmp/mer-trial-<key>-*
 
 log = logging.getLogger(__name__)

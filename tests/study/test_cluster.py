@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study.trainable import RESTORED_KEY
+from study.trial_reports import RESTORED_KEY
 from tests.study.processes import free_port, kill_at_line, kill_session, mlflow_server
 from tests.study.test_survival import stored_epochs
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from ray import tune
 
-from study import trainable
+from study import trainable, trial_reports
 from study.checkpoint_store import CheckpointStore
 from study.trainable import ROW_KEY, WorkerState, WorkerUnusable, _retryable, run_trial
 from tests.study.processes import local_ray
@@ -103,12 +103,12 @@ def test_a_trial_restored_after_its_last_epoch_reports_that_epoch_again(tiny_dat
     first, restored = runs
     assert first.error is None and restored.error is None
     assert first.metrics_dataframe["epoch"].tolist() == [1]
-    assert not first.metrics.get(trainable.ENDED_KEY)
-    assert restored.metrics[trainable.ENDED_KEY] is True
+    assert not first.metrics.get(trial_reports.ENDED_KEY)
+    assert restored.metrics[trial_reports.ENDED_KEY] is True
     # The epoch it restored, reported first with its scores so far, then its end; no epoch
     # was trained again.
     reported = restored.metrics_dataframe
     assert reported["epoch"].tolist() == [1, 1]
-    assert json.loads(reported[trainable.RESTORED_KEY][0]) == [first.metrics["val_roc_auc"]]
+    assert json.loads(reported[trial_reports.RESTORED_KEY][0]) == [first.metrics["val_roc_auc"]]
     for key in RESULT_KEYS:
         assert restored.metrics[key] == first.metrics[key], key
