@@ -8,11 +8,12 @@ another trial; it continues later from its checkpoint) while other trials
 need a slot, and held otherwise: its process keeps its state and slot and
 trains on from memory once the rung is decided, without the cost of a
 restart. Pausing or holding changes when a trial trains, never what it
-computes, so the decisions are the same either way. Results are read as the trials report them; a trial that
-restores from a checkpoint first reports the epoch it restored with its
-scores so far (`study.trial_reports.RESTORED_KEY`), so a resumed study knows
-every trial's history before any trains on, and re-derives the same
-decisions.
+computes, so the decisions are the same either way.
+
+Results are read as the trials report them; a trial that restores from a
+checkpoint first reports the epoch it restored with its scores so far
+(`study.trial_reports.RESTORED_KEY`), so a resumed study knows every trial's
+history before any trains on, and re-derives the same decisions.
 
 Ray starts every PENDING trial its resources allow, whatever the scheduler
 says; a study's `--max-concurrent` is therefore kept by the trial generator
