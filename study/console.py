@@ -66,7 +66,9 @@ class StudyConsole:
         self.total: int | None = None  # trials of this run, once it began
         self.ended = 0
         self.epochs_run = 0  # trial-epochs trained in this run so far
-        self.epochs_left: int | None = None  # at most this many still to train (None: unknown)
+        # At most how many trial-epochs are still to train (None: unknown); asked only when
+        # an estimate is shown.
+        self.epochs_left: Callable[[], int | None] = lambda: None
         self._started: float | None = None
         self._last_table: float | None = None  # when the table was last shown
         self._rows: Table | None = None
@@ -163,8 +165,9 @@ class StudyConsole:
         elapsed, estimates = self._elapsed(), []
         if self.ended > 0:
             estimates.append(elapsed / self.ended * (self.total - self.ended))
-        if self.epochs_run > 0 and self.epochs_left is not None:
-            estimates.append(elapsed / self.epochs_run * self.epochs_left)
+        epochs_left = self.epochs_left() if self.epochs_run > 0 else None
+        if epochs_left is not None:
+            estimates.append(elapsed / self.epochs_run * epochs_left)
         return min(estimates) if estimates else None
 
     def _finished(self) -> str:

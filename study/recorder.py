@@ -109,6 +109,7 @@ class StudyRecorder(tune.Callback):
         # A live table on a terminal; off one, a line per event and the table every
         # `progress_seconds`.
         self.console = StudyConsole(table_seconds=progress_seconds)
+        self.console.epochs_left = self._epochs_left
 
     # Ray Tune hooks -------------------------------------------------------
 
@@ -145,13 +146,13 @@ class StudyRecorder(tune.Callback):
             self._count_epochs(key, int(result["epoch"]), again)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self._count_ended(self.key(trial))
+        self._ended.add(self.key(trial))
         failed = self._failed.pop(self.key(trial), None)
         self._guard(self._finish, trial, failed)
         self.on_step_end(iteration, trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._count_ended(self.key(trial))
+        self._ended.add(self.key(trial))
         self._guard(self._finish, trial, _ray_error(trial))
         self.on_step_end(iteration, trials)
 
@@ -174,22 +175,17 @@ class StudyRecorder(tune.Callback):
         if not again and epoch > self._epoch.get(key, 0):
             self.console.epochs_run += 1
         self._epoch[key] = epoch
-        self._tell_epochs_left()
 
-    def _count_ended(self, key: str) -> None:
-        self._ended.add(key)
-        self._tell_epochs_left()
-
-    def _tell_epochs_left(self) -> None:
+    def _epochs_left(self) -> int | None:
         """The console's most trial-epochs left: the live trials' epochs to their last, and
         every epoch of the trials not yet begun."""
         total = self.console.total
         if self.max_epochs is None or total is None:
-            return
+            return None
         live = [epoch for key, epoch in self._epoch.items() if key not in self._ended]
         unseen = max(0, total - len(self._ended | set(self._epoch)))
         left = sum(max(0, self.max_epochs - epoch) for epoch in live)
-        self.console.epochs_left = left + unseen * self.max_epochs
+        return left + unseen * self.max_epochs
 
     def key(self, trial) -> str:
         return trial_key(trial.config, trial.trial_id)

@@ -132,16 +132,16 @@ def test_the_time_left_is_the_smaller_of_the_trials_and_the_epochs_estimates():
     clock, out = Clock(), io.StringIO()
     console = StudyConsole(live=False, file=out, clock=clock)
     console.begin(18)
-    console.epochs_run, console.epochs_left = 60, 156
+    console.epochs_run, console.epochs_left = 60, lambda: 156
     clock.now = 150
     assert console._progress() == "0 of 18 trials ended, about 6:30 left"
     clock.now = 341
-    console.epochs_run, console.epochs_left = 108, 90
+    console.epochs_run, console.epochs_left = 108, lambda: 90
     console.trial_ended("trial t5 (attention CNN seed=0): race_dropped after 6 epochs")
     assert out.getvalue().endswith("1 of 18 trials ended, about 4:44 left\n")
     console.begin(18)  # ASHA: ten of 18 trials stopped after 2 or 3 epochs by 6:40
     clock.now += 400
-    console.epochs_run, console.epochs_left = 30, 8 * 12
+    console.epochs_run, console.epochs_left = 30, lambda: 8 * 12
     for key in range(10):
         console.trial_ended(f"trial t{key} (x): asha_stopped after 2 epochs")
     assert out.getvalue().endswith("10 of 18 trials ended, about 5:20 left\n")
