@@ -186,14 +186,19 @@ def make_scheduler(options: StudyOptions):
     )
 
 
+def decision_epochs(options: StudyOptions) -> tuple[int, ...]:
+    """The epochs at which the study's scheduler may stop a trial: a race's or ASHA's rungs
+    (ASHA's at the same grace_period * reduction_factor^k); none under FIFO."""
+    spec = options.space.scheduler
+    if spec.type == "fifo":
+        return ()
+    epochs = spec.max_epochs or max_epochs(options)
+    return rung_epochs(spec.grace_period, spec.reduction_factor, epochs)
+
+
 def race_rule(options: StudyOptions) -> RaceRule:
     spec = options.space.scheduler
-    epochs = spec.max_epochs or max_epochs(options)
-    return RaceRule(
-        rung_epochs(spec.grace_period, spec.reduction_factor, epochs),
-        spec.reduction_factor,
-        spec.alpha,
-    )
+    return RaceRule(decision_epochs(options), spec.reduction_factor, spec.alpha)
 
 
 def course_of(trial: records.Trial, options: StudyOptions) -> Course:
@@ -494,6 +499,7 @@ def _fit(
             data=options.data.to_dict(),
             checkpoints=options.checkpoints,
             metric=options.space.metric,
+            decision_epochs=decision_epochs(options),
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )

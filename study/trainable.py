@@ -99,15 +99,20 @@ def storage_fault(error: BaseException) -> bool:
 
 
 def run_trial(
-    config: dict[str, Any], data: dict[str, Any], checkpoints: str, metric: str = METRIC
+    config: dict[str, Any],
+    data: dict[str, Any],
+    checkpoints: str,
+    metric: str = METRIC,
+    decision_epochs: tuple[int, ...] = (),
 ) -> None:
     """Train one trial, continuing from its newest checkpoint that loads.
 
     `metric`: the space's selection metric: early stopping and the best epoch follow it,
-    and Ray requires it in every result.
+    and Ray requires it in every result. `decision_epochs`: where the study's scheduler
+    may stop the trial (its rungs); the checkpoints written there hold the test predictions.
     """
     key = trial_key(config, tune.get_context().get_trial_id())
-    trial = _Trial(key, CheckpointStore(checkpoints, key), metric)
+    trial = _Trial(key, CheckpointStore(checkpoints, key), metric, decision_epochs)
     WORKER.begin_trial(key)
     failed = True  # until the trial ends as it should (stopped by its scheduler included)
     try:
@@ -139,6 +144,7 @@ class _Trial:
     key: str
     store: CheckpointStore
     metric: str
+    decision_epochs: tuple[int, ...] = ()
     work: Path | None = None  # the node-local work folder, once made
     last: dict[str, Any] = field(default_factory=lambda: {"epoch": 0})  # the last epoch's record
     notes: dict[str, str] = field(default_factory=dict)  # added to the next report once
@@ -178,6 +184,7 @@ class _Trial:
             restore=restore_dir,
             check_data=False,
             selection=self.metric,
+            decision_epochs=self.decision_epochs,
         )
         if not self.reported:  # restored at its end (a kill came after its last checkpoint)
             tune.report({self.metric: math.nan, **self.last, ENDED_KEY: True, **self.notes})

@@ -2,10 +2,11 @@
 
 A checkpoint is a folder: `checkpoint.pt` (model, optimizer, early-stopping
 state, the best epoch's weights, the input statistics and the config), the
-best epoch's `validation_predictions.npy` and `test_predictions.npy`, so a
-trial stopped from outside (ASHA, a crash) still has its best scores, and
-`summary.json` (history, best metrics, early-stopping state) for readers
-that should not need torch, such as the study driver.
+best epoch's `validation_predictions.npy` and, where the run may end (its last
+epoch, early stopping, a scheduler's rung), its `test_predictions.npy`, so a
+trial stopped from outside still has its best scores, and `summary.json`
+(history, best metrics, early-stopping state) for readers that should not
+need torch, such as the study driver.
 """
 
 from __future__ import annotations

@@ -8,12 +8,13 @@ and the command line alike; this module never imports Ray or MLflow.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ def train(
     device: str | None = None,
     check_data: bool = True,
     selection: str = DEFAULT_SELECTION,
+    decision_epochs: Collection[int] = (),
 ) -> dict[str, Any]:
     """Train one configuration; returns the final metrics (also in `out_dir/metrics.json`).
 
@@ -85,7 +87,13 @@ def train(
     decision thresholds tuned on validation). `restore` names a checkpoint
     folder to continue from; the result equals an uninterrupted run.
     `selection`: the per-epoch validation metric (`metrics.METRICS`) that early
-    stopping and the best epoch follow.
+    stopping and the best epoch follow. `decision_epochs`: the epochs after
+    which a scheduler may stop the run from outside (its rungs).
+
+    The best epoch's test predictions are made only when the run may end: at
+    its last epoch, at early stopping and at the decision epochs, from the
+    best epoch's weights. So a checkpoint written then holds them, and a
+    model that keeps improving does not predict the test set at every epoch.
     """
     metric = selection_metric(selection, "selection")
     _require_same_split(config, paths)
@@ -103,10 +111,13 @@ def train(
         if run.state.early_stopping.should_stop:
             break
         record, validation = run.run_epoch(epoch, loop, loaders)
+        if epoch in decision_epochs or epoch == config.max_epochs or run.stops_early:
+            run.predict_test(loop, loaders)
         run.save_checkpoint(checkpoint_dir)
         _log_epoch(record, validation, config.max_epochs)
         if on_epoch is not None:
             on_epoch(record, checkpoint_dir)
+    run.predict_test(loop, loaders)  # restored from a checkpoint written before it was made
     return run.finish(out_dir)
 
 
@@ -162,7 +173,7 @@ class _Run:
         validation_scores = loop.predict(loaders.evaluation["validation"])
         validation = tagging_metrics(self.tables["validation"].labels, validation_scores)
         if self.state.early_stopping.update(epoch, validation[self.metric.key]):
-            self._keep_best(epoch, loop, loaders, validation, validation_scores)
+            self._keep_best(epoch, validation, validation_scores)
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -176,22 +187,28 @@ class _Run:
         return record, validation
 
     def _keep_best(
-        self,
-        epoch: int,
-        loop: TrainingLoop,
-        loaders: _Loaders,
-        validation: dict[str, float],
-        validation_scores: np.ndarray,
+        self, epoch: int, validation: dict[str, float], validation_scores: np.ndarray
     ) -> None:
-        """The new best epoch: its weights, its predictions on both parts and their metrics."""
+        """The new best epoch: its weights, and its validation predictions and metrics (its
+        test predictions wait for `predict_test`)."""
         self.best_model = _cpu_copy(self.model.state_dict())
-        test_scores = loop.predict(loaders.evaluation["test"])
-        self.best_predictions = {
-            VALIDATION_PREDICTIONS: validation_scores,
-            TEST_PREDICTIONS: test_scores,
-        }
+        self.best_predictions = {VALIDATION_PREDICTIONS: validation_scores}
+        self.best_metrics = _summary(epoch, self.metric, validation)
+
+    @property
+    def stops_early(self) -> bool:
+        return self.state.early_stopping.should_stop
+
+    def predict_test(self, loop: TrainingLoop, loaders: _Loaders) -> None:
+        """The best epoch's test predictions and metrics, once per best epoch."""
+        if TEST_PREDICTIONS in self.best_predictions or not self.best_metrics:
+            return
+        live = self.best_metrics["best_epoch"] == self.state.epoch  # the model is the best
+        with contextlib.nullcontext() if live else _weights(self.model, self.best_model):
+            test_scores = loop.predict(loaders.evaluation["test"])
+        self.best_predictions[TEST_PREDICTIONS] = test_scores
         test = tagging_metrics(self.tables["test"].labels, test_scores)
-        self.best_metrics = _summary(epoch, self.metric, validation, test)
+        self.best_metrics.update({m.test: test[m.key] for m in METRICS})
 
     def save_checkpoint(self, checkpoint_dir: Path) -> None:
         """Everything a restore needs, after the last completed epoch."""
@@ -420,13 +437,11 @@ def _end_state(state: TrainingState, config: TrainConfig) -> str:
     return "finished" if state.epoch >= config.max_epochs else "running"
 
 
-def _summary(
-    epoch: int, metric: Metric, validation: dict[str, float], test: dict[str, float]
-) -> dict[str, Any]:
-    """The best epoch's metrics.json entries: every metric on both parts, and which chose it."""
+def _summary(epoch: int, metric: Metric, validation: dict[str, float]) -> dict[str, Any]:
+    """The best epoch's metrics.json entries on validation, and which metric chose it (the
+    test part's come with its test predictions)."""
     return {
         **{m.validation: validation[m.key] for m in METRICS},
-        **{m.test: test[m.key] for m in METRICS},
         "best_epoch": epoch,
         SELECTION_KEY: metric.epoch,
         BEST_VALUE_KEY: validation[metric.key],
@@ -445,6 +460,18 @@ def _check_selection(restore: Path, best_metrics: dict[str, Any], metric: Metric
 
 def _cpu_copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state_dict.items()}
+
+
+@contextlib.contextmanager
+def _weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> Iterator[None]:
+    """The model with `weights` for a while, then its own again; copied in place, so the
+    training step's CUDA graph keeps its tensors."""
+    own = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    model.load_state_dict(weights)
+    try:
+        yield
+    finally:
+        model.load_state_dict(own)
 
 
 def _write_outputs(

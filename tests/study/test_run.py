@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -9,7 +10,13 @@ import pytest
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from mer_models.data.splits import DatasetPaths
-from study.driver import StudyOptions, check_trial_configs, make_scheduler
+from study.driver import (
+    StudyOptions,
+    check_trial_configs,
+    decision_epochs,
+    make_scheduler,
+    race_rule,
+)
 from study.run import LIBRARY_LOGGERS, configure_console, parse_args
 from study_folder.search_space import load_space
 
@@ -36,6 +43,27 @@ def test_scheduler_flag_overrides_the_space():
     assert isinstance(make_scheduler(options_for(asha)), ASHAScheduler)
     race = fifo.with_scheduler(parse_args(["--scheduler", "race"])[0].scheduler)
     assert race.scheduler == space.scheduler  # grace, reduction and alpha kept through fifo
+
+
+@pytest.mark.parametrize(
+    "grace, reduction, epochs", [(1, 2, 12), (2, 2, 12), (2, 3, 18), (6, 2, 12), (4, 4, 100)]
+)
+def test_trials_predict_the_test_set_at_every_epoch_the_scheduler_may_stop_them(
+    grace, reduction, epochs
+):
+    """A trial's test predictions wait for its decision epochs: each epoch at which ASHA
+    may stop it (its milestones, read from Ray's scheduler) is one, or is its last epoch;
+    a race decides at its own rungs, and FIFO never stops a trial."""
+    space = load_space("table1").with_scheduler("asha")
+    spec = dataclasses.replace(
+        space.scheduler, grace_period=grace, reduction_factor=reduction, max_epochs=epochs
+    )
+    asha = dataclasses.replace(space, scheduler=spec)
+    milestones = {m for m, _ in make_scheduler(options_for(asha))._brackets[0]._rungs}
+    assert milestones - {epochs} <= set(decision_epochs(options_for(asha)))
+    race = dataclasses.replace(asha, scheduler=dataclasses.replace(spec, type="race"))
+    assert decision_epochs(options_for(race)) == race_rule(options_for(race)).rungs
+    assert decision_epochs(options_for(asha.with_scheduler("fifo"))) == ()
 
 
 def test_race_over_an_optuna_space_is_refused_before_anything_is_written(tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 from mer_models.config import TrainConfig
 from mer_models.data import load_split
-from mer_models.training.trainer import TrainingDiverged, train
+from mer_models.training.trainer import TrainingDiverged, TrainingLoop, train
 from tests.conftest import write_dataset
 
 SMALL = TrainConfig(
@@ -121,6 +121,71 @@ def test_restored_run_equals_an_uninterrupted_run(dataset, tmp_path):
     weights_b = torch.load(tmp_path / "b" / "best_model.pt")["model"]
     for name, tensor in weights_a.items():
         torch.testing.assert_close(tensor, weights_b[name], rtol=0, atol=0)
+
+
+def test_the_test_set_is_predicted_only_where_the_run_may_end(dataset, tmp_path, monkeypatch):
+    """The best epoch's test predictions are made at the decision epochs and the last, from
+    its weights: the same scores as predicting at every new best, fewer test passes, and
+    every checkpoint written where the run may be stopped holds them."""
+    config = SMALL.replace(lr=3e-2)  # its validation score rises, falls and rises again
+    passes = []
+    predict = TrainingLoop.predict
+
+    def counting(loop, loader):
+        if loader.dataset.table.file.stem.endswith("test"):
+            passes.append(loader)
+        return predict(loop, loader)
+
+    def keeping(held):
+        def look(record, checkpoint):
+            summary = json.loads((checkpoint / "summary.json").read_text())
+            file = checkpoint / "test_predictions.npy"
+            held[record["epoch"]] = (
+                np.load(file) if file.is_file() else None,
+                "test_roc_auc" in summary["best_metrics"],
+            )
+
+        return look
+
+    monkeypatch.setattr(TrainingLoop, "predict", counting)
+    eager_held, deferred_held = {}, {}
+    eager = train(
+        config,
+        dataset,
+        tmp_path / "eager",
+        decision_epochs=range(1, 5),
+        on_epoch=keeping(eager_held),
+    )
+    eager_passes = len(passes)
+    history = json.loads((tmp_path / "eager" / "history.json").read_text())
+    scores = [row["val_roc_auc"] for row in history]
+    new_bests = [e for e in range(1, 5) if scores[e - 1] > max(scores[: e - 1], default=-1)]
+    # A decision epoch right after a new best that is not one: the model there is not the
+    # best epoch's, whose weights make the test predictions.
+    after_best = [e for e in range(2, 4) if e not in new_bests and e - 1 in new_bests]
+    assert after_best and eager_passes == len(new_bests) >= 3, scores
+    decision = after_best[0]
+
+    passes.clear()
+    deferred = train(
+        config,
+        dataset,
+        tmp_path / "deferred",
+        decision_epochs=(decision,),
+        on_epoch=keeping(deferred_held),
+    )
+    assert deferred == eager
+    for name in ("validation_predictions.npy", "test_predictions.npy"):
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "eager" / name), np.load(tmp_path / "deferred" / name)
+        )
+    assert len(passes) <= 2 < eager_passes
+    for epoch, (scores_held, has_metrics) in deferred_held.items():
+        best = max(e for e in new_bests if e <= epoch)
+        made = epoch in (decision, 4) or (epoch > decision and best <= decision)
+        assert (scores_held is not None) == has_metrics == made, (epoch, new_bests, decision)
+        if made:
+            np.testing.assert_array_equal(scores_held, eager_held[epoch][0])
 
 
 class Planted:
