@@ -84,8 +84,7 @@ def synchronize(device: torch.device) -> None:
 def measure(config: TrainConfig, device: torch.device, steps: int, repeats: int) -> dict:
     """The trainer's loop (`TrainingLoop.train_epoch`) against the bare eager loop."""
     torch.manual_seed(0)
-    channels_last = config.channels_last and device.type == "cuda"
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = build_model(config, n_tags=56).to(device, memory_format=memory_format)
     bare_model = build_model(config, n_tags=56).to(device, memory_format=memory_format)
     bare_optimizer = torch.optim.Adam(bare_model.parameters(), lr=config.lr)
@@ -96,7 +95,7 @@ def measure(config: TrainConfig, device: torch.device, steps: int, repeats: int)
         make_optimizer(model, config, device),
         device,
         config,
-        channels_last,
+        config.channels_last,
         BatchPreprocess(unit).to(device),
     )
     batches = make_batches(config, steps, device)

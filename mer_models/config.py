@@ -58,7 +58,7 @@ class TrainConfig:
     workers: int = 2  # DataLoader worker processes (0: load in the main process)
     threads: int = 0  # torch CPU threads (0: leave torch's default)
     bf16: bool = True  # bf16 autocast, on CUDA only
-    channels_last: bool = True  # channels_last memory format, on CUDA only
+    channels_last: bool = True  # channels_last memory format (faster convs on CPU and CUDA)
     cuda_graphs: bool = True  # each training step replayed as one CUDA graph, on CUDA only
 
     def __post_init__(self) -> None:
@@ -127,7 +127,11 @@ _FIELD_TYPES = {f.name: type(f.default) for f in fields(TrainConfig)}
 
 
 # Switches the trainer applies on CUDA only (trainer.py, training/step.py).
-CUDA_ONLY_FIELDS = ("bf16", "channels_last", "cuda_graphs")
+CUDA_ONLY_FIELDS = ("bf16", "cuda_graphs")
+# How a run executes rather than what it trains: a trial planned again matches its record
+# whatever these say (a CPU study records the CUDA-only ones false, and studies before
+# channels_last ran on CPUs recorded it false there too).
+EXECUTION_FIELDS = (*CUDA_ONLY_FIELDS, "channels_last")
 
 
 def applicable_fields(config: TrainConfig, device: str) -> dict[str, Any]:

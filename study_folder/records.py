@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from mer_models.config import CUDA_ONLY_FIELDS, TrainConfig
+from mer_models.config import EXECUTION_FIELDS, TrainConfig
 from mer_models.data.splits import DatasetPaths, load_split
 from mer_models.files import PARTIAL, atomic_write_bytes, atomic_write_text
 from mer_models.npy import load_npy
@@ -272,8 +272,9 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
 
 def planned_identity(config: dict[str, Any]) -> dict[str, Any]:
     """What a listed trial is, to match it with a planned one: its identity without the
-    CUDA-only switches, which a CPU study records false (and studies before it true)."""
-    return {k: v for k, v in identity(config).items() if k not in CUDA_ONLY_FIELDS}
+    switches of how it executes, which studies on other devices and versions recorded
+    otherwise (`EXECUTION_FIELDS`)."""
+    return {k: v for k, v in identity(config).items() if k not in EXECUTION_FIELDS}
 
 
 def planned_key(config: dict[str, Any]) -> str:

@@ -104,7 +104,7 @@ def train(
     if restore is not None:
         run.restore(restore)
     preprocess = BatchPreprocess(run.stats).to(device)
-    loop = TrainingLoop(run.model, run.optimizer, device, config, run.channels_last, preprocess)
+    loop = TrainingLoop(run.model, run.optimizer, device, config, config.channels_last, preprocess)
     loaders = _Loaders.build(config, paths, run.tables)
     checkpoint_dir = out_dir / "checkpoint"
     for epoch in range(run.state.epoch + 1, config.max_epochs + 1):
@@ -139,7 +139,6 @@ class _Run:
     stats: BandStats
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    channels_last: bool
     state: TrainingState
     best_model: dict[str, torch.Tensor]
     best_predictions: dict[str, np.ndarray] = field(default_factory=dict)
@@ -268,12 +267,12 @@ def _set_up(
     stats = band_stats(tables["train"], paths, config.window)
 
     torch.manual_seed(config.seed)
-    channels_last = config.channels_last and device.type == "cuda"
     model = build_model(config, n_tags=len(tables["train"].tags))
     if config.prior_bias:
         initialise_output_bias(model.output_layer, tables["train"].labels)
     model = model.to(
-        device, memory_format=torch.channels_last if channels_last else torch.preserve_format
+        device,
+        memory_format=torch.channels_last if config.channels_last else torch.preserve_format,
     )
     optimizer = make_optimizer(model, config, device)
     return _Run(
@@ -283,7 +282,6 @@ def _set_up(
         stats=stats,
         model=model,
         optimizer=optimizer,
-        channels_last=channels_last,
         state=TrainingState(EarlyStopping(config.patience)),
         best_model=_cpu_copy(model.state_dict()),
     )

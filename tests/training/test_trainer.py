@@ -127,7 +127,6 @@ def test_the_test_set_is_predicted_only_where_the_run_may_end(dataset, tmp_path,
     """The best epoch's test predictions are made at the decision epochs and the last, from
     its weights: the same scores as predicting at every new best, fewer test passes, and
     every checkpoint written where the run may be stopped holds them."""
-    config = SMALL.replace(lr=3e-2)  # its validation score rises, falls and rises again
     passes = []
     predict = TrainingLoop.predict
 
@@ -148,23 +147,36 @@ def test_the_test_set_is_predicted_only_where_the_run_may_end(dataset, tmp_path,
         return look
 
     monkeypatch.setattr(TrainingLoop, "predict", counting)
-    eager_held, deferred_held = {}, {}
-    eager = train(
-        config,
-        dataset,
-        tmp_path / "eager",
-        decision_epochs=range(1, 5),
-        on_epoch=keeping(eager_held),
-    )
-    eager_passes = len(passes)
-    history = json.loads((tmp_path / "eager" / "history.json").read_text())
-    scores = [row["val_roc_auc"] for row in history]
-    new_bests = [e for e in range(1, 5) if scores[e - 1] > max(scores[: e - 1], default=-1)]
-    # A decision epoch right after a new best that is not one: the model there is not the
-    # best epoch's, whose weights make the test predictions.
-    after_best = [e for e in range(2, 4) if e not in new_bests and e - 1 in new_bests]
-    assert after_best and eager_passes == len(new_bests) >= 3, scores
-    decision = after_best[0]
+    # A run whose validation score falls right after a new best, before its last epoch:
+    # there, a decision epoch, the model is not the best epoch's, whose weights must make
+    # the test predictions. Which seed gives one depends on the kernels' sums: several are
+    # tried, until one also improves after it or at least twice before it (so that
+    # predicting at every new best would cost more passes).
+    candidates = [SMALL.replace(lr=lr, seed=seed) for lr in (3e-2, 1e-1) for seed in range(3, 9)]
+    for attempt, config in enumerate(candidates):
+        passes.clear()
+        eager_held = {}
+        eager = train(
+            config,
+            dataset,
+            tmp_path / f"eager{attempt}",
+            decision_epochs=range(1, 5),
+            on_epoch=keeping(eager_held),
+        )
+        eager_passes = len(passes)
+        history = json.loads((tmp_path / f"eager{attempt}" / "history.json").read_text())
+        scores = [row["val_roc_auc"] for row in history]
+        new_bests = [e for e in range(1, 5) if scores[e - 1] > max(scores[: e - 1], default=-1)]
+        after_best = [e for e in range(2, 4) if e not in new_bests and e - 1 in new_bests]
+        if after_best:
+            decision = after_best[0]
+            deferred_passes = 1 + any(e > decision for e in new_bests)  # there, and at the end
+            if deferred_passes < eager_passes:
+                break
+    else:
+        pytest.fail(f"no run fell after a new best and improved enough; the last: {scores}")
+    assert eager_passes == len(new_bests)
+    eager_dir, deferred_held = tmp_path / f"eager{attempt}", {}
 
     passes.clear()
     deferred = train(
@@ -177,9 +189,9 @@ def test_the_test_set_is_predicted_only_where_the_run_may_end(dataset, tmp_path,
     assert deferred == eager
     for name in ("validation_predictions.npy", "test_predictions.npy"):
         np.testing.assert_array_equal(
-            np.load(tmp_path / "eager" / name), np.load(tmp_path / "deferred" / name)
+            np.load(eager_dir / name), np.load(tmp_path / "deferred" / name)
         )
-    assert len(passes) <= 2 < eager_passes
+    assert len(passes) == deferred_passes < eager_passes
     for epoch, (scores_held, has_metrics) in deferred_held.items():
         best = max(e for e in new_bests if e <= epoch)
         made = epoch in (decision, 4) or (epoch > decision and best <= decision)
