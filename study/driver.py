@@ -12,7 +12,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -343,9 +342,10 @@ def _prepare_folder(options: StudyOptions, tracker: StudyTracker) -> list[record
     Raises StorageFault when a full or unwritable disk stops that."""
     try:
         record_tracking(options, tracker)
-        for data in [options.data_on(split) for split in options.splits]:
-            # the data's split in the study folder, others beside
-            write_groundtruth(options.study_dir, data, own_folder=data.split != options.data.split)
+        for split in options.splits:  # the data's split in the study folder, others beside
+            write_groundtruth(
+                options.study_dir, options.data_on(split), own_folder=split != options.data.split
+            )
         records.recover_trials(options.study_dir)
         listed = records.read_trials(options.study_dir)
         remove_leftovers(options, listed)
@@ -379,7 +379,8 @@ def _trials_to_run(
         if t.end_state is None or t.key in retrying
     ]
     if planned is not None:
-        to_run += [{"key": None, "config": c} for c in records.not_begun(planned, listed)]
+        not_begun, _ = records.match_planned(planned, listed)
+        to_run += [{"key": None, "config": config} for config in not_begun]
     return to_run
 
 
@@ -452,11 +453,8 @@ def check_records(options: StudyOptions) -> None:
     planned = planned_trials(options)
     if planned is None:
         return
-    left = Counter(records.planned_key(config) for config in planned)
-    for trial in listed:
-        if left[records.planned_key(trial.config)] > 0:
-            left[records.planned_key(trial.config)] -= 1
-            continue
+    _, unplanned = records.match_planned(planned, listed)
+    for trial in unplanned[:1]:
         recorded = records.planned_identity(trial.config)
         nearest = min(planned, key=lambda c: sum(c.get(k) != v for k, v in recorded.items()))
         differs = ", ".join(

@@ -415,15 +415,14 @@ def check_before_start(options):
     except ValueError as error:
         raise Refusal(f"error: {error}") from None
     report = None  # the study's own split's: what its MLflow dataset describes
-    for data in [options.data_on(split) for split in options.splits]:  # every split trained on
-        log.info("checking the dataset (%s, split-%d) ...", data.metadata, data.split)
+    for split in options.splits:  # every split a trial trains on, before any starts
+        log.info("checking the dataset (%s, split-%d) ...", options.data.metadata, split)
         try:
-            checked = check_dataset(data)
+            checked = check_dataset(options.data_on(split))
         except DataError as error:
             raise Refusal(f"error: {error}", 1) from None
         if not checked.ok:
-            problems = checked.describe_problems()
-            raise Refusal(problems, 1)
+            raise Refusal(checked.describe_problems(), 1)
         report = report or checked
     try:
         Storage(options.storage).check()

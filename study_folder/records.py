@@ -282,17 +282,29 @@ def planned_key(config: dict[str, Any]) -> str:
     return json.dumps(planned_identity(config), sort_keys=True)
 
 
-def not_begun(planned: list[dict[str, Any]], listed: list[Trial]) -> list[dict[str, Any]]:
-    """The planned configs no listed trial is (as many times as they are planned)."""
-    begun = Counter(planned_key(t.config) for t in listed)
-    remaining = []
+def match_planned(
+    planned: list[dict[str, Any]], listed: list[Trial]
+) -> tuple[list[dict[str, Any]], list[Trial]]:
+    """The listed trials matched with the planned configs they are, each config as many
+    times as it is planned: the configs no trial is (not begun), and the trials no config
+    is (not planned), each in its own order."""
+    available = Counter(planned_key(config) for config in planned)
+    matched: Counter[str] = Counter()
+    unplanned = []
+    for trial in listed:
+        key = planned_key(trial.config)
+        if matched[key] < available[key]:
+            matched[key] += 1
+        else:
+            unplanned.append(trial)
+    not_begun = []
     for config in planned:
         key = planned_key(config)
-        if begun[key] > 0:
-            begun[key] -= 1
+        if matched[key] > 0:
+            matched[key] -= 1
         else:
-            remaining.append(config)
-    return remaining
+            not_begun.append(config)
+    return not_begun, unplanned
 
 
 # Config fields that make a trial one draw of its row (a configuration the study compares):

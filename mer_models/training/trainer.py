@@ -108,16 +108,17 @@ def train(
     loaders = _Loaders.build(config, paths, run.tables)
     checkpoint_dir = out_dir / "checkpoint"
     for epoch in range(run.state.epoch + 1, config.max_epochs + 1):
-        if run.state.early_stopping.should_stop:
+        if run.stopped_early:
             break
         record, validation = run.run_epoch(epoch, loop, loaders)
-        if epoch in decision_epochs or epoch == config.max_epochs or run.stops_early:
+        if epoch in decision_epochs or epoch == config.max_epochs or run.stopped_early:
             run.predict_test(loop, loaders)
         run.save_checkpoint(checkpoint_dir)
         _log_epoch(record, validation, config.max_epochs)
         if on_epoch is not None:
             on_epoch(record, checkpoint_dir)
-    run.predict_test(loop, loaders)  # restored from a checkpoint written before it was made
+    # A run restored at or past its last epoch from a checkpoint that predates them.
+    run.predict_test(loop, loaders)
     return run.finish(out_dir)
 
 
@@ -195,7 +196,8 @@ class _Run:
         self.best_metrics = _summary(epoch, self.metric, validation)
 
     @property
-    def stops_early(self) -> bool:
+    def stopped_early(self) -> bool:
+        """Patience ran out after the last completed epoch."""
         return self.state.early_stopping.should_stop
 
     def predict_test(self, loop: TrainingLoop, loaders: _Loaders) -> None:

@@ -12,7 +12,7 @@ import pytest
 from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
 from study_folder import records
-from study_folder.records import not_begun
+from study_folder.records import match_planned
 
 # Where no trial reads: the options only plan trials.
 DATA = DatasetPaths("metadata", "melspecs")
@@ -91,7 +91,10 @@ def test_not_begun_counts_repeated_configs_and_ignores_resources(tmp_path):
     twice = [CONFIG, CONFIG, {**CONFIG, "lr": 1e-3}]
     records.list_trial(tmp_path, "abc_00000", {**CONFIG, "threads": 8})  # other resources
     listed = records.read_trials(tmp_path)
-    assert not_begun(twice, listed) == [CONFIG, {**CONFIG, "lr": 1e-3}]
+    not_begun, unplanned = match_planned(twice, listed)
+    assert not_begun == [CONFIG, {**CONFIG, "lr": 1e-3}]
+    assert unplanned == []
+    assert match_planned([CONFIG], listed * 2) == ([], listed)  # a repeat no plan holds
 
 
 def test_a_random_space_draws_the_same_trials_for_the_same_search_seed(tmp_path):

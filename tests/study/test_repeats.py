@@ -19,7 +19,7 @@ from study.recorder import StudyRecorder
 from study.summary import columns, table_rows
 from study.trainable import ROW_KEY
 from study_folder import records
-from study_folder.records import load_study, not_begun, row_key
+from study_folder.records import load_study, match_planned, row_key
 from study_folder.search_space import (
     MAX_TRIALS,
     SpaceError,
@@ -154,7 +154,7 @@ def test_a_resume_knows_which_row_and_seed_trials_have_not_begun(tmp_path):
         records.list_trial(study.study_dir, f"t_{index:05d}", {**config, "threads": 8})
     listed = records.read_trials(study.study_dir)
     check_records(study)  # what was begun is what the space plans
-    remaining = not_begun(planned, listed)
+    remaining, _ = match_planned(planned, listed)
     assert remaining == [planned[i] for i in (1, 2, 4, 5)]
     assert {(c["cell"], c["seed"]) for c in remaining} == {
         ("lstm", 0),
