@@ -3,10 +3,11 @@
 A researcher opens a report to learn which configuration is best and
 whether its factors (attention, cell, size ...) matter. The numbers are in
 Rows and Effects; here they are said: the best row with its interval, each
-factor's comparisons as a detectable difference or none (its mean paired
-difference, interval and Benjamini-Hochberg adjusted p), and the limits of the design
-that a reader would otherwise miss (one seed per row, ASHA's unequal
-budgets, a budget that stopped learning before it levelled off).
+factor's comparisons as a detectable difference, none, or undecided where
+too few seeds could not show one (its mean paired difference, interval and
+Benjamini-Hochberg adjusted p), and the limits of the design that a reader
+would otherwise miss (one seed per row, too few seeds to test, ASHA's
+unequal budgets, a budget that stopped learning before it levelled off).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from analysis.markdown import escape_markdown
 from analysis.rows import RowResult, RowTable, Summary
 from study_folder.records import DROPPED_STATE, Study, Trial, finite_number
 
-ALPHA = 0.05  # an effect whose adjusted p is at most this is a detectable difference
 LATE_SHARE = 0.2  # a best epoch in the last 20% of a trial's budget: learning was cut short
 STOPPED_BY_SCHEDULER = ("asha_stopped", DROPPED_STATE)
 
@@ -79,7 +79,7 @@ def answer_section(
         return [*lines, "No row finished with predictions and scores: there is no answer yet.", ""]
     lines += [_best_line(table), ""]
     lines += _factor_lines(effects, table)
-    limits = _limits(study, table, rungs)
+    limits = _limits(study, table, effects, rungs)
     if limits:
         lines += ["What this study cannot say:", "", *(f"- {limit}" for limit in limits), ""]
     return lines
@@ -135,12 +135,17 @@ def _factor_lines(effects: Effects, table: RowTable) -> list[str]:
         "",
     ]
     for factor, found in by_factor.items():
-        detected = [e for e in found if e.p_adjusted is not None and e.p_adjusted <= ALPHA]
-        verdict = (
-            f"made a detectable difference in {len(detected)} of its {len(found)} comparison(s)"
-            if detected
-            else f"made no detectable difference ({len(found)} comparison(s))"
-        )
+        detected = [e for e in found if e.detected]
+        if detected:
+            verdict = (
+                f"made a detectable difference in {len(detected)} of its {len(found)} comparison(s)"
+            )
+        elif not any(e.decidable for e in found):
+            verdict = (
+                f"is undecided: too few seeds to show a difference ({len(found)} comparison(s))"
+            )
+        else:
+            verdict = f"made no detectable difference ({len(found)} comparison(s))"
         lines.append(f"- **{escape_markdown(factor)}** {verdict}:")
         for effect in found:
             lines.append(f"  - {_effect_words(effect)}")
@@ -150,8 +155,6 @@ def _factor_lines(effects: Effects, table: RowTable) -> list[str]:
 
 def _effect_words(effect: Effect) -> str:
     p = "-" if effect.p_adjusted is None else f"{effect.p_adjusted:.2g}"
-    detected = effect.p_adjusted is not None and effect.p_adjusted <= ALPHA
-    word = "higher" if effect.mean_difference > 0 else "lower"
     change = (
         f"{effect.source} -> {effect.target} ({escape_markdown(effect.from_row)} to "
         f"{escape_markdown(effect.to_row)}, {effect.pairs} pairs)"
@@ -160,10 +163,15 @@ def _effect_words(effect: Effect) -> str:
         f"{100 * effect.mean_difference:+.2f} points [{100 * effect.low:+.2f}, "
         f"{100 * effect.high:+.2f}], adjusted p {p}"
     )
-    return f"{change}: {word if detected else 'no detectable difference'}; {numbers}"
+    return f"{change}: {effect.verdict}; {numbers}"
 
 
-def _limits(study: Study, table: RowTable, rungs: Sequence[dict[str, Any]] | None) -> list[str]:
+def _limits(
+    study: Study,
+    table: RowTable,
+    effects: Effects,
+    rungs: Sequence[dict[str, Any]] | None,
+) -> list[str]:
     limits = []
     if not table.repeated:
         limits.append(
@@ -171,6 +179,16 @@ def _limits(study: Study, table: RowTable, rungs: Sequence[dict[str, Any]] | Non
             "configuration's effect with the seed's luck, and no interval or test exists. "
             "Repeat the rows (`repeats: 3` or more in the space) or race them "
             "(`--scheduler race`)."
+        )
+    undecided = [e for e in effects.effects if not e.decidable]
+    if undecided:
+        fewest = min(e.pairs for e in undecided)
+        limits.append(
+            f"Whether a factor matters: with {fewest} seeds a row pair cannot show a "
+            f"difference, however large (the exact test's p cannot go below "
+            f"{max(e.p_floor for e in undecided):.3g} at {fewest} pairs), so an undecided factor is not one that "
+            "does not matter. Repeat the rows with 5 or more seeds: the study's `confirm.yaml` "
+            "does, for its best rows."
         )
     if study.scheduler == "asha":
         stopped = sum(trial.end_state == "asha_stopped" for trial in study.trials)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from analysis.effects import EXACT_UP_TO, SIGN_FLIP, Effect, Effects
+from analysis.effects import ALPHA, EXACT_UP_TO, SIGN_FLIP, Effect, Effects
 from analysis.markdown import DASH, escape_markdown, markdown_table, percent
 from analysis.plots import ForestItem, ForestPanel
 from analysis.rows import RowResult, RowTable, Summary, trial_name
@@ -20,7 +20,6 @@ from mer_models.models.registry import ARCHITECTURE_COLUMNS
 from mer_models.training.metrics import Metric
 from tracking.names import effect_metric, format_value, row_metric
 
-ALPHA = 0.05  # an effect whose adjusted p is below it is marked significant
 METRIC_LABELS = {"test_roc_auc": "ROC-AUC", "test_pr_auc": "PR-AUC"}
 
 
@@ -110,10 +109,6 @@ def _effect_label(effect: Effect) -> str:
     return f"{effect.factor} {format_value(effect.source)} → {format_value(effect.target)}"
 
 
-def significant(effect: Effect) -> bool:
-    return effect.p_adjusted is not None and effect.p_adjusted < ALPHA
-
-
 def effects_section(effects: Effects) -> list[str]:
     """The "Effects" section: every factor's paired effects, and the row pairs not compared."""
     lines = ["## Effects", "", _effects_intro(effects), ""]
@@ -149,7 +144,7 @@ def _effects_intro(effects: Effects) -> str:
         f"{EXACT_UP_TO} pairs, else of the paired t-test (the other test's p stands beside "
         "either way); p adj.: "
         "Benjamini-Hochberg over all "
-        f"{len(effects.effects)} effects in the table; * marks p adj. < {ALPHA}."
+        f"{len(effects.effects)} effects in the table; * marks p adj. <= {ALPHA}."
         + (
             f" The sign-flip test cannot go below 2 / 2^n ({floors}): rows with so few "
             "seeds cannot show an effect; give them 5 or more."
@@ -169,7 +164,7 @@ def _effect_cells(effect: Effect) -> tuple[str, ...]:
         f"{100 * effect.mean_difference:+.2f} [{100 * effect.low:+.2f}, {100 * effect.high:+.2f}]",
         f"{effect.p_value:.4f} ({'sign flip' if effect.test == SIGN_FLIP else 't'})",
         f"{effect.p_t:.4f}",
-        f"{effect.p_adjusted:.4f}" + (" *" if significant(effect) else ""),
+        f"{effect.p_adjusted:.4f}" + (" *" if effect.detected else ""),
     )
 
 
@@ -223,13 +218,13 @@ def forest_panels(table: RowTable, effects: Effects) -> list[ForestPanel]:
                 100 * effect.mean_difference,
                 100 * effect.low,
                 100 * effect.high,
-                marked=significant(effect),
+                marked=effect.detected,
             )
             for effect in effects.effects
         )
         panels.append(
             ForestPanel(
-                f"Effects: paired difference (to - from), 95% t interval; filled: p adj. < {ALPHA}",
+                f"Effects: paired difference (to - from), 95% t interval; filled: p adj. <= {ALPHA}",
                 "difference (points of %)",
                 items,
                 reference=0.0,

@@ -81,14 +81,14 @@ def row_lines(table: RowTable) -> list[str]:
 
 
 def effect_lines(effects: Effects) -> list[str]:
-    """A line per effect on test ROC-AUC: the factor's change, its mean paired difference
-    with its interval, and the adjusted p."""
+    """A line per effect on test ROC-AUC: the factor's change, its verdict in words, its mean
+    paired difference with its interval, and the adjusted p."""
     shown = [effect for effect in effects.effects if effect.metric == "test_roc_auc"]
     if not shown:
         return []
     return ["effects on test ROC-AUC (paired by draw; p adjusted over all effects):"] + [
         f"  {effect.factor} {effect.source} -> {effect.target} ({effect.from_row} to "
-        f"{effect.to_row}): {100 * effect.mean_difference:+.2f} points "
+        f"{effect.to_row}): {effect.verdict}; {100 * effect.mean_difference:+.2f} points "
         f"[{100 * effect.low:+.2f}, {100 * effect.high:+.2f}], p adj. "
         + ("-" if effect.p_adjusted is None else f"{effect.p_adjusted:.3g}")
         for effect in shown

@@ -38,7 +38,6 @@ CONFIRM_FILE = "confirm.yaml"
 CONFIRM_TOP = 3  # rows confirmed by default
 CONFIRM_REPEATS = 5  # seeds per confirmed row
 DEFAULT_BUDGET = "quick"  # a space's budget when it names none (study_folder.search_space)
-INCONCLUSIVE_ABOVE = 0.05  # an effect whose adjusted p is above this was not decided
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def confirm_plan(
     undecided = {
         name
         for effect in (effects.effects if effects is not None else ())
-        if effect.p_adjusted is not None and effect.p_adjusted > INCONCLUSIVE_ABOVE
+        if effect.p_adjusted is not None and not effect.detected
         for name in (effect.from_row, effect.to_row)
     }
     rows = tuple(row for row in table.rows if row.name in undecided)

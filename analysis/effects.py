@@ -48,6 +48,7 @@ EXACT_UP_TO = 4  # pairs up to which the exact sign-flip test gives the reported
 SIGN_FLIP = "sign-flip permutation"
 PAIRED_T = "paired t"
 MIN_PAIRS = 2  # an interval and a test need at least two paired differences
+ALPHA = 0.05  # an effect whose adjusted p is at most this is a detected difference
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,33 @@ class Effect:
     @property
     def pairs(self) -> int:
         return len(self.differences)
+
+    @property
+    def detected(self) -> bool:
+        return self.p_adjusted is not None and self.p_adjusted <= ALPHA
+
+    @property
+    def p_floor(self) -> float | None:
+        """The smallest p its test can give: 2 / 2^n for the exact sign-flip test (0.25 at 3
+        pairs), None for the t-test."""
+        return 2 / 2**self.pairs if self.test == SIGN_FLIP else None
+
+    @property
+    def decidable(self) -> bool:
+        """Whether this many pairs could show a difference at all (p at most `ALPHA`)."""
+        return self.p_floor is None or self.p_floor <= ALPHA
+
+    @property
+    def verdict(self) -> str:
+        """In words: higher or lower (detected), no detectable difference, or too few pairs
+        to tell (a "no" there would only repeat the test's floor)."""
+        if self.detected:
+            return "higher" if self.mean_difference > 0 else "lower"
+        if not self.decidable:
+            return (
+                f"undecided: {self.pairs} pairs cannot show a difference (p >= {self.p_floor:.3g})"
+            )
+        return "no detectable difference"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -14,6 +14,7 @@ from analysis.effects import (
     EFFECTS_FILE,
     PAIRED_T,
     SIGN_FLIP,
+    Effect,
     factor_effects,
     paired_test,
     sign_flip_p,
@@ -168,3 +169,27 @@ def test_sign_flip_is_exact_and_large_samples_use_the_t_test():
     # Up to 4 pairs the exact test decides: four agreeing seeds cannot reach 0.05.
     p, p_t, test = paired_test([0.1, 0.11, 0.12, 0.13])
     assert test == SIGN_FLIP and p == pytest.approx(2 / 16) and p_t < 0.001
+
+
+def _effect(differences: list[float], p_adjusted: float) -> Effect:
+    p, p_t, test = paired_test(differences)
+    mean = float(np.mean(differences))
+    return Effect(
+        "cbam", False, True, "no attention GRU 8", "block GRU 8", "test_roc_auc",
+        tuple((seed,) for seed in range(len(differences))), tuple(differences), mean,
+        mean - 0.1, mean + 0.1, p, p_t, test, p_adjusted,
+    )  # fmt: skip
+
+
+def test_an_effect_says_undecided_where_its_pairs_could_not_show_a_difference():
+    three = _effect([0.05, 0.06, 0.07], p_adjusted=0.25)  # large and consistent, 3 seeds
+    assert three.p_floor == pytest.approx(0.25) and not three.decidable
+    assert not three.detected
+    assert three.verdict == "undecided: 3 pairs cannot show a difference (p >= 0.25)"
+    five = _effect([0.05, 0.06, 0.07, 0.05, 0.06], p_adjusted=0.0004)  # the t-test decides
+    assert five.p_floor is None and five.decidable and five.detected
+    assert five.verdict == "higher"
+    assert _effect([-0.05, -0.06, -0.07, -0.05, -0.06], p_adjusted=0.001).verdict == "lower"
+    noisy = _effect([0.05, -0.06, 0.07, -0.05, 0.01], p_adjusted=0.9)
+    assert noisy.decidable and noisy.verdict == "no detectable difference"
+    assert _effect([0.05, 0.06, 0.07, 0.05, 0.06], p_adjusted=0.05).detected  # at most alpha

@@ -246,6 +246,16 @@ def test_the_answer_says_what_a_single_seed_or_a_short_budget_cannot_say(
     )
     assert "The best configuration is **" in answer and "Each configuration ran once" in answer
 
+    # Three seeds: the planted cell effect is there, but no test at 3 pairs can show it.
+    few = repeated_study(tmp_path / "few", labelled_dataset, grid(), range(3), SEARCHED)
+    answer = section(
+        (write_report(few, resamples=20, track=False).out / REPORT_FILE).read_text(), "Answer"
+    )
+    assert "**cell** is undecided: too few seeds" in answer
+    assert "no detectable difference" not in answer and "detectable difference in" not in answer
+    assert "undecided: 3 pairs cannot show a difference (p >= 0.25)" in answer
+    assert "with 3 seeds a row pair cannot show a difference" in answer
+
     short = repeated_study(tmp_path / "short", labelled_dataset, grid(), SEEDS, SEARCHED)
     for path in sorted((short / "trials").glob("*/metrics.json")):
         config = json.loads((path.parent / "config.json").read_text())
