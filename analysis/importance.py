@@ -828,9 +828,10 @@ def importance_section(
         )
     if not mattered and result.entries:
         lines.append(
-            "No parameter's importance rose above the control: over these trials the score "
-            "differences are what a shuffled metric gives, and no searched parameter can be "
-            "said to have decided the result."
+            "No parameter's importance rose above the control: over these trials this measure "
+            "cannot tell any parameter's part from what a shuffled metric gives. It weighs "
+            "unpaired trials; where rows ran over the same seeds, the paired tests of Rungs "
+            "and Effects are the stronger evidence."
         )
     lines.append("")
     for path in plots:
