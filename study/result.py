@@ -63,6 +63,7 @@ class EndRecord:
     best: Trial
     name: str  # the best trial's run name
     config: dict
+    of_best_row: bool = False  # chosen as the best trial of the best row (repeated rows)
     uri: str | None = None
     fusion_run: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -80,9 +81,15 @@ def queue_end(
     them and ends the parent run. `space`: the recorded space's file name and text (what
     the trials ran, whatever the file holds now); `device`: where the trials trained (the
     config shown is what acted there)."""
-    best = registered_trial(study, conclusion.report.rows)
+    rows = conclusion.report.rows
+    best = registered_trial(study, rows)
     config = applicable_fields(TrainConfig.from_dict(best.config, source=str(best.dir)), device)
-    record = EndRecord(best, str(best.metrics.get("trial_name") or best.key), config)
+    record = EndRecord(
+        best,
+        str(best.metrics.get("trial_name") or best.key),
+        config,
+        of_best_row=rows is not None and rows.repeated,
+    )
     if conclusion.fusion_dir is not None:
         tracker.queue(
             f"the run of fusion {conclusion.fusion_dir.name}",
@@ -106,17 +113,22 @@ def queue_end(
     return record
 
 
-def result_lines(study: Study, record: EndRecord) -> list[str]:
-    """Where the best trial's model is, and its whole configuration."""
+def result_lines(study: Study, record: EndRecord, tracking_uri: str) -> list[str]:
+    """Where the registered trial's model is (with the line that loads it from any folder),
+    and its whole configuration. It is named the best trial of the best row where it was
+    chosen so: the table above ranks every trial and may show another first (a lucky seed
+    of another row)."""
     best = record.best
+    chosen = "best trial of the best row" if record.of_best_row else "best trial"
     return [
-        f"best trial: {best.key} ({record.name}), validation {study.selection.title} "
+        f"{chosen}: {best.key} ({record.name}), validation {study.selection.title} "
         f"{100 * best.metrics[study.selection.validation]:.1f}, test ROC-AUC "
         f"{100 * best.metrics['test_roc_auc']:.1f}",
         "  config: "
         + " ".join(f"{key}={format_value(value)}" for key, value in record.config.items()),
         f"  model:  {best.dir / 'best_model.pt'}",
-        f"  MLflow: {record.uri} (mlflow.pytorch.load_model('{record.uri}'))",
+        f"  MLflow: {record.uri} (mlflow.set_tracking_uri('{tracking_uri}'); "
+        f"mlflow.pytorch.load_model('{record.uri}'))",
     ]
 
 

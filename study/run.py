@@ -699,7 +699,7 @@ def record_end(options, tracker, table: str, conclusion) -> int:
     except Exception as error:  # noqa: BLE001 - a write that failed for good
         recorded, failure = False, error
     if recorded and record is not None and record.uri is not None:
-        print("\n".join(result_lines(study, record)))
+        print("\n".join(result_lines(study, record, tracker.tracking_uri)))
         return 0
     reason = (
         f"it refused a write: {_first_line(failure)}"

@@ -93,6 +93,11 @@ def test_a_race_drops_the_lowest_row_at_its_rung_and_records_why(clean):
     assert [(m.step, m.value) for m in kept] == [(2, 2.0)]  # once, though written twice
     report = (clean.dir / "report" / "report.md").read_text()
     assert "## Rungs" in report and "Scheduler: race" in report
+    # The registered model is named as what it is: the best trial of the best row.
+    best_row = json.loads((clean.dir / "rows.json").read_text())[0]
+    chosen = [line for line in clean.output().splitlines() if line.startswith("best trial")]
+    assert len(chosen) == 1 and chosen[0].startswith("best trial of the best row: ")
+    assert chosen[0].split()[6] in best_row["trials"]
 
 
 def test_a_kill_while_trials_wait_at_a_rung_resumes_to_the_same_answer(
