@@ -309,12 +309,18 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     disk stopped it.
     """
     listed = _prepare_folder(options, tracker)
-    _start_ray(options)
-    STOP.install()  # after ray.init, which puts its own SIGTERM handler (an abrupt exit) there
-    _quiet_ray_logs()
     retrying = frozenset(t.key for t in listed if t.end_state == "error" and options.retry_failed)
     planned = planned_trials(options)
     to_run = _trials_to_run(listed, retrying, planned)
+    if planned is None or to_run:
+        _start_ray(options)
+        STOP.install()  # after ray.init, which puts its own SIGTERM handler (an abrupt exit) there
+        _quiet_ray_logs()
+    else:
+        print(
+            f"every trial of study {options.name} has ended: nothing to train; its end "
+            "(fusion, report, MLflow records) is checked and written where it is missing"
+        )
     race = None
     if options.space.scheduler.type == "race":
         ended = [t for t in listed if t.end_state is not None and t.key not in retrying]

@@ -254,6 +254,8 @@ def test_a_signal_in_the_end_stops_it_and_resumes_finish_it_once(small_synthetic
 
     space.write_text(original.replace("max_epochs: 3", "max_epochs: 9") + "# edited\n")
     output = driver.run("--name", "ending", "--resume")
+    assert "every trial of study ending has ended: nothing to train" in output
+    assert "trials ended in" not in output  # no trial ran: Ray was not started
     _check_ended_once(uri, "ending")
     client = MlflowClient(uri)
     (parent,) = _runs(uri, "ending", "study")
