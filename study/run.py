@@ -23,6 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: import the project, not this folder
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from analysis.confirm import CONFIRM_FILE  # noqa: E402
 from mer_models.data.arguments import add_data_arguments, dataset_paths  # noqa: E402
 from mer_models.data.check import check_dataset  # noqa: E402
 from mer_models.data.splits import DataError, DatasetPaths  # noqa: E402
@@ -170,6 +171,16 @@ def study_name(args: argparse.Namespace, storage_dir: Path, space_name: str) -> 
     while f"{space_name}-{number}" in taken:
         number += 1
     return space_name if not taken else f"{space_name}-{number}"
+
+
+def space_study_name(space: str) -> str:
+    """A new study's name before numbering: its space file's stem, but `<study>-confirm` for
+    the confirm.yaml a study wrote into its own folder (else every confirmation of every
+    study would be `confirm`, `confirm-2`, ...)."""
+    path = Path(space)
+    if path.name == CONFIRM_FILE and (path.parent / STUDY_FILE).is_file():
+        return f"{path.resolve().parent.name}-confirm"
+    return path.stem
 
 
 def resume_conflicts(
@@ -321,7 +332,7 @@ def study_to_run(
     try:
         if args.name is not None:
             check_name(args.name)
-        name = study_name(args, storage.results, Path(args.space or DEFAULT_SPACE).stem)
+        name = study_name(args, storage.results, space_study_name(args.space or DEFAULT_SPACE))
         check_name(name)
     except BadName as error:
         raise Refusal(f"error: {error}") from None

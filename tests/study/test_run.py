@@ -149,3 +149,24 @@ def test_a_space_is_checked_without_importing_ray():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_study_is_named_after_its_space_and_a_confirmation_after_its_study(tmp_path):
+    from analysis.confirm import CONFIRM_FILE
+    from study.run import space_study_name, study_name
+    from study_folder.records import STUDY_FILE
+
+    results = tmp_path / "ray_results"
+    (results / "table1").mkdir(parents=True)
+    (results / "table1" / STUDY_FILE).write_text("{}")
+    (results / "table1" / CONFIRM_FILE).write_text("")
+    args, _ = parse_args(["--space", "table1.yaml"])
+    assert study_name(args, results, space_study_name("table1.yaml")) == "table1-2"
+    confirm = results / "table1" / CONFIRM_FILE
+    assert space_study_name(str(confirm)) == "table1-confirm"
+    assert study_name(args, results, space_study_name(str(confirm))) == "table1-confirm"
+    # A file of that name outside a study folder is a space like any other.
+    (tmp_path / CONFIRM_FILE).write_text("")
+    assert space_study_name(str(tmp_path / CONFIRM_FILE)) == "confirm"
+    args, _ = parse_args(["--space", "table1.yaml", "--name", "mine"])
+    assert study_name(args, results, space_study_name("table1.yaml")) == "mine"
