@@ -645,11 +645,18 @@ def record_tracking(options: StudyOptions, tracker: StudyTracker) -> None:
 
 class _NoRayTrialNoise(logging.Filter):
     """Ray's messages that the study says better or does not need: its `Tuner.restore(...)`
-    hint (the driver prints the study's resume command), its per-failure tracebacks (a
-    failed trial is one paragraph: its cause and the file of its full traceback), and the
-    failures to save its experiment state (never read back: the records are the truth)."""
+    hint and its list of the trials that did not complete (the driver prints how many are
+    unfinished and the study's resume command), its per-failure tracebacks (a failed trial
+    is one paragraph: its cause and the file of its full traceback), and the failures to
+    save its experiment state (never read back: the records are the truth)."""
 
-    NOISE = ("Tuner.restore(", "Trial task failed", "experiment state", "controller checkpointing")
+    NOISE = (
+        "Tuner.restore(",
+        "Trials did not complete",
+        "Trial task failed",
+        "experiment state",
+        "controller checkpointing",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -140,6 +140,10 @@ class StudyRecorder(tune.Callback):
             log.warning("trial %s: %s", key, result[SKIPPED_KEY])
             self._skipped.setdefault(key, []).append(result[SKIPPED_KEY])
         again = result.get(ENDED_KEY) or RESTORED_KEY in result  # an epoch logged before
+        if RESTORED_KEY in result and key not in self._epoch:  # trained by an earlier run
+            self.console.note(
+                f"trial {key} continues after epoch {int(result['epoch'])}, from its checkpoint"
+            )
         if "epoch" in result and not again and self.fault is None:
             self._send(self.tracker.log_epoch, self._run_id(trial), result)
         if "epoch" in result:
