@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +25,7 @@ from ray.tune.search.variant_generator import generate_variants
 from mer_models.config import CUDA_ONLY_FIELDS, TrainConfig
 from mer_models.data.splits import DatasetPaths
 from mer_models.files import remove_partials
+from study import scratch
 from study.checkpoint_store import FOLDER as CHECKPOINTS
 from study.local_cluster import start_local_cluster
 from study.race import (
@@ -45,7 +43,6 @@ from study.signals import STOP
 from study.trainable import (
     RECORDED_KEY,
     ROW_KEY,
-    SCRATCH_PREFIX,
     run_trial,
     storage_fault,
     trial_config,
@@ -354,7 +351,7 @@ def _prepare_folder(options: StudyOptions, tracker: StudyTracker) -> list[record
             )
         records.recover_trials(options.study_dir)
         listed = records.read_trials(options.study_dir)
-        remove_leftovers(options, listed)
+        remove_leftovers(options)
         return listed
     except OSError as error:
         if storage_fault(error):
@@ -566,27 +563,14 @@ class StoreFailed(RuntimeError):
         self.error = error
 
 
-def remove_leftovers(options: StudyOptions, listed: list[records.Trial]) -> None:
-    """What killed runs of this study left: half-written files in its folder (a local
-    checkpoint store included; a trial clears its own store when it starts) and its
-    trials' scratch folders on this node."""
+def remove_leftovers(options: StudyOptions) -> None:
+    """What killed runs left: half-written files in this study's folder (a local checkpoint
+    store included; a trial clears its own store when it starts) and the scratch folders
+    on this node that no living trial holds (`study.scratch`)."""
     removed = remove_partials(options.study_dir)  # no writer runs: the study is claimed
-    for trial in listed:
-        for scratch in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{trial.key}-*"):
-            if scratch.is_dir() and not _in_use(scratch):
-                shutil.rmtree(scratch, ignore_errors=True)
-                removed.append(scratch)
+    removed += scratch.sweep()
     if removed:
         log.info("removed %d leftover(s) of an interrupted run", len(removed))
-
-
-def _in_use(folder: Path) -> bool:
-    """A scratch folder is left over once nothing has written in it for a minute."""
-    try:
-        newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=0.0)
-    except OSError:
-        return False
-    return time.time() - max(newest, folder.stat().st_mtime) < 60
 
 
 class ClusterError(RuntimeError):

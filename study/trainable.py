@@ -6,8 +6,9 @@ trials carry their recorded key and config under `recorded` instead (see
 `study_folder.records`). Every epoch is reported to Ray (schedulers read the
 validation metric) and its checkpoint kept in the study's checkpoint store
 (`study.checkpoint_store`), from which a crashed, moved or resumed trial continues.
-The trial works in a node-local temporary folder, so nothing it writes on the
-way lands in the trial folder that Ray syncs to storage.
+The trial works in a node-local scratch folder (`study.scratch`: swept from
+the node once its trial is gone, however it ended), so nothing it writes on
+the way lands in the trial folder that Ray syncs to storage.
 
 A failure that a retry cannot mend (no checkpoint loads, bad data, a
 diverged run, a CUDA graph that does not capture, a bug) is reported as
@@ -35,7 +36,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,7 @@ from mer_models.config import TrainConfig
 from mer_models.data.splits import DatasetPaths
 from mer_models.training.step import GraphCaptureFailed
 from mer_models.training.trainer import train
+from study import scratch
 from study.checkpoint_store import CheckpointStore
 from study.trial_reports import (
     ENDED_KEY,
@@ -64,7 +65,6 @@ ROW_KEY = "row"  # the param-space key of the explicit configuration list
 RECORDED_KEY = "recorded"  # a resumed trial: {"key": its key, "config": its recorded config}
 # Where a retry cannot help but room on the disk (or permission) will.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
-SCRATCH_PREFIX = "mer-trial-"  # node-local work folders: /tmp/mer-trial-<key>-*
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ def run_trial(
     try:
         train_config = trial_config(config)
         WORKER.set_threads(train_config.threads)
-        trial.work = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{key}-"))
+        scratch.sweep()  # what trials killed on this node left, whatever their study
+        trial.scratch = scratch.Scratch(key)
         restore_dir = trial.restore()
         trial.train(train_config, data, restore_dir)
         failed = False
@@ -132,8 +133,8 @@ def run_trial(
             raise
         trial.report_failure(error)
     finally:
-        if trial.work is not None:
-            shutil.rmtree(trial.work, ignore_errors=True)
+        if trial.scratch is not None:
+            trial.scratch.remove()
         WORKER.end_trial(key, failed)
 
 
@@ -145,7 +146,7 @@ class _Trial:
     store: CheckpointStore
     metric: str
     decision_epochs: tuple[int, ...] = ()
-    work: Path | None = None  # the node-local work folder, once made
+    scratch: scratch.Scratch | None = None  # the node-local work folder, once made
     last: dict[str, Any] = field(default_factory=lambda: {"epoch": 0})  # the last epoch's record
     notes: dict[str, str] = field(default_factory=dict)  # added to the next report once
     reported: bool = False  # an epoch of this attempt was reported
@@ -161,7 +162,7 @@ class _Trial:
                     f"no checkpoint of trial {self.key} loads: " + "; ".join(found.skipped)
                 )
             if found.folder is not None:
-                restore_dir = self.work / "restore"
+                restore_dir = self.scratch.path / "restore"
                 shutil.copytree(found.folder, restore_dir)
                 history = found.summary.get("history") or [{}]
                 self.last = {**history[-1], "epoch": int(found.summary["epoch"])}
@@ -179,7 +180,7 @@ class _Trial:
         train(
             train_config,
             DatasetPaths(**{**data, "split": train_config.split}),  # a space's splits: its own
-            self.work / "run",
+            self.scratch.path / "run",
             on_epoch=self.report,
             restore=restore_dir,
             check_data=False,
