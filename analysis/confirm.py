@@ -14,7 +14,9 @@ have paired tests. Each config holds the row's searched fields and every
 field in which the K rows differ; fields the K rows share and that differ
 from the budget's (and TrainConfig's) values are the space's fixed
 ``parameters``, so each confirmed row trains exactly the configuration
-that was ranked.
+that was ranked. ``reuse: .`` hands the confirmation the study's own
+trials of those rows that ran to their own stop (`study.reuse`): it trains
+only the seeds the study did not run.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def confirm_space(
         "budget": budget,
         "metric": {"name": table.selection.epoch, "mode": "max"},
         "scheduler": {"type": "fifo"},
+        "reuse": ".",  # this study: its ended trials of these rows are taken over
     }
     if fixed:
         space["parameters"] = fixed
@@ -189,7 +192,8 @@ def write_confirm(
     space = confirm_space(study, table, top, repeats, rows)
     path = study.dir / CONFIRM_FILE
     header = (
-        "# Written at the study's end: its best rows, repeated over seeds under FIFO.\n"
+        "# Written at the study's end: its best rows, repeated over seeds under FIFO; the\n"
+        "# trials of this study that it plans are taken over, not trained again (reuse: .).\n"
         f"# Run it with: python study/run.py --space {path}\n"
     )
     atomic_write_text(path, header + yaml.safe_dump(space, sort_keys=False, width=88))

@@ -25,7 +25,7 @@ from ray.tune.search.variant_generator import generate_variants
 from mer_models.config import CUDA_ONLY_FIELDS, TrainConfig
 from mer_models.data.splits import DatasetPaths
 from mer_models.files import remove_partials
-from study import scratch
+from study import reuse, scratch
 from study.checkpoint_store import FOLDER as CHECKPOINTS
 from study.local_cluster import start_local_cluster
 from study.race import (
@@ -350,6 +350,8 @@ def _prepare_folder(options: StudyOptions, tracker: StudyTracker) -> list[record
                 options.study_dir, options.data_on(split), own_folder=split != options.data.split
             )
         records.recover_trials(options.study_dir)
+        if options.space.reuse is not None:
+            _take_over(options)
         listed = records.read_trials(options.study_dir)
         remove_leftovers(options)
         return listed
@@ -357,6 +359,24 @@ def _prepare_folder(options: StudyOptions, tracker: StudyTracker) -> list[record
         if storage_fault(error):
             raise StorageFault(f"the study's records: {error}") from None
         raise
+
+
+def check_reuse(options: StudyOptions) -> None:
+    """The study a space's `reuse` names, checked before anything is written (ReuseError)."""
+    if options.space.reuse is not None:
+        reuse.check_source(options.space.reuse, options.data.to_dict(), options.space.metric)
+
+
+def _take_over(options: StudyOptions) -> None:
+    """The ended trials of the study `reuse` names that this one plans and has not begun."""
+    taken = reuse.take_over(
+        options.space.reuse, options.study_dir, planned_trials(options), options.device
+    )
+    if taken:
+        print(
+            f"took over {len(taken)} ended trial(s) of {options.space.reuse.name} (the same "
+            "configuration and seed, budget, data and device): they are not trained again"
+        )
 
 
 def _quiet_ray_logs() -> None:

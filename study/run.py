@@ -429,6 +429,7 @@ def check_before_start(options):
 
     try:
         study.driver.check_trial_configs(options)
+        study.driver.check_reuse(options)
         if options.resume:
             study.driver.check_records(options)
     except ValueError as error:

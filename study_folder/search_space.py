@@ -60,6 +60,7 @@ TOP_KEYS = (
     "search_seed",
     "repeats",
     "splits",
+    "reuse",
 )
 # A space is a hand-written file: 1 MiB of YAML holds thousands of explicit configs.
 MAX_SPACE_BYTES = 1 << 20
@@ -153,6 +154,7 @@ class SearchSpace:
     search_seed: int = 0
     repeats: int = 1  # seeds per configuration (row): 0..repeats-1
     splits: tuple[int, ...] = ()  # the official splits each trial runs on; (): the --split one
+    reuse: Path | None = None  # a study whose matching ended trials are taken over (study.reuse)
     text: str = ""  # the YAML it was read from: what study.json records and MLflow shows
 
     @property
@@ -263,6 +265,7 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
     repeats = raw.get("repeats", 1)
     _check_repeats(check, repeats, searcher, parameters, configs)
     splits = _parse_splits(check, raw.get("splits"), searcher, parameters, configs)
+    reuse = _parse_reuse(check, raw, searcher, path)
     space = SearchSpace(
         file=path,
         parameters=dict(parameters),
@@ -277,6 +280,7 @@ def parse_space(raw: Any, path: Path) -> SearchSpace:
         search_seed=search_seed,
         repeats=repeats,
         splits=splits,
+        reuse=reuse,
     )
     _check_trial_count(check, space)
     return space
@@ -345,6 +349,23 @@ def _parse_description(check: _Checks, raw: dict) -> str:
             "as the experiment's note: shorten it",
         )
     return description
+
+
+def _parse_reuse(check: _Checks, raw: dict, searcher: str, path: Path) -> Path | None:
+    """`reuse:`, the folder of a study whose ended trials this one may take over, relative
+    to the space file's folder (a study's confirm.yaml: `.`, that study)."""
+    if raw.get("reuse") is None:
+        return None
+    folder = raw["reuse"]
+    if not isinstance(folder, str) or not folder.strip():
+        raise check.error("reuse", "expected the path of a study folder")
+    if searcher == "optuna":
+        raise check.error(
+            "reuse",
+            "optuna proposes its own points, so no trial of another study is planned here; "
+            "take trials over in a grid or random space (configs: [...])",
+        )
+    return (Path(path).parent / Path(folder).expanduser()).resolve()
 
 
 def _check_trial_count(check: _Checks, space: SearchSpace) -> None:
