@@ -350,8 +350,7 @@ def _prepare_folder(options: StudyOptions, tracker: StudyTracker) -> list[record
                 options.study_dir, options.data_on(split), own_folder=split != options.data.split
             )
         records.recover_trials(options.study_dir)
-        if options.space.reuse is not None:
-            _take_over(options)
+        _take_over(options)
         listed = records.read_trials(options.study_dir)
         remove_leftovers(options)
         return listed
@@ -363,18 +362,29 @@ def _prepare_folder(options: StudyOptions, tracker: StudyTracker) -> list[record
 
 def check_reuse(options: StudyOptions) -> None:
     """The study a space's `reuse` names, checked before anything is written (ReuseError)."""
-    if options.space.reuse is not None:
-        reuse.check_source(options.space.reuse, options.data.to_dict(), options.space.metric)
+    source = _reuse_source(options)
+    if source is not None:
+        reuse.check_source(source, options.data.to_dict(), options.space.metric)
+
+
+def _reuse_source(options: StudyOptions) -> Path | None:
+    """The study `reuse` names; None without one, or for a resume that finds it gone (what
+    was taken over is in this study's folder; the rest trains)."""
+    source = options.space.reuse
+    if source is None or (options.resume and not (source / records.STUDY_FILE).is_file()):
+        return None
+    return source
 
 
 def _take_over(options: StudyOptions) -> None:
     """The ended trials of the study `reuse` names that this one plans and has not begun."""
-    taken = reuse.take_over(
-        options.space.reuse, options.study_dir, planned_trials(options), options.device
-    )
+    source = _reuse_source(options)
+    if source is None:
+        return
+    taken = reuse.take_over(source, options.study_dir, planned_trials(options), options.device)
     if taken:
         print(
-            f"took over {len(taken)} ended trial(s) of {options.space.reuse.name} (the same "
+            f"took over {len(taken)} ended trial(s) of {source.name} (the same "
             "configuration and seed, budget, data and device): they are not trained again"
         )
 

@@ -4,6 +4,9 @@ exactly those, copied whole, and a confirmation trains only the seeds its search
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -15,6 +18,7 @@ from study_folder.records import read_trials
 from study_folder.search_space import SpaceError, load_space
 from tests.analysis.conftest import labelled_dataset  # noqa: F401 - a fixture
 from tests.analysis.repeated import BASE, repeated_study
+from tests.study.processes import RUN, environment
 
 ROWS = [({"cell": "gru"}, 0.6), ({"cell": "lstm"}, 0.4)]
 
@@ -123,3 +127,18 @@ def test_a_confirmation_trains_only_the_seeds_its_search_did_not_run(small_synth
     assert len(runs) == 10 and all(run.info.status == "FINISHED" for run in runs)
     for run in runs:  # a run taken over carries its whole history, as a trained one does
         assert len(client.get_metric_history(run.info.run_id, "val_roc_auc")) == 2
+
+    # The search removed: a resume of its confirmation has what it took and goes on.
+    shutil.rmtree(search.dir)
+    resumed = subprocess.run(
+        [sys.executable, str(RUN), "--name", "search-confirm", "--resume"]
+        + ["--tracking-uri", confirmation.uri],
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "every trial of study search-confirm has ended" in resumed.stdout
+    assert len(read_trials(folder)) == 10
