@@ -20,6 +20,8 @@
     repeats: 1             # every configuration (row) with seeds 0..N-1 (grid and random)
     splits: [0, 1, 2, 3, 4]   # every trial on each of the dataset's official splits
                               # (default: the one --split names)
+    reuse: ../ray_results/wide   # take over that study's ended trials of planned configs
+                                 # (grid and random; relative to this file; study.reuse)
 
 Every error names the file, the key path and what is allowed. Spaces are
 bounded (MAX_SPACE_BYTES, MAX_TRIALS, MAX_DESCRIPTION) so that a mistaken
