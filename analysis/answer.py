@@ -3,11 +3,13 @@
 A researcher opens a report to learn which configuration is best and
 whether its factors (attention, cell, size ...) matter. The numbers are in
 Rows and Effects; here they are said: the best row with its interval, each
-factor's comparisons as a detectable difference, none, or undecided where
-too few seeds could not show one (its mean paired difference, interval and
-Benjamini-Hochberg adjusted p), and the limits of the design that a reader
-would otherwise miss (one seed per row, too few seeds to test, ASHA's
-unequal budgets, a budget that stopped learning before it levelled off).
+factor's comparisons as a detectable difference or undecided (too few
+seeds to show one, or an adjusted p above 0.05; never "no difference"),
+with its mean paired difference, interval and Benjamini-Hochberg adjusted
+p, and the limits of the design that a reader would otherwise miss (one
+seed per row, too few seeds to test, intervals that still reach large
+effects, ASHA's unequal budgets, a budget that stopped learning before it
+levelled off).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from analysis.effects import Effect, Effects
+from analysis.effects import ALPHA, Effect, Effects
 from analysis.markdown import escape_markdown
 from analysis.rows import RowResult, RowTable, Summary
 from study_folder.records import DROPPED_STATE, Study, Trial, finite_number
@@ -110,11 +112,21 @@ def _best_line(table: RowTable) -> str:
             f" The next row, {escape_markdown(second.name)}, reached "
             f"{_points(second.validation)} on validation."
         )
+        if _overlap(best.validation, second.validation):
+            runner_up += (
+                " Their intervals overlap: at these seeds the best row is not told apart "
+                "from the next."
+            )
     return (
         f"The best row is **{name}** (n {best.n}; mean and 95% interval over its trials): "
         f"validation {table.selection.title} {_points(best.validation)}, test ROC-AUC "
         f"{_points(best.test_roc_auc)}, test PR-AUC {_points(best.test_pr_auc)}.{runner_up}"
     )
+
+
+def _overlap(first: Summary, second: Summary) -> bool:
+    bounds = (first.low, first.high, second.low, second.high)
+    return None not in bounds and first.low <= second.high and second.low <= first.high
 
 
 def _factor_lines(effects: Effects, table: RowTable) -> list[str]:
@@ -145,7 +157,7 @@ def _factor_lines(effects: Effects, table: RowTable) -> list[str]:
                 f"is undecided: too few seeds to show a difference ({len(found)} comparison(s))"
             )
         else:
-            verdict = f"made no detectable difference ({len(found)} comparison(s))"
+            verdict = f"is undecided: no adjusted p at most {ALPHA} ({len(found)} comparison(s))"
         lines.append(f"- **{escape_markdown(factor)}** {verdict}:")
         for effect in found:
             lines.append(f"  - {_effect_words(effect)}")
@@ -189,6 +201,17 @@ def _limits(
             f"{max(e.p_floor for e in undecided):.3g} at {fewest} pairs), so an undecided factor is not one that "
             "does not matter. Repeat the rows with 5 or more seeds: the study's `confirm.yaml` "
             "does, for its best rows."
+        )
+    open_ended = [
+        e for e in effects.effects if e.metric == "test_roc_auc" and e.decidable and not e.detected
+    ]
+    if open_ended:
+        low = min(e.low for e in open_ended)
+        high = max(e.high for e in open_ended)
+        limits.append(
+            "An undecided factor is not one shown not to matter: the 95% intervals of its "
+            f"test ROC-AUC effects reach from {100 * low:+.2f} to {100 * high:+.2f} points. "
+            "More seeds narrow them; the study's `confirm.yaml` proposes them."
         )
     if study.scheduler == "asha":
         stopped = sum(trial.end_state == "asha_stopped" for trial in study.trials)

@@ -56,7 +56,7 @@ def confirm_plan(
     study: Study, table: RowTable, effects: Effects | None = None, top: int = CONFIRM_TOP
 ) -> ConfirmPlan:
     """A search's top rows, repeated; a study whose rows already have CONFIRM_REPEATS draws
-    under equal budgets: more draws only for the rows of its inconclusive effects, or none."""
+    under equal budgets: more draws only for the rows of its undecided effects, or none."""
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
     ranked = table.rows[:top]
@@ -85,7 +85,7 @@ def confirm_plan(
     return ConfirmPlan(
         rows,
         more,
-        f"more draws ({more} seeds, FIFO) for the {len(rows)} row(s) of its inconclusive effects",
+        f"more draws ({more} seeds, FIFO) for the {len(rows)} row(s) of its undecided effects",
     )
 
 

@@ -93,15 +93,16 @@ class Effect:
 
     @property
     def verdict(self) -> str:
-        """In words: higher or lower (detected), no detectable difference, or too few pairs
-        to tell (a "no" there would only repeat the test's floor)."""
+        """In words: higher or lower (detected), else undecided, and why: too few pairs for
+        the test to reach `ALPHA` at all, or an adjusted p above it. Never "no difference":
+        an interval that spans zero also spans differences that matter."""
         if self.detected:
             return "higher" if self.mean_difference > 0 else "lower"
         if not self.decidable:
             return (
                 f"undecided: {self.pairs} pairs cannot show a difference (p >= {self.p_floor:.3g})"
             )
-        return "no detectable difference"
+        return f"undecided: adjusted p above {ALPHA}"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -597,10 +597,12 @@ def remove_leftovers(options: StudyOptions) -> None:
     """What killed runs left: half-written files in this study's folder (a local checkpoint
     store included; a trial clears its own store when it starts) and the scratch folders
     on this node that no living trial holds (`study.scratch`)."""
-    removed = remove_partials(options.study_dir)  # no writer runs: the study is claimed
-    removed += scratch.sweep()
-    if removed:
-        log.info("removed %d leftover(s) of an interrupted run", len(removed))
+    partials = remove_partials(options.study_dir)  # no writer runs: the study is claimed
+    if partials:
+        log.info("removed %d half-written file(s) of an interrupted run", len(partials))
+    swept = scratch.sweep()
+    if swept:
+        log.info("removed %d scratch folder(s) that killed trials left on this node", len(swept))
 
 
 class ClusterError(RuntimeError):

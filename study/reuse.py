@@ -42,8 +42,10 @@ def check_source(source: Path, data: dict[str, Any], metric: str) -> None:
         raise ReuseError(f"reuse: {error}") from None
     if record is None:
         raise ReuseError(
-            f"reuse: {source} is not a study folder (no {records.STUDY_FILE}); name the folder "
-            "of the study whose trials this one takes over, or remove the key"
+            f"reuse: {source} is not a study folder (no {records.STUDY_FILE}); `reuse` is read "
+            "relative to the space file (a confirm.yaml moved out of its study folder needs "
+            "that folder's path): name the study whose trials this one takes over, or remove "
+            "the key"
         )
     theirs = {k: v for k, v in record.data.items() if k != "split"}
     ours = {k: v for k, v in data.items() if k != "split"}

@@ -191,5 +191,19 @@ def test_an_effect_says_undecided_where_its_pairs_could_not_show_a_difference():
     assert five.verdict == "higher"
     assert _effect([-0.05, -0.06, -0.07, -0.05, -0.06], p_adjusted=0.001).verdict == "lower"
     noisy = _effect([0.05, -0.06, 0.07, -0.05, 0.01], p_adjusted=0.9)
-    assert noisy.decidable and noisy.verdict == "no detectable difference"
+    assert noisy.decidable and noisy.verdict == "undecided: adjusted p above 0.05"
     assert _effect([0.05, 0.06, 0.07, 0.05, 0.06], p_adjusted=0.05).detected  # at most alpha
+
+
+def test_the_answer_says_when_the_best_row_is_not_told_apart_from_the_next():
+    from analysis.answer import _overlap
+    from analysis.rows import summarise
+
+    best, close, far = (
+        summarise([0.80, 0.82, 0.81]),
+        summarise([0.79, 0.81, 0.80]),
+        summarise([0.60, 0.61, 0.60]),
+    )
+    assert _overlap(best, close) and _overlap(close, best)
+    assert not _overlap(best, far)
+    assert not _overlap(best, summarise([0.5]))  # one draw: no interval, nothing to say

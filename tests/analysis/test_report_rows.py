@@ -75,7 +75,8 @@ def test_the_report_has_rows_effects_and_their_plots(study):
     # The answer says it in words: the planted cell effect is detected, units' is not.
     answer = section(text, "Answer")
     assert "**cell** made a detectable difference in" in answer
-    assert "**units** made no detectable difference" in answer
+    assert "**units** is undecided: no adjusted p at most 0.05" in answer
+    assert "An undecided factor is not one shown not to matter" in answer
     assert f"The best row is **{report.rows.rows[0].name}** (n 8" in answer
     for name in (FOREST_FILE, ROW_CURVES_FILE):
         assert (report.out / name).read_bytes().startswith(PNG)
@@ -230,9 +231,9 @@ def test_the_answer_of_a_study_without_effects_says_none_was_detected(tmp_path, 
     answer = section(
         (write_report(folder, resamples=20, track=False).out / REPORT_FILE).read_text(), "Answer"
     )
-    assert "**cell** made no detectable difference" in answer
-    assert "**units** made no detectable difference" in answer
-    assert "made a detectable difference" not in answer
+    assert "**cell** is undecided: no adjusted p at most 0.05" in answer
+    assert "**units** is undecided: no adjusted p at most 0.05" in answer
+    assert "made a detectable difference" not in answer and "no detectable" not in answer
     assert "cut learning short" not in answer and "ran once" not in answer
 
 
@@ -299,7 +300,7 @@ def test_confirm_proposes_more_draws_only_where_effects_were_undecided(tmp_path,
         "block LSTM 128",
         "block LSTM 256",
     }
-    assert undecided.repeats == 2 * len(SEEDS) and "inconclusive" in undecided.why
+    assert undecided.repeats == 2 * len(SEEDS) and "undecided effects" in undecided.why
     signal = {("gru", 128): 0.3, ("gru", 256): 0.7, ("lstm", 128): 0.0, ("lstm", 256): 0.35}
     decided = [({"cell": cell, "units": units}, value) for (cell, units), value in signal.items()]
     done = plan(decided, SEEDS, "decided")
