@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from analysis.effects import ALPHA, EXACT_UP_TO, SIGN_FLIP, Effect, Effects
+from analysis.effects import (
+    ALPHA,
+    EXACT_UP_TO,
+    SIGN_FLIP,
+    Effect,
+    Effects,
+    sign_flip_floor,
+)
 from analysis.markdown import DASH, escape_markdown, markdown_table, percent
 from analysis.plots import ForestItem, ForestPanel
 from analysis.rows import RowResult, RowTable, Summary, trial_name
@@ -134,7 +141,7 @@ def effects_section(effects: Effects) -> list[str]:
 def _effects_intro(effects: Effects) -> str:
     """The paragraph that says how effects are paired and tested."""
     pairs = sorted({effect.pairs for effect in effects.effects})
-    floors = ", ".join(f"{2 / 2**n:.4g} at {n} pairs" for n in pairs if n <= EXACT_UP_TO)
+    floors = ", ".join(f"{sign_flip_floor(n):.4g} at {n} pairs" for n in pairs if n <= EXACT_UP_TO)
     return (
         "For every searched factor, the rows that differ in it alone, their trials paired by "
         "seed and split (the same seed gives both the same data order, masks and initial "

@@ -84,7 +84,7 @@ class Effect:
     def p_floor(self) -> float | None:
         """The smallest p its test can give: 2 / 2^n for the exact sign-flip test (0.25 at 3
         pairs), None for the t-test."""
-        return 2 / 2**self.pairs if self.test == SIGN_FLIP else None
+        return sign_flip_floor(self.pairs) if self.test == SIGN_FLIP else None
 
     @property
     def decidable(self) -> bool:
@@ -146,6 +146,11 @@ class Effects:
 
     def to_json(self) -> list[dict[str, Any]]:
         return [effect.to_dict() for effect in self.effects]
+
+
+def sign_flip_floor(pairs: int) -> float:
+    """The smallest two-sided p the exact sign-flip test can give at `pairs` pairs."""
+    return 2 / 2**pairs
 
 
 def sign_flip_p(differences: Sequence[float]) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -18,7 +17,7 @@ from study_folder.records import read_trials
 from study_folder.search_space import SpaceError, load_space
 from tests.analysis.conftest import labelled_dataset  # noqa: F401 - a fixture
 from tests.analysis.repeated import BASE, repeated_study
-from tests.study.processes import RUN, environment
+from tests.study.processes import RUN, run_driver
 
 ROWS = [({"cell": "gru"}, 0.6), ({"cell": "lstm"}, 0.4)]
 
@@ -130,15 +129,10 @@ def test_a_confirmation_trains_only_the_seeds_its_search_did_not_run(small_synth
 
     # The search removed: a resume of its confirmation has what it took and goes on.
     shutil.rmtree(search.dir)
-    resumed = subprocess.run(
+    resumed = run_driver(
         [sys.executable, str(RUN), "--name", "search-confirm", "--resume"]
         + ["--tracking-uri", confirmation.uri],
-        cwd=tmp_path,
-        env=environment(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
+        tmp_path,
     )
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "every trial of study search-confirm has ended" in resumed.stdout
     assert len(read_trials(folder)) == 10
