@@ -15,7 +15,7 @@ field in which the K rows differ; fields the K rows share and that differ
 from the budget's (and TrainConfig's) values are the space's fixed
 ``parameters``, so each confirmed row trains exactly the configuration
 that was ranked. ``reuse: .`` hands the confirmation the study's own
-trials of those rows that ran to their own stop (`study.reuse`): it trains
+trials of those rows that ran to their own stop (`study_folder.reuse`): it trains
 only the seeds the study did not run.
 """
 

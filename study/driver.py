@@ -25,7 +25,7 @@ from ray.tune.search.variant_generator import generate_variants
 from mer_models.config import CUDA_ONLY_FIELDS, TrainConfig
 from mer_models.data.splits import DatasetPaths
 from mer_models.files import remove_partials
-from study import reuse, scratch
+from study import scratch
 from study.checkpoint_store import FOLDER as CHECKPOINTS
 from study.local_cluster import start_local_cluster
 from study.race import (
@@ -48,7 +48,7 @@ from study.trainable import (
     trial_config,
     trial_key,
 )
-from study_folder import records
+from study_folder import records, reuse
 from study_folder.budgets import BUDGETS
 from study_folder.records import write_groundtruth
 from study_folder.search_space import (
@@ -305,9 +305,9 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     and trials never begun start. Raises StorageFault when a full or unwritable
     disk stopped it.
     """
-    listed = _prepare_folder(options, tracker)
-    retrying = frozenset(t.key for t in listed if t.end_state == "error" and options.retry_failed)
     planned = planned_trials(options)
+    listed = _prepare_folder(options, tracker, planned)
+    retrying = frozenset(t.key for t in listed if t.end_state == "error" and options.retry_failed)
     to_run = _trials_to_run(listed, retrying, planned)
     if planned is None or to_run:
         _start_ray(options)
@@ -339,7 +339,9 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     return ran
 
 
-def _prepare_folder(options: StudyOptions, tracker: StudyTracker) -> list[records.Trial]:
+def _prepare_folder(
+    options: StudyOptions, tracker: StudyTracker, planned: list[dict[str, Any]] | None
+) -> list[records.Trial]:
     """The study's trials as recorded, once its folder is ready to run in: MLflow's ids and
     the ground truth written, interrupted trials' records recovered, leftovers removed.
     Raises StorageFault when a full or unwritable disk stops that."""
@@ -350,7 +352,7 @@ def _prepare_folder(options: StudyOptions, tracker: StudyTracker) -> list[record
                 options.study_dir, options.data_on(split), own_folder=split != options.data.split
             )
         records.recover_trials(options.study_dir)
-        _take_over(options)
+        _take_over(options, planned)
         listed = records.read_trials(options.study_dir)
         remove_leftovers(options)
         return listed
@@ -376,12 +378,13 @@ def _reuse_source(options: StudyOptions) -> Path | None:
     return source
 
 
-def _take_over(options: StudyOptions) -> None:
-    """The ended trials of the study `reuse` names that this one plans and has not begun."""
+def _take_over(options: StudyOptions, planned: list[dict[str, Any]] | None) -> None:
+    """The ended trials of the study `reuse` names that this one plans and has not begun
+    (`planned`: a space with `reuse` is never optuna's)."""
     source = _reuse_source(options)
-    if source is None:
+    if source is None or planned is None:
         return
-    taken = reuse.take_over(source, options.study_dir, planned_trials(options), options.device)
+    taken = reuse.take_over(source, options.study_dir, planned, options.device)
     if taken:
         print(
             f"took over {len(taken)} ended trial(s) of {source.name} (the same "

@@ -21,7 +21,7 @@
     splits: [0, 1, 2, 3, 4]   # every trial on each of the dataset's official splits
                               # (default: the one --split names)
     reuse: ../ray_results/wide   # take over that study's ended trials of planned configs
-                                 # (grid and random; relative to this file; study.reuse)
+                                 # (grid and random; relative to this file; study_folder.reuse)
 
 Every error names the file, the key path and what is allowed. Spaces are
 bounded (MAX_SPACE_BYTES, MAX_TRIALS, MAX_DESCRIPTION) so that a mistaken
@@ -156,7 +156,9 @@ class SearchSpace:
     search_seed: int = 0
     repeats: int = 1  # seeds per configuration (row): 0..repeats-1
     splits: tuple[int, ...] = ()  # the official splits each trial runs on; (): the --split one
-    reuse: Path | None = None  # a study whose matching ended trials are taken over (study.reuse)
+    reuse: Path | None = (
+        None  # a study whose matching ended trials are taken over (study_folder.reuse)
+    )
     text: str = ""  # the YAML it was read from: what study.json records and MLflow shows
 
     @property

@@ -11,9 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mer_models.config import TrainConfig
-from study.reuse import REUSED_FROM_KEY, ReuseError, check_source, take_over
 from study_folder.budgets import BUDGETS
 from study_folder.records import read_trials
+from study_folder.reuse import REUSED_FROM_KEY, ReuseError, check_source, take_over
 from study_folder.search_space import SpaceError, load_space
 from tests.analysis.conftest import labelled_dataset  # noqa: F401 - a fixture
 from tests.analysis.repeated import BASE, repeated_study
