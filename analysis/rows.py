@@ -204,10 +204,13 @@ def row_results(study: Study) -> RowTable:
             continue
         grouped.setdefault(row_key(trial.config), []).append(trial)
     if left_out:
+        by_why: dict[str, list[str]] = {}
+        for key, why in left_out:
+            by_why.setdefault(why, []).append(key)
         log.info(
             "study %s: trial(s) in no row: %s",
             study.name,
-            "; ".join(f"{key} ({why})" for key, why in left_out),
+            "; ".join(f"{', '.join(keys)} ({why})" for why, keys in by_why.items()),
         )
     if not grouped:
         log.warning(

@@ -74,7 +74,8 @@ def rungs_section(entries: list[dict[str, Any]], selection_title: str) -> list[s
         "test said; another row was dropped only when the rows differed (block F test, "
         "p below) and its paired difference to the best row was significant (one-sided paired "
         "t test, Holm-adjusted over the rows tested at that rung). Difference: row minus best "
-        "row in points, over their common draws, with its 95% t interval.",
+        "row in points, over their common draws, with its 95% t interval. Each decision says "
+        "why it was taken.",
         "",
     ]
     lines += markdown_table(
@@ -113,7 +114,7 @@ def _rung_cells(entry: dict[str, Any]) -> tuple[str, ...]:
         _p(entry.get("p_value")),
         _p(entry["p_adjusted"]),
         _p(entry.get("rows_differ_p")),
-        str(entry["decision"]),
+        f"{entry['decision']} ({entry['why']})" if entry.get("why") else str(entry["decision"]),
     )
 
 

@@ -46,10 +46,13 @@ time, once with one, and once under FIFO: its last line adds
 `fifo_wall_seconds`, `same_best_row`, `decisions_identical` (the three
 races' rungs.json decisions), `rows_identical` (their rows.json) and
 `full_budget_rows_as_fifo` (every row the race kept to the end has FIFO's
-means and intervals, to the last digit).
+means and intervals, to the last digit). `--race-epochs N` gives the race
+and FIFO N epochs (patience as the budget's), for how the race's share of the
+wall time moves with the budget; `--race-once` runs the race once only (no
+repeat, none one at a time), so its determinism figures are left out.
 
     python benchmarks/study_schedulers.py [--space table1.yaml|wide24|race] [--configs 24]
-                               [--concurrency-epochs 3]
+                               [--concurrency-epochs 3] [--race-epochs N] [--race-once]
 
 The last line printed is a JSON object of the figures.
 """
@@ -74,6 +77,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mer_models.models.registry import ARCHITECTURE_FIELDS as ARCHITECTURE  # noqa: E402
+from study_folder.budgets import BUDGETS  # noqa: E402
 from study_folder.records import load_study, ranked_trials, row_key  # noqa: E402
 from study_folder.search_space import find_space, load_space, tune_value  # noqa: E402
 
@@ -232,25 +236,43 @@ def _load() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
 
-def race_figures(work: Path, keys: tuple[str, ...]) -> dict:
+def race_figures(
+    work: Path, keys: tuple[str, ...], epochs: int | None = None, once: bool = False
+) -> dict:
     """`--space race`: 12 configurations drawn from wide.yaml x 3 seeds, raced twice with two
-    trials at a time and once with one, and run under FIFO."""
+    trials at a time and once with one (`once`: once only), and run under FIFO; `epochs`:
+    both with that max_epochs instead of the budget's."""
     source = draw_space(
         find_space("wide.yaml"), work / "race.yaml", RACE_CONFIGS, 0, RACE, RACE_REPEATS
     )
+    if epochs is not None:
+        space = yaml.safe_load(source.read_text())
+        space.setdefault("parameters", {})["max_epochs"] = epochs
+        source.write_text(yaml.safe_dump(space, sort_keys=False))
     warm_caches(source)
     fifo_space = write_space(source, work / "fifo.yaml", {"type": "fifo"}, None)
     runs = {
         "race": (source, ("--max-concurrent", str(SLOTS))),
-        "race_again": (source, ("--max-concurrent", str(SLOTS))),
-        "race_serial": (source, ("--max-concurrent", "1")),
+        **(
+            {}
+            if once
+            else {
+                "race_again": (source, ("--max-concurrent", str(SLOTS))),
+                "race_serial": (source, ("--max-concurrent", "1")),
+            }
+        ),
         "fifo": (fifo_space, ("--max-concurrent", str(SLOTS))),
     }
-    figures: dict = {"configs": RACE_CONFIGS, "repeats": RACE_REPEATS, "scheduler": RACE}
-    outcome = {}
+    figures: dict = {
+        "configs": RACE_CONFIGS,
+        "repeats": RACE_REPEATS,
+        "scheduler": RACE,
+        "max_epochs": epochs or BUDGETS["quick"]["max_epochs"],
+    }
+    outcome, by_config = {}, {}
     for name, (space, flags) in runs.items():
         result = run_study(space, work, name, *flags, slots=int(flags[1]), keys=keys)
-        result.pop("by_config")
+        by_config[name] = result.pop("by_config")
         folder = work / "ray_results" / name
         rows = json.loads((folder / "rows.json").read_text())
         for row in rows:  # trial ids are each study's own
@@ -265,14 +287,16 @@ def race_figures(work: Path, keys: tuple[str, ...]) -> dict:
     figures["fifo_wall_seconds"] = fifo["seconds"]
     figures["race_trial_epoch_fraction"] = round(race["trial_epochs"] / fifo["trial_epochs"], 3)
     figures["race_wall_time_fraction"] = round(race["seconds"] / fifo["seconds"], 3)
-    figures["decisions_identical"] = (
-        outcome["race"]["rungs"]
-        == outcome["race_again"]["rungs"]
-        == outcome["race_serial"]["rungs"]
+    # Where the race's wall time goes: its epochs' share of FIFO's epoch seconds, as run and
+    # as FIFO's same epochs cost (the rest of the wall time is outside the epochs).
+    figures["race_epoch_seconds_fraction"] = round(race["epoch_seconds"] / fifo["epoch_seconds"], 3)
+    figures["race_epochs_at_fifo_cost"] = round(
+        epochs_at_fifo_cost({"by_config": by_config["race"]}, {"by_config": by_config["fifo"]}), 3
     )
-    figures["rows_identical"] = (
-        outcome["race"]["rows"] == outcome["race_again"]["rows"] == outcome["race_serial"]["rows"]
-    )
+    if not once:
+        races = [outcome[name] for name in ("race", "race_again", "race_serial")]
+        figures["decisions_identical"] = all(r["rungs"] == races[0]["rungs"] for r in races)
+        figures["rows_identical"] = all(r["rows"] == races[0]["rows"] for r in races)
     raced = {row["row"]: row for row in outcome["race"]["rows"]}
     reference = {row["row"]: row for row in outcome["fifo"]["rows"]}
     figures["same_best_row"] = (
@@ -302,6 +326,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--configs", type=int, default=24, help="configurations a drawn space has")
     parser.add_argument("--seed", type=int, default=0, help="seed of a drawn space's draws")
+    parser.add_argument(
+        "--race-epochs", type=int, help="max_epochs of --space race's studies (the budget's: 12)"
+    )
+    parser.add_argument(
+        "--race-once", action="store_true", help="--space race: the race once, then FIFO"
+    )
     parser.add_argument(
         "--concurrency-epochs",
         type=int,
@@ -385,7 +415,7 @@ def main() -> None:
             keys = searched_keys(
                 draw_space(find_space("wide.yaml"), work / "keys.yaml", RACE_CONFIGS, 0)
             )
-            figures.update(race_figures(work, keys))
+            figures.update(race_figures(work, keys, args.race_epochs, args.race_once))
             print(json.dumps(figures))
             return
         extra: tuple[str, ...] = ()

@@ -120,6 +120,7 @@ class RowDecision:
     rows_differ_p: float | None  # the rung's block F test (None: not tested)
     decision: str  # best, kept or dropped
     trials: tuple[str, ...] = ()
+    why: str = ""  # the rule's reason for the decision, in a few words
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +139,7 @@ class RowDecision:
             "p_adjusted": self.p_adjusted,
             "rows_differ_p": self.rows_differ_p,
             "decision": self.decision,
+            "why": self.why,
             "trials": list(self.trials),
         }
 
@@ -218,7 +220,9 @@ def decide(
     for index, row in enumerate(ranked):
         values = list(rows[row].values())
         difference, low, high, p = pairs.get(row, (None, None, None, None))
-        worse = differ_p is not None and differ_p <= alpha and adjusted.get(row, math.inf) <= alpha
+        decision, why = _decision(
+            index, keep, len(ranked), single, differ_p, adjusted.get(row), alpha
+        )
         decisions.append(
             RowDecision(
                 rung=rung,
@@ -233,7 +237,8 @@ def decide(
                 p_value=p,
                 p_adjusted=adjusted.get(row),
                 rows_differ_p=differ_p,
-                decision=_decision(index, keep, single, worse),
+                decision=decision,
+                why=why,
             )
         )
     return decisions
@@ -269,18 +274,33 @@ def _pairs_to_best(
     return pairs
 
 
-def _decision(index: int, keep: int, single: bool, worse: bool) -> str:
-    """A row's decision from its rank: the best, the top `keep` kept; below them dropped when
-    tested worse (or, with one draw a row, always: plain successive halving), else kept."""
+def _decision(
+    index: int,
+    keep: int,
+    count: int,
+    single: bool,
+    differ_p: float | None,
+    p_adjusted: float | None,
+    alpha: float,
+) -> tuple[str, str]:
+    """A row's decision from its rank, and why: the best, the top `keep` of `count` kept;
+    below them dropped when the rows differ and it is tested worse (or, with one draw a
+    row, always: plain successive halving), else kept."""
     if index == 0:
-        return BEST
+        return BEST, "the best mean"
     if index < keep:
-        return KEPT
+        return KEPT, f"in the top {keep} of {count}"
     if single:  # no test possible: plain successive halving
-        return DROPPED
-    if worse:
-        return DROPPED
-    return KEPT
+        return DROPPED, "one draw a row: halving"
+    if differ_p is None:
+        return KEPT, "too few common draws to test"
+    if differ_p > alpha:
+        return KEPT, "the rows do not differ"
+    if p_adjusted is None:
+        return KEPT, "too few draws paired with the best"
+    if p_adjusted > alpha:
+        return KEPT, "not significantly worse"
+    return DROPPED, "significantly worse"
 
 
 def rung_scores(courses: Iterable[Course], epoch: int, live: Callable[[str], bool]):

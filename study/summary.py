@@ -5,14 +5,17 @@ and shows every field the search space varied besides the architecture
 (``lr``, ``dropout``, ``batch_size``, ``window`` for wide.yaml), and the seed
 when the space repeats its rows (``repeats``), so that no two rows look
 alike; the last columns say how many epochs each trial ran
-and how it ended.
+and how it ended (a trial taken over from another study, `reuse`, says so).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mer_models.config import architecture
 from mer_models.models.registry import ARCHITECTURE_COLUMNS
-from study_folder.records import DROPPED_STATE, Study, ranked_trials
+from study_folder.records import DROPPED_STATE, Study, Trial, ranked_trials
+from study_folder.reuse import REUSED_FROM_KEY
 from tracking.names import ARCHITECTURE_FIELDS, format_value
 
 COLUMNS = (
@@ -65,10 +68,31 @@ def table_rows(study: Study) -> list[tuple[str, ...]]:
                 _percent(metrics.get("test_roc_auc")),
                 _percent(metrics.get("test_pr_auc")),
                 str(metrics.get("epochs_run", "-")),
-                str(metrics.get("end_state", "unfinished")),
+                _ended(trial),
             )
         )
     return rows
+
+
+def _ended(trial: Trial) -> str:
+    ended = str(trial.metrics.get("end_state", "unfinished"))
+    return f"{ended}, taken over" if REUSED_FROM_KEY in trial.metrics else ended
+
+
+def reuse_note(study: Study) -> str | None:
+    """A line under the table when trials were taken over from other studies (`reuse`)."""
+    sources = {
+        Path(t.metrics[REUSED_FROM_KEY]).parent.parent.name: None
+        for t in study.trials
+        if REUSED_FROM_KEY in t.metrics
+    }
+    if not sources:
+        return None
+    taken = sum(REUSED_FROM_KEY in t.metrics for t in study.trials)
+    return (
+        f"{taken} of {len(study.trials)} trial(s) taken over from study {', '.join(sources)} "
+        "(reuse): trained there on the same configuration, seed and data, not again here"
+    )
 
 
 def budget_note(study: Study) -> str | None:
@@ -99,8 +123,8 @@ def format_table(study: Study) -> str:
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    note = budget_note(study)
-    return "\n".join(lines + ([note] if note else []))
+    notes = [note for note in (budget_note(study), reuse_note(study)) if note]
+    return "\n".join(lines + notes)
 
 
 def _percent(value) -> str:

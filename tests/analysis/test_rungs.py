@@ -30,10 +30,19 @@ def test_the_section_shows_every_row_and_the_evidence_that_dropped_one(tmp_path)
     assert lines[0] == "## Rungs"
     table = [line for line in lines if line.startswith("| 1 | 6 |")]
     assert len(table) == 3
-    assert table[0].endswith("| best |") and table[2].endswith("| dropped |")
+    assert table[0].endswith("| best (the best mean) |")
+    assert table[1].endswith("| kept (in the top 2 of 3) |")  # kept whatever its p
+    assert table[2].endswith("| dropped (significantly worse) |")
     assert "| attention CNN | 3 | 62.3 | -17.7 [" in table[2]
     assert "- attention CNN: dropped at rung 1 (epoch 6), -17.7 [" in text
     assert "points against block GRU 256 (p adjusted " in text
+
+
+def test_a_rungs_json_written_before_decisions_said_why_still_reads(tmp_path):
+    older = [{k: v for k, v in entry.items() if k != "why"} for entry in entries()]
+    (tmp_path / "rungs.json").write_text(json.dumps(older))
+    table = [line for line in rungs_section(read_rungs(tmp_path), "x") if "| 1 | 6 |" in line]
+    assert [line.rsplit("|", 2)[1].strip() for line in table] == ["best", "kept", "dropped"]
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,14 @@ def test_a_clearly_worse_row_is_dropped_with_its_evidence():
     }
     decisions = {d.row: d for d in decide(1, 4, scores(rows), 2, 0.05)}
     assert [decisions[r].decision for r in "abc"] == [BEST, KEPT, KEPT]
+    # Each decision says why: b is kept whatever its p (the top half), c was tested.
+    assert [decisions[r].why for r in ("a", "b", "c", "cnn")] == [
+        "the best mean",
+        "in the top 2 of 4",
+        "not significantly worse",
+        "significantly worse",
+    ]
+    assert decisions["b"].p_adjusted is None and decisions["c"].p_adjusted > 0.05
     cnn = decisions["cnn"]
     assert cnn.decision == DROPPED
     assert cnn.difference_to_best == pytest.approx(np.mean([-0.18, -0.17, -0.18]))
@@ -80,6 +88,7 @@ def test_one_draw_per_row_is_plain_synchronous_halving():
     decisions = decide(1, 2, scores(rows), 2, 0.05)
     assert [d.decision for d in decisions] == [BEST, KEPT, KEPT, DROPPED, DROPPED]
     assert all(d.p_value is None for d in decisions)
+    assert decisions[-1].why == "one draw a row: halving"
 
 
 def test_alpha_one_is_plain_halving_with_draws_and_close_rows_survive_at_005():
@@ -89,6 +98,7 @@ def test_alpha_one_is_plain_halving_with_draws_and_close_rows_survive_at_005():
     assert halving.count(DROPPED) == 2
     tested = decide(1, 2, scores(rows), 2, 0.05)
     assert [d.decision for d in tested].count(DROPPED) == 0
+    assert {d.why for d in tested[2:]} <= {"the rows do not differ", "not significantly worse"}
 
 
 def test_replay_drops_rows_for_good_and_leaves_their_later_epochs_out():

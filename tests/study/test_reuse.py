@@ -118,6 +118,9 @@ def test_a_confirmation_trains_only_the_seeds_its_search_did_not_run(small_synth
     for key, trial in taken.items():
         original = json.loads((search.dir / "trials" / key / "metrics.json").read_text())
         assert trial.metrics["test_roc_auc"] == original["test_roc_auc"]
+    table = [line for line in output.splitlines() if line.split()[:1] in ([k] for k in taken)]
+    assert len(table) == 4 and all(line.endswith(", taken over") for line in table)
+    assert "4 of 10 trial(s) taken over from study search (reuse)" in output
     rows = json.loads((folder / "rows.json").read_text())
     assert [row["n"] for row in rows] == [5, 5]
     client = MlflowClient(confirmation.uri)
