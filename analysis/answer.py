@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from analysis.effects import ALPHA, Effect, Effects
+from analysis.effects import Effect, Effects
 from analysis.markdown import escape_markdown
 from analysis.rows import RowResult, RowTable, Summary
 from study_folder.records import DROPPED_STATE, Study, Trial, finite_number
@@ -132,34 +132,20 @@ def _overlap(first: Summary, second: Summary) -> bool:
 def _factor_lines(effects: Effects, table: RowTable) -> list[str]:
     if not table.repeated:
         return []
-    shown = [effect for effect in effects.effects if effect.metric == "test_roc_auc"]
-    if not shown:
+    factors = effects.by_factor()
+    if not factors:
         return [
             "No two rows differ in one factor alone with paired draws, so no factor's effect "
             "could be tested (see Effects).",
             "",
         ]
-    by_factor: dict[str, list[Effect]] = {}
-    for effect in shown:
-        by_factor.setdefault(effect.factor, []).append(effect)
     lines = [
         "On test ROC-AUC (paired by draw; p adjusted over every effect tested, Benjamini-Hochberg):",
         "",
     ]
-    for factor, found in by_factor.items():
-        detected = [e for e in found if e.detected]
-        if detected:
-            verdict = (
-                f"made a detectable difference in {len(detected)} of its {len(found)} comparison(s)"
-            )
-        elif not any(e.decidable for e in found):
-            verdict = (
-                f"is undecided: too few seeds to show a difference ({len(found)} comparison(s))"
-            )
-        else:
-            verdict = f"is undecided: no adjusted p at most {ALPHA} ({len(found)} comparison(s))"
-        lines.append(f"- **{escape_markdown(factor)}** {verdict}:")
-        for effect in found:
+    for factor in factors:
+        lines.append(f"- **{escape_markdown(factor.factor)}** {factor.verdict}:")
+        for effect in factor.effects:
             lines.append(f"  - {_effect_words(effect)}")
     lines.append("")
     return lines

@@ -81,18 +81,23 @@ def row_lines(table: RowTable) -> list[str]:
 
 
 def effect_lines(effects: Effects) -> list[str]:
-    """A line per effect on test ROC-AUC: the factor's change, its verdict in words, its mean
-    paired difference with its interval, and the adjusted p."""
-    shown = [effect for effect in effects.effects if effect.metric == "test_roc_auc"]
-    if not shown:
+    """The effects on test ROC-AUC by factor: what the factor's effects say together, then a
+    line per effect: the change, its verdict in words, its mean paired difference with its
+    interval, and the adjusted p."""
+    factors = effects.by_factor()
+    if not factors:
         return []
-    return ["effects on test ROC-AUC (paired by draw; p adjusted over all effects):"] + [
-        f"  {effect.factor} {effect.source} -> {effect.target} ({effect.from_row} to "
-        f"{effect.to_row}): {effect.verdict}; {100 * effect.mean_difference:+.2f} points "
-        f"[{100 * effect.low:+.2f}, {100 * effect.high:+.2f}], p adj. "
-        + ("-" if effect.p_adjusted is None else f"{effect.p_adjusted:.3g}")
-        for effect in shown
-    ]
+    lines = ["effects on test ROC-AUC (paired by draw; p adjusted over all effects):"]
+    for factor in factors:
+        lines.append(f"  {factor.factor} {factor.verdict}:")
+        lines += [
+            f"    {effect.source} -> {effect.target} ({effect.from_row} to {effect.to_row}): "
+            f"{effect.verdict}; {100 * effect.mean_difference:+.2f} points "
+            f"[{100 * effect.low:+.2f}, {100 * effect.high:+.2f}], p adj. "
+            + ("-" if effect.p_adjusted is None else f"{effect.p_adjusted:.3g}")
+            for effect in factor.effects
+        ]
+    return lines
 
 
 def conclude_study(

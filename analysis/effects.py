@@ -140,12 +140,38 @@ class Unmatched:
 
 
 @dataclass(frozen=True)
+class FactorVerdict:
+    """What one factor's effects on one metric say together: the study's answer for it."""
+
+    factor: str
+    effects: tuple[Effect, ...]
+
+    @property
+    def verdict(self) -> str:
+        count = f"{len(self.effects)} comparison(s)"
+        detected = sum(effect.detected for effect in self.effects)
+        if detected:
+            return f"made a detectable difference in {detected} of its {count}"
+        if not any(effect.decidable for effect in self.effects):
+            return f"is undecided: too few seeds to show a difference ({count})"
+        return f"is undecided: no adjusted p at most {ALPHA} ({count})"
+
+
+@dataclass(frozen=True)
 class Effects:
     effects: tuple[Effect, ...]
     unmatched: tuple[Unmatched, ...]
 
     def to_json(self) -> list[dict[str, Any]]:
         return [effect.to_dict() for effect in self.effects]
+
+    def by_factor(self, metric: str = "test_roc_auc") -> list[FactorVerdict]:
+        """The effects on `metric` grouped by factor, in the order first found."""
+        grouped: dict[str, list[Effect]] = {}
+        for effect in self.effects:
+            if effect.metric == metric:
+                grouped.setdefault(effect.factor, []).append(effect)
+        return [FactorVerdict(factor, tuple(found)) for factor, found in grouped.items()]
 
 
 def sign_flip_floor(pairs: int) -> float:

@@ -15,6 +15,7 @@ from analysis.effects import (
     PAIRED_T,
     SIGN_FLIP,
     Effect,
+    Effects,
     factor_effects,
     paired_test,
     sign_flip_p,
@@ -193,6 +194,30 @@ def test_an_effect_says_undecided_where_its_pairs_could_not_show_a_difference():
     noisy = _effect([0.05, -0.06, 0.07, -0.05, 0.01], p_adjusted=0.9)
     assert noisy.decidable and noisy.verdict == "undecided: adjusted p above 0.05"
     assert _effect([0.05, 0.06, 0.07, 0.05, 0.06], p_adjusted=0.05).detected  # at most alpha
+
+
+def test_a_factor_s_effects_give_one_verdict_and_the_console_groups_them_under_it():
+    from dataclasses import replace
+
+    from analysis.conclude import effect_lines
+
+    three = _effect([0.05, 0.06, 0.07], p_adjusted=0.25)
+    five = _effect([0.05, 0.06, 0.07, 0.05, 0.06], p_adjusted=0.0004)
+    noisy = _effect([0.05, -0.06, 0.07, -0.05, 0.01], p_adjusted=0.9)
+    cell = replace(noisy, factor="cell", source="gru", target="lstm")
+    on_pr = replace(five, metric="test_pr_auc")  # another metric: not in test ROC-AUC's
+    effects = Effects((three, cell, five, on_pr), ())
+    factors = effects.by_factor()
+    assert [(f.factor, len(f.effects)) for f in factors] == [("cbam", 2), ("cell", 1)]
+    assert factors[0].verdict == "made a detectable difference in 1 of its 2 comparison(s)"
+    assert factors[1].verdict == "is undecided: no adjusted p at most 0.05 (1 comparison(s))"
+    alone = Effects((three,), ()).by_factor()[0]
+    assert alone.verdict == "is undecided: too few seeds to show a difference (1 comparison(s))"
+    lines = effect_lines(effects)
+    assert lines[1] == "  cbam made a detectable difference in 1 of its 2 comparison(s):"
+    assert lines[2].startswith("    False -> True (no attention GRU 8 to block GRU 8): undecided")
+    assert lines[4] == "  cell is undecided: no adjusted p at most 0.05 (1 comparison(s)):"
+    assert len(lines) == 6
 
 
 def test_the_answer_says_when_the_best_row_is_not_told_apart_from_the_next():
