@@ -315,8 +315,9 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
         _quiet_ray_logs()
     else:
         print(
-            f"every trial of study {options.name} has ended: nothing to train; its end "
-            "(fusion, report, MLflow records) is checked and written where it is missing"
+            f"every trial of study {options.name} has ended: nothing to train; its end is "
+            "made again from its records (the report anew, the fusion and MLflow records "
+            "where they are missing)"
         )
     race = None
     if options.space.scheduler.type == "race":
