@@ -94,7 +94,9 @@ def test_a_single_trial_row_has_no_spread_and_unusable_trials_are_named(tmp_path
     assert json.loads(write_rows(table, study).read_text())[1]["test_roc_auc"]["sd"] is None
 
 
-def test_a_raced_row_that_was_dropped_leaves_with_all_its_trials(tmp_path, labelled_dataset):
+def test_a_raced_row_that_was_dropped_leaves_with_all_its_trials(
+    tmp_path, labelled_dataset, caplog
+):
     """Two of row 1's trials were stopped at rung 1; its third had ended by patience before
     the rung: the row is out whole, not a row of one survivor."""
     study = repeated_study(
@@ -104,10 +106,13 @@ def test_a_raced_row_that_was_dropped_leaves_with_all_its_trials(tmp_path, label
         path = study / "trials" / trial / "metrics.json"
         metrics = json.loads(path.read_text())
         path.write_text(json.dumps({**metrics, "end_state": "race_dropped", "dropped_at_rung": 1}))
-    table = row_results(load_study(study))
+    with caplog.at_level("INFO", logger="analysis.rows"):
+        table = row_results(load_study(study))
     assert [row.n for row in table.rows] == [3]
     why = "its row was dropped at rung 1 of the race"
     assert table.left_out == (("r1s0", why), ("r1s1", why), ("r1s2", why))
+    # One reason said once, after the trials it holds for (a race drops dozens at once).
+    assert f"trial(s) in no row: r1s0, r1s1, r1s2 ({why})" in caplog.text
 
 
 def test_summarise_refuses_nothing():
