@@ -242,14 +242,7 @@ def race_figures(
     """`--space race`: 12 configurations drawn from wide.yaml x 3 seeds, raced twice with two
     trials at a time and once with one (`once`: once only), and run under FIFO; `epochs`:
     both with that max_epochs instead of the budget's."""
-    source = draw_space(
-        find_space("wide.yaml"), work / "race.yaml", RACE_CONFIGS, 0, RACE, RACE_REPEATS
-    )
-    if epochs is not None:
-        space = yaml.safe_load(source.read_text())
-        space.setdefault("parameters", {})["max_epochs"] = epochs
-        source.write_text(yaml.safe_dump(space, sort_keys=False))
-    warm_caches(source)
+    source = race_space(work, epochs)
     fifo_space = write_space(source, work / "fifo.yaml", {"type": "fifo"}, None)
     runs = {
         "race": (source, ("--max-concurrent", str(SLOTS))),
@@ -280,7 +273,28 @@ def race_figures(
         outcome[name] = {"rows": rows, "rungs": _decisions(folder / "rungs.json")}
         figures[name] = result
         print(f"{name}: {result['seconds']} s, {result['trial_epochs']} trial-epochs", flush=True)
-    race, fifo = figures["race"], figures["fifo"]
+    figures.update(race_comparison(figures["race"], figures["fifo"], by_config))
+    figures.update(race_agreement(outcome))
+    return figures
+
+
+def race_space(work: Path, epochs: int | None) -> Path:
+    """The race's space: 12 wide.yaml draws x 3 seeds (with `epochs`: that max_epochs), its
+    caches warmed."""
+    source = draw_space(
+        find_space("wide.yaml"), work / "race.yaml", RACE_CONFIGS, 0, RACE, RACE_REPEATS
+    )
+    if epochs is not None:
+        space = yaml.safe_load(source.read_text())
+        space.setdefault("parameters", {})["max_epochs"] = epochs
+        source.write_text(yaml.safe_dump(space, sort_keys=False))
+    warm_caches(source)
+    return source
+
+
+def race_comparison(race: dict, fifo: dict, by_config: dict[str, dict]) -> dict:
+    """The race against FIFO: trial-epochs, wall time, and where the race's wall time goes."""
+    figures = {}
     figures["race_trial_epochs"] = race["trial_epochs"]
     figures["fifo_trial_epochs"] = fifo["trial_epochs"]
     figures["race_wall_seconds"] = race["seconds"]
@@ -293,8 +307,15 @@ def race_figures(
     figures["race_epochs_at_fifo_cost"] = round(
         epochs_at_fifo_cost({"by_config": by_config["race"]}, {"by_config": by_config["fifo"]}), 3
     )
-    if not once:
-        races = [outcome[name] for name in ("race", "race_again", "race_serial")]
+    return figures
+
+
+def race_agreement(outcome: dict[str, dict]) -> dict:
+    """Whether the races decided alike and wrote the same rows (where it ran more than
+    once), and whether their rows agree with FIFO's."""
+    figures = {}
+    races = [outcome[name] for name in ("race", "race_again", "race_serial") if name in outcome]
+    if len(races) > 1:
         figures["decisions_identical"] = all(r["rungs"] == races[0]["rungs"] for r in races)
         figures["rows_identical"] = all(r["rows"] == races[0]["rows"] for r in races)
     raced = {row["row"]: row for row in outcome["race"]["rows"]}

@@ -67,3 +67,20 @@ def test_ashas_epochs_are_priced_at_fifos_seconds_for_the_same_epochs(benchmark)
     assert benchmark.epochs_at_fifo_cost(longer, fifo) == pytest.approx(
         (4 + 3 + 3 + 3 + 5 + 2) / 18
     )
+
+
+def test_the_race_agrees_with_itself_and_with_fifo_only_when_every_figure_matches(benchmark):
+    def row(name, value):
+        return {"row": name, "test_roc_auc": value, "test_pr_auc": 0.2, "val_roc_auc": value}
+
+    rungs = [(1, "b", "dropped")]
+    race = {"rows": [row("a", 0.8)], "rungs": rungs}
+    fifo = {"rows": [row("a", 0.8), row("b", 0.7)], "rungs": []}
+    once = benchmark.race_agreement({"race": race, "fifo": fifo})
+    assert once == {"same_best_row": True, "full_budget_rows_as_fifo": True, "rows_dropped": 1}
+    moved = {"rows": [row("a", 0.8001)], "rungs": rungs}  # another value, the same decisions
+    thrice = benchmark.race_agreement(
+        {"race": race, "race_again": race, "race_serial": moved, "fifo": fifo}
+    )
+    assert thrice["decisions_identical"] and not thrice["rows_identical"]
+    assert not benchmark.race_agreement({"race": moved, "fifo": fifo})["full_budget_rows_as_fifo"]
