@@ -34,9 +34,8 @@ from analysis.rows import RowResult, RowTable
 from mer_models.config import TrainConfig
 from mer_models.files import atomic_write_text
 from study_folder.budgets import BUDGETS
-from study_folder.records import DRAW_FIELDS, RESOURCE_FIELDS, STUDY_FILE, Study
+from study_folder.records import CONFIRM_FILE, DRAW_FIELDS, RESOURCE_FIELDS, STUDY_FILE, Study
 
-CONFIRM_FILE = "confirm.yaml"
 CONFIRM_TOP = 3  # rows confirmed by default
 CONFIRM_REPEATS = 5  # seeds per confirmed row
 DEFAULT_BUDGET = "quick"  # a space's budget when it names none (study_folder.search_space)

@@ -23,7 +23,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: import the project, not this folder
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from analysis.confirm import CONFIRM_FILE  # noqa: E402
 from mer_models.data.arguments import add_data_arguments, dataset_paths  # noqa: E402
 from mer_models.data.check import check_dataset  # noqa: E402
 from mer_models.data.splits import DataError, DatasetPaths  # noqa: E402
@@ -39,6 +38,7 @@ from study.places import PlaceError, Storage, is_cloud  # noqa: E402
 from study.signals import STOP  # noqa: E402
 from study_folder.budgets import BUDGETS  # noqa: E402
 from study_folder.records import (  # noqa: E402
+    CONFIRM_FILE,
     STUDY_FILE,
     RecordError,
     StudyRecord,

@@ -81,16 +81,13 @@ def _ended(trial: Trial) -> str:
 
 def reuse_note(study: Study) -> str | None:
     """A line under the table when trials were taken over from other studies (`reuse`)."""
-    sources = {
-        Path(t.metrics[REUSED_FROM_KEY]).parent.parent.name: None
-        for t in study.trials
-        if REUSED_FROM_KEY in t.metrics
-    }
-    if not sources:
+    taken = [t for t in study.trials if REUSED_FROM_KEY in t.metrics]
+    if not taken:
         return None
-    taken = sum(REUSED_FROM_KEY in t.metrics for t in study.trials)
+    # metrics.json names the trial folder it came from: <study>/trials/<key>
+    sources = dict.fromkeys(Path(t.metrics[REUSED_FROM_KEY]).parent.parent.name for t in taken)
     return (
-        f"{taken} of {len(study.trials)} trial(s) taken over from study {', '.join(sources)} "
+        f"{len(taken)} of {len(study.trials)} trial(s) taken over from study {', '.join(sources)} "
         "(reuse): trained there on the same configuration, seed and data, not again here"
     )
 

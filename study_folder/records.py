@@ -61,6 +61,7 @@ from tracking.names import (  # noqa: F401 - the race's names are the folder's t
 log = logging.getLogger(__name__)
 
 STUDY_FILE = "study.json"
+CONFIRM_FILE = "confirm.yaml"  # the confirmation space a study writes at its end
 TRIALS = "trials"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"

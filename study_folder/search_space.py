@@ -156,9 +156,7 @@ class SearchSpace:
     search_seed: int = 0
     repeats: int = 1  # seeds per configuration (row): 0..repeats-1
     splits: tuple[int, ...] = ()  # the official splits each trial runs on; (): the --split one
-    reuse: Path | None = (
-        None  # a study whose matching ended trials are taken over (study_folder.reuse)
-    )
+    reuse: Path | None = None  # a study whose ended trials it takes over (study_folder.reuse)
     text: str = ""  # the YAML it was read from: what study.json records and MLflow shows
 
     @property

@@ -152,9 +152,8 @@ def test_a_space_is_checked_without_importing_ray():
 
 
 def test_a_study_is_named_after_its_space_and_a_confirmation_after_its_study(tmp_path):
-    from analysis.confirm import CONFIRM_FILE
     from study.run import space_study_name, study_name
-    from study_folder.records import STUDY_FILE
+    from study_folder.records import CONFIRM_FILE, STUDY_FILE
 
     results = tmp_path / "ray_results"
     (results / "table1").mkdir(parents=True)
