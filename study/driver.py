@@ -110,10 +110,6 @@ class StudyOptions:
         """The official splits the trials run on: the space's `splits`, else the data's one."""
         return self.space.splits or (self.data.split,)
 
-    def data_on(self, split: int) -> DatasetPaths:
-        """The study's dataset on one of its splits."""
-        return replace(self.data, split=split)
-
     @property
     def searched(self) -> tuple[str, ...]:
         """The fields the space varies (they name the trials' runs and the summary's columns)."""
@@ -296,8 +292,11 @@ def planned_trials(options: StudyOptions) -> list[dict[str, Any]] | None:
     ]
 
 
-def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
-    """Run (or resume) the study in its claimed folder; the number of trials Ray ran.
+def run_study(
+    options: StudyOptions, tracker: StudyTracker, planned: list[dict[str, Any]] | None
+) -> int:
+    """Run (or resume) the study in its claimed folder, `planned` its trials as `check_plan`
+    drew and checked them; the number of trials Ray ran.
 
     A resume is rebuilt from the study's records (`study_folder.records`), never from
     Ray's saved state: trials that ended stay as recorded, unfinished ones
@@ -305,7 +304,6 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
     and trials never begun start. Raises StorageFault when a full or unwritable
     disk stopped it.
     """
-    planned = planned_trials(options)
     listed = _prepare_folder(options, tracker, planned)
     retrying = frozenset(t.key for t in listed if t.end_state == "error" and options.retry_failed)
     to_run = _trials_to_run(listed, retrying, planned)
@@ -343,16 +341,19 @@ def run_study(options: StudyOptions, tracker: StudyTracker) -> int:
 def _prepare_folder(
     options: StudyOptions, tracker: StudyTracker, planned: list[dict[str, Any]] | None
 ) -> list[records.Trial]:
-    """The study's trials as recorded, once its folder is ready to run in: MLflow's ids and
-    the ground truth written, interrupted trials' records recovered, leftovers removed.
+    """The study's trials as recorded, once its folder is ready to run in: its records made
+    whole (MLflow's ids in study.json, interrupted trial writes finished or undone), the
+    ground truth written, another study's trials taken over (`reuse`), leftovers removed.
     Raises StorageFault when a full or unwritable disk stops that."""
     try:
         record_tracking(options, tracker)
+        records.recover_trials(options.study_dir)
         for split in options.splits:  # the data's split in the study folder, others beside
             write_groundtruth(
-                options.study_dir, options.data_on(split), own_folder=split != options.data.split
+                options.study_dir,
+                options.data.on_split(split),
+                own_folder=split != options.data.split,
             )
-        records.recover_trials(options.study_dir)
         _take_over(options, planned)
         listed = records.read_trials(options.study_dir)
         remove_leftovers(options)
@@ -483,11 +484,23 @@ def conclude_race(options: StudyOptions, tracker: StudyTracker) -> None:
     tracker.log_rungs(race.to_json())
 
 
-def check_records(options: StudyOptions) -> None:
-    """A resumed study's records must read, and every recorded trial must be one its space
-    plans (grid and random); else RecordError naming the trial's file and the space."""
-    listed = records.read_trials(options.study_dir)
+def check_plan(options: StudyOptions) -> list[dict[str, Any]] | None:
+    """The study's planned trials (`planned_trials`), drawn once and checked before anything
+    is written: the scheduler and every config, the study `reuse` names, and a resume's
+    records against the plan. A problem raises ValueError naming it."""
+    check_trial_configs(options)
     planned = planned_trials(options)
+    check_reuse(options)
+    if options.resume:
+        check_records(options, planned)
+    return planned
+
+
+def check_records(options: StudyOptions, planned: list[dict[str, Any]] | None) -> None:
+    """A resumed study's records must read, and every recorded trial must be one of the
+    trials `planned` (grid and random); else RecordError naming the trial's file and the
+    space."""
+    listed = records.read_trials(options.study_dir)
     if planned is None:
         return
     _, unplanned = records.match_planned(planned, listed)

@@ -13,7 +13,6 @@ NAME-best. `--resume` continues an interrupted study.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -24,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: import the project, not this f
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from mer_models.data.arguments import add_data_arguments, dataset_paths  # noqa: E402
-from mer_models.data.check import check_dataset  # noqa: E402
+from mer_models.data.check import require_valid_dataset  # noqa: E402
 from mer_models.data.splits import DataError, DatasetPaths  # noqa: E402
 from study.claim import (  # noqa: E402
     BadName,
@@ -293,10 +292,11 @@ def run(argv: list[str] | None = None) -> int:
     try:
         # Everything that can be checked is checked before anything is written.
         recorded, space, study_dir = study_to_run(args, parser, working)
+        data = study_data(args, parser, recorded, space)
         if args.address:
             use_cluster_token()
-        options = study_options(args, parser, working, recorded, space, study_dir)
-        data_report = check_before_start(options)
+        options = study_options(args, working, recorded, space, study_dir, data)
+        planned, data_report = check_before_start(options)
         study_id = claim(options, recorded)
     except Refusal as refusal:
         print(refusal.text, file=sys.stderr)
@@ -305,7 +305,7 @@ def run(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(data_report.summary())
-    return run_tracked(options, data_report, working, study_id)
+    return run_tracked(options, data_report, working, study_id, planned)
 
 
 _claims: list = []  # the claimed study's lock, held until the driver exits
@@ -369,13 +369,37 @@ def study_to_run(
     return recorded, space, study_dir
 
 
-def study_options(
+def study_data(
     args: argparse.Namespace,
     parser: argparse.ArgumentParser,
+    recorded: StudyRecord | None,
+    space: SearchSpace,
+) -> DatasetPaths:
+    """The dataset the study trains on: a resume's as it began; else the flags', on the
+    space's first split when the space names its `splits`."""
+    if recorded is not None:
+        return DatasetPaths(**recorded.data)
+    try:
+        data = dataset_paths(args, parser)
+    except DataError as error:
+        raise Refusal(f"error: {error}", 1) from None
+    if not space.splits:
+        return data
+    if args.split is not None:
+        raise Refusal(
+            f"error: --split {args.split}: the space {space.file} runs every trial on the "
+            f"splits {', '.join(map(str, space.splits))} (its splits key); leave out --split"
+        )
+    return data.on_split(space.splits[0])  # the study's first split
+
+
+def study_options(
+    args: argparse.Namespace,
     working: Path,
     recorded: StudyRecord | None,
     space: SearchSpace,
     study_dir: Path,
+    data: DatasetPaths,
 ):
     """The study's options, once: a resume takes what it began with from its record.
 
@@ -386,17 +410,6 @@ def study_options(
 
     configure_console(args.verbose)  # Ray and MLflow set their loggers' levels on import
     storage = Storage.from_flag(args.storage, working)
-    try:
-        data = DatasetPaths(**recorded.data) if recorded else dataset_paths(args, parser)
-    except DataError as error:
-        raise Refusal(f"error: {error}", 1) from None
-    if space.splits and not recorded:
-        if args.split is not None:
-            raise Refusal(
-                f"error: --split {args.split}: the space {space.file} runs every trial on the "
-                f"splits {', '.join(map(str, space.splits))} (its splits key); leave out --split"
-            )
-        data = dataclasses.replace(data, split=space.splits[0])  # the study's first split
     return StudyOptions(
         space=space,
         name=study_dir.name,
@@ -422,37 +435,33 @@ def study_options(
     )
 
 
-def check_before_start(options):
-    """Every trial's config, a resume's records, the data and the places written to; the
-    data check's report. A problem is a Refusal naming it."""
-    import study.driver  # its checks are looked up when called
+def check_before_start(options) -> tuple:
+    """The study's plan (every trial's config, the reuse, a resume's records), the data and
+    the places written to; (the planned trials, the data check's report). A problem is a
+    Refusal naming it."""
+    from study.driver import check_plan
 
     try:
-        study.driver.check_trial_configs(options)
-        study.driver.check_reuse(options)
-        if options.resume:
-            study.driver.check_records(options)
+        planned = check_plan(options)
     except ValueError as error:
         raise Refusal(f"error: {error}") from None
     report = None  # the study's own split's: what its MLflow dataset describes
     for split in options.splits:  # every split a trial trains on, before any starts
         log.info("checking the dataset (%s, split-%d) ...", options.data.metadata, split)
         try:
-            checked = check_dataset(options.data_on(split))
+            checked = require_valid_dataset(options.data.on_split(split))
         except DataError as error:
             raise Refusal(f"error: {error}", 1) from None
-        if not checked.ok:
-            raise Refusal(checked.describe_problems(), 1)
         report = report or checked
     try:
         Storage(options.storage).check()
         TrackingStore(options.tracking_uri).check()
     except PlaceError as error:
         raise Refusal(f"error: {error}") from None
-    return report
+    return planned, report
 
 
-def run_tracked(options, data_report, working: Path, study_id: str) -> int:
+def run_tracked(options, data_report, working: Path, study_id: str, planned) -> int:
     """The study with its MLflow runs, from the parent run's start to the last line."""
     from study.driver import ClusterError, StorageFault, StoreFailed, run_study, study_params
     from tracking.study_tracker import StudyTracker, study_dataset
@@ -481,7 +490,7 @@ def run_tracked(options, data_report, working: Path, study_id: str) -> int:
             f"study {options.name}: space {options.space.file}, budget {options.budget}, "
             f"{'resuming' if options.resume else 'starting'} in {options.study_dir}"
         )
-        trials_run = run_study(options, tracker)
+        trials_run = run_study(options, tracker, planned)
         return finish(options, tracker, trials_started=trials_run)
     except StorageFault as error:
         return finish(options, tracker, trials_started=0, fault=str(error))

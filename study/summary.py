@@ -50,12 +50,12 @@ def columns(study: Study) -> tuple[str, ...]:
 
 def table_rows(study: Study) -> list[tuple[str, ...]]:
     """Ranked trials first (best validation ROC-AUC), then those without results."""
+    extra = config_columns(study)
     try:
         ranked = ranked_trials(study)
     except ValueError:  # no trial has results to rank (all failed): list them as they are
         ranked = []
     others = [trial for trial in study.trials if trial not in ranked]
-    extra = config_columns(study)
     rows = []
     for trial in ranked + others:
         metrics = trial.metrics

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from mer_models.data.splits import SUBSETS, DatasetPaths, read_tags
 
@@ -48,7 +47,7 @@ def dataset_paths(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         from mer_models.data.synthetic import synthetic_dataset
 
         paths = synthetic_dataset()  # its five splits: --split chooses one
-        return paths if args.split is None else dataclasses.replace(paths, split=args.split)
+        return paths if args.split is None else paths.on_split(args.split)
     split, subset = args.split, args.subset
     if store is not None:
         from mer_models.data.store import open_store

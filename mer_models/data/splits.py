@@ -10,7 +10,7 @@ pre-computed mel-spectrograms (``NN/ID.npy``, from the ``PATH`` column).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,10 @@ class DatasetPaths:
 
     def tag_file(self) -> Path:
         return self.metadata / "data" / "tags" / f"{self.subset}_split.txt"
+
+    def on_split(self, split: int) -> DatasetPaths:
+        """The same dataset on another of its official splits."""
+        return replace(self, split=split)
 
     def to_dict(self) -> dict:
         return {

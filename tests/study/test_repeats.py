@@ -153,7 +153,7 @@ def test_a_resume_knows_which_row_and_seed_trials_have_not_begun(tmp_path):
     for index, config in enumerate(begun):
         records.list_trial(study.study_dir, f"t_{index:05d}", {**config, "threads": 8})
     listed = records.read_trials(study.study_dir)
-    check_records(study)  # what was begun is what the space plans
+    check_records(study, planned)  # what was begun is what the space plans
     remaining, _ = match_planned(planned, listed)
     assert remaining == [planned[i] for i in (1, 2, 4, 5)]
     assert {(c["cell"], c["seed"]) for c in remaining} == {
@@ -164,7 +164,7 @@ def test_a_resume_knows_which_row_and_seed_trials_have_not_begun(tmp_path):
     }
     records.list_trial(study.study_dir, "t_00009", {**planned[0], "seed": 3})
     with pytest.raises(records.RecordError, match=r"seed 3 \(planned: \d\)"):
-        check_records(study)
+        check_records(study, planned)
 
 
 def test_study_json_records_repeats_and_an_old_one_reads_as_one(tmp_path):

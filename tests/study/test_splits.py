@@ -148,7 +148,7 @@ def test_every_split_is_checked_before_anything_is_written(tmp_path, tiny_datase
     damaged.write_text("\n".join([lines[0], "\t".join([track, *fields]), *lines[2:]]) + "\n")
     done = run_study(tmp_path, tiny_dataset, "configs: [{cell: gru}]\nsplits: [0, 1]\n")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "problem(s) in split-1" in done.stderr
+    assert "error: dataset check failed: 1 problem(s) in split-1" in done.stderr
     assert f"{track}: {tiny_dataset.melspecs / '99/99999.npy'} not found" in done.stderr
     assert not (tmp_path / "ray_results").exists()
     assert not list(tmp_path.glob("*.db")) and not (tmp_path / "mlruns").exists()
