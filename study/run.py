@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: import the project, not this f
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from mer_models.data.arguments import add_data_arguments, dataset_paths  # noqa: E402
-from mer_models.data.check import require_valid_dataset  # noqa: E402
+from mer_models.data.check import CheckReport, require_valid_dataset  # noqa: E402
 from mer_models.data.splits import DataError, DatasetPaths  # noqa: E402
 from study.claim import (  # noqa: E402
     BadName,
@@ -435,7 +435,7 @@ def study_options(
     )
 
 
-def check_before_start(options) -> tuple:
+def check_before_start(options) -> tuple[list[dict] | None, CheckReport]:
     """The study's plan (every trial's config, the reuse, a resume's records), the data and
     the places written to; (the planned trials, the data check's report). A problem is a
     Refusal naming it."""
@@ -461,7 +461,9 @@ def check_before_start(options) -> tuple:
     return planned, report
 
 
-def run_tracked(options, data_report, working: Path, study_id: str, planned) -> int:
+def run_tracked(
+    options, data_report: CheckReport, working: Path, study_id: str, planned: list[dict] | None
+) -> int:
     """The study with its MLflow runs, from the parent run's start to the last line."""
     from study.driver import ClusterError, StorageFault, StoreFailed, run_study, study_params
     from tracking.study_tracker import StudyTracker, study_dataset
