@@ -21,7 +21,9 @@ from tests.study.test_survival import stored_epochs
 
 pytestmark = pytest.mark.slow
 RUN = Path(__file__).resolve().parents[2] / "study" / "run.py"
-EPOCHS = 12
+# Long enough that both trials train at once for many seconds: the lost node is killed
+# then (at 12 epochs a trial took 7 s on a fast sitting, and the two overlapped for 2 s).
+EPOCHS = 30
 SPACE = f"""searcher: grid
 budget: quick
 scheduler: {{type: fifo}}
